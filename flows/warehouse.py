@@ -1,0 +1,160 @@
+"""The warehouse: one DuckDB file, its schema and its forward migrations.
+
+This module is the one way in to the warehouse's schema (STYLE.md, habit 5). Migrations are
+plain SQL files in ``flows/migrations/NNNN_name.sql``, applied in number order, each in its
+own transaction, and recorded in ``schema_migrations``; a warehouse written by a newer
+Flourish (a version this code does not know) is refused rather than guessed at.
+
+DuckDB lets one process hold a file for writing at a time. ``connect`` waits (with back-off)
+for a file another process holds, so two CLI commands started together queue instead of
+failing; the wait is bounded and ends in a clear error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be opened or is at a schema version this code does not know."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped, in order; duplicate numbers are refused."""
+    found: dict[int, tuple[int, str, str]] = {}
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        m = _MIGRATION_NAME.match(path.name)
+        if not m:
+            raise WarehouseError(f"migration file {path.name} must be named NNNN_lowercase_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise WarehouseError(f"two migrations share version {version}: {found[version][1]} and {path.name}")
+        found[version] = (version, path.name, path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def latest_version() -> int:
+    ms = migrations()
+    return ms[-1][0] if ms else 0
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every migration newer than the warehouse's version; return the names applied."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+        "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    current = schema_version(con)
+    shipped = migrations()
+    known = {v for v, _, _ in shipped}
+    if current and current not in known:
+        raise WarehouseError(
+            f"the warehouse is at schema version {current}, which this Flourish does not know "
+            f"(it knows up to {latest_version()}); upgrade Flourish rather than open it with older code"
+        )
+    applied: list[str] = []
+    for version, name, sql in shipped:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def connect(
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    wait_seconds: float = 120.0,
+    apply_migrations: bool = True,
+) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the warehouse file, migrated to the latest schema.
+
+    Waits up to ``wait_seconds`` while another process holds the file's write lock.
+    """
+    p = Path(path)
+    if not read_only:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    elif not p.exists():
+        raise WarehouseError(f"warehouse {p} does not exist")
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(p), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise WarehouseError(f"cannot open warehouse {p}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+    if apply_migrations and not read_only:
+        migrate(con)
+    elif read_only and schema_version(con) > latest_version():
+        con.close()
+        raise WarehouseError(f"warehouse {p} was written by a newer Flourish (schema {schema_version(con)})")
+    return con
+
+
+@contextmanager
+def open_warehouse(path: str | Path, **kwargs) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``with open_warehouse(path) as con:`` — connect, and always close."""
+    con = connect(path, **kwargs)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: commit on success, roll back on any exception (which propagates)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+    ).fetchall()]
+
+
+def participant_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every table with a ``participant`` (pseudonym) column: what erasure and re-keying must walk.
+
+    Derived from the live schema, so a table added by a later migration is covered without a list to update.
+    """
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT table_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND column_name = 'participant' ORDER BY 1"
+    ).fetchall()]

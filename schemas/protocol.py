@@ -1,0 +1,264 @@
+"""The study protocol: the one file a trial team writes, validated before anything runs.
+
+A protocol names the arms (one marked control), the waves and the instruments given at each,
+the primary outcome at the long-run horizon, secondary outcomes, surrogate telemetry metrics,
+the privacy settings and the preregistered analysis plan. Every model here refuses unknown
+fields and is frozen: a typo in a protocol is an error, never a silently ignored key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+
+class Contract(BaseModel):
+    """Base for every contract: unknown fields refused, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} must start with a letter and use only letters, digits, '_', '.', '-' (at most 64)"
+        )
+    return value
+
+
+class Arm(Contract):
+    name: str
+    allocation: float = Field(1.0, gt=0, description="Allocation ratio weight (e.g. 1, 1, 1 or 2, 1, 1).")
+    control: bool = False
+    features: dict[str, bool] = Field(default_factory=dict, description="Feature flags switched on in this arm.")
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "arm name")
+
+
+class Wave(Contract):
+    name: str
+    day: int = Field(ge=0, description="Day offset from the participant's assignment.")
+    window_days: int = Field(7, ge=0, description="Responses within day +/- window count for this wave.")
+    instruments: list[str] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "wave name")
+
+    @property
+    def months(self) -> float:
+        """Time since assignment in months (30.4375 days, the mean Gregorian month)."""
+        return self.day / 30.4375
+
+
+Direction = Literal["higher_is_better", "lower_is_better"]
+
+
+class Outcome(Contract):
+    """An outcome is a score of an instrument (``who5.percent``) or a score delivered from outside."""
+
+    name: str = Field(description="Outcome id as stored in the scores table, e.g. 'who5.percent'.")
+    instrument: str | None = Field(None, description="Instrument that produces it; null for an external score.")
+    source: Literal["flourish", "external"] = "flourish"
+    wave: str | None = Field(None, description="Wave of interest; for the primary outcome the long-run horizon.")
+    direction: Direction = "higher_is_better"
+    mcid: float | None = Field(None, gt=0, description="Minimum clinically important difference, outcome units.")
+    rope: float | None = Field(None, gt=0, description="Half-width of the region of practical equivalence.")
+    lower_bound: float | None = Field(None, description="Smallest possible value (for DP clipping of external scores).")
+    upper_bound: float | None = Field(None, description="Largest possible value (for DP clipping of external scores).")
+
+    @model_validator(mode="after")
+    def _source_matches(self) -> Outcome:
+        if self.source == "flourish" and not self.instrument:
+            raise ValueError(f"outcome {self.name!r} is scored by Flourish, so it must name its instrument")
+        if self.lower_bound is not None and self.upper_bound is not None and self.lower_bound >= self.upper_bound:
+            raise ValueError(f"outcome {self.name!r}: lower_bound must be below upper_bound")
+        return self
+
+
+class SurrogateMetric(Contract):
+    """A telemetry summary per participant over an early window, used as a short-run surrogate."""
+
+    name: str
+    event_type: Literal["session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end"]
+    feature: str | None = None
+    statistic: Literal["count", "count_per_week", "sum_value", "mean_value"] = "count_per_week"
+    window_days: int = Field(28, gt=0)
+    lower_bound: float = 0.0
+    upper_bound: float = Field(100.0, description="Clip bound per participant (public information for DP).")
+
+
+class PrivacySettings(Contract):
+    epsilon: float = Field(gt=0, description="Total privacy budget of the study (epsilon).")
+    delta: float = Field(1e-6, ge=0, lt=1)
+    unit: Literal["participant"] = "participant"
+    min_cell_size: int = Field(10, ge=1)
+    mechanism: Literal["gaussian", "laplace"] = "gaussian"
+
+
+class Priors(Contract):
+    """Weakly informative priors, in units of the outcome's baseline standard deviation."""
+
+    effect_sd: float = Field(1.0, gt=0, description="Normal(0, effect_sd) on every arm effect (SD units).")
+    intercept_sd: float = Field(10.0, gt=0, description="Normal(0, intercept_sd) on intercept and trend terms.")
+    coefficient_sd: float = Field(2.5, gt=0, description="Normal(0, .) on covariate slopes (standardized).")
+    sigma_scale: float = Field(1.0, gt=0, description="HalfNormal scale of residual and random-effect SDs.")
+    rate_mean_months: float = Field(2.0, gt=0, description="Prior mean time constant of a saturating effect.")
+
+
+class AnalysisPlan(Contract):
+    effect_shape: Literal["per_wave", "constant", "saturating"] = "per_wave"
+    time_trend: Literal["per_wave", "linear_months"] = "per_wave"
+    covariates: list[str] = Field(default_factory=list)
+    random_slopes: bool = False
+    baseline_wave: str | None = Field(None, description="Wave whose value is the baseline covariate; default: first wave.")
+    interval_level: float = Field(0.95, gt=0.5, lt=1)
+    priors: Priors = Field(default_factory=Priors)
+    subgroups: list[str] = Field(default_factory=list, description="Prespecified subgroup variables, e.g. baseline_tercile.")
+    chains: int = Field(4, ge=1)
+    draws: int = Field(1000, ge=100)
+    tune: int = Field(1000, ge=100)
+    seed: int = 20261122
+    rhat_max: float = 1.01
+    ess_bulk_min: float = 400.0
+
+
+class InstrumentPermission(Contract):
+    instrument: str
+    reference: str = Field(min_length=1, description="Licence or permission reference held by the study.")
+
+
+class StudyProtocol(Contract):
+    study_id: str
+    title: str
+    intended_use: Literal["research", "commercial"] = "research"
+    arms: list[Arm] = Field(min_length=2)
+    waves: list[Wave] = Field(min_length=1)
+    primary_outcome: Outcome
+    secondary_outcomes: list[Outcome] = Field(default_factory=list)
+    surrogates: list[SurrogateMetric] = Field(default_factory=list)
+    privacy: PrivacySettings
+    analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
+    instrument_permissions: list[InstrumentPermission] = Field(default_factory=list)
+    strata: list[str] = Field(default_factory=list, description="Stratification variables for randomization.")
+
+    @field_validator("study_id")
+    @classmethod
+    def _study_id(cls, v: str) -> str:
+        return _identifier(v, "study_id")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyProtocol:
+        arm_names = [a.name for a in self.arms]
+        if len(set(arm_names)) != len(arm_names):
+            raise ValueError(f"arm names must be unique, got {arm_names}")
+        controls = [a.name for a in self.arms if a.control]
+        if len(controls) != 1:
+            raise ValueError(f"exactly one arm must be marked control: true, found {len(controls)}")
+        wave_names = [w.name for w in self.waves]
+        if len(set(wave_names)) != len(wave_names):
+            raise ValueError(f"wave names must be unique, got {wave_names}")
+        days = [w.day for w in self.waves]
+        if days != sorted(days) or len(set(days)) != len(days):
+            raise ValueError(f"waves must be listed in increasing day order with distinct days, got {days}")
+        outcome_names = [self.primary_outcome.name] + [o.name for o in self.secondary_outcomes]
+        if len(set(outcome_names)) != len(outcome_names):
+            raise ValueError(f"outcome names must be unique, got {outcome_names}")
+        if self.primary_outcome.wave is None:
+            raise ValueError("primary_outcome.wave must name the long-run horizon wave")
+        for o in [self.primary_outcome, *self.secondary_outcomes]:
+            if o.wave is not None and o.wave not in wave_names:
+                raise ValueError(f"outcome {o.name!r} names wave {o.wave!r}, which is not one of {wave_names}")
+            if o.instrument is not None and not any(o.instrument in w.instruments for w in self.waves):
+                raise ValueError(f"outcome {o.name!r} uses instrument {o.instrument!r}, which no wave administers")
+        if self.analysis.baseline_wave is not None and self.analysis.baseline_wave not in wave_names:
+            raise ValueError(f"analysis.baseline_wave {self.analysis.baseline_wave!r} is not one of {wave_names}")
+        return self
+
+    # -- convenience --------------------------------------------------------------------
+    @property
+    def control_arm(self) -> str:
+        return next(a.name for a in self.arms if a.control)
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.arms]
+
+    @property
+    def wave_names(self) -> list[str]:
+        return [w.name for w in self.waves]
+
+    @property
+    def baseline_wave(self) -> str:
+        return self.analysis.baseline_wave or self.waves[0].name
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [self.primary_outcome, *self.secondary_outcomes]
+
+    def outcome(self, name: str) -> Outcome:
+        for o in self.outcomes:
+            if o.name == name:
+                return o
+        raise KeyError(f"outcome {name!r} is not in the protocol; it has {[o.name for o in self.outcomes]}")
+
+    def instruments(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for w in self.waves:
+            for i in w.instruments:
+                seen.setdefault(i, None)
+        return list(seen)
+
+    def wave(self, name: str) -> Wave:
+        for w in self.waves:
+            if w.name == name:
+                return w
+        raise KeyError(f"wave {name!r} is not in the protocol; it has {self.wave_names}")
+
+
+class ProtocolError(ValueError):
+    """A protocol file that cannot be read or does not satisfy the contract."""
+
+
+def load_protocol(path: str | Path) -> StudyProtocol:
+    """Read and validate a study protocol YAML file; raise ProtocolError with one clear sentence."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProtocolError(f"study protocol {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"study protocol {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"study protocol {p} must be a YAML mapping at the top level")
+    try:
+        return StudyProtocol.model_validate(data)
+    except ValueError as exc:
+        raise ProtocolError(f"study protocol {p} is invalid: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for e in errors()[:3]:
+            loc = ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return "; ".join(parts)
+    return str(exc)
+
+
+def dump_protocol(protocol: StudyProtocol) -> str:
+    """Canonical YAML of a protocol (sorted keys), as written by the simulator."""
+    return yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False)
