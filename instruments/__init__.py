@@ -1,1 +1,32 @@
-"""instruments."""
+"""Validated survey instruments as data files, exact scoring, psychometrics.
+
+Definitions live in ``instruments/defs/<name>-<version>.yaml`` (format: :class:`Instrument`,
+JSON Schema from :func:`instrument_json_schema`). Pure functions only: no warehouse, no Prefect.
+"""
+
+from instruments.errors import (
+    InstrumentDefinitionError,
+    InstrumentError,
+    LicenceError,
+    PsychometricsError,
+    ResponseError,
+    UnknownInstrument,
+)
+from instruments.model import Instrument, instrument_json_schema
+from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
+
+__all__ = [
+    "Instrument",
+    "InstrumentDefinitionError",
+    "InstrumentError",
+    "LicenceError",
+    "PsychometricsError",
+    "ResponseError",
+    "UnknownInstrument",
+    "all_instruments",
+    "instrument_json_schema",
+    "item_bounds",
+    "known_versions",
+    "load",
+    "parse_definition",
+]
