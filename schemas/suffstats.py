@@ -1,0 +1,481 @@
+"""Sufficient statistics: frozen values that add.
+
+Every model in ``analysis/`` sees the data only through these types (DESIGN.md, "Statistics from
+sufficient statistics"). They follow GrowthBook's ``gbstats`` habit: a statistic is a small frozen
+value, ``a + b`` pools two disjoint sets of rows (sites, batches, days), and each type has a
+classmethod that builds it from raw numpy arrays, which is what the property tests compare the
+DuckDB path against.
+
+- :class:`Moments` — n, sum y, sum y^2 of one cell.
+- :class:`PairedMoments` — baseline x and follow-up y of one arm x wave cell (ANCOVA statistics).
+- :class:`NoisyPairedMoments` — the same six statistics as released by the privacy tier, each with
+  the standard deviation of the (Gaussian) noise added to it; adding two releases adds the values and
+  the noise variances (independent noise).
+- :class:`CrossProducts` — what the Gaussian random-intercept model's marginal likelihood needs:
+  global X'X, X'y, y'y, the number of observation rows, and per group of participants with the same
+  number of observed rows m: the number of participants and the sums over participants of
+  s_x s_x', s_x s_y and s_y^2 where s = the participant's column sums (see
+  ``analysis/longitudinal.py`` for the algebra).
+
+No I/O here. The error raised when a statistic is asked of too few rows, :class:`InsufficientData`,
+lives here because ``analysis`` imports ``schemas`` and never the reverse; ``analysis.errors``
+re-exports it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+PAIRED_STATISTICS: tuple[str, ...] = ("n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy")
+"""Names of the paired statistics, as used in the ``release_values.statistic`` column."""
+
+
+class InsufficientData(ValueError):
+    """A statistic needs more rows than the cell has (e.g. a variance from fewer than 2 rows).
+
+    Raised instead of returning a plausible default (a zero variance, a zero effect)."""
+
+    def __init__(self, what: str, needed: int, have: float, where: str = ""):
+        self.what, self.needed, self.have, self.where = what, needed, have, where
+        loc = f" in {where}" if where else ""
+        super().__init__(f"{what} needs at least {needed} rows{loc}, the data have {have:g}")
+
+
+def _same_type(a: object, b: object) -> None:
+    if type(a) is not type(b):
+        raise TypeError(f"cannot add {type(a).__name__} and {type(b).__name__}")
+
+
+def _as_1d(values: np.ndarray | Iterable[float], name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values; drop or impute them before summarising")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Moments:
+    """n, sum of y and sum of y^2 of one cell."""
+
+    n: int
+    sum_y: float
+    sum_yy: float
+
+    @classmethod
+    def from_arrays(cls, y: np.ndarray | Iterable[float]) -> Moments:
+        arr = _as_1d(y, "y")
+        return cls(n=int(arr.size), sum_y=float(arr.sum()), sum_yy=float(np.dot(arr, arr)))
+
+    @classmethod
+    def zero(cls) -> Moments:
+        return cls(0, 0.0, 0.0)
+
+    def __add__(self, other: Moments) -> Moments:
+        _same_type(self, other)
+        return Moments(self.n + other.n, self.sum_y + other.sum_y, self.sum_yy + other.sum_yy)
+
+    @property
+    def mean(self) -> float:
+        if self.n < 1:
+            raise InsufficientData("a mean", 1, self.n)
+        return self.sum_y / self.n
+
+    @property
+    def variance(self) -> float:
+        """Sample variance (denominator n - 1); never 0 for lack of data."""
+        if self.n < 2:
+            raise InsufficientData("a variance", 2, self.n)
+        return max(self.sum_yy - self.sum_y**2 / self.n, 0.0) / (self.n - 1)
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.variance)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairedMoments:
+    """Baseline x and follow-up y of one arm x wave cell: the statistics of an ANCOVA."""
+
+    n: int
+    sum_x: float
+    sum_y: float
+    sum_xx: float
+    sum_yy: float
+    sum_xy: float
+
+    @classmethod
+    def from_arrays(cls, x: np.ndarray | Iterable[float], y: np.ndarray | Iterable[float]) -> PairedMoments:
+        xa, ya = _as_1d(x, "x (baseline)"), _as_1d(y, "y (follow-up)")
+        if xa.shape != ya.shape:
+            raise ValueError(f"x and y must pair row by row, got {xa.size} and {ya.size} values")
+        return cls(
+            n=int(xa.size),
+            sum_x=float(xa.sum()),
+            sum_y=float(ya.sum()),
+            sum_xx=float(np.dot(xa, xa)),
+            sum_yy=float(np.dot(ya, ya)),
+            sum_xy=float(np.dot(xa, ya)),
+        )
+
+    @classmethod
+    def zero(cls) -> PairedMoments:
+        return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def __add__(self, other: PairedMoments) -> PairedMoments:
+        _same_type(self, other)
+        return PairedMoments(*(getattr(self, s) + getattr(other, s) for s in PAIRED_STATISTICS))
+
+    def as_dict(self) -> dict[str, float]:
+        return {s: getattr(self, s) for s in PAIRED_STATISTICS}
+
+    @property
+    def x(self) -> Moments:
+        return Moments(self.n, self.sum_x, self.sum_xx)
+
+    @property
+    def y(self) -> Moments:
+        return Moments(self.n, self.sum_y, self.sum_yy)
+
+    @property
+    def covariance(self) -> float:
+        if self.n < 2:
+            raise InsufficientData("a covariance", 2, self.n)
+        return (self.sum_xy - self.sum_x * self.sum_y / self.n) / (self.n - 1)
+
+    @property
+    def slope(self) -> float:
+        """OLS slope of y on x within the cell."""
+        return self.covariance / self.x.variance
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NoisyPairedMoments:
+    """The six paired statistics as released by the privacy tier, with the noise SD of each.
+
+    ``value`` fields are floats (noise makes even n fractional); ``noise_sd_<statistic>`` is the
+    standard deviation of the zero-mean Gaussian noise the mechanism added (0 for an exact value).
+    Two releases over disjoint participants add: values add, noise variances add.
+    """
+
+    n: float
+    sum_x: float
+    sum_y: float
+    sum_xx: float
+    sum_yy: float
+    sum_xy: float
+    noise_sd_n: float = 0.0
+    noise_sd_sum_x: float = 0.0
+    noise_sd_sum_y: float = 0.0
+    noise_sd_sum_xx: float = 0.0
+    noise_sd_sum_yy: float = 0.0
+    noise_sd_sum_xy: float = 0.0
+
+    def __post_init__(self) -> None:
+        for s in PAIRED_STATISTICS:
+            sd = getattr(self, f"noise_sd_{s}")
+            if not (sd >= 0 and math.isfinite(sd)):
+                raise ValueError(f"noise_sd of {s} must be a finite number >= 0, got {sd}")
+
+    def __add__(self, other: NoisyPairedMoments) -> NoisyPairedMoments:
+        _same_type(self, other)
+        kwargs: dict[str, float] = {}
+        for s in PAIRED_STATISTICS:
+            kwargs[s] = getattr(self, s) + getattr(other, s)
+            kwargs[f"noise_sd_{s}"] = math.hypot(getattr(self, f"noise_sd_{s}"), getattr(other, f"noise_sd_{s}"))
+        return NoisyPairedMoments(**kwargs)
+
+    def value(self, statistic: str) -> float:
+        return float(getattr(self, _check_statistic(statistic)))
+
+    def sd_of(self, statistic: str) -> float:
+        """Noise standard deviation of one statistic (``'n'``, ``'sum_x'``, ...)."""
+        return float(getattr(self, f"noise_sd_{_check_statistic(statistic)}"))
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([getattr(self, s) for s in PAIRED_STATISTICS])
+
+    @property
+    def noise_sds(self) -> np.ndarray:
+        return np.array([getattr(self, f"noise_sd_{s}") for s in PAIRED_STATISTICS])
+
+    @classmethod
+    def exact(cls, stats: PairedMoments) -> NoisyPairedMoments:
+        """An exact (noise-free) statistic in the noisy type, e.g. for a trusted-tier comparison."""
+        return cls(**{s: float(getattr(stats, s)) for s in PAIRED_STATISTICS})
+
+    @classmethod
+    def with_gaussian_noise(
+        cls,
+        stats: PairedMoments,
+        noise_sd: Mapping[str, float],
+        rng: np.random.Generator,
+    ) -> NoisyPairedMoments:
+        """Add independent Gaussian noise of the given SD to each statistic (simulation helper;
+        real releases come from OpenDP in ``privacy/``)."""
+        kwargs: dict[str, float] = {}
+        for s in PAIRED_STATISTICS:
+            sd = float(noise_sd.get(s, 0.0))
+            kwargs[s] = float(getattr(stats, s)) + (float(rng.normal(0.0, sd)) if sd > 0 else 0.0)
+            kwargs[f"noise_sd_{s}"] = sd
+        return cls(**kwargs)
+
+    @classmethod
+    def from_release_rows(cls, rows: Iterable[Mapping[str, object]]) -> NoisyPairedMoments:
+        """Build from ``release_values`` rows of one (outcome, arm, wave) cell.
+
+        Each row needs ``statistic`` (one of n, sum_x, sum_y, sum_xx, sum_yy, sum_xy), ``value`` and
+        ``noise_sd``; a row with ``suppressed`` true makes the cell unusable (raises InsufficientData).
+        Every statistic must appear exactly once.
+        """
+        values: dict[str, float] = {}
+        sds: dict[str, float] = {}
+        for row in rows:
+            stat = _check_statistic(str(row["statistic"]))
+            if row.get("suppressed"):
+                raise InsufficientData(f"the released statistic {stat}", 1, 0, "a suppressed cell")
+            if stat in values:
+                raise ValueError(f"statistic {stat} appears twice in one release cell")
+            if row.get("value") is None:
+                raise InsufficientData(f"the released statistic {stat}", 1, 0, "a cell without a value")
+            values[stat] = float(row["value"])  # type: ignore[arg-type]
+            sds[f"noise_sd_{stat}"] = float(row.get("noise_sd") or 0.0)  # type: ignore[arg-type]
+        missing = [s for s in PAIRED_STATISTICS if s not in values]
+        if missing:
+            raise ValueError(f"release cell lacks statistics {missing}")
+        return cls(**values, **sds)
+
+
+def _check_statistic(statistic: str) -> str:
+    if statistic not in PAIRED_STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}; expected one of {PAIRED_STATISTICS}")
+    return statistic
+
+
+# --------------------------------------------------------------------------------------------
+def _frozen_array(a: np.ndarray | Iterable, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.array(a, dtype=float, copy=True)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class GroupCrossProducts:
+    """Participants with the same number of observed rows ``rows_per_participant`` (m).
+
+    ``sxsx`` = sum_i s_x,i s_x,i' (p x p), ``sxsy`` = sum_i s_x,i s_y,i (p), ``sysy`` = sum_i s_y,i^2,
+    where s_x,i = X_i' 1 and s_y,i = y_i' 1 are participant i's column sums.
+    """
+
+    rows_per_participant: int
+    n_participants: int
+    sxsx: np.ndarray
+    sxsy: np.ndarray
+    sysy: float
+
+    def __post_init__(self) -> None:
+        p = np.asarray(self.sxsy).reshape(-1).size
+        object.__setattr__(self, "sxsx", _frozen_array(self.sxsx, (p, p), "sxsx"))
+        object.__setattr__(self, "sxsy", _frozen_array(self.sxsy, (p,), "sxsy"))
+        object.__setattr__(self, "sysy", float(self.sysy))
+
+    def __add__(self, other: GroupCrossProducts) -> GroupCrossProducts:
+        _same_type(self, other)
+        if self.rows_per_participant != other.rows_per_participant:
+            raise ValueError("only groups with the same rows per participant add")
+        return GroupCrossProducts(
+            self.rows_per_participant,
+            self.n_participants + other.n_participants,
+            self.sxsx + other.sxsx,
+            self.sxsy + other.sxsy,
+            self.sysy + other.sysy,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is GroupCrossProducts
+            and self.rows_per_participant == other.rows_per_participant
+            and self.n_participants == other.n_participants
+            and np.array_equal(self.sxsx, other.sxsx)
+            and np.array_equal(self.sxsy, other.sxsy)
+            and self.sysy == other.sysy
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class CrossProducts:
+    """Sufficient statistics of a Gaussian random-intercept model y = X b + u_i + e.
+
+    ``columns`` names the columns of X (the design); ``xtx`` = X'X, ``xty`` = X'y, ``yty`` = y'y over
+    all ``n_obs`` observation rows; ``groups`` holds one :class:`GroupCrossProducts` per distinct
+    number of rows per participant, sorted by that number. Adding pools disjoint participants
+    (same columns required); a participant split across the two operands would be wrong to add.
+    ``column_info`` carries design metadata (e.g. which arm and wave a column belongs to) as a tuple of
+    (column, key, value) strings so the value stays hashable and comparable.
+    """
+
+    columns: tuple[str, ...]
+    n_obs: int
+    xtx: np.ndarray
+    xty: np.ndarray
+    yty: float
+    groups: tuple[GroupCrossProducts, ...]
+    column_info: tuple[tuple[str, str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        p = len(self.columns)
+        if len(set(self.columns)) != p:
+            raise ValueError(f"column names must be unique, got {self.columns}")
+        object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "xtx", _frozen_array(self.xtx, (p, p), "xtx"))
+        object.__setattr__(self, "xty", _frozen_array(self.xty, (p,), "xty"))
+        object.__setattr__(self, "yty", float(self.yty))
+        groups = tuple(sorted(self.groups, key=lambda g: g.rows_per_participant))
+        if len({g.rows_per_participant for g in groups}) != len(groups):
+            raise ValueError("each rows-per-participant value may appear in one group only")
+        for g in groups:
+            if g.sxsy.shape != (p,):
+                raise ValueError(f"group with {g.rows_per_participant} rows has {g.sxsy.size} columns, expected {p}")
+        if sum(g.rows_per_participant * g.n_participants for g in groups) != self.n_obs:
+            raise ValueError("groups do not account for every observation row (sum of m * n_participants != n_obs)")
+        object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "column_info", tuple(tuple(t) for t in self.column_info))
+
+    # -- construction from raw rows ------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        participant: np.ndarray,
+        columns: Iterable[str],
+        column_info: Iterable[tuple[str, str, str]] = (),
+    ) -> CrossProducts:
+        """From a design matrix X (rows = observations), outcome y and participant ids (numpy path,
+        the reference the DuckDB path is tested against)."""
+        cols = tuple(columns)
+        xa = np.asarray(x, dtype=float)
+        ya = _as_1d(y, "y")
+        if xa.ndim != 2 or xa.shape != (ya.size, len(cols)):
+            raise ValueError(f"x must be (rows, {len(cols)}), got {xa.shape} for {ya.size} rows")
+        if not np.all(np.isfinite(xa)):
+            raise ValueError("x contains NaN or infinite values")
+        pid = np.asarray(participant)
+        _, inverse = np.unique(pid, return_inverse=True)
+        k = int(inverse.max()) + 1 if inverse.size else 0
+        sx = np.zeros((k, len(cols)))
+        np.add.at(sx, inverse, xa)
+        sy = np.bincount(inverse, weights=ya, minlength=k)
+        m = np.bincount(inverse, minlength=k)
+        groups = []
+        for size in np.unique(m):
+            sel = m == size
+            groups.append(GroupCrossProducts(int(size), int(sel.sum()), sx[sel].T @ sx[sel], sx[sel].T @ sy[sel],
+                                             float(sy[sel] @ sy[sel])))
+        return cls(cols, int(ya.size), xa.T @ xa, xa.T @ ya, float(ya @ ya), tuple(groups), tuple(column_info))
+
+    # -- algebra -------------------------------------------------------------------------------
+    def __add__(self, other: CrossProducts) -> CrossProducts:
+        _same_type(self, other)
+        if self.columns != other.columns:
+            raise ValueError(f"cannot add cross-products over different columns: {self.columns} vs {other.columns}")
+        merged: dict[int, GroupCrossProducts] = {g.rows_per_participant: g for g in self.groups}
+        for g in other.groups:
+            m = g.rows_per_participant
+            merged[m] = merged[m] + g if m in merged else g
+        return CrossProducts(
+            self.columns,
+            self.n_obs + other.n_obs,
+            self.xtx + other.xtx,
+            self.xty + other.xty,
+            self.yty + other.yty,
+            tuple(merged.values()),
+            self.column_info or other.column_info,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is CrossProducts
+            and self.columns == other.columns
+            and self.n_obs == other.n_obs
+            and np.array_equal(self.xtx, other.xtx)
+            and np.array_equal(self.xty, other.xty)
+            and self.yty == other.yty
+            and self.groups == other.groups
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def allclose(self, other: CrossProducts, rtol: float = 1e-9, atol: float = 1e-9) -> bool:
+        """Equality up to floating-point summation order (SQL and numpy add in different orders)."""
+        if self.columns != other.columns or self.n_obs != other.n_obs or len(self.groups) != len(other.groups):
+            return False
+        close = lambda a, b: bool(np.allclose(a, b, rtol=rtol, atol=atol))  # noqa: E731
+        if not (close(self.xtx, other.xtx) and close(self.xty, other.xty) and close(self.yty, other.yty)):
+            return False
+        for g, h in zip(self.groups, other.groups, strict=True):
+            if (g.rows_per_participant, g.n_participants) != (h.rows_per_participant, h.n_participants):
+                return False
+            if not (close(g.sxsx, h.sxsx) and close(g.sxsy, h.sxsy) and close(g.sysy, h.sysy)):
+                return False
+        return True
+
+    # -- convenience -----------------------------------------------------------------------------
+    @property
+    def n_participants(self) -> int:
+        return sum(g.n_participants for g in self.groups)
+
+    def info(self, key: str) -> dict[str, str]:
+        """Column -> value of one metadata key (e.g. ``info('arm')``)."""
+        return {c: v for c, k, v in self.column_info if k == key}
+
+    def transformed(self, t: np.ndarray, columns: Iterable[str]) -> CrossProducts:
+        """Cross-products of the linearly transformed augmented matrix [X, y] T.
+
+        ``t`` is (p + 1) x (q + 1) with last column giving the new y and the first q the new X.
+        Because participant sums are linear too, every block transforms as W'W -> T' W'W T. Used to
+        centre and scale columns (the intercept lives in X, so affine maps of columns are linear).
+        """
+        t = np.asarray(t, dtype=float)
+        p = len(self.columns)
+        cols = tuple(columns)
+        if t.shape != (p + 1, len(cols) + 1):
+            raise ValueError(f"t must be ({p + 1}, {len(cols) + 1}), got {t.shape}")
+
+        def aug(xx: np.ndarray, xy: np.ndarray, yy: float) -> np.ndarray:
+            w = np.empty((p + 1, p + 1))
+            w[:p, :p], w[:p, p], w[p, :p], w[p, p] = xx, xy, xy, yy
+            return t.T @ w @ t
+
+        g_all = aug(self.xtx, self.xty, self.yty)
+        q = len(cols)
+        groups = []
+        for g in self.groups:
+            a = aug(g.sxsx, g.sxsy, g.sysy)
+            groups.append(GroupCrossProducts(g.rows_per_participant, g.n_participants, a[:q, :q], a[:q, q], a[q, q]))
+        return CrossProducts(cols, self.n_obs, g_all[:q, :q], g_all[:q, q], g_all[q, q], tuple(groups), self.column_info)
+
+
+__all__ = [
+    "PAIRED_STATISTICS",
+    "CrossProducts",
+    "GroupCrossProducts",
+    "InsufficientData",
+    "Moments",
+    "NoisyPairedMoments",
+    "PairedMoments",
+]
+
+# Field names are part of the contract with the privacy tier's release rows; keep them in sync.
+assert tuple(f.name for f in fields(PairedMoments)) == PAIRED_STATISTICS
