@@ -13,10 +13,19 @@ from instruments.errors import (
     UnknownInstrument,
 )
 from instruments.model import Instrument, instrument_json_schema
+from instruments.licences import check_licences
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
+from instruments.scoring import ResponseMatrix, assign_bands, band_of, response_matrix, safety_flags, score
 
 __all__ = [
     "Instrument",
+    "ResponseMatrix",
+    "assign_bands",
+    "band_of",
+    "check_licences",
+    "response_matrix",
+    "safety_flags",
+    "score",
     "InstrumentDefinitionError",
     "InstrumentError",
     "LicenceError",
