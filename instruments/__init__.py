@@ -15,7 +15,15 @@ from instruments.errors import (
 from instruments.model import Instrument, instrument_json_schema
 from instruments.licences import check_licences
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
-from instruments.scoring import ResponseMatrix, assign_bands, band_of, response_matrix, safety_flags, score
+from instruments.scoring import (
+    ResponseMatrix,
+    assign_bands,
+    band_of,
+    response_matrix,
+    safety_flags,
+    score,
+    score_study,
+)
 
 __all__ = [
     "Instrument",
@@ -26,6 +34,7 @@ __all__ = [
     "response_matrix",
     "safety_flags",
     "score",
+    "score_study",
     "InstrumentDefinitionError",
     "InstrumentError",
     "LicenceError",

@@ -308,3 +308,26 @@ def safety_flags(instrument: Instrument | str, responses: pd.DataFrame | Respons
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SAFETY_COLUMNS})
     return pd.concat(parts, ignore_index=True)[SAFETY_COLUMNS]
+
+
+def score_study(response_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score a warehouse ``response_items`` extract holding any mix of instruments.
+
+    Groups by ``(instrument, instrument_version)`` (a loop over instruments, not rows) and
+    returns ``(scores, safety)``: the :func:`score` frame and the :func:`safety_flags`
+    frame, each with ``instrument`` and ``instrument_version`` columns added.
+    """
+    needed = ["instrument", "instrument_version", *ID_COLUMNS, "item_code", "value"]
+    missing = [c for c in needed if c not in response_items.columns]
+    if missing:
+        raise ResponseError(f"response_items extract lacks columns {missing}", reason="missing_columns")
+    score_parts, safety_parts = [], []
+    for (name, version), rows in response_items.groupby(["instrument", "instrument_version"], sort=True):
+        m = response_matrix(load(str(name), str(version)), rows)
+        score_parts.append(score(m.instrument, m).assign(instrument=name, instrument_version=str(version)))
+        safety_parts.append(safety_flags(m.instrument, m).assign(instrument_version=str(version)))
+    scores_out = (pd.concat(score_parts, ignore_index=True) if score_parts
+                  else pd.DataFrame(columns=[*SCORE_COLUMNS, "instrument", "instrument_version"]))
+    safety_out = (pd.concat(safety_parts, ignore_index=True) if safety_parts
+                  else pd.DataFrame(columns=[*SAFETY_COLUMNS, "instrument_version"]))
+    return scores_out, safety_out

@@ -1,0 +1,83 @@
+"""Prefect task: score a study's responses from the warehouse into ``scores`` and ``safety_flags``.
+
+Thin by design (STYLE.md 2): read ``response_items`` for the study, call the pure
+``instruments.score_study``, replace the study's rows in one transaction. Rows with
+``source = 'external'`` (scores delivered from outside) are never touched.
+
+The two tables are created here with ``CREATE TABLE IF NOT EXISTS`` until the warehouse
+migrations own them (``scores`` is already in ``0001_spine.sql``; inserts name their columns
+so either definition works). TODO(lead): fold ``SAFETY_FLAGS_DDL`` into a migration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+from prefect import task
+
+import instruments
+
+SCORES_DDL = """
+CREATE TABLE IF NOT EXISTS scores (
+    study_id        VARCHAR NOT NULL,
+    participant     VARCHAR NOT NULL,
+    wave            VARCHAR NOT NULL,
+    outcome         VARCHAR NOT NULL,
+    value           DOUBLE NOT NULL,
+    items_answered  INTEGER,
+    prorated        BOOLEAN NOT NULL DEFAULT false,
+    source          VARCHAR NOT NULL DEFAULT 'flourish'
+)"""
+
+SAFETY_FLAGS_DDL = """
+CREATE TABLE IF NOT EXISTS safety_flags (
+    study_id            VARCHAR NOT NULL,
+    participant         VARCHAR NOT NULL,
+    wave                VARCHAR NOT NULL,
+    instrument          VARCHAR NOT NULL,
+    instrument_version  VARCHAR NOT NULL,
+    flag                VARCHAR NOT NULL,
+    observed            DOUBLE NOT NULL,
+    op                  VARCHAR NOT NULL,
+    threshold           DOUBLE NOT NULL,
+    basis               VARCHAR NOT NULL,   -- item | score | partial_sum
+    source              VARCHAR NOT NULL
+)"""
+
+
+@task(name="score-responses")
+def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]:
+    """Score every response of ``study_id``; return ``{"responses": n_items_read, "scores": n, "safety_flags": n}``."""
+    con = duckdb.connect(str(warehouse_path))
+    try:
+        con.execute(SCORES_DDL)
+        con.execute(SAFETY_FLAGS_DDL)
+        items = con.execute(
+            "SELECT participant, wave, instrument, instrument_version, item_code, value "
+            "FROM response_items WHERE study_id = ?", [study_id],
+        ).df()
+        scores, safety = instruments.score_study(items)
+        scores = scores.assign(study_id=study_id)
+        safety = safety.assign(study_id=study_id)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM scores WHERE study_id = ? AND source = 'flourish'", [study_id])
+            con.register("new_scores", scores)
+            con.execute(
+                "INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source) "
+                "SELECT study_id, participant, wave, outcome, value, items_answered, prorated, 'flourish' FROM new_scores"
+            )
+            con.execute("DELETE FROM safety_flags WHERE study_id = ?", [study_id])
+            con.register("new_safety", safety)
+            con.execute(
+                "INSERT INTO safety_flags SELECT study_id, participant, wave, instrument, instrument_version, flag, "
+                "observed, op, threshold, basis, source FROM new_safety"
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return {"responses": len(items), "scores": len(scores), "safety_flags": len(safety)}
+    finally:
+        con.close()

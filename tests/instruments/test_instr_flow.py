@@ -1,0 +1,49 @@
+"""The scoring task replaces a study's Flourish scores, keeps external scores and other studies."""
+
+import duckdb
+import pandas as pd
+
+from flows.scoring import score_responses
+
+RESPONSE_ITEMS_DDL = """CREATE TABLE response_items (response_id VARCHAR, participant VARCHAR, study_id VARCHAR,
+    instrument VARCHAR, instrument_version VARCHAR, wave VARCHAR, item_code VARCHAR, value INTEGER)"""
+
+
+def _rows(study, participant, instrument, codes, values, wave="baseline"):
+    return [(f"r-{participant}", participant, study, instrument, "1", wave, c, v) for c, v in zip(codes, values)]
+
+
+def test_score_responses_replaces_only_flourish_rows(tmp_path):
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(RESPONSE_ITEMS_DDL)
+    rows = (_rows("s1", "p1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [3, 3, 3, 2, 2])
+            + _rows("s1", "p1", "phq9", [f"PHQ_{i}" for i in range(1, 10)], [0, 0, 0, 0, 0, 0, 0, 0, 1])
+            + _rows("s1", "p2", "who5", [f"WHO5_{i}" for i in range(1, 6)], [5, 5, 5, 5, None])
+            + _rows("s2", "q1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [1, 1, 1, 1, 1]))
+    con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.close()
+
+    first = score_responses.fn(path, "s1")
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source) "
+                "VALUES ('s1', 'p9', 'baseline', 'ext.score', 1.0, NULL, false, 'external')")
+    con.close()
+    again = score_responses.fn(path, "s1")  # idempotent: same rows, external row kept
+    score_responses.fn(path, "s2")
+    assert first == again == {"responses": 19, "scores": 6, "safety_flags": 1}
+
+    con = duckdb.connect(str(path))
+    got = con.execute("SELECT participant, outcome, value, prorated, source FROM scores WHERE study_id = 's1' "
+                      "ORDER BY participant, outcome").df()
+    flags = con.execute("SELECT participant, flag, basis FROM safety_flags").df()
+    n_s2 = con.execute("SELECT count(*) FROM scores WHERE study_id = 's2'").fetchone()[0]
+    con.close()
+    lookup = got.set_index(["participant", "outcome"])
+    assert lookup.loc[("p1", "who5.percent"), "value"] == 52
+    assert lookup.loc[("p2", "who5.raw"), "value"] == 25 and bool(lookup.loc[("p2", "who5.raw"), "prorated"])
+    assert lookup.loc[("p9", "ext.score"), "source"] == "external"
+    assert (got.source == "flourish").sum() == 6
+    assert flags.to_dict("records") == [{"participant": "p1", "flag": "phq9_item9_positive", "basis": "item"}]
+    assert n_s2 == 2
+    pd.testing.assert_index_equal(got.columns, pd.Index(["participant", "outcome", "value", "prorated", "source"]))
