@@ -23,7 +23,7 @@ EVENT_TYPES = ("session_start", "message", "feature_exposure", "feature_opt_in",
 RECORD_KINDS = ("consents", "assignments", "responses", "scores", "events")
 
 # ISO 8601 date-time with a mandatory offset. Shared with the SQL path (flows/ingest.py).
-ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)$"
+ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$"
 _ISO = re.compile(ISO_WITH_OFFSET)
 
 Scope = Literal["telemetry", "surveys", "linkage", "aggregate_release"]
@@ -112,4 +112,4 @@ RECORD_MODELS: dict[str, type[Record]] = {
 def parse_timestamp(value: str) -> datetime:
     """Parse an offset-aware ISO 8601 timestamp or raise ValueError (naive ones included)."""
     _aware(value)
-    return datetime.fromisoformat(value.replace("z", "+00:00").replace("Z", "+00:00"))
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

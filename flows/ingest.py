@@ -1,0 +1,690 @@
+"""Ingest a landing folder into the warehouse: validate, pseudonymize, gate on consent, de-duplicate.
+
+Every non-blank input row ends in exactly one place: a clean table, or ``quarantine`` with a
+machine-readable reason. The batch runs in ONE transaction (a killed run leaves the warehouse as
+before the batch; re-running finishes it), and files already ingested (same SHA-256) are skipped,
+so ingesting a batch twice changes nothing.
+
+The hot path is vectorized: each chunk of rows (flows/landing.py) is validated by one DuckDB
+query over JSON text; participant ids are HMAC'd once per *distinct* id in Python and joined
+back. Raw participant ids exist only in the Arrow chunk in this process's memory; no DuckDB
+table, temporary or not, ever holds them.
+
+Reason codes, in the order they are checked (a row gets the first that applies):
+  malformed_json, malformed_csv, invalid_utf8, unknown_record_kind, unsupported_format,
+  schema_violation, naive_timestamp, unknown_study, unknown_arm, unknown_wave,
+  unknown_instrument, unknown_item, out_of_range, unknown_outcome, conflicting_assignment,
+  withdrawn, no_consent, duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from flows import landing
+from flows.warehouse import connect
+from privacy.pseudonym import pseudonymize_many
+from schemas.protocol import StudyProtocol
+from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET, SCOPES
+
+NAIVE_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
+NUMBER = r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
+INTEGER = r"^-?\d+(\.0*)?$"
+MAX_ID = 256
+
+# field kinds: str (required string), str? (optional string), ts, ts?, num, num?, enum:<name>, scopes, items
+FIELDS: dict[str, dict[str, str]] = {
+    "consents": {
+        "participant_id": "id", "consent_version": "str", "scopes": "scopes",
+        "granted_at": "ts", "withdrawn_at": "ts?",
+    },
+    "assignments": {
+        "participant_id": "id", "study_id": "str", "arm": "str", "assigned_at": "ts", "stratum": "str?",
+    },
+    "responses": {
+        "response_id": "id", "participant_id": "id", "study_id": "str", "instrument": "str",
+        "instrument_version": "str", "wave": "str", "submitted_at": "ts", "items": "items",
+    },
+    "scores": {
+        "participant_id": "id", "study_id": "str", "wave": "str", "outcome": "str", "value": "num",
+        "scored_at": "ts",
+    },
+    "events": {
+        "event_id": "id", "participant_id": "id", "study_id": "str", "ts": "ts", "session_id": "str",
+        "type": "enum", "feature": "str?", "value": "num?",
+    },
+}
+TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "responses": "submitted_at",
+              "scores": "scored_at", "events": "ts"}
+CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys"}
+
+
+class IngestError(RuntimeError):
+    """The batch cannot be ingested at all (bad folder, internal reconciliation failure)."""
+
+
+@dataclass
+class FileResult:
+    name: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    read: int = 0
+    stored: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+    skipped: bool = False
+
+
+@dataclass
+class Reconciliation:
+    batch_id: str
+    study_id: str
+    files: list[FileResult]
+    seconds: float = 0.0
+
+    @property
+    def read(self) -> int:
+        return sum(f.read for f in self.files)
+
+    @property
+    def stored(self) -> dict[str, int]:
+        out = {k: 0 for k in ("consents", "assignments", "responses", "events")}
+        for f in self.files:
+            if f.kind in out or f.kind == "scores":
+                out[f.kind] = out.get(f.kind, 0) + f.stored
+        return out
+
+    @property
+    def quarantined(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for f in self.files:
+            total.update(f.quarantined)
+        return dict(sorted(total.items()))
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == sum(self.stored.values()) + sum(self.quarantined.values())
+
+    def as_json(self) -> dict:
+        return {
+            "read": self.read,
+            "stored": self.stored,
+            "quarantined": self.quarantined,
+            "batch_id": self.batch_id,
+            "files_skipped": [f.name for f in self.files if f.skipped],
+        }
+
+
+# ----------------------------------------------------------------------------------------
+# SQL building blocks
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]::VARCHAR[]"
+
+
+def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """(paths, [(condition, reason, message SQL)]) for the contract of ``kind``; t/v are the type/text lists."""
+    fields = FIELDS[kind]
+    names = list(fields)
+    checks: list[tuple[str, str, str]] = []
+    allowed = _list(names)
+    checks.append((
+        f"len(list_filter(keys, lambda k: NOT list_contains({allowed}, k))) > 0",
+        "schema_violation",
+        f"'unknown field(s) ' || array_to_string(list_filter(keys, lambda k: NOT list_contains({allowed}, k)), ', ')",
+    ))
+    naive: list[tuple[str, str, str]] = []
+    for i, (name, spec) in enumerate(fields.items(), start=1):
+        t, v = f"t[{i}]", f"v[{i}]"
+        optional = spec.endswith("?")
+        base = spec.rstrip("?")
+        missing = f"({t} IS NULL OR {t} = 'NULL')"
+        if not optional:
+            checks.append((missing, "schema_violation", f"'missing required field {name}'"))
+        present = f"NOT {missing}"
+        if base in ("id", "str"):
+            limit = MAX_ID if base == "id" else 1024
+            checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation", f"'field {name} must be a string'"))
+            checks.append((f"{present} AND (length({v}) = 0 OR length({v}) > {limit})", "schema_violation",
+                           f"'field {name} must be 1..{limit} characters'"))
+        elif base == "num":
+            checks.append((
+                f"{present} AND NOT ({t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') OR ({t} = 'VARCHAR' AND regexp_full_match(trim({v}), '{NUMBER}')))",
+                "schema_violation", f"'field {name} must be a number'"))
+        elif base == "ts":
+            checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation",
+                           f"'field {name} must be an ISO 8601 timestamp string'"))
+            naive.append((f"{present} AND regexp_full_match({v}, '{NAIVE_TS}')", "naive_timestamp",
+                          f"'field {name} has no UTC offset: ' || {v}"))
+            checks.append((
+                f"{present} AND NOT regexp_full_match({v}, '{NAIVE_TS}') AND "
+                f"(NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR try_cast({v} AS TIMESTAMPTZ) IS NULL)",
+                "schema_violation", f"'field {name} is not an ISO 8601 timestamp: ' || left({v}, 40)"))
+        elif base == "enum":
+            checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({_list(EVENT_TYPES)}, {v}))",
+                           "schema_violation", f"'field {name} must be one of {', '.join(EVENT_TYPES)}'"))
+        elif base == "scopes":
+            checks.append((f"{present} AND scope_list IS NULL", "schema_violation",
+                           "'field scopes must be a list of scope names'"))
+            checks.append((
+                f"{present} AND scope_list IS NOT NULL AND len(list_filter(scope_list, lambda s: NOT list_contains({_list(SCOPES)}, s))) > 0",
+                "schema_violation",
+                f"'unknown scope(s) ' || array_to_string(list_filter(scope_list, lambda s: NOT list_contains({_list(SCOPES)}, s)), ', ')"))
+        elif base == "items":
+            checks.append((f"{present} AND items_json IS NULL", "schema_violation",
+                           "'field items must be an object of item_code -> integer or null'"))
+    # naive timestamps rank after structural violations
+    return names, checks + naive
+
+
+def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
+    """One query: parse each JSON line once per access path, check the contract, pseudonymize."""
+    names, checks = _field_checks(kind)
+    paths = "[" + ", ".join(_q("$." + n) for n in names) + "]"
+    idx = {n: i for i, n in enumerate(names, start=1)}
+    col = lambda n: f"v[{idx[n]}]"  # noqa: E731
+
+    protocol_checks: list[tuple[str, str, str]] = []
+    if "study_id" in idx:
+        protocol_checks.append((f"{col('study_id')} <> {_q(protocol.study_id)}", "unknown_study",
+                                f"'study ' || {col('study_id')} || ' is not {protocol.study_id}'"))
+    if kind == "assignments":
+        protocol_checks.append((f"NOT list_contains({_list(protocol.arm_names)}, {col('arm')})", "unknown_arm",
+                                f"'arm ' || {col('arm')} || ' is not one of {', '.join(protocol.arm_names)}'"))
+    if "wave" in idx:
+        protocol_checks.append((f"NOT list_contains({_list(protocol.wave_names)}, {col('wave')})", "unknown_wave",
+                                f"'wave ' || {col('wave')} || ' is not one of {', '.join(protocol.wave_names)}'"))
+    if kind == "responses":
+        protocol_checks.append((
+            f"NOT list_contains({_list(protocol.instruments())}, {col('instrument')})", "unknown_instrument",
+            f"'instrument ' || {col('instrument')} || ' is not administered by study {protocol.study_id}'"))
+        protocol_checks.append((
+            f"NOT EXISTS (SELECT 1 FROM item_bounds b WHERE b.instrument = {col('instrument')} "
+            f"AND b.version = {col('instrument_version')})", "unknown_instrument",
+            f"'instrument ' || {col('instrument')} || ' version ' || {col('instrument_version')} || ' is unknown'"))
+    if kind == "scores":
+        outcomes = [o.name for o in protocol.outcomes]
+        protocol_checks.append((f"NOT list_contains({_list(outcomes)}, {col('outcome')})", "unknown_outcome",
+                                f"'outcome ' || {col('outcome')} || ' is not named in the protocol'"))
+
+    all_checks = checks + protocol_checks
+    reason = "CASE WHEN NOT is_json THEN 'malformed_json' WHEN NOT is_object THEN 'schema_violation' " + " ".join(
+        f"WHEN {c} THEN '{r}'" for c, r, _ in all_checks) + " END"
+    message = ("CASE WHEN NOT is_json THEN 'line is not valid JSON' "
+               "WHEN NOT is_object THEN 'record must be a JSON object' " + " ".join(
+                   f"WHEN {c} THEN {m}" for c, _, m in all_checks) + " END")
+
+    extra_cols = ""
+    if kind == "consents":
+        extra_cols = (
+            ", CASE WHEN t[3] = 'ARRAY' AND json_type(raw, '$.scopes[*]') IS NOT NULL THEN "
+            "  CASE WHEN list_bool_and(list_transform(json_type(raw, '$.scopes[*]'), lambda x: x = 'VARCHAR')) OR len(json_type(raw, '$.scopes[*]')) = 0 "
+            "  THEN json_extract_string(raw, '$.scopes[*]') END "
+            " WHEN t[3] = 'VARCHAR' AND json_valid(v[3]) AND json_type(v[3]::JSON) = 'ARRAY' THEN json_extract_string(v[3]::JSON, '$[*]') "
+            " WHEN t[3] = 'VARCHAR' THEN list_filter(list_transform(regexp_split_to_array(v[3], '[;|, ]+'), lambda s: trim(s)), lambda s: s <> '') "
+            " WHEN t[3] = 'ARRAY' THEN []::VARCHAR[] END AS scope_list"
+        )
+    if kind == "responses":
+        i = idx["items"]
+        extra_cols = (
+            f", CASE WHEN t[{i}] = 'OBJECT' THEN json_extract(raw, '$.items') "
+            f" WHEN t[{i}] = 'VARCHAR' AND json_valid(v[{i}]) AND json_type(v[{i}]::JSON) = 'OBJECT' THEN v[{i}]::JSON END AS items_json"
+        )
+
+    typed: list[str] = []
+    for n, spec in FIELDS[kind].items():
+        base = spec.rstrip("?")
+        if n == "participant_id":
+            continue
+        if base == "ts":
+            typed.append(f"try_cast({col(n)} AS TIMESTAMPTZ) AS {n}")
+        elif base == "num":
+            typed.append(f"try_cast(trim({col(n)}) AS DOUBLE) AS {n}")
+        elif base in ("scopes", "items"):
+            continue
+        else:
+            typed.append(f"{col(n)} AS {n}")
+    if kind == "consents":
+        typed.append("scope_list AS scopes")
+    if kind == "responses":
+        typed.append("items_json AS items")
+
+    pid = col("participant_id")
+    return f"""
+    CREATE OR REPLACE TEMP TABLE stage AS
+    WITH parsed AS (
+        SELECT line, raw, json_valid(raw) AS is_json,
+               CASE WHEN json_valid(raw) THEN json_type(raw) END AS top_type
+        FROM chunk WHERE trim(raw) <> ''
+    ), typed AS (
+        SELECT line, raw, is_json,
+               coalesce(top_type = 'OBJECT', false) AS is_object,
+               CASE WHEN top_type = 'OBJECT' THEN json_type(raw, {paths}) END AS t,
+               CASE WHEN top_type = 'OBJECT' THEN json_extract_string(raw, {paths}) END AS v,
+               CASE WHEN top_type = 'OBJECT' THEN json_keys(raw) END AS keys
+        FROM parsed
+    ), extra AS (
+        SELECT * {extra_cols} FROM typed
+    ), checked AS (
+        SELECT *, {reason} AS reason, {message} AS message,
+               CASE WHEN is_object AND t[{idx['participant_id']}] = 'VARCHAR'
+                         AND length({pid}) BETWEEN 1 AND {MAX_ID} THEN {pid} END AS pid_raw
+        FROM extra
+    )
+    SELECT c.line, p.pseudonym AS participant, {', '.join(typed)},
+           c.reason, c.message,
+           CASE WHEN c.reason IS NOT NULL AND p.pseudonym IS NOT NULL
+                THEN json_merge_patch(c.raw, json_object('participant_id', p.pseudonym))::VARCHAR END AS payload
+    FROM checked c LEFT JOIN pmap p ON p.raw_id = c.pid_raw
+    """
+
+
+def _distinct_ids_sql() -> str:
+    return """
+    SELECT DISTINCT raw_id FROM (
+        SELECT CASE WHEN json_valid(raw) THEN
+                   CASE WHEN json_type(raw) = 'OBJECT' THEN
+                       CASE WHEN json_type(raw, '$.participant_id') = 'VARCHAR'
+                            THEN json_extract_string(raw, '$.participant_id') END END END AS raw_id
+        FROM chunk
+    ) WHERE raw_id IS NOT NULL
+    """
+
+
+def _response_item_checks(con: duckdb.DuckDBPyConnection) -> None:
+    """Item codes and values of responses that passed the contract: unknown codes, non-integers, range."""
+    con.execute("""
+    CREATE OR REPLACE TEMP TABLE stage_items AS
+    SELECT s.line, s.response_id, s.participant, s.study_id, s.instrument, s.instrument_version, s.wave,
+           k.item_code,
+           json_type(s.items, '$."' || replace(k.item_code, '"', '\\"') || '"') AS jt,
+           json_extract_string(s.items, '$."' || replace(k.item_code, '"', '\\"') || '"') AS jv
+    FROM stage s, unnest(json_keys(s.items)) AS k(item_code)
+    WHERE s.reason IS NULL
+    """)
+    con.execute(f"""
+    UPDATE stage SET reason = bad.reason, message = bad.message
+    FROM (
+        SELECT line,
+               CASE WHEN bool_or(b.item_code IS NULL) THEN 'unknown_item'
+                    WHEN bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
+                         ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
+                         THEN 'schema_violation'
+                    ELSE 'out_of_range' END AS reason,
+               CASE WHEN bool_or(b.item_code IS NULL)
+                    THEN 'unknown item code(s) ' || string_agg(CASE WHEN b.item_code IS NULL THEN i.item_code END, ', ')
+                         || ' for ' || first(i.instrument)
+                    WHEN bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
+                         ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
+                    THEN 'item value(s) not integer: ' || string_agg(CASE WHEN NOT (i.jt IN ('BIGINT', 'UBIGINT', 'NULL') OR
+                         ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}')))
+                         THEN i.item_code || '=' || coalesce(left(i.jv, 20), '?') END, ', ')
+                    ELSE 'item value(s) out of range: ' || string_agg(CASE WHEN try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value
+                         THEN i.item_code || '=' || i.jv || ' (allowed ' || b.min_value || '..' || b.max_value || ')' END, ', ')
+               END AS message
+        FROM stage_items i
+        LEFT JOIN item_bounds b
+          ON b.instrument = i.instrument AND b.version = i.instrument_version AND b.item_code = i.item_code
+        GROUP BY line
+        HAVING bool_or(b.item_code IS NULL)
+            OR bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
+                       ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
+            OR bool_or(i.jt IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR')
+                       AND try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value)
+    ) bad
+    WHERE stage.line = bad.line
+    """)
+
+
+def _gate_sql(kind: str) -> str:
+    """Consent gate: tombstoned or at/after withdrawal -> withdrawn; scope missing at that time -> no_consent."""
+    tcol = TIME_FIELD[kind]
+    scope = CONSENT_SCOPE.get(kind)
+    # a consent record may itself carry the withdrawal, so only erasure tombstones refuse consents
+    withdrawal = "" if kind == "consents" else f"WHEN w.withdrawn_at IS NOT NULL AND s.{tcol} >= w.withdrawn_at THEN 'withdrawn'" 
+    scope_check = ""
+    if scope:
+        scope_check = f"""
+               WHEN c.participant IS NULL THEN 'no_consent'
+               WHEN NOT list_contains(c.scopes, '{scope}') THEN 'no_consent'"""
+    return f"""
+    UPDATE stage SET reason = g.reason,
+                     message = CASE g.reason WHEN 'withdrawn' THEN 'participant withdrew consent or was erased before this record'
+                                             ELSE 'no consent with scope {scope} in force at {tcol}' END
+    FROM (
+        SELECT s.line,
+               CASE WHEN tb.participant IS NOT NULL THEN 'withdrawn'
+                    {withdrawal}
+                    {scope_check}
+               END AS reason
+        FROM stage s
+        LEFT JOIN tombstones tb ON tb.participant = s.participant
+        LEFT JOIN (SELECT participant, min(withdrawn_at) AS withdrawn_at FROM consents
+                   WHERE withdrawn_at IS NOT NULL GROUP BY participant) w ON w.participant = s.participant
+        ASOF LEFT JOIN consents c ON c.participant = s.participant AND s.{tcol} >= c.granted_at
+        WHERE s.reason IS NULL
+    ) g
+    WHERE stage.line = g.line AND g.reason IS NOT NULL
+    """
+
+
+DEDUP_KEY = {
+    "events": ("study_id", "event_id"),
+    "responses": ("study_id", "response_id"),
+    "assignments": ("participant", "study_id"),
+    "scores": ("participant", "study_id", "wave", "outcome"),
+    "consents": ("record_hash",),
+}
+
+
+def _dedup(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    key = DEDUP_KEY[kind]
+    on = " AND ".join(f"t.{k} = stage.{k}" for k in key)
+    table = kind
+    if kind == "scores":
+        table_filter = "AND t.source = 'external'"
+    else:
+        table_filter = ""
+    if kind == "assignments":
+        # the same participant assigned again: identical -> duplicate, different arm -> conflicting
+        con.execute(f"""
+        UPDATE stage SET reason = CASE WHEN a.arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
+                         message = CASE WHEN a.arm = stage.arm THEN 'participant already assigned to this study'
+                                        ELSE 'participant already assigned to arm ' || a.arm || ' of this study' END
+        FROM assignments a
+        WHERE stage.reason IS NULL AND a.participant = stage.participant AND a.study_id = stage.study_id
+        """)
+        con.execute(f"""
+        UPDATE stage SET reason = CASE WHEN d.first_arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
+                         message = 'participant assigned more than once in this batch'
+        FROM (SELECT line, first_value(arm) OVER w AS first_arm, row_number() OVER w AS rn FROM stage
+              WHERE reason IS NULL WINDOW w AS (PARTITION BY participant, study_id ORDER BY line)) d
+        WHERE stage.line = d.line AND d.rn > 1
+        """)
+        return
+    con.execute(f"""
+    UPDATE stage SET reason = 'duplicate', message = 'record {"/".join(key)} already stored'
+    WHERE reason IS NULL AND EXISTS (SELECT 1 FROM {table} t WHERE {on} {table_filter})
+    """)
+    keys = ", ".join(key)
+    con.execute(f"""
+    UPDATE stage SET reason = 'duplicate', message = 'record {"/".join(key)} repeats an earlier line of this batch'
+    FROM (SELECT line, row_number() OVER (PARTITION BY {keys} ORDER BY line) AS rn FROM stage WHERE reason IS NULL) d
+    WHERE stage.line = d.line AND d.rn > 1
+    """)
+
+
+INSERT_SQL = {
+    "consents": """INSERT INTO consents SELECT participant, consent_version, scopes, granted_at, withdrawn_at,
+                   record_hash, $batch, $file, line FROM stage WHERE reason IS NULL""",
+    "assignments": """INSERT INTO assignments SELECT participant, study_id, arm, assigned_at, stratum, $batch
+                      FROM stage WHERE reason IS NULL""",
+    "events": """INSERT INTO events SELECT event_id, participant, study_id, ts, session_id, type, feature, value, $batch
+                 FROM stage WHERE reason IS NULL""",
+    "scores": """INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source,
+                 scored_at, batch_id)
+                 SELECT study_id, participant, wave, outcome, value, NULL, false, 'external', scored_at, $batch
+                 FROM stage WHERE reason IS NULL""",
+    "responses": """INSERT INTO responses SELECT response_id, participant, study_id, instrument, instrument_version,
+                    wave, submitted_at,
+                    (SELECT count(*) FROM unnest(json_keys(items)) k(c)
+                     WHERE json_type(items, '$."' || replace(c, '"', '\\"') || '"') <> 'NULL')::INTEGER,
+                    $batch FROM stage WHERE reason IS NULL""",
+}
+
+
+def _item_bounds_table() -> pa.Table:
+    import instruments
+
+    rows = instruments.item_bounds()
+    cols = list(zip(*rows)) if rows else [[], [], [], [], []]
+    return pa.table({
+        "instrument": pa.array(cols[0], pa.string()),
+        "version": pa.array(cols[1], pa.string()),
+        "item_code": pa.array(cols[2], pa.string()),
+        "min_value": pa.array(cols[3], pa.int64()),
+        "max_value": pa.array(cols[4], pa.int64()),
+    })
+
+
+# ----------------------------------------------------------------------------------------
+# The batch
+
+
+def _batch_id(study_id: str, files: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256(study_id.encode())
+    for name, digest in sorted(files):
+        h.update(f"{name}\0{digest}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def quarantine_dir(landing_dir: Path) -> Path:
+    """Raw bytes of rows whose participant id could not be read: beside the landing folder."""
+    return landing_dir.parent / f"{landing_dir.name}.quarantine"
+
+
+def ingest_batch(
+    landing_dir: str | Path,
+    protocol: StudyProtocol,
+    warehouse: str | Path,
+    key: bytes,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+    memory_limit: str | None = None,
+    _crash_after_rows: int | None = None,
+) -> Reconciliation:
+    """Ingest every new file of ``landing_dir`` in one transaction; return the reconciliation.
+
+    ``progress(file_name, rows_done)`` is called after each chunk. ``_crash_after_rows`` is a
+    test hook: the process exits hard (``os._exit``) mid-batch after that many rows.
+    """
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc)
+    landing_dir = Path(landing_dir)
+    files = landing.discover(landing_dir)
+    hashed = [(f, landing.sha256_file(f.path)) for f in files]
+
+    con = connect(warehouse)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{memory_limit or os.environ.get('FLOURISH_DUCKDB_MEMORY_LIMIT', '2GB')}'")
+        con.execute("SET preserve_insertion_order = false")
+        done = {r[0] for r in con.execute("SELECT DISTINCT sha256 FROM batch_files").fetchall()}
+        todo = [(f, h) for f, h in hashed if h not in done]
+        batch_id = _batch_id(protocol.study_id, [(f.name, h) for f, h in todo])
+        results = [
+            FileResult(f.name, f.kind or "unknown", h, f.path.stat().st_size, skipped=h in done) for f, h in hashed
+        ]
+        by_name = {r.name: r for r in results}
+        con.register("item_bounds", _item_bounds_table())
+        qdir = quarantine_dir(landing_dir)
+        raw_rejects: dict[str, list[tuple[int, bytes, str]]] = {}
+        rows_seen = 0
+        pmap_cache: dict[str, str] = {}
+
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for f, digest in todo:
+                res = by_name[f.name]
+                rejects_here: list[tuple[int, bytes, str]] = []
+                if f.kind is None or f.fmt is None:
+                    reason = "unknown_record_kind" if f.kind is None else "unsupported_format"
+                    n = _quarantine_whole_file(con, f, reason, batch_id, rejects_here)
+                    res.read += n
+                    res.quarantined[reason] += n
+                else:
+                    for chunk in landing.read_chunks(f):
+                        n_read, n_stored, q = _ingest_chunk(
+                            con, chunk, f, protocol, key, batch_id, pmap_cache, rejects_here)
+                        res.read += n_read
+                        res.stored += n_stored
+                        res.quarantined.update(q)
+                        rows_seen += n_read
+                        if progress:
+                            progress(f.name, res.read)
+                        if _crash_after_rows is not None and rows_seen >= _crash_after_rows:
+                            os._exit(99)  # simulated kill: no rollback, no cleanup
+                if rejects_here:
+                    raw_rejects[f.name] = rejects_here
+                if res.read != res.stored + sum(res.quarantined.values()):
+                    raise IngestError(
+                        f"internal reconciliation failed for {f.name}: read {res.read}, stored {res.stored}, "
+                        f"quarantined {sum(res.quarantined.values())}")
+                con.execute(
+                    "INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [batch_id, f.name, digest, res.size_bytes, res.kind, res.read, res.stored,
+                     sum(res.quarantined.values())])
+            rec = Reconciliation(batch_id, protocol.study_id, results, time.perf_counter() - started)
+            if todo:
+                _write_quarantine_files(qdir, batch_id, raw_rejects)
+                con.execute(
+                    "INSERT INTO batches VALUES (?, ?, ?, ?, now(), ?, ?, ?, ?)",
+                    [batch_id, protocol.study_id, str(landing_dir.resolve()), started_at, rec.read,
+                     sum(rec.stored.values()), sum(rec.quarantined.values()), json.dumps(rec.as_json())])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        rec.seconds = time.perf_counter() - started
+        return rec
+    finally:
+        con.close()
+
+
+def _quarantine_whole_file(con, f: landing.LandingFile, reason: str, batch_id: str,
+                           rejects: list[tuple[int, bytes, str]]) -> int:
+    """A file Flourish cannot read as records: every non-blank line is quarantined, raw bytes to file."""
+    why = (f"file name {f.name} does not start with a record kind (consents, assignments, responses, scores, events)"
+           if reason == "unknown_record_kind" else f"file {f.name} is not .jsonl, .csv or .parquet")
+    n = 0
+    with f.path.open("rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            n += 1
+            rejects.append((lineno, line.rstrip(b"\r\n"), why))
+    if n:
+        con.executemany(
+            "INSERT INTO quarantine VALUES (?, 'unknown', ?, ?, ?, ?, NULL, NULL, ?)",
+            [[batch_id, f.name, ln, reason, why, f"{batch_id}-{f.name}.rejected.jsonl"] for ln, _, _ in rejects],
+        )
+    return n
+
+
+def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: StudyProtocol, key: bytes,
+                  batch_id: str, pmap_cache: dict[str, str], rejects_out: list[tuple[int, bytes, str]]):
+    kind = f.kind
+    assert kind is not None
+    q: Counter = Counter()
+    n_read = 0
+    qfile = f"{batch_id}-{f.name}.rejected.jsonl"
+    # rows the reader itself could not turn into records (CSV field count, invalid UTF-8)
+    if chunk.rejects:
+        reason = "malformed_csv" if f.fmt == "csv" else "invalid_utf8"
+        con.executemany(
+            "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+            [[batch_id, kind, f.name, ln, reason, why, qfile] for ln, _, why in chunk.rejects])
+        rejects_out.extend(chunk.rejects)
+        q[reason] += len(chunk.rejects)
+        n_read += len(chunk.rejects)
+    if chunk.table.num_rows == 0:
+        return n_read, 0, q
+
+    con.register("chunk", chunk.table)
+    ids = [r[0] for r in con.execute(_distinct_ids_sql()).fetchall()]
+    new = [i for i in ids if i not in pmap_cache]
+    pmap_cache.update(pseudonymize_many(new, key))
+    if len(pmap_cache) > 2_000_000:  # bound memory on very wide batches
+        keep = {i: pmap_cache[i] for i in ids}
+        pmap_cache.clear()
+        pmap_cache.update(keep)
+    pmap = pa.table({"raw_id": pa.array(ids, pa.string()),
+                     "pseudonym": pa.array([pmap_cache[i] for i in ids], pa.string())})
+    con.register("pmap", pmap)
+    con.execute(_stage_sql(kind, protocol))
+    con.unregister("pmap")
+    # raw bytes of rejected rows whose participant id could not be read: quarantine file only
+    unreadable = con.execute(
+        "SELECT line FROM stage WHERE reason IS NOT NULL AND participant IS NULL ORDER BY line").fetchall()
+    if unreadable:
+        lines = chunk.table.column("line").to_numpy()
+        raws = chunk.table.column("raw")
+        for pos in np.flatnonzero(np.isin(lines, np.array([r[0] for r in unreadable], dtype=np.int64))):
+            rejects_out.append((int(lines[pos]), raws[pos].as_py().encode("utf-8"), "participant id unreadable"))
+
+    if kind == "consents":
+        con.execute("ALTER TABLE stage ADD COLUMN record_hash VARCHAR")
+        con.execute("""UPDATE stage SET record_hash = sha256(concat_ws('|', participant, consent_version,
+                       array_to_string(list_sort(scopes), ','), granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))
+                       WHERE reason IS NULL""")
+    if kind == "responses":
+        _response_item_checks(con)
+    con.execute(_gate_sql(kind))
+    _dedup(con, kind)
+
+    # rows that got their reason after staging (gate, items, duplicates) still need their pseudonymized payload
+    con.execute("""UPDATE stage SET payload = json_merge_patch(c.raw, json_object('participant_id', stage.participant))::VARCHAR
+                   FROM chunk c WHERE c.line = stage.line AND stage.reason IS NOT NULL AND stage.payload IS NULL
+                   AND stage.participant IS NOT NULL""")
+    con.unregister("chunk")
+    con.execute(INSERT_SQL[kind], {"batch": batch_id, "file": f.name} if kind == "consents" else {"batch": batch_id})
+    if kind == "responses":
+        con.execute("""
+        INSERT INTO response_items
+        SELECT s.response_id, s.participant, s.study_id, s.instrument, s.instrument_version, s.wave, k.c,
+               try_cast(try_cast(trim(json_extract_string(s.items, '$."' || replace(k.c, '"', '\\"') || '"')) AS DOUBLE) AS INTEGER)
+        FROM stage s, unnest(json_keys(s.items)) AS k(c)
+        WHERE s.reason IS NULL
+        """)
+    con.execute(
+        """INSERT INTO quarantine SELECT $batch, $kind, $file, line, reason, message, participant, payload,
+           CASE WHEN participant IS NULL THEN $qfile END FROM stage WHERE reason IS NOT NULL""",
+        {"batch": batch_id, "kind": kind, "file": f.name, "qfile": qfile})
+    counts = con.execute(
+        "SELECT coalesce(reason, ''), count(*) FROM stage GROUP BY ALL").fetchall()
+    stored = 0
+    for reason, n in counts:
+        n_read += n
+        if reason == "":
+            stored += n
+        else:
+            q[reason] += n
+    return n_read, stored, q
+
+
+def _write_quarantine_files(qdir: Path, batch_id: str, raw_rejects: dict[str, list[tuple[int, bytes, str]]]) -> None:
+    """Write raw rejected bytes atomically (tmp + rename); names are deterministic, so a re-run overwrites."""
+    if not raw_rejects:
+        return
+    qdir.mkdir(parents=True, exist_ok=True)
+    for name, rows in raw_rejects.items():
+        target = qdir / f"{batch_id}-{name}.rejected.jsonl"
+        tmp = target.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for line, raw, why in sorted(rows, key=lambda r: r[0]):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                fh.write(json.dumps({"source_file": name, "line": line, "why": why, "raw": text,
+                                     "raw_base64": base64.b64encode(raw).decode("ascii")}) + "\n")
+        os.chmod(tmp, 0o600)
+        tmp.replace(target)

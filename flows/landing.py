@@ -1,0 +1,258 @@
+"""Reading a landing folder: which files hold which record kind, and their rows as Arrow chunks.
+
+Every format is turned into the same shape, a chunk of ``(line, raw)`` where ``raw`` is one
+record as JSON text, so one vectorized validator (flows/ingest.py) serves JSONL, CSV and
+Parquet alike. Chunks are bounded in bytes/rows, so memory stays flat as files grow.
+
+- JSONL: split on newlines with numpy over 32 MiB blocks (no Python loop per line); ``line``
+  is the physical line number; blank lines are kept here and skipped by the validator.
+- CSV: pyarrow's streaming reader, every column as text; a row it cannot parse (wrong number of
+  fields) comes back as a *reject* with its line number, never dropped.
+- Parquet: record batches; ``line`` is the 1-based row number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.records import RECORD_KINDS
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CHUNK_BYTES = 32 << 20
+CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: Path
+    kind: str | None  # None: the name starts with no known record kind
+    fmt: str | None  # "jsonl" | "csv" | "parquet" | None (unsupported suffix)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Chunk:
+    """Rows of one file: ``table`` has columns line (int64) and raw (large_string, JSON text)."""
+
+    table: pa.Table
+    rejects: list[tuple[int, bytes, str]] = field(default_factory=list)  # (line, raw bytes, why)
+
+
+def kind_of(name: str) -> str | None:
+    lower = name.lower()
+    for kind in sorted(RECORD_KINDS, key=len, reverse=True):
+        if lower.startswith(kind):
+            rest = lower[len(kind):]
+            if rest == "" or rest[0] in "-_.":
+                return kind
+    return None
+
+
+def format_of(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith(JSON_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(CSV_SUFFIXES):
+        return "csv"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return None
+
+
+KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "scores", "responses", "events"))}
+
+
+def discover(landing: Path) -> list[LandingFile]:
+    """Files of a landing folder, consents first (the gate needs them), then by name.
+
+    Hidden files and folders and anything whose name starts with ``_`` are not data
+    (this is where Flourish's own quarantine files live); sub-folders are not read.
+    """
+    if not landing.is_dir():
+        raise FileNotFoundError(f"landing folder {landing} does not exist or is not a folder")
+    files = [
+        LandingFile(p, kind_of(p.name), format_of(p.name))
+        for p in landing.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_"))
+    ]
+    return sorted(files, key=lambda f: (KIND_ORDER.get(f.kind or "", 99), f.name))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- JSONL --------------------------------------------------------------------------------
+
+def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, bytes, str]]]:
+    """Split ``body`` (ending in a newline) into lines; invalid UTF-8 lines become rejects."""
+    buf = np.frombuffer(body, dtype=np.uint8)
+    newline = np.flatnonzero(buf == 10)
+    starts = np.empty(len(newline), dtype=np.int64)
+    starts[0:1] = 0
+    starts[1:] = newline[:-1] + 1
+    ends = newline.copy()
+    # a CR before the LF belongs to the line ending, not the record
+    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
+    ends = ends - has_cr
+    lengths = ends - starts
+    keep = np.ones(len(buf), dtype=bool)
+    keep[newline] = False
+    keep[(newline - 1)[has_cr]] = False
+    data = buf[keep]
+    offsets = np.zeros(len(newline) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    binary = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(newline), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    lines = np.arange(first_line, first_line + len(newline), dtype=np.int64)
+    rejects: list[tuple[int, bytes, str]] = []
+    try:
+        text = binary.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        # Rare path: some line is not UTF-8. Find which, reject those, keep the rest.
+        values = binary.to_pylist()
+        good: list[str | None] = []
+        for i, v in enumerate(values):
+            try:
+                good.append(v.decode("utf-8"))
+            except UnicodeDecodeError:
+                rejects.append((int(lines[i]), v, "line is not valid UTF-8"))
+                good.append(None)
+        mask = np.array([g is not None for g in good], dtype=bool)
+        text = pa.array([g for g in good if g is not None], type=pa.large_string())
+        lines = lines[mask]
+    return pa.table({"line": pa.array(lines), "raw": text}), rejects
+
+
+def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    next_line = 1
+    carry = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(chunk_bytes)
+            if not block:
+                if carry:  # last line without a trailing newline
+                    table, rejects = _lines_to_table(carry + b"\n", next_line)
+                    yield Chunk(table, rejects)
+                return
+            data = carry + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            body, carry = data[: cut + 1], data[cut + 1:]
+            table, rejects = _lines_to_table(body, next_line)
+            next_line += body.count(b"\n")
+            yield Chunk(table, rejects)
+
+
+# -- CSV and Parquet: rows to JSON text through DuckDB ---------------------------------------
+
+def _rows_to_json(table: pa.Table, first_line: int, step: int = 1) -> pa.Table:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("t", table)
+        cols = ", ".join(f'"{c}"' for c in table.column_names)
+        raw = con.execute(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").arrow()
+        if hasattr(raw, "read_all"):
+            raw = raw.read_all()
+    finally:
+        con.close()
+    lines = np.arange(first_line, first_line + step * table.num_rows, step, dtype=np.int64)
+    return pa.table({"line": pa.array(lines), "raw": raw.column("raw").cast(pa.large_string())})
+
+
+def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+    import pyarrow.csv as pacsv
+
+    rejects: list[tuple[int, bytes, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        number = row.number if row.number is not None else -1
+        rejects.append((number, row.text.encode("utf-8", "surrogateescape"), f"CSV row has {row.actual_columns} fields, header has {row.expected_columns}"))
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={},
+            strings_can_be_null=True,
+            null_values=[""],
+            auto_dict_encode=False,
+        ),
+    )
+    # all columns as text: the validator decides what is a number
+    schema = pa.schema([pa.field(n, pa.string()) for n in reader.schema.names])
+    reader.close()
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema, strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=False,
+        ),
+    )
+    # Line numbers: the header is line 1; with use_threads=False rows arrive in file order and a
+    # rejected row is reported through the handler before the batch that follows it.
+    row_line = 2
+    rejected_lines: set[int] = set()
+    for batch in reader:
+        new_rejects = rejects[:]
+        rejects.clear()
+        for line, _, _ in new_rejects:
+            rejected_lines.add(line)
+        table = pa.Table.from_batches([batch])
+        lines: list[int] = []
+        while len(lines) < table.num_rows:
+            if row_line not in rejected_lines:
+                lines.append(row_line)
+            row_line += 1
+        converted = _rows_to_json(table, 0) if table.num_rows else pa.table(
+            {"line": pa.array([], pa.int64()), "raw": pa.array([], pa.large_string())}
+        )
+        converted = converted.set_column(0, "line", pa.array(lines, pa.int64()))
+        yield Chunk(converted, new_rejects)
+    if rejects:
+        yield Chunk(pa.table({"line": pa.array([], pa.int64()), "raw": pa.array([], pa.large_string())}), rejects[:])
+
+
+def read_parquet(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    first = 1
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        table = pa.Table.from_batches([batch])
+        yield Chunk(_rows_to_json(table, first))
+        first += table.num_rows
+
+
+def read_chunks(f: LandingFile) -> Iterator[Chunk]:
+    if f.fmt == "jsonl":
+        return read_jsonl(f.path)
+    if f.fmt == "csv":
+        return read_csv(f.path)
+    if f.fmt == "parquet":
+        return read_parquet(f.path)
+    raise ValueError(f"{f.name}: unsupported format")
