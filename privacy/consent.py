@@ -1,0 +1,254 @@
+"""The consent ledger: versioned consent per participant and scope, append-only and hash-chained.
+
+Each entry stores ``entry_hash = sha256(prev_hash || canonical_json(entry))`` (genesis ``prev_hash`` is 64 zeros),
+so editing, deleting or re-ordering any entry breaks every later hash and ``verify_chain`` names the first
+bad one (the construction of Haber & Stornetta 1991, as in certificate-transparency logs, RFC 6962).
+
+The chain covers ``subject_commit = sha256(subject_salt || pseudonym)`` rather than the pseudonym. Erasure
+(GDPR Art. 17) sets ``participant`` and ``subject_salt`` to NULL and ``redacted`` to true: the ledger then
+holds no pseudonym of the erased participant, yet the chain still verifies (the commitment without its salt
+is a random-looking 256-bit value). For entries not redacted, ``verify_chain`` also checks the commitment
+against the stored pseudonym, so swapping participants between entries is detected. Re-keying
+(privacy/rekey.py) recomputes commitments under new pseudonyms and re-seals the chain, logging the old and
+new heads in ``rekey_log``. This module is the only writer of ``consent_ledger``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import duckdb
+
+from privacy.errors import PrivacyError
+
+SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
+GENESIS = "0" * 64
+Action = Literal["grant", "withdraw"]
+
+
+def _us(ts: datetime | None) -> int:
+    ts = ts or datetime.now(UTC)
+    if ts.tzinfo is None:
+        raise PrivacyError(f"consent time {ts.isoformat()} has no time zone; give times in UTC")
+    return int(round(ts.timestamp() * 1_000_000))
+
+
+def subject_commit(salt: str, pseudonym: str) -> str:
+    return hashlib.sha256((salt + pseudonym).encode("utf-8")).hexdigest()
+
+
+def canonical_entry(seq: int, commit: str, scope: str, version: str, action: str, effective_us: int,
+                    recorded_us: int) -> str:
+    """The exact text an entry's hash covers: JSON with sorted keys and no spaces."""
+    return json.dumps(
+        {"seq": seq, "subject_commit": commit, "scope": scope, "consent_version": version, "action": action,
+         "effective_us": effective_us, "recorded_us": recorded_us},
+        sort_keys=True, separators=(",", ":"),
+    )
+
+
+def entry_hash(prev_hash: str, canonical: str) -> str:
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def _head(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    row = con.execute("SELECT seq, entry_hash FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def append_consent(
+    con: duckdb.DuckDBPyConnection,
+    participant: str,
+    scope: str,
+    consent_version: str,
+    action: Action = "grant",
+    effective_at: datetime | None = None,
+    *,
+    in_transaction: bool = False,
+) -> str:
+    """Append one grant or withdrawal for a participant pseudonym; return its entry hash.
+
+    Appends in its own transaction unless ``in_transaction`` (the caller holds one). Two writers racing for
+    the same ``seq`` cannot both commit (primary key), so the chain never forks.
+    """
+    if scope not in SCOPES:
+        raise PrivacyError(f"consent scope {scope!r} is not one of {list(SCOPES)}")
+    if action not in ("grant", "withdraw"):
+        raise PrivacyError(f"consent action {action!r} must be 'grant' or 'withdraw'")
+    if not participant:
+        raise PrivacyError("a consent entry needs the participant's pseudonym")
+    if not in_transaction:
+        con.execute("BEGIN TRANSACTION")
+    try:
+        seq, prev = _head(con)
+        seq += 1
+        salt = secrets.token_hex(16)
+        commit = subject_commit(salt, participant)
+        eff, rec = _us(effective_at), _us(None)
+        h = entry_hash(prev, canonical_entry(seq, commit, scope, consent_version, action, eff, rec))
+        con.execute(
+            "INSERT INTO consent_ledger (seq, participant, subject_salt, subject_commit, scope, consent_version, "
+            "action, effective_us, recorded_us, prev_hash, entry_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [seq, participant, salt, commit, scope, consent_version, action, eff, rec, prev, h],
+        )
+        if not in_transaction:
+            con.execute("COMMIT")
+    except BaseException:
+        if not in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    return h
+
+
+def sync_from_consents(con: duckdb.DuckDBPyConnection) -> int:
+    """Append ledger entries for ``consents`` rows (written by ingest) not yet in the ledger; return how many.
+
+    A consents row grants each of its scopes at granted_at and, when withdrawn_at is set, withdraws them.
+    Idempotent: an entry with the same participant, scope, version, action and effective time is not repeated.
+    """
+    rows = con.execute(
+        "SELECT participant, consent_version, unnest(scopes) AS scope, granted_at, withdrawn_at FROM consents "
+        "ORDER BY granted_at, participant"
+    ).fetchall()
+    have = {
+        (p, s, v, a, e)
+        for p, s, v, a, e in con.execute(
+            "SELECT participant, scope, consent_version, action, effective_us FROM consent_ledger WHERE NOT redacted"
+        ).fetchall()
+    }
+    added = 0
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for participant, version, scope, granted_at, withdrawn_at in rows:
+            if scope not in SCOPES:
+                continue
+            todo: list[tuple[Action, datetime]] = [("grant", granted_at)]
+            if withdrawn_at is not None:
+                todo.append(("withdraw", withdrawn_at))
+            for action, ts in todo:
+                key = (participant, scope, version, action, _us(ts))
+                if key in have:
+                    continue
+                append_consent(con, participant, scope, version, action, ts, in_transaction=True)
+                have.add(key)
+                added += 1
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return added
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    verified: bool
+    entries: int
+    redacted_entries: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(con: duckdb.DuckDBPyConnection, *, genesis: str | None = None) -> ChainReport:
+    """Recompute every hash in order; report the first entry that does not verify (never raises)."""
+    rows = con.execute(
+        "SELECT seq, participant, subject_salt, subject_commit, scope, consent_version, action, effective_us, "
+        "recorded_us, prev_hash, entry_hash, redacted FROM consent_ledger ORDER BY seq"
+    ).fetchall()
+    prev = genesis or _genesis(con)
+    redacted_n = 0
+    for i, (seq, part, salt, commit, scope, ver, action, eff, rec, prev_hash, h, redacted) in enumerate(rows, 1):
+        def bad(problem: str, seq: int = seq) -> ChainReport:
+            return ChainReport(False, len(rows), redacted_n, prev, seq, problem)
+
+        if seq != i:
+            return bad(f"sequence gap: expected {i}, found {seq}")
+        if prev_hash != prev:
+            return bad("prev_hash does not match the previous entry's hash")
+        if entry_hash(prev, canonical_entry(seq, commit, scope, ver, action, eff, rec)) != h:
+            return bad("entry content does not match its hash")
+        if redacted:
+            redacted_n += 1
+            if part is not None or salt is not None:
+                return bad("a redacted entry still holds a participant")
+        elif part is None or salt is None or subject_commit(salt, part) != commit:
+            return bad("participant does not match the entry's commitment")
+        prev = h
+    return ChainReport(True, len(rows), redacted_n, prev)
+
+
+def _genesis(con: duckdb.DuckDBPyConnection) -> str:
+    return GENESIS
+
+
+def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Per scope: participants whose latest entry is a grant (active), withdrawn, entries; and the chain check."""
+    report = verify_chain(con)
+    latest = con.execute(
+        "SELECT scope, action, count(*) FROM ("
+        "  SELECT scope, participant, arg_max(action, seq) AS action FROM consent_ledger "
+        "  WHERE NOT redacted GROUP BY scope, participant) GROUP BY scope, action"
+    ).fetchall()
+    entries = dict(con.execute("SELECT scope, count(*) FROM consent_ledger GROUP BY scope").fetchall())
+    scopes: dict[str, dict[str, int]] = {s: {"active": 0, "withdrawn": 0, "entries": int(entries.get(s, 0))}
+                                         for s in SCOPES}
+    for scope, action, n in latest:
+        scopes.setdefault(scope, {"active": 0, "withdrawn": 0, "entries": int(entries.get(scope, 0))})
+        scopes[scope]["active" if action == "grant" else "withdrawn"] += int(n)
+    return {
+        "scopes": scopes,
+        "entries": report.entries,
+        "redacted_entries": report.redacted_entries,
+        "chain_verified": report.verified,
+        "chain_head": report.head_hash,
+        "first_bad_seq": report.first_bad_seq,
+        "problem": report.problem,
+    }
+
+
+def redact_participant(con: duckdb.DuckDBPyConnection, participant: str) -> int:
+    """Erasure's one mutation of the ledger: drop pseudonym and salt, keep the commitment. Caller holds the transaction."""
+    n = con.execute("SELECT count(*) FROM consent_ledger WHERE participant = ?", [participant]).fetchone()[0]
+    con.execute(
+        "UPDATE consent_ledger SET participant = NULL, subject_salt = NULL, redacted = true WHERE participant = ?",
+        [participant],
+    )
+    return int(n)
+
+
+def reseal_chain(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> tuple[str, str]:
+    """Re-key: replace pseudonyms by ``mapping[old]`` and recompute commitments and hashes. Caller holds the transaction.
+
+    Returns (head before, head after); the caller logs both so the old chain stays anchored.
+    """
+    before = _head(con)[1]
+    rows = con.execute(
+        "SELECT seq, participant, subject_salt, subject_commit, scope, consent_version, action, effective_us, "
+        "recorded_us, redacted FROM consent_ledger ORDER BY seq"
+    ).fetchall()
+    prev = GENESIS
+    updates = []
+    for seq, part, salt, commit, scope, ver, action, eff, rec, redacted in rows:
+        if not redacted and part is not None:
+            part = mapping.get(part, part)
+            commit = subject_commit(salt, part)
+        h = entry_hash(prev, canonical_entry(seq, commit, scope, ver, action, eff, rec))
+        updates.append((seq, part, commit, prev, h))
+        prev = h
+    if updates:
+        con.execute("CREATE OR REPLACE TEMP TABLE _reseal (seq BIGINT, participant VARCHAR, subject_commit VARCHAR, "
+                    "prev_hash VARCHAR, entry_hash VARCHAR)")
+        con.executemany("INSERT INTO _reseal VALUES (?,?,?,?,?)", updates)
+        # entry_hash is UNIQUE: clear it first so an intermediate state never collides
+        con.execute("UPDATE consent_ledger SET entry_hash = 'reseal-' || seq::VARCHAR")
+        con.execute(
+            "UPDATE consent_ledger SET participant = r.participant, subject_commit = r.subject_commit, "
+            "prev_hash = r.prev_hash, entry_hash = r.entry_hash FROM _reseal r WHERE consent_ledger.seq = r.seq"
+        )
+        con.execute("DROP TABLE _reseal")
+    return before, prev

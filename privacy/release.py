@@ -1,0 +1,561 @@
+"""Differentially private releases at the participant level, with OpenDP's noise and privacy maps.
+
+Privacy unit: one participant (all their rows, across waves, instruments and events). Neighbouring data sets
+differ by adding or removing one participant (OpenDP's symmetric distance on the participant table).
+
+How a query is made private
+---------------------------
+1. **Bound contributions per participant before aggregating** (in DuckDB, ``_bounded_*`` below): each
+   participant gets one arm (their first assignment), at most one score per outcome per wave (the latest
+   scored), one clipped telemetry summary per surrogate, and every value is clamped to the declared bounds.
+2. **Aggregate** to a vector of cell statistics over public keys (arms and waves come from the protocol, so
+   no private partition selection is needed; an empty cell is a 0, not a missing key).
+3. **Normalize**: each coordinate i has a public per-participant bound ``b_i`` (1 for a count, ``max|x|`` for a
+   sum of x, ``max x^2`` for a sum of squares); dividing by ``b_i`` makes every participant's contribution to
+   every coordinate at most 1 in absolute value. A participant is in one arm, so they change at most ``k``
+   coordinates (``Query.touches``, derived from the plan: e.g. 2 per wave for n and sum). The L2 sensitivity
+   of the normalized vector is therefore ``sqrt(k)`` and the L1 sensitivity ``k``.
+4. **Noise**: OpenDP ``make_gaussian`` over ``vector_domain(atom_domain(float, nan=False))`` with
+   ``l2_distance`` (zCDP, ``map(sqrt(k))`` gives rho) or ``make_laplace`` with ``l1_distance`` (pure DP,
+   ``map(k)`` gives epsilon). The scale is calibrated and the privacy map is checked against the query's share
+   of the budget BEFORE the ledger reservation; noise is drawn only after the reservation commits. OpenDP's
+   samplers are exact (no floating-point attack of Mironov 2012); noise is never drawn with numpy.
+5. **Post-processing** (free): values are multiplied back by ``b_i``; ``noise_sd_i = scale * b_i`` (times
+   sqrt(2) for Laplace); a cell whose noisy count is below the protocol's ``min_cell_size`` is suppressed
+   (policy, not protection: the DP guarantee already holds); means are noisy sum / noisy count with a
+   delta-method noise_sd.
+
+Steps 1-3 (the sensitivity argument) are ours, not OpenDP's proofs; they are tested by
+``tests/privacy/test_priv_release.py`` (adding any participant, including one with duplicate and
+out-of-range rows, moves the normalized vector by at most sqrt(k) in L2 and k in L1) and by an empirical
+audit (``tests/privacy/test_priv_audit.py``). OpenDP features enabled: ``contrib``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import duckdb
+
+from privacy.budget import (
+    Accounting,
+    Mechanism,
+    Spend,
+    _check_positive,
+    epsilon_to_rho,
+    finalize,
+    reserve,
+    rho_to_epsilon,
+)
+from privacy.errors import InvalidPrivacyParameter, PrivacyError, UnboundedColumn
+
+OPENDP_FEATURES = ("contrib",)
+DEFAULT_BANDS = 5
+
+# The documented plan: the share of a release's budget each kind of query gets (normalized over the kinds
+# the protocol has; within a kind split evenly over outcomes/surrogates). The paired moments carry the
+# primary analysis (noise-aware ANCOVA on DP sufficient statistics) and get the largest share.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "consort_counts": 1.0,
+    "score_moments": 2.0,
+    "score_bands": 1.0,
+    "telemetry_means": 1.0,
+    "paired_moments": 3.0,
+}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Public clipping bounds of one value (outcome score or telemetry summary)."""
+
+    lower: float
+    upper: float
+    name: str = "value"
+
+    def __post_init__(self) -> None:
+        for v in (self.lower, self.upper):
+            if v is None or not isinstance(v, int | float) or not math.isfinite(v):
+                raise UnboundedColumn(f"{self.name} has no finite clipping bounds (got [{self.lower}, {self.upper}])")
+        if self.lower >= self.upper:
+            raise UnboundedColumn(f"{self.name}: lower bound {self.lower} must be below upper bound {self.upper}")
+
+    @property
+    def max_abs(self) -> float:
+        return max(abs(self.lower), abs(self.upper))
+
+
+def resolve_outcome_bounds(protocol: Any, known: Mapping[str, Any] | None = None,
+                           outcomes: Sequence[str] | None = None) -> dict[str, Bounds]:
+    """Clipping bounds per outcome: from ``known`` (e.g. instruments' scale range) else the protocol's
+    ``lower_bound``/``upper_bound``; an outcome with neither is refused (UnboundedColumn), never guessed."""
+    known = dict(known or {})
+    out: dict[str, Bounds] = {}
+    names = list(outcomes) if outcomes is not None else [o.name for o in protocol.outcomes]
+    for name in names:
+        if name in known:
+            b = known[name]
+            out[name] = b if isinstance(b, Bounds) else Bounds(float(b[0]), float(b[1]), name)
+            continue
+        try:
+            o = protocol.outcome(name)
+        except KeyError:
+            raise UnboundedColumn(f"outcome {name!r} is not in the protocol and has no declared bounds") from None
+        if o.lower_bound is None or o.upper_bound is None:
+            raise UnboundedColumn(
+                f"outcome {name!r} has no declared clipping bounds: give lower_bound and upper_bound in the "
+                "protocol or pass its score range (e.g. from the instrument) before releasing it"
+            )
+        out[name] = Bounds(o.lower_bound, o.upper_bound, name)
+    return out
+
+
+@dataclass(frozen=True)
+class CellKey:
+    outcome: str | None
+    arm: str | None
+    wave: str | None
+    statistic: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """The public plan of one DP query: its cells, per-coordinate bounds and the participant's reach."""
+
+    name: str
+    kind: str
+    outcome: str | None
+    keys: tuple[CellKey, ...]
+    bounds: tuple[float, ...]          # per-participant max |contribution| to each coordinate
+    touches: int                       # max coordinates one participant changes
+    count_index: tuple[int, ...]       # for each coordinate, the coordinate holding its cell's count
+    value_bounds: Bounds | None = None
+    bands: tuple[float, ...] = ()      # band edges for score_bands
+
+    def __post_init__(self) -> None:
+        if not (len(self.keys) == len(self.bounds) == len(self.count_index)) or not self.keys:
+            raise PrivacyError(f"query {self.name!r} is malformed")
+        if any(not math.isfinite(b) or b <= 0 for b in self.bounds):
+            raise UnboundedColumn(f"query {self.name!r} has a coordinate without a finite positive bound")
+
+
+def _outcome_waves(protocol: Any, outcome: str) -> list[str]:
+    o = protocol.outcome(outcome)
+    if o.instrument is None:
+        return list(protocol.wave_names)
+    return [w.name for w in protocol.waves if o.instrument in w.instruments]
+
+
+def _cells(spec: list[tuple[CellKey, float, bool]]) -> tuple[tuple[CellKey, ...], tuple[float, ...], tuple[int, ...]]:
+    """(key, bound, is_count) in cell order, count first within a cell; returns keys, bounds, count_index."""
+    keys, bounds, count_idx = [], [], []
+    last_count = -1
+    for key, bound, is_count in spec:
+        if is_count:
+            last_count = len(keys)
+        keys.append(key)
+        bounds.append(bound)
+        count_idx.append(last_count)
+    return tuple(keys), tuple(bounds), tuple(count_idx)
+
+
+def plan_consort(protocol: Any) -> Query:
+    spec = []
+    for arm in protocol.arm_names:
+        spec.append((CellKey(None, arm, None, "assigned"), 1.0, True))
+        for wave in protocol.wave_names:
+            spec.append((CellKey(None, arm, wave, "responded"), 1.0, True))
+    keys, bounds, idx = _cells(spec)
+    return Query("consort_counts", "consort_counts", None, keys, bounds, 1 + len(protocol.wave_names), idx)
+
+
+def plan_score_moments(protocol: Any, outcome: str, b: Bounds) -> Query:
+    waves = _outcome_waves(protocol, outcome)
+    spec = []
+    for arm in protocol.arm_names:
+        for wave in waves:
+            spec.append((CellKey(outcome, arm, wave, "n"), 1.0, True))
+            spec.append((CellKey(outcome, arm, wave, "sum"), b.max_abs, False))
+    keys, bounds, idx = _cells(spec)
+    return Query(f"score_moments:{outcome}", "score_moments", outcome, keys, bounds, 2 * len(waves), idx, b)
+
+
+def band_edges(b: Bounds, bands: int = DEFAULT_BANDS) -> tuple[float, ...]:
+    return tuple(b.lower + (b.upper - b.lower) * i / bands for i in range(bands + 1))
+
+
+def plan_score_bands(protocol: Any, outcome: str, b: Bounds, edges: Sequence[float] | None = None) -> Query:
+    edges = tuple(edges) if edges is not None else band_edges(b)
+    if len(edges) < 2 or list(edges) != sorted(edges):
+        raise PrivacyError(f"band edges for {outcome!r} must be increasing, got {edges}")
+    waves = _outcome_waves(protocol, outcome)
+    spec = []
+    for arm in protocol.arm_names:
+        for wave in waves:
+            for i in range(len(edges) - 1):
+                spec.append((CellKey(outcome, arm, wave, f"band[{edges[i]:g},{edges[i + 1]:g})"), 1.0, True))
+    keys, bounds, idx = _cells(spec)
+    return Query(f"score_bands:{outcome}", "score_bands", outcome, keys, bounds, len(waves), idx, b, edges)
+
+
+def plan_telemetry(protocol: Any, surrogate: Any) -> Query:
+    b = Bounds(surrogate.lower_bound, surrogate.upper_bound, f"surrogate {surrogate.name}")
+    spec = []
+    for arm in protocol.arm_names:
+        spec.append((CellKey(surrogate.name, arm, None, "n"), 1.0, True))
+        spec.append((CellKey(surrogate.name, arm, None, "sum"), b.max_abs, False))
+    keys, bounds, idx = _cells(spec)
+    return Query(f"telemetry_means:{surrogate.name}", "telemetry_means", surrogate.name, keys, bounds, 2, idx, b)
+
+
+PAIRED_STATISTICS = ("n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy")
+
+
+def plan_paired(protocol: Any, outcome: str, b: Bounds) -> Query | None:
+    """Per (arm, wave after baseline): the paired moments over participants with baseline x and wave y."""
+    waves = _outcome_waves(protocol, outcome)
+    base = protocol.baseline_wave
+    if base not in waves:
+        return None
+    later = [w for w in waves if w != base]
+    if not later:
+        return None
+    m, m2 = b.max_abs, b.max_abs ** 2
+    per = {"n": 1.0, "sum_x": m, "sum_y": m, "sum_xx": m2, "sum_yy": m2, "sum_xy": m2}
+    spec = []
+    for arm in protocol.arm_names:
+        for wave in later:
+            for stat in PAIRED_STATISTICS:
+                spec.append((CellKey(outcome, arm, wave, stat), per[stat], stat == "n"))
+    keys, bounds, idx = _cells(spec)
+    return Query(f"paired_moments:{outcome}", "paired_moments", outcome, keys, bounds,
+                 len(PAIRED_STATISTICS) * len(later), idx, b)
+
+
+def standard_plan(protocol: Any, outcome_bounds: Mapping[str, Bounds],
+                  band_edges_by_outcome: Mapping[str, Sequence[float]] | None = None) -> list[Query]:
+    """The protocol's standard set of queries (every outcome needs bounds in ``outcome_bounds``)."""
+    band_edges_by_outcome = band_edges_by_outcome or {}
+    queries = [plan_consort(protocol)]
+    for o in protocol.outcomes:
+        if o.name not in outcome_bounds:
+            raise UnboundedColumn(f"outcome {o.name!r} has no clipping bounds; resolve them before planning")
+        b = outcome_bounds[o.name]
+        queries.append(plan_score_moments(protocol, o.name, b))
+        queries.append(plan_score_bands(protocol, o.name, b, band_edges_by_outcome.get(o.name)))
+        paired = plan_paired(protocol, o.name, b)
+        if paired is not None:
+            queries.append(paired)
+    for s in protocol.surrogates:
+        queries.append(plan_telemetry(protocol, s))
+    return queries
+
+
+def split_budget(queries: Sequence[Query], total: float, weights: Mapping[str, float] | None = None) -> list[float]:
+    """Each query's share of ``total`` (rho or epsilon): kind weight / number of queries of that kind."""
+    weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+    kinds: dict[str, int] = {}
+    for q in queries:
+        kinds[q.kind] = kinds.get(q.kind, 0) + 1
+    missing = [k for k in kinds if k not in weights or not weights[k] > 0]
+    if missing:
+        raise InvalidPrivacyParameter(f"budget plan has no positive weight for {missing}")
+    norm = math.fsum(weights[k] for k in kinds)
+    return [total * weights[q.kind] / norm / kinds[q.kind] for q in queries]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exact, contribution-bounded aggregates (DuckDB). Read-only.
+
+def _arm_view(con: duckdb.DuckDBPyConnection, protocol: Any) -> None:
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW _dp_arm AS "
+        "SELECT participant, arg_min(arm, assigned_at) AS arm, min(assigned_at) AS assigned_at "
+        "FROM assignments WHERE study_id = $study GROUP BY participant".replace("$study", _lit(protocol.study_id))
+    )
+
+
+def _lit(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _clip(expr: str, b: Bounds) -> str:
+    return f"greatest({b.lower!r}::DOUBLE, least({b.upper!r}::DOUBLE, {expr}))"
+
+
+def _scores_sql(protocol: Any, outcome: str, b: Bounds) -> str:
+    """One clipped score per participant x wave for the outcome (the latest scored), with the arm."""
+    return (
+        "SELECT s.participant, a.arm, s.wave, "
+        f"{_clip('arg_max(s.value, coalesce(epoch_us(s.scored_at), 0))', b)} AS v "
+        "FROM scores s JOIN _dp_arm a USING (participant) "
+        f"WHERE s.study_id = {_lit(protocol.study_id)} AND s.outcome = {_lit(outcome)} AND NOT isnan(s.value) "
+        "GROUP BY s.participant, a.arm, s.wave"
+    )
+
+
+def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) -> list[float]:
+    """The query's true statistics, in ``query.keys`` order, after per-participant bounding."""
+    _arm_view(con, protocol)
+    got: dict[tuple, float] = {}
+    if query.kind == "consort_counts":
+        for arm, n in con.execute("SELECT arm, count(*) FROM _dp_arm GROUP BY arm").fetchall():
+            got[(None, arm, None, "assigned")] = n
+        for arm, wave, n in con.execute(
+            "SELECT a.arm, r.wave, count(DISTINCT r.participant) FROM responses r JOIN _dp_arm a USING (participant) "
+            f"WHERE r.study_id = {_lit(protocol.study_id)} GROUP BY a.arm, r.wave"
+        ).fetchall():
+            got[(None, arm, wave, "responded")] = n
+    elif query.kind == "score_moments":
+        b = query.value_bounds
+        for arm, wave, n, s in con.execute(
+            f"SELECT arm, wave, count(*), sum(v) FROM ({_scores_sql(protocol, query.outcome, b)}) GROUP BY arm, wave"
+        ).fetchall():
+            got[(query.outcome, arm, wave, "n")] = n
+            got[(query.outcome, arm, wave, "sum")] = s
+    elif query.kind == "score_bands":
+        edges = query.bands
+        k = len(edges) - 1
+        case = " ".join(f"WHEN v < {edges[i + 1]!r} THEN {i}" for i in range(k - 1))
+        band = f"CASE {case} ELSE {k - 1} END" if case else "0"
+        for arm, wave, i, n in con.execute(
+            f"SELECT arm, wave, {band} AS band, count(*) FROM ({_scores_sql(protocol, query.outcome, query.value_bounds)}) "
+            "GROUP BY ALL"
+        ).fetchall():
+            got[(query.outcome, arm, wave, f"band[{edges[i]:g},{edges[i + 1]:g})")] = n
+    elif query.kind == "paired_moments":
+        sql = _scores_sql(protocol, query.outcome, query.value_bounds)
+        for row in con.execute(
+            f"WITH s AS ({sql}) SELECT y.arm, y.wave, count(*), sum(x.v), sum(y.v), sum(x.v*x.v), sum(y.v*y.v), "
+            f"sum(x.v*y.v) FROM s y JOIN s x ON x.participant = y.participant AND x.wave = {_lit(protocol.baseline_wave)} "
+            f"WHERE y.wave <> {_lit(protocol.baseline_wave)} GROUP BY y.arm, y.wave"
+        ).fetchall():
+            arm, wave, *stats = row
+            for stat, val in zip(PAIRED_STATISTICS, stats, strict=True):
+                got[(query.outcome, arm, wave, stat)] = val
+    elif query.kind == "telemetry_means":
+        s = next(x for x in protocol.surrogates if x.name == query.outcome)
+        per = _telemetry_sql(protocol, s, query.value_bounds)
+        for arm, n, total in con.execute(f"SELECT arm, count(*), sum(v) FROM ({per}) GROUP BY arm").fetchall():
+            got[(query.outcome, arm, None, "n")] = n
+            got[(query.outcome, arm, None, "sum")] = total
+    else:
+        raise PrivacyError(f"unknown query kind {query.kind!r}")
+    return [float(got.get((k.outcome, k.arm, k.wave, k.statistic)) or 0.0) for k in query.keys]
+
+
+def _telemetry_sql(protocol: Any, s: Any, b: Bounds) -> str:
+    """One clipped summary per assigned participant over [assigned_at, assigned_at + window)."""
+    feature = f"AND e.feature = {_lit(s.feature)}" if s.feature else ""
+    agg = {
+        "count": "count(e.participant)::DOUBLE",
+        "count_per_week": f"count(e.participant) * 7.0 / {s.window_days}",
+        "sum_value": "coalesce(sum(e.value), 0)",
+        "mean_value": "avg(e.value)",
+    }[s.statistic]
+    keep = "HAVING count(e.value) > 0" if s.statistic == "mean_value" else ""
+    return (
+        f"SELECT a.participant, a.arm, {_clip(agg, b)} AS v FROM _dp_arm a LEFT JOIN events e "
+        f"ON e.participant = a.participant AND e.study_id = {_lit(protocol.study_id)} AND e.type = {_lit(s.event_type)} "
+        f"{feature} AND e.ts >= a.assigned_at AND e.ts < a.assigned_at + INTERVAL {int(s.window_days)} DAY "
+        f"AND (e.value IS NULL OR NOT isnan(e.value)) GROUP BY a.participant, a.arm {keep}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OpenDP calibration (no noise) and drawing (noise).
+
+def _dp():
+    import opendp.prelude as dp
+
+    for feature in OPENDP_FEATURES:
+        dp.enable_features(feature)
+    return dp
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    query: Query
+    mechanism: Mechanism
+    scale: float             # OpenDP noise scale on the normalized vector
+    sensitivity: float       # d_in given to the privacy map: sqrt(k) (L2) or k (L1)
+    loss: float              # the map's output: rho (gaussian) or epsilon (laplace)
+    measurement: Any = field(repr=False, compare=False)
+
+    @property
+    def spend(self) -> Spend:
+        if self.mechanism == "gaussian":
+            return Spend(self.query.name, "gaussian", self.scale, self.sensitivity, rho=self.loss)
+        return Spend(self.query.name, "laplace", self.scale, self.sensitivity, epsilon=self.loss)
+
+    def noise_sd(self) -> list[float]:
+        unit = self.scale if self.mechanism == "gaussian" else self.scale * math.sqrt(2.0)
+        return [unit * b for b in self.query.bounds]
+
+
+# Normalization divides by b_i in floating point; give the map a hair more than the exact sensitivity.
+_SENSITIVITY_SLACK = 1.0 + 1e-9
+
+
+def calibrate(query: Query, mechanism: Mechanism, loss: float) -> Calibrated:
+    """The OpenDP measurement for ``query`` spending at most ``loss`` (rho for gaussian, epsilon for laplace)."""
+    _check_positive("rho" if mechanism == "gaussian" else "epsilon", loss)
+    dp = _dp()
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    if mechanism == "gaussian":
+        d_in = math.sqrt(query.touches) * _SENSITIVITY_SLACK
+        metric = dp.l2_distance(T=float)
+        scale = d_in / math.sqrt(2.0 * loss)
+
+        def make(s: float):
+            return dp.m.make_gaussian(domain, metric, scale=s)
+    elif mechanism == "laplace":
+        d_in = float(query.touches) * _SENSITIVITY_SLACK
+        metric = dp.l1_distance(T=float)
+        scale = d_in / loss
+
+        def make(s: float):
+            return dp.m.make_laplace(domain, metric, scale=s)
+    else:
+        raise PrivacyError(f"mechanism {mechanism!r} must be 'gaussian' or 'laplace'")
+    m = make(scale)
+    while m.map(d_in) > loss:  # OpenDP rounds its map conservatively: widen until it fits
+        scale *= 1.0 + 1e-9
+        m = make(scale)
+    return Calibrated(query, mechanism, scale, d_in, float(m.map(d_in)), m)
+
+
+def draw(cal: Calibrated, exact: Sequence[float]) -> list[float]:
+    """Noisy statistics in the query's units (noise from OpenDP on the normalized vector)."""
+    if len(exact) != len(cal.query.bounds):
+        raise PrivacyError(f"query {cal.query.name!r} expects {len(cal.query.bounds)} values, got {len(exact)}")
+    normalized = [float(x) / b for x, b in zip(exact, cal.query.bounds, strict=True)]
+    noisy = cal.measurement(normalized)
+    return [v * b for v, b in zip(noisy, cal.query.bounds, strict=True)]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    query: str
+    outcome: str | None
+    arm: str | None
+    wave: str | None
+    statistic: str
+    value: float | None
+    noise_sd: float | None
+    suppressed: bool
+
+
+def to_rows(cal: Calibrated, noisy: Sequence[float], min_cell_size: int) -> list[ReleaseRow]:
+    """Post-processing: suppression of small noisy cells and derived means."""
+    q, sds = cal.query, cal.noise_sd()
+    rows: list[ReleaseRow] = []
+    for i, key in enumerate(q.keys):
+        count = noisy[q.count_index[i]]
+        suppressed = count < min_cell_size
+        rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, key.statistic,
+                               None if suppressed else float(noisy[i]), sds[i], suppressed))
+        if key.statistic == "sum" and q.kind in ("score_moments", "telemetry_means"):
+            n, sd_n, sd_s = count, sds[q.count_index[i]], sds[i]
+            mean = None if suppressed else float(noisy[i]) / n
+            sd = None if suppressed else math.sqrt(sd_s ** 2 + (mean ** 2) * sd_n ** 2) / n
+            rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "mean", mean, sd, suppressed))
+    return rows
+
+
+def rows_sha256(rows: Sequence[ReleaseRow]) -> str:
+    text = json.dumps([r.__dict__ for r in rows], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    release_id: str
+    study_id: str
+    mechanism: Mechanism
+    accounting: Accounting
+    rho: float | None
+    epsilon: float
+    delta: float
+    queries: tuple[str, ...]
+    rows: tuple[ReleaseRow, ...]
+    values_sha256: str
+
+
+def release_queries(
+    con: duckdb.DuckDBPyConnection,
+    protocol: Any,
+    queries: Sequence[Query],
+    *,
+    fraction: float = 1.0,
+    weights: Mapping[str, float] | None = None,
+) -> ReleaseResult:
+    """Release ``queries`` spending ``fraction`` of the study's total budget, split by ``weights``.
+
+    Order (each step can refuse, and nothing is written before step 4): validate parameters and bounds;
+    compute bounded exact aggregates; calibrate OpenDP measurements (no noise); reserve the whole spend in
+    one ledger transaction (BudgetExceeded if it does not fit); only then draw noise and write the header,
+    values and ledger completion in one transaction.
+    """
+    if not isinstance(fraction, int | float) or not math.isfinite(fraction) or not (0 < fraction <= 1):
+        raise InvalidPrivacyParameter(f"fraction of the budget must be in (0, 1], got {fraction!r}")
+    p = protocol.privacy
+    _check_positive("epsilon", p.epsilon)
+    mechanism: Mechanism = p.mechanism
+    accounting: Accounting = "zcdp" if mechanism == "gaussian" else "pure"
+    if accounting == "zcdp" and not (0 < p.delta < 1):
+        raise InvalidPrivacyParameter(f"Gaussian noise needs delta in (0, 1), the protocol has {p.delta}")
+    if not queries:
+        raise PrivacyError("no queries to release")
+    total = epsilon_to_rho(p.epsilon, p.delta) if accounting == "zcdp" else p.epsilon
+    shares = split_budget(queries, total * fraction, weights)
+    exact = [exact_values(con, protocol, q) for q in queries]
+    cals = [calibrate(q, mechanism, s) for q, s in zip(queries, shares, strict=True)]
+    release_id, entry_ids = reserve(con, protocol.study_id, [c.spend for c in cals],
+                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting)
+    # ---- the budget is committed; from here on noise may be drawn ----
+    per_query = [to_rows(c, draw(c, x), p.min_cell_size) for c, x in zip(cals, exact, strict=True)]
+    rows = [r for rs in per_query for r in rs]
+    digest = rows_sha256(rows)
+    rho = math.fsum(c.spend.cost("zcdp") for c in cals) if accounting == "zcdp" else None
+    eps = rho_to_epsilon(rho, p.delta) if accounting == "zcdp" else math.fsum(c.loss for c in cals)
+    delta = p.delta if accounting == "zcdp" else 0.0
+    import opendp
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [release_id, protocol.study_id, datetime.now(UTC), mechanism, accounting, rho, eps, delta,
+             p.min_cell_size, json.dumps([q.name for q in queries]), digest,
+             getattr(opendp, "__version__", "unknown"), ",".join(OPENDP_FEATURES)])
+        con.executemany(
+            "INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [[release_id, protocol.study_id, r.query, r.outcome, r.arm, r.wave, r.statistic, r.value, r.noise_sd,
+              r.suppressed] for r in rows])
+        for entry_id, rs in zip(entry_ids, per_query, strict=True):
+            finalize(con, [entry_id], rows_sha256(rs))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return ReleaseResult(release_id, protocol.study_id, mechanism, accounting, rho, eps, delta,
+                         tuple(q.name for q in queries), tuple(rows), digest)
+
+
+def release_standard_set(
+    con: duckdb.DuckDBPyConnection,
+    protocol: Any,
+    *,
+    outcome_bounds: Mapping[str, Any] | None = None,
+    fraction: float = 1.0,
+    weights: Mapping[str, float] | None = None,
+) -> ReleaseResult:
+    """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry)."""
+    bounds = resolve_outcome_bounds(protocol, outcome_bounds)
+    return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights)
