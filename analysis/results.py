@@ -1,0 +1,175 @@
+"""Frozen result values of the analysis models (STYLE.md habit 1: data in, frozen results out).
+
+Every estimate says its outcome, arm and wave, its units (outcome units unless named otherwise),
+the method and the trust tier it came from. Long-run rows carry ``wave="long_run"`` (the final
+wave's effect); a saturating trajectory also reports ``wave="plateau"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.errors import DiagnosticsFailed
+
+LONG_RUN = "long_run"
+PLATEAU = "plateau"
+
+
+@dataclass(frozen=True)
+class EffectEstimate:
+    """Arm vs control difference in the outcome (outcome units), with decision probabilities.
+
+    ``p_benefit`` is P(the effect points in the outcome's good direction); ``p_above_mcid`` is
+    P(benefit larger than the minimum clinically important difference) or None without an MCID;
+    ``p_in_rope`` is P(|effect| < rope half-width) or None without a ROPE. For a frequentist row the
+    probabilities are None.
+    """
+
+    outcome: str
+    arm: str
+    control: str
+    wave: str
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    interval_level: float
+    p_benefit: float | None
+    p_above_mcid: float | None
+    p_in_rope: float | None
+    direction: str
+    method: str
+    tier: str = "trusted"
+
+
+@dataclass(frozen=True)
+class ParameterEstimate:
+    """A fixed effect or variance component: posterior mean, SD and equal-tailed interval."""
+
+    name: str
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence gate: R-hat <= rhat_max, bulk ESS >= ess_bulk_min, no divergent transitions."""
+
+    passed: bool
+    rhat_max: float
+    ess_bulk_min: float
+    divergences: int
+    reasons: tuple[str, ...] = ()
+    sampling_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class LongitudinalResult:
+    """Result of the primary longitudinal model of one outcome.
+
+    ``effects`` holds one row per (arm, wave) plus the long-run rows (and plateau rows for a
+    saturating shape); ``fixed_effects`` are in outcome units of the original design columns;
+    ``variance_components`` are ``sigma`` (residual SD), ``tau`` (participant-intercept SD) and their
+    squares. ``idata`` is the ArviZ InferenceData (excluded from equality). A result whose
+    diagnostics failed is still returned (for inspection) but ``confirmatory`` is False and
+    :meth:`require_passed` raises :class:`DiagnosticsFailed`.
+    """
+
+    outcome: str
+    direction: str
+    control: str
+    arms: tuple[str, ...]
+    waves: tuple[str, ...]
+    effect_shape: str
+    time_trend: str
+    effects: tuple[EffectEstimate, ...]
+    fixed_effects: tuple[ParameterEstimate, ...]
+    variance_components: tuple[ParameterEstimate, ...]
+    diagnostics: Diagnostics
+    n_participants: int
+    n_obs: int
+    method: str = "bayes_random_intercept_marginal"
+    tier: str = "trusted"
+    idata: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def confirmatory(self) -> bool:
+        """Only a result that passed its diagnostics may be reported as confirmatory."""
+        return self.diagnostics.passed
+
+    def require_passed(self) -> LongitudinalResult:
+        if not self.diagnostics.passed:
+            raise DiagnosticsFailed(self.outcome, self.diagnostics.reasons)
+        return self
+
+    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
+        for e in self.effects:
+            if e.arm == arm and e.wave == wave:
+                return e
+        raise KeyError(f"no effect for arm {arm!r} at wave {wave!r}")
+
+    @property
+    def long_run(self) -> tuple[EffectEstimate, ...]:
+        return tuple(e for e in self.effects if e.wave == LONG_RUN)
+
+    def fixed(self, name: str) -> ParameterEstimate:
+        for f in (*self.fixed_effects, *self.variance_components):
+            if f.name == name:
+                return f
+        raise KeyError(f"no parameter {name!r}; have {[f.name for f in (*self.fixed_effects, *self.variance_components)]}")
+
+    def summary_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per effect (outcome, arm, wave, estimate, lower, upper, probabilities,
+        method, tier, diagnostics_passed)."""
+        rows = []
+        for e in self.effects:
+            row = asdict(e)
+            row["estimate"] = row.pop("mean")
+            row["diagnostics_passed"] = self.diagnostics.passed
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def parameters_frame(self) -> pd.DataFrame:
+        rows = [{"kind": "fixed", **asdict(f)} for f in self.fixed_effects]
+        rows += [{"kind": "variance", **asdict(v)} for v in self.variance_components]
+        return pd.DataFrame(rows)
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``posterior.nc`` (ArviZ netCDF), ``effects.csv`` and ``parameters.csv``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = {"effects": d / "effects.csv", "parameters": d / "parameters.csv"}
+        self.summary_frame().to_csv(paths["effects"], index=False)
+        self.parameters_frame().to_csv(paths["parameters"], index=False)
+        if self.idata is not None:
+            paths["posterior"] = d / "posterior.nc"
+            self.idata.to_netcdf(str(paths["posterior"]))
+        return paths
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of the Bayesian-vs-frequentist side-by-side table."""
+
+    outcome: str
+    arm: str
+    wave: str
+    bayes_mean: float
+    bayes_lower: float
+    bayes_upper: float
+    freq_method: str
+    freq_estimate: float
+    freq_lower: float
+    freq_upper: float
+    sign_disagrees: bool
+    intervals_disjoint: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.sign_disagrees or self.intervals_disjoint
