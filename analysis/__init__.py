@@ -12,8 +12,9 @@ Public API (see each module's docstring for the method and its citation)::
     cuped_effects, cuped_theta                      analysis.cuped          Deng et al. 2013
     fit_surrogate_index, surrogate_index_effects    analysis.surrogate      Athey et al. 2019
     tipping_point, statistics_from_frame,
-    statistics_from_moments                         analysis.missing        delta-adjusted tipping point
+    statistics_from_moments, ancova_effects         analysis.missing        delta-adjusted tipping point
     holm, partial_pool, subgroup_ancova,
+    subgroup_effects_from_moments,
     baseline_terciles                               analysis.multiplicity
     OutcomeSummary, SummaryRow                      analysis.summary        the tidy outcome table
 """
@@ -60,11 +61,13 @@ _EXPORTS: dict[str, str] = {
     "statistics_from_frame": "analysis.missing",
     "statistics_from_moments": "analysis.missing",
     "TippingPoint": "analysis.missing",
+    "ancova_effects": "analysis.missing",
     # multiplicity and subgroups
     "holm": "analysis.multiplicity",
     "partial_pool": "analysis.multiplicity",
     "subgroup_ancova": "analysis.multiplicity",
     "baseline_terciles": "analysis.multiplicity",
+    "subgroup_effects_from_moments": "analysis.multiplicity",
     # outcome summary
     "OutcomeSummary": "analysis.summary",
     "SummaryRow": "analysis.summary",

@@ -143,6 +143,46 @@ def statistics_from_frame(
                             xo.T @ y[obs], float(y[obs] @ y[obs]), xm.T @ xm, sums, n_missing)
 
 
+def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, float, int]:
+    p = len(stats.columns)
+    df = stats.n_observed - p
+    if df < 1 or np.linalg.matrix_rank(stats.xtx_observed) < p:
+        raise InsufficientData("the final-wave ANCOVA", p + 1, stats.n_observed, "completers of each arm")
+    xtx_o_inv = np.linalg.inv(stats.xtx_observed)
+    beta = xtx_o_inv @ stats.xty_observed
+    rss = max(stats.yty_observed - float(beta @ stats.xty_observed), 0.0)
+    return beta, xtx_o_inv, rss / df, df
+
+
+@dataclass(frozen=True)
+class AncovaEffect:
+    """Final-wave ANCOVA (complete cases) effect of one arm vs control, outcome units, classical OLS SE."""
+
+    arm: str
+    estimate: float
+    se: float
+    lower: float
+    upper: float
+    p_value: float  # two-sided t-test of no effect
+    df: int
+    n_observed: int
+
+
+def ancova_effects(stats: AncovaStatistics, *, interval_level: float = 0.95) -> list[AncovaEffect]:
+    """OLS of the final-wave outcome on 1 + baseline (+ covariates) + arm dummies, completers only
+    (valid under MAR given those; Vickers & Altman 2001, BMJ 323:1123 on ANCOVA over change scores)."""
+    from scipy.stats import t as student_t
+
+    beta, xtx_o_inv, sigma2, df = _completers_ols(stats)
+    tq = float(student_t.ppf(0.5 + interval_level / 2.0, df))
+    out = []
+    for a, j in stats.arm_columns.items():
+        est, se = float(beta[j]), math.sqrt(sigma2 * xtx_o_inv[j, j])
+        p = float(2 * student_t.sf(abs(est / se), df)) if se > 0 else float("nan")
+        out.append(AncovaEffect(a, est, se, est - tq * se, est + tq * se, p, df, stats.n_observed))
+    return out
+
+
 @dataclass(frozen=True)
 class TippingPoint:
     """Delta-adjusted sensitivity of one arm's final-wave effect (arm minus control, outcome units).
@@ -188,13 +228,7 @@ def tipping_point(
         raise ValueError(f"direction must be higher_is_better or lower_is_better, got {direction!r}")
     sign = 1.0 if direction == "higher_is_better" else -1.0
     p = len(stats.columns)
-    df = stats.n_observed - p
-    if df < 1 or np.linalg.matrix_rank(stats.xtx_observed) < p:
-        raise InsufficientData("the tipping-point ANCOVA", p + 1, stats.n_observed, "completers of each arm")
-    xtx_o_inv = np.linalg.inv(stats.xtx_observed)
-    beta = xtx_o_inv @ stats.xty_observed
-    rss = max(stats.yty_observed - float(beta @ stats.xty_observed), 0.0)
-    sigma2 = rss / df
+    beta, xtx_o_inv, sigma2, df = _completers_ols(stats)
     xtx_all_inv = np.linalg.inv(stats.xtx_observed + stats.xtx_missing)
     treat_arms = list(stats.arm_columns)
     s_vec = sum((stats.missing_sums[a] for a in treat_arms), np.zeros(p))

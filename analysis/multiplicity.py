@@ -152,3 +152,18 @@ def subgroup_ancova(
             out.append(SubgroupEstimate(subgroup, str(level), a, float(beta[2 + i]),
                                         math.sqrt(sigma2 * xtx_inv[2 + i, 2 + i]), int(n)))
     return out
+
+
+def subgroup_effects_from_moments(
+    cells: Mapping[str, Mapping[str, object]], *, subgroup: str, control: str
+) -> list[SubgroupEstimate]:
+    """The same per-subgroup ANCOVA from statistics: ``cells[level][arm]`` is a PairedMoments of
+    (baseline, final-wave outcome) over that level's completers (one GROUP BY level, arm in SQL)."""
+    from analysis.missing import ancova_effects, statistics_from_moments
+
+    out: list[SubgroupEstimate] = []
+    for level in sorted(cells):
+        stats = statistics_from_moments(cells[level], {}, control=control)  # type: ignore[arg-type]
+        for e in ancova_effects(stats):
+            out.append(SubgroupEstimate(subgroup, str(level), e.arm, e.estimate, e.se, e.n_observed))
+    return out

@@ -71,3 +71,15 @@ def test_inconclusive_result_reports_how_much_better_missing_would_need_to_be():
     wide = _trial(seed=2, effect=0.0)
     (tp,) = tipping_point(statistics_from_frame(wide, control="usual"), direction="lower_is_better")
     assert not tp.benefit_shown_mar and tp.tipping_delta < 0 and "not shown" in tp.statement
+
+
+def test_ancova_effects_match_statsmodels_complete_cases():
+    from analysis.missing import ancova_effects
+
+    wide = _trial(seed=9)
+    (eff,) = ancova_effects(statistics_from_frame(wide, control="usual"))
+    d = wide.dropna()
+    ref = sm.OLS(d["outcome"], sm.add_constant(np.column_stack([d["baseline"], (d["arm"] == "cbt").astype(float)]))).fit()
+    assert eff.estimate == pytest.approx(ref.params.iloc[2], rel=1e-9)  # statsmodels OLS reference
+    assert eff.p_value == pytest.approx(ref.pvalues.iloc[2], rel=1e-6)
+    assert (eff.lower, eff.upper) == pytest.approx(tuple(ref.conf_int().iloc[2]), rel=1e-9)

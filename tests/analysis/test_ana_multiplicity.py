@@ -65,3 +65,20 @@ def test_subgroup_ancova_by_tercile_recovers_effects():
         assert abs(e.estimate - t) < 3.5 * e.se
     pooled = partial_pool(est)
     assert pooled[0].shrinkage < 0.2  # real heterogeneity: little shrinkage
+
+
+def test_subgroup_effects_from_moments_equal_frame_path():
+    from analysis.multiplicity import subgroup_effects_from_moments
+    from schemas.suffstats import PairedMoments
+
+    rng = np.random.default_rng(8)
+    n = 900
+    wide = pd.DataFrame({"arm": np.where(rng.random(n) < 0.5, "t", "c"), "baseline": rng.normal(50, 10, n)})
+    wide["outcome"] = 0.5 * wide["baseline"] + (wide["arm"] == "t") * 2 + rng.normal(0, 4, n)
+    wide["tercile"] = baseline_terciles(wide["baseline"])
+    cells = {lev: {a: PairedMoments.from_arrays(g2["baseline"], g2["outcome"]) for a, g2 in g.groupby("arm")}
+             for lev, g in wide.groupby("tercile")}
+    a = subgroup_effects_from_moments(cells, subgroup="tercile", control="c")
+    b = subgroup_ancova(wide, subgroup="tercile", control="c")
+    assert [x.estimate for x in a] == pytest.approx([x.estimate for x in b], rel=1e-9)
+    assert [x.se for x in a] == pytest.approx([x.se for x in b], rel=1e-9)
