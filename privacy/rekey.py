@@ -1,0 +1,147 @@
+"""Key rotation: re-key every pseudonym in the warehouse in one transaction.
+
+Design (chosen, with the alternatives considered)
+-------------------------------------------------
+The pseudonym is defined as ``HMAC-SHA256(key, raw_id)`` (privacy/pseudonym.py) so that a partner holding
+the key can link records. HMAC cannot be inverted, so re-keying needs, for every participant, either the raw
+id or a second secret. Three designs:
+
+1. **Chained** ``new = HMAC(new_key, old_pseudonym)``: needs no raw ids, but the stored value is no longer
+   ``HMAC(key, raw_id)`` for any key: partners can no longer link, and a leaked old key still links
+   everything (old pseudonym -> new is public computation given the new key). Rejected.
+2. **Two-level** (a hidden inner key, ``outer(inner(raw))``, rotating only the outer): same linkage
+   problem for partners, plus a second secret to guard. Rejected for this study size.
+3. **Raw-id list (chosen)**: the recruiting system (which holds the raw ids anyway, and the withdrawal list)
+   supplies the list of raw ids; ``old = HMAC(old_key, raw)`` and ``new = HMAC(new_key, raw)`` give an exact
+   mapping. The definition of a pseudonym stays true under the new key, partners re-link with the new key,
+   and a leaked old key becomes useless once the warehouse is re-keyed and compacted (the old pseudonyms'
+   bytes are removed by ``privacy.erasure.compact_database``, run by the flow).
+
+Rules: every pseudonym present in any participant table must be in the mapping, and every tombstone must be
+re-derivable (the list must include withdrawn/erased participants' raw ids, so their late data are still
+refused under the new key); otherwise nothing changes (RekeyError). The consent ledger is re-sealed
+(privacy/consent.reseal_chain) and both chain heads are logged in ``rekey_log``. If the warehouse records an
+active key fingerprint, the old key must match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+
+from privacy.consent import reseal_chain
+from privacy.erasure import SPECIAL_TABLES, _q, _text_columns, tombstone_token
+from privacy.errors import RekeyError
+from privacy.pseudonym import pseudonymize_many
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A public identifier of a key (not the key): HMAC(key, 'flourish-key-fingerprint-v1'), 16 hex."""
+    return hmac.new(key, b"flourish-key-fingerprint-v1", hashlib.sha256).hexdigest()[:16]
+
+
+def record_active_key(con: duckdb.DuckDBPyConnection, key: bytes) -> str:
+    """Note the key in use (its fingerprint) if none is recorded; refuse a different one."""
+    fp = key_fingerprint(key)
+    active = con.execute("SELECT fingerprint FROM pseudonym_keys WHERE retired_at IS NULL").fetchone()
+    if active is None:
+        con.execute("INSERT INTO pseudonym_keys VALUES (?, ?, NULL) ON CONFLICT DO NOTHING", [fp, datetime.now(UTC)])
+    elif active[0] != fp:
+        raise RekeyError(f"the warehouse's active pseudonym key has fingerprint {active[0]}, this key has {fp}")
+    return fp
+
+
+@dataclass(frozen=True)
+class RekeyReport:
+    rekey_id: str
+    old_fingerprint: str
+    new_fingerprint: str
+    participants: int
+    rows_updated: dict[str, int]
+    tombstones_rekeyed: int
+    ledger_head_before: str
+    ledger_head_after: str
+
+
+def rekey(
+    con: duckdb.DuckDBPyConnection,
+    old_key: bytes,
+    new_key: bytes,
+    raw_ids: Iterable[str],
+    *,
+    participant_tables: Sequence[str],
+) -> RekeyReport:
+    """Re-key every participant table, the tombstones and the consent ledger in ONE transaction."""
+    if hmac.compare_digest(old_key, new_key):
+        raise RekeyError("the new key is the same as the old key")
+    old_fp, new_fp = key_fingerprint(old_key), key_fingerprint(new_key)
+    active = con.execute("SELECT fingerprint FROM pseudonym_keys WHERE retired_at IS NULL").fetchone()
+    if active is not None and active[0] != old_fp:
+        raise RekeyError(f"the old key's fingerprint {old_fp} is not the warehouse's active key ({active[0]})")
+    ids = list(dict.fromkeys(r.strip() for r in raw_ids if r and r.strip()))
+    old_map, new_map = pseudonymize_many(ids, old_key), pseudonymize_many(ids, new_key)
+    mapping = {old_map[r]: new_map[r] for r in ids}
+    tables = [t for t in participant_tables if t not in SPECIAL_TABLES]
+
+    present: set[str] = set()
+    for t in [*tables, "consent_ledger"]:
+        present.update(r[0] for r in con.execute(
+            f"SELECT DISTINCT participant FROM {_q(t)} WHERE participant IS NOT NULL").fetchall())
+    missing = present - mapping.keys()
+    if missing:
+        raise RekeyError(
+            f"{len(missing)} pseudonyms in the warehouse are not HMAC(old key, id) of any of the {len(ids)} raw ids "
+            "given; supply the complete raw-id list (including withdrawn participants) or check the old key"
+        )
+    tomb_map = {tombstone_token(o): tombstone_token(n) for o, n in mapping.items()}
+    tombs = {r[0] for r in con.execute("SELECT participant FROM tombstones").fetchall()}
+    unknown_tombs = tombs - tomb_map.keys()
+    if unknown_tombs:
+        raise RekeyError(
+            f"{len(unknown_tombs)} tombstones cannot be re-keyed because their raw ids are not in the list; "
+            "include erased participants' raw ids so their late data stay refused under the new key"
+        )
+
+    updated: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _rekey_map (old VARCHAR PRIMARY KEY, new VARCHAR NOT NULL)")
+        con.executemany("INSERT INTO _rekey_map VALUES (?, ?)", [[o, n] for o, n in mapping.items() if o in present])
+        for t in tables:
+            n = con.execute(f"SELECT count(*) FROM {_q(t)} x JOIN _rekey_map m ON x.participant = m.old").fetchone()[0]
+            if not n:
+                continue
+            text_cols = _text_columns(con, t)
+            sets = ", ".join(["participant = m.new"] + [f"{_q(c)} = replace({_q(c)}, m.old, m.new)" for c in text_cols])
+            con.execute(f"UPDATE {_q(t)} SET {sets} FROM _rekey_map m WHERE {_q(t)}.participant = m.old")
+            updated[t] = int(n)
+        if tombs:
+            con.execute("CREATE OR REPLACE TEMP TABLE _rekey_tomb (old VARCHAR, new VARCHAR)")
+            con.executemany("INSERT INTO _rekey_tomb VALUES (?, ?)", [[o, tomb_map[o]] for o in tombs])
+            rows = con.execute("SELECT t.new, b.erased_at, b.reason FROM tombstones b JOIN _rekey_tomb t "
+                               "ON b.participant = t.old").fetchall()
+            con.execute("DELETE FROM tombstones WHERE participant IN (SELECT old FROM _rekey_tomb)")
+            con.executemany("INSERT INTO tombstones VALUES (?, ?, ?)", [list(r) for r in rows])
+            con.execute("DROP TABLE _rekey_tomb")
+        before, after = reseal_chain(con, mapping)
+        con.execute("DROP TABLE _rekey_map")
+        now = datetime.now(UTC)
+        con.execute("UPDATE pseudonym_keys SET retired_at = ? WHERE retired_at IS NULL", [now])
+        con.execute("INSERT INTO pseudonym_keys VALUES (?, ?, NULL) ON CONFLICT (fingerprint) DO UPDATE "
+                    "SET activated_at = excluded.activated_at, retired_at = NULL", [new_fp, now])
+        rekey_id = f"rekey-{uuid.uuid4().hex[:16]}"
+        con.execute("INSERT INTO rekey_log VALUES (?,?,?,?,?,?,?,?,?)",
+                    [rekey_id, now, old_fp, new_fp, len(present), sum(updated.values()), before, after,
+                     json.dumps({"rows_updated": updated, "tombstones": len(tombs)}, sort_keys=True)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return RekeyReport(rekey_id, old_fp, new_fp, len(present), updated, len(tombs), before, after)
