@@ -13,7 +13,24 @@ from instruments.errors import (
     UnknownInstrument,
 )
 from instruments.model import Instrument, instrument_json_schema
+from instruments.cfa import CFAFit, fit_cfa
 from instruments.licences import check_licences
+from instruments.psychometrics import (
+    AlphaResult,
+    ICCResult,
+    InvarianceResult,
+    InvarianceStep,
+    ItemRestResult,
+    OmegaResult,
+    cronbach_alpha,
+    factor_omegas,
+    icc,
+    invariance,
+    item_rest_correlations,
+    mcdonald_omega,
+    omega_from_loadings,
+    test_retest_icc,
+)
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
 from instruments.scoring import (
     ResponseMatrix,
@@ -26,6 +43,22 @@ from instruments.scoring import (
 )
 
 __all__ = [
+    "AlphaResult",
+    "CFAFit",
+    "ICCResult",
+    "InvarianceResult",
+    "InvarianceStep",
+    "ItemRestResult",
+    "OmegaResult",
+    "cronbach_alpha",
+    "factor_omegas",
+    "fit_cfa",
+    "icc",
+    "invariance",
+    "item_rest_correlations",
+    "mcdonald_omega",
+    "omega_from_loadings",
+    "test_retest_icc",
     "Instrument",
     "ResponseMatrix",
     "assign_bands",
