@@ -1,0 +1,91 @@
+"""Prefect flows of the study spine: ingest a landing batch, and the demo pipeline.
+
+Tasks are thin: each calls one function that does the work (flows/ingest.py, flows/simulate.py,
+flows/scoring.py) and keeps the retry policy. Parameters are paths and ids, never participant
+data, so Prefect's own database holds nothing personal.
+
+Orchestration: by default a flow runs under Prefect (its ephemeral local server starts on first
+use; set ``PREFECT_API_URL`` to use a running ``prefect server start`` instead and skip the
+~20 s start-up). ``FLOURISH_ORCHESTRATOR=inline`` runs the same flow functions without Prefect,
+for quick scripts and unit tests; the CLI says which mode it used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Prefect reads its settings at import: make the zero-set-up defaults workable on a small machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+from prefect import flow, task  # noqa: E402
+
+from flows.ingest import Reconciliation, ingest_batch  # noqa: E402
+from schemas.protocol import load_protocol  # noqa: E402
+
+
+def orchestrator() -> str:
+    mode = os.environ.get("FLOURISH_ORCHESTRATOR", "prefect").strip().lower()
+    if mode not in ("prefect", "inline"):
+        raise ValueError(f"FLOURISH_ORCHESTRATOR must be 'prefect' or 'inline', not {mode!r}")
+    return mode
+
+
+def run(flow_obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a flow under Prefect, or its plain function when FLOURISH_ORCHESTRATOR=inline."""
+    if orchestrator() == "inline":
+        return flow_obj.fn(*args, **kwargs)
+    return flow_obj(*args, **kwargs)
+
+
+@task(name="ingest-landing-batch", persist_result=False, cache_policy=None)
+def ingest_landing(landing: str, study: str, warehouse: str, key_file: str | None,
+                   progress: Callable[[str, int], None] | None = None) -> Reconciliation:
+    """Validate, pseudonymize, gate and store one landing batch (one transaction)."""
+    from privacy.pseudonym import load_key
+
+    protocol = load_protocol(study)
+    return ingest_batch(landing, protocol, warehouse, load_key(key_file), progress=progress)
+
+
+@flow(name="flourish-ingest", log_prints=False, persist_result=False)
+def ingest_flow(landing: str, study: str, warehouse: str, key_file: str | None = None,
+                progress: Callable[[str, int], None] | None = None) -> Reconciliation:
+    """Ingest a landing folder into the warehouse and return the reconciliation."""
+    if orchestrator() == "inline":
+        return ingest_landing.fn(landing, study, warehouse, key_file, progress)
+    return ingest_landing(landing, study, warehouse, key_file, progress)
+
+
+@task(name="score-study", persist_result=False, cache_policy=None)
+def score_study_task(warehouse: str, study_id: str) -> dict[str, int]:
+    """Score every response of the study into the scores table (instruments' scoring)."""
+    from flows import scoring
+
+    fn = getattr(scoring, "score_responses")
+    fn = getattr(fn, "fn", fn)
+    result = fn(warehouse, study_id)
+    return result if isinstance(result, dict) else {"scores": int(result or 0)}
+
+
+@flow(name="flourish-demo", persist_result=False)
+def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
+              progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Simulate a study, ingest it, score it: the pipeline a newcomer sees first."""
+    from flows.simulate import simulate
+
+    out_dir = Path(out)
+    sim = simulate(out_dir / "study", participants, seed, bad_rows=bad_rows, formats="mixed", truth_draws=100_000)
+    key_file = str(out_dir / "keys" / "pseudonym.key")
+    warehouse = str(out_dir / "warehouse" / "flourish.duckdb")
+    inline = orchestrator() == "inline"
+    call = (lambda t, *a: t.fn(*a)) if inline else (lambda t, *a: t(*a))
+    rec = call(ingest_landing, sim["landing"], str(out_dir / "study" / "study.yaml"), warehouse, key_file, progress)
+    scored = call(score_study_task, warehouse, "flourish-sim")
+    return {"simulation": sim, "reconciliation": rec, "scored": scored, "warehouse": warehouse, "key_file": key_file}
