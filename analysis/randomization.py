@@ -177,3 +177,26 @@ def balance_table(
     out = pd.DataFrame([r.__dict__ for r in rows])
     out["imbalanced"] = out["smd_vs_control"].abs() > imbalance_smd
     return out
+
+
+def balance_from_moments(
+    cells: Mapping[str, Mapping[str, object]], *, control: str, imbalance_smd: float = 0.1
+) -> pd.DataFrame:
+    """The balance table from per variable x arm ``Moments`` (a GROUP BY in the warehouse), same
+    columns as :func:`balance_table`."""
+    rows: list[BalanceRow] = []
+    for var in cells:
+        by_arm = cells[var]
+        if control not in by_arm:
+            raise RandomizationError(f"control arm {control!r} has no baseline {var!r} values")
+        c = by_arm[control]
+        for arm in sorted(by_arm):
+            m = by_arm[arm]
+            smd = None
+            if arm != control:
+                pooled = math.sqrt((m.variance + c.variance) / 2.0)  # type: ignore[attr-defined]
+                smd = float((m.mean - c.mean) / pooled) if pooled > 0 else float("nan")  # type: ignore[attr-defined]
+            rows.append(BalanceRow(var, str(arm), int(m.n), float(m.mean), float(m.sd), smd))  # type: ignore[attr-defined]
+    out = pd.DataFrame([r.__dict__ for r in rows], columns=["variable", "arm", "n", "mean", "sd", "smd_vs_control"])
+    out["imbalanced"] = out["smd_vs_control"].abs() > imbalance_smd
+    return out

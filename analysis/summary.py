@@ -7,7 +7,9 @@ are None for frequentist rows. ``exploratory`` is True whenever the run's protoc
 locked preregistered plan, and it is on *every* row, so no row can be lifted out of an exploratory
 run and read as confirmatory. Rows from the surrogate index carry ``wave="long_run"`` and method
 ``surrogate_index_*`` (a forecast, not an observation of the long-run wave). The tipping point is a
-row with method ``tipping_point_delta`` whose estimate is the tipping delta in outcome units.
+row with method ``tipping_point_delta`` whose estimate is the tipping delta in outcome units. Three columns follow
+the thirteen above: ``subgroup`` (prespecified subgroup rows, partially pooled), ``p_value`` and
+``p_adjusted`` (frequentist final-wave ANCOVA rows; Holm across secondary outcomes).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 
 LONG_RUN = "long_run"
 COLUMNS = ("outcome", "arm", "wave", "estimate", "lower", "upper", "p_benefit", "p_above_mcid", "p_in_rope",
-           "method", "tier", "plan_hash", "exploratory")
+           "method", "tier", "plan_hash", "exploratory", "subgroup", "p_value", "p_adjusted")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class SummaryRow:
     tier: str
     plan_hash: str
     exploratory: bool
+    subgroup: str | None = None      # e.g. 'baseline_tercile=T1'; None for the whole sample
+    p_value: float | None = None     # frequentist two-sided p-value (ANCOVA rows)
+    p_adjusted: float | None = None  # Holm-adjusted across the secondary outcomes
 
 
 def _num(v: Any) -> float | None:
@@ -57,6 +62,22 @@ def rows_from_effects(effects: Iterable[Any], *, plan_hash: str, exploratory: bo
                    _num(e.p_above_mcid), _num(e.p_in_rope), method or e.method, tier or e.tier, plan_hash, exploratory)
         for e in effects
     ]
+
+
+def rows_from_ancova(effects: Iterable[Any], *, outcome: str, wave: str, plan_hash: str, exploratory: bool,
+                     p_adjusted: dict[str, float] | None = None, tier: str = "trusted") -> list[SummaryRow]:
+    """Rows from ``analysis.missing.AncovaEffect`` (frequentist final-wave ANCOVA, complete cases)."""
+    return [SummaryRow(outcome, e.arm, wave, e.estimate, e.lower, e.upper, None, None, None, "ancova_final_wave",
+                       tier, plan_hash, exploratory, None, e.p_value, (p_adjusted or {}).get(e.arm))
+            for e in effects]
+
+
+def rows_from_subgroups(pooled: Iterable[Any], *, outcome: str, wave: str, plan_hash: str, exploratory: bool,
+                        tier: str = "trusted") -> list[SummaryRow]:
+    """Rows from ``analysis.multiplicity.PooledSubgroup`` (partially pooled subgroup effects)."""
+    return [SummaryRow(outcome, g.arm, wave, g.estimate, g.lower, g.upper, None, None, None,
+                       "ancova_subgroup_partial_pooling", tier, plan_hash, exploratory, f"{g.subgroup}={g.level}")
+            for g in pooled]
 
 
 def rows_from_cuped(estimates: Iterable[Any], *, wave: str, plan_hash: str, exploratory: bool,

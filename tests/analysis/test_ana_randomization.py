@@ -89,3 +89,16 @@ def test_balance_table_smd():
     assert t["mean"] == pytest.approx(65) and t["sd"] == pytest.approx(12.9099, rel=1e-4)
     assert t["smd_vs_control"] == pytest.approx(0.774597, rel=1e-5) and t["imbalanced"]
     assert pd.isna(tab[tab.arm == "c"].iloc[0]["smd_vs_control"])
+
+
+def test_balance_from_moments_equals_raw_table():
+    from analysis.randomization import balance_from_moments
+    from schemas.suffstats import Moments
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"arm": rng.choice(["c", "t", "u"], 300), "who5": rng.normal(50, 12, 300)})
+    raw = balance_table(df, variables=["who5"], control="c")
+    cells = {"who5": {a: Moments.from_arrays(g["who5"]) for a, g in df.groupby("arm")}}
+    mom = balance_from_moments(cells, control="c")
+    assert mom["smd_vs_control"].tolist()[1:] == pytest.approx(raw["smd_vs_control"].tolist()[1:])
+    assert mom["sd"].tolist() == pytest.approx(raw["sd"].tolist())

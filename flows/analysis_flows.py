@@ -1,0 +1,531 @@
+"""Analysis flows: read the warehouse, call one pure function from ``analysis``, write the result.
+
+Everything statistical lives in ``analysis/``; this module only reduces warehouse tables to
+sufficient statistics with DuckDB GROUP BYs (no participant rows pulled into Python loops),
+enforces the preregistration lock, and stores the outcome summary.
+
+- :func:`preregister` / :func:`registry_history` / :func:`plan_lock`: the append-only, hash-chained
+  ``plan_registry`` table (migration 0030).
+- :func:`randomize_csv`: stratified permuted blocks for a participants CSV.
+- :func:`srm_check`, :func:`baseline_balance`: on the ingested assignments and baseline scores.
+- :func:`run_analysis`: the locked plan — primary and secondary outcomes with the longitudinal
+  model, the final-wave ANCOVA with Holm across secondary outcomes, the tipping point, prespecified
+  subgroups with partial pooling, CUPED telemetry metrics — into one :class:`OutcomeSummary`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.errors import FlourishError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import pandas as pd
+
+    from analysis.missing import AncovaStatistics
+    from analysis.prereg import LockStatus, RegistryEntry
+    from analysis.summary import OutcomeSummary
+    from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors the CLI prints as one sentence
+# ----------------------------------------------------------------------------------------------
+class PreregistrationRefused(FlourishError):
+    """The registry refused the entry (already locked, change without --deviation, broken chain)."""
+
+
+class PlanNotLocked(FlourishError):
+    """A confirmatory analysis was asked of a protocol that is not the locked plan."""
+
+
+class OutcomeHasNoData(FlourishError):
+    """The plan names an outcome with no rows for this study in the warehouse."""
+
+
+class AnalysisRefused(FlourishError):
+    """A model failed its diagnostics or its inputs; nothing was published."""
+
+
+class RandomizationRefused(FlourishError):
+    """The participants file cannot be randomized as given."""
+
+
+# ----------------------------------------------------------------------------------------------
+# SQL helpers
+# ----------------------------------------------------------------------------------------------
+def _lit(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def _scores(study_id: str) -> str:
+    """One value per participant x wave x outcome (the latest scoring wins)."""
+    return (
+        f"(SELECT participant, wave, outcome, value FROM scores WHERE study_id = {_lit(study_id)} "
+        "QUALIFY row_number() OVER (PARTITION BY participant, wave, outcome ORDER BY scored_at DESC NULLS LAST) = 1)"
+    )
+
+
+def _assignments(study_id: str) -> str:
+    """One arm per participant (the first assignment; re-assignment is not a thing in an RCT)."""
+    return (
+        f"(SELECT participant, arm, stratum, assigned_at FROM assignments WHERE study_id = {_lit(study_id)} "
+        "QUALIFY row_number() OVER (PARTITION BY participant ORDER BY assigned_at) = 1)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Preregistration
+# ----------------------------------------------------------------------------------------------
+def registry_history(con: duckdb.DuckDBPyConnection, study_id: str) -> list[RegistryEntry]:
+    """This study's registry entries in order; the chain is verified by the callers via analysis.prereg."""
+    from analysis.prereg import RegistryEntry
+
+    rows = con.execute(
+        "SELECT study_id, seq, kind, plan_hash, recorded_at, reason, prev_entry_hash, entry_hash "
+        "FROM plan_registry WHERE study_id = ? ORDER BY seq", [study_id]
+    ).fetchall()
+    out = []
+    for r in rows:
+        ts = r[4] if r[4].tzinfo is not None else r[4].replace(tzinfo=timezone.utc)
+        out.append(RegistryEntry(r[0], int(r[1]), r[2], r[3], ts.astimezone(timezone.utc), r[5], r[6], r[7]))
+    return out
+
+
+def preregister(
+    con: duckdb.DuckDBPyConnection,
+    protocol: StudyProtocol,
+    *,
+    deviation_reason: str | None = None,
+    now: datetime | None = None,
+) -> RegistryEntry:
+    """Lock the protocol's plan, or record a deviation from the locked plan; append-only."""
+    from analysis.prereg import PreregistrationError, canonical_protocol, next_entry, plan_hash
+    from flows.warehouse import transaction
+
+    recorded_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    with transaction(con):
+        try:
+            entry = next_entry(
+                registry_history(con, protocol.study_id), study_id=protocol.study_id,
+                new_plan_hash=plan_hash(protocol), recorded_at=recorded_at, deviation_reason=deviation_reason,
+            )
+        except PreregistrationError as exc:
+            raise PreregistrationRefused(str(exc)) from None
+        row = entry.as_row()
+        con.execute(
+            "INSERT INTO plan_registry (study_id, seq, kind, plan_hash, recorded_at, reason, prev_entry_hash, "
+            "entry_hash, plan_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [row["study_id"], row["seq"], row["kind"], row["plan_hash"], row["recorded_at"], row["reason"],
+             row["prev_entry_hash"], row["entry_hash"], canonical_protocol(protocol)],
+        )
+    return entry
+
+
+def plan_lock(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> LockStatus:
+    from analysis.prereg import PreregistrationError, lock_status
+
+    try:
+        return lock_status(registry_history(con, protocol.study_id), protocol)
+    except PreregistrationError as exc:
+        raise PreregistrationRefused(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Randomization, SRM, balance
+# ----------------------------------------------------------------------------------------------
+def randomize_csv(
+    protocol: StudyProtocol, participants_csv: str | Path, out_csv: str | Path, *, seed: int,
+    participant_col: str = "participant_id", block_multiplier: int = 1,
+) -> pd.DataFrame:
+    """Read participants (one row each, in enrolment order, with the protocol's strata columns),
+    allocate them, write ``participant_id, study_id, arm, stratum, block``."""
+    import pandas as pd
+
+    from analysis.randomization import RandomizationError, block_randomize
+
+    src = Path(participants_csv)
+    if not src.is_file():
+        raise RandomizationRefused(f"participants file {src} does not exist")
+    try:
+        people = pd.read_csv(src, dtype=str, keep_default_na=False)
+        out = block_randomize(
+            people, {a.name: a.allocation for a in protocol.arms}, seed=seed, strata=protocol.strata,
+            participant_col=participant_col, block_multiplier=block_multiplier,
+        )
+    except (RandomizationError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RandomizationRefused(f"{src}: {exc}") from None
+    out.insert(1, "study_id", protocol.study_id)
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(out_csv, index=False)
+    return out
+
+
+def srm_check(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol):
+    """Sample-ratio-mismatch test of the ingested assignments against the protocol's ratios."""
+    from analysis.randomization import RandomizationError, srm_test
+
+    counts = dict(con.execute(f"SELECT arm, count(*) FROM {_assignments(protocol.study_id)} GROUP BY arm").fetchall())
+    try:
+        return srm_test(counts, {a.name: a.allocation for a in protocol.arms})
+    except RandomizationError as exc:
+        raise AnalysisRefused(f"sample-ratio check of {protocol.study_id}: {exc}") from None
+
+
+def baseline_balance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """Per outcome x arm mean/SD of the baseline wave and SMD vs control, from GROUP BY moments."""
+    from analysis.randomization import balance_from_moments
+    from schemas.suffstats import Moments
+
+    names = [o.name for o in protocol.outcomes]
+    rows = con.execute(
+        f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
+        f"FROM {_scores(protocol.study_id)} s JOIN {_assignments(protocol.study_id)} a USING (participant) "
+        f"WHERE s.wave = {_lit(protocol.baseline_wave)} AND s.outcome IN ({', '.join(map(_lit, names))}) "
+        "GROUP BY 1, 2"
+    ).fetchall()
+    cells: dict[str, dict[str, Moments]] = {}
+    for outcome, arm, n, s, ss in rows:
+        cells.setdefault(outcome, {})[arm] = Moments(int(n), float(s), float(ss))
+    if not cells:
+        raise OutcomeHasNoData(f"no baseline ({protocol.baseline_wave}) scores for study {protocol.study_id}")
+    return balance_from_moments(cells, control=protocol.control_arm)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sufficient statistics for the analyses
+# ----------------------------------------------------------------------------------------------
+def _require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
+    n = con.execute(
+        "SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]
+    ).fetchone()[0]
+    if not n:
+        raise OutcomeHasNoData(
+            f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
+        )
+
+
+def _followup_waves(protocol: StudyProtocol, outcome: Outcome) -> list[str]:
+    """Follow-up waves up to the outcome's wave of interest (the long-run horizon for the primary)."""
+    names = protocol.wave_names
+    last = names.index(outcome.wave) if outcome.wave else len(names) - 1
+    return [w for w in names[: last + 1] if w != protocol.baseline_wave]
+
+
+def _final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
+    return outcome.wave or protocol.wave_names[-1]
+
+
+def _covariate_columns(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[str, list[tuple[str, tuple[str, ...]]]]:
+    """SQL joins and DesignSpec covariates for the plan's covariates: an outcome name means its
+    baseline score; ``stratum`` means the randomization stratum (categorical)."""
+    joins, covs = [], []
+    outcome_names = {o.name for o in protocol.outcomes}
+    for i, c in enumerate(protocol.analysis.covariates):
+        if c == "stratum":
+            levels = tuple(sorted(str(r[0]) for r in con.execute(
+                f"SELECT DISTINCT coalesce(stratum, 'none') FROM {_assignments(protocol.study_id)}").fetchall()))
+            joins.append(("coalesce(a.stratum, 'none')", c, ""))
+            covs.append((c, levels))
+        elif c in outcome_names:
+            alias = f"cov{i}"
+            joins.append((f"{alias}.value", c,
+                          f"JOIN {_scores(protocol.study_id)} {alias} ON {alias}.participant = s.participant "
+                          f"AND {alias}.outcome = {_lit(c)} AND {alias}.wave = {_lit(protocol.baseline_wave)}"))
+            covs.append((c, ()))
+        else:
+            raise AnalysisRefused(
+                f"the plan's covariate {c!r} is neither an outcome (its baseline score is used) nor 'stratum'; "
+                "the warehouse holds no other participant covariates"
+            )
+    select = "".join(f", {expr} AS {_ident(name)}" for expr, name, _ in joins)
+    join_sql = " ".join(j for _, _, j in joins if j)
+    return select + "\x00" + join_sql, covs
+
+
+def observation_source(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[str, Any]:
+    """(relation SQL, DesignSpec): one row per observed follow-up value with participant, arm, wave, y,
+    baseline and the covariates — the input of ``analysis.longitudinal.crossproducts_sql``."""
+    from analysis.longitudinal import DesignSpec
+
+    waves = _followup_waves(protocol, outcome)
+    cov_sql, covs = _covariate_columns(con, protocol)
+    select, joins = cov_sql.split("\x00")
+    sid = protocol.study_id
+    source = (
+        f"(SELECT s.participant, a.arm, s.wave, s.value AS y, b.value AS baseline{select} "
+        f"FROM {_scores(sid)} s JOIN {_assignments(sid)} a USING (participant) "
+        f"JOIN {_scores(sid)} b ON b.participant = s.participant AND b.outcome = s.outcome "
+        f"AND b.wave = {_lit(protocol.baseline_wave)} {joins} "
+        f"WHERE s.outcome = {_lit(outcome.name)} AND s.wave IN ({', '.join(map(_lit, waves))}))"
+    )
+    present = {r[0] for r in con.execute(f"SELECT DISTINCT arm, wave FROM {source}").fetchall()}
+    arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
+    missing_arms = [a for a in arms if a not in present]
+    if missing_arms:
+        raise OutcomeHasNoData(f"outcome {outcome.name!r} has no follow-up scores with a baseline in arm(s) {missing_arms}")
+    have = {r[0] for r in con.execute(f"SELECT DISTINCT wave FROM {source}").fetchall()}
+    waves = [w for w in waves if w in have]
+    spec = DesignSpec(tuple(arms), tuple(waves), tuple(protocol.wave(w).months for w in waves), tuple(covs))
+    return source, spec
+
+
+def longitudinal_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome):
+    """The primary model's sufficient statistics from the warehouse (one SQL pass, GROUP BYs)."""
+    from analysis.longitudinal import compute_longitudinal_stats
+
+    _require_rows(con, protocol, outcome)
+    source, spec = observation_source(con, protocol, outcome)
+    return compute_longitudinal_stats(con, source, spec)
+
+
+def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
+    """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
+    from analysis.missing import statistics_from_moments
+    from schemas.suffstats import Moments, PairedMoments
+
+    _require_rows(con, protocol, outcome)
+    sid = protocol.study_id
+    sql = (
+        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
+        f"AND wave = {_lit(protocol.baseline_wave)}), "
+        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
+        f"AND wave = {_lit(_final_wave(protocol, outcome))}) "
+        "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
+        "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
+        "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
+        f"FROM {_assignments(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
+    )
+    obs, miss = {}, {}
+    for r in con.execute(sql).fetchall():
+        v = [0.0 if x is None else x for x in r[1:]]
+        obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
+        miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
+    if protocol.control_arm not in obs:
+        raise OutcomeHasNoData(f"outcome {outcome.name!r} has no baseline scores in the control arm")
+    return statistics_from_moments(obs, miss, control=protocol.control_arm)
+
+
+def subgroup_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, subgroup: str) -> dict:
+    """Per subgroup level x arm PairedMoments (baseline, final wave) of completers.
+
+    Supported prespecified subgroups: ``baseline_tercile`` (terciles of this outcome's baseline over all
+    randomized participants — pre-treatment, so valid) and ``stratum``.
+    """
+    from schemas.suffstats import PairedMoments
+
+    sid = protocol.study_id
+    if subgroup == "baseline_tercile":
+        level = "'T' || CAST(ntile(3) OVER (ORDER BY base.b, base.participant) AS VARCHAR)"
+    elif subgroup == "stratum":
+        level = "coalesce(a.stratum, 'none')"
+    else:
+        raise AnalysisRefused(f"prespecified subgroup {subgroup!r} is not supported; use baseline_tercile or stratum")
+    sql = (
+        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
+        f"AND wave = {_lit(protocol.baseline_wave)}), "
+        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
+        f"AND wave = {_lit(_final_wave(protocol, outcome))}), "
+        f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {_assignments(sid)} a "
+        "USING (participant)) "
+        "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
+        "FROM lv JOIN fin USING (participant) GROUP BY 1, 2"
+    )
+    cells: dict[str, dict[str, PairedMoments]] = {}
+    for r in con.execute(sql).fetchall():
+        cells.setdefault(str(r[0]), {})[r[1]] = PairedMoments(int(r[2]), *(float(x) for x in r[3:]))
+    return cells
+
+
+_METRIC_VALUE = {
+    "count": "count(e.event_id) FILTER (WHERE {w})",
+    "count_per_week": "count(e.event_id) FILTER (WHERE {w}) / ({days} / 7.0)",
+    "sum_value": "coalesce(sum(e.value) FILTER (WHERE {w}), 0)",
+    "mean_value": "avg(e.value) FILTER (WHERE {w})",
+}
+
+
+def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric) -> dict:
+    """Per arm PairedMoments of (pre-period, in-study) values of one telemetry metric.
+
+    The in-study window is [assigned_at, assigned_at + window_days); the pre-period is the window of the
+    same length before assignment (CUPED's covariate; Deng et al. 2013). A participant with no events
+    in a window has a count of 0 (``mean_value``: participants without events in both windows drop out).
+    """
+    from schemas.suffstats import PairedMoments
+
+    sid, days = protocol.study_id, int(metric.window_days)
+    pre = f"e.ts >= a.assigned_at - to_days({days}) AND e.ts < a.assigned_at"
+    post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
+    tmpl = _METRIC_VALUE[metric.statistic]
+    feature = f" AND e.feature = {_lit(metric.feature)}" if metric.feature else ""
+    sql = (
+        f"WITH per AS (SELECT a.participant, a.arm, {tmpl.format(w=pre, days=days)} AS x, "
+        f"{tmpl.format(w=post, days=days)} AS y FROM {_assignments(sid)} a LEFT JOIN events e "
+        f"ON e.participant = a.participant AND e.study_id = {_lit(sid)} AND e.type = {_lit(metric.event_type)}{feature} "
+        "GROUP BY a.participant, a.arm) "
+        "SELECT arm, count(*), sum(x), sum(y), sum(x * x), sum(y * y), sum(x * y) FROM per "
+        "WHERE x IS NOT NULL AND y IS NOT NULL GROUP BY arm"
+    )
+    return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The analysis run
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnalysisRun:
+    run_id: str
+    summary: OutcomeSummary
+    lock: LockStatus
+    exploratory: bool
+    tipping_points: tuple = ()
+    notes: tuple[str, ...] = ()
+    results: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def run_analysis(
+    con: duckdb.DuckDBPyConnection,
+    protocol: StudyProtocol,
+    *,
+    tier: str = "trusted",
+    exploratory: bool = False,
+    store: bool = True,
+    fit: Callable[..., Any] | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+    now: datetime | None = None,
+) -> AnalysisRun:
+    """Run the preregistered plan against the warehouse and return (and store) the outcome summary.
+
+    Refuses (raising a FlourishError, storing nothing) when the plan is not locked and
+    ``exploratory`` is False, when an outcome the plan names has no rows, or when any model fails
+    its diagnostics. ``fit`` defaults to ``analysis.longitudinal.fit_from_crossproducts``.
+    """
+    from analysis.errors import AnalysisInputError, DiagnosticsFailed, InsufficientData
+    from analysis.missing import ancova_effects, tipping_point
+    from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
+    from analysis.summary import (
+        OutcomeSummary,
+        rows_from_ancova,
+        rows_from_cuped,
+        rows_from_effects,
+        rows_from_subgroups,
+        rows_from_tipping,
+    )
+
+    if tier not in ("trusted", "public"):
+        raise AnalysisRefused(f"tier must be 'trusted' or 'public', got {tier!r}")
+    if tier == "public":
+        raise AnalysisRefused(
+            "the public tier (noise-aware model on DP releases) is not wired into `flourish analyze` yet; "
+            "run --tier trusted inside the secure environment"
+        )
+    lock = plan_lock(con, protocol)
+    if not lock.locked and not exploratory:
+        raise PlanNotLocked(f"{lock.explanation}; preregister it, or run with --exploratory (labelled so in every row)")
+    is_expl = not lock.locked or exploratory
+    h = lock.plan_hash
+    plan = protocol.analysis
+    if fit is None:
+        from analysis.longitudinal import fit_from_crossproducts as fit
+
+    for o in protocol.outcomes:  # refuse before any sampling if an outcome has no data
+        _require_rows(con, protocol, o)
+
+    rows, notes, tips, results = [], [], [], {}
+    ancova_by_outcome = {}
+    for o in protocol.outcomes:
+        progress(f"fitting the longitudinal model of {o.name}")
+        try:
+            stats = longitudinal_statistics(con, protocol, o)
+            res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid, rope=o.rope)
+            res.require_passed()
+        except DiagnosticsFailed as exc:
+            raise AnalysisRefused(f"{exc}; nothing was published") from None
+        except (AnalysisInputError, InsufficientData) as exc:
+            raise AnalysisRefused(f"outcome {o.name}: {exc}") from None
+        results[o.name] = res
+        rows += rows_from_effects(res.effects, plan_hash=h, exploratory=is_expl, tier=tier)
+        try:
+            fw = final_wave_statistics(con, protocol, o)
+            ancova_by_outcome[o.name] = (fw, ancova_effects(fw, interval_level=plan.interval_level))
+        except (InsufficientData, ValueError) as exc:
+            notes.append(f"final-wave ANCOVA of {o.name} not available: {exc}")
+
+    # Holm across the secondary outcomes (x arms); the primary is tested alone.
+    secondary = {o.name for o in protocol.secondary_outcomes}
+    family = {(name, e.arm): e.p_value for name, (_, effs) in ancova_by_outcome.items() if name in secondary for e in effs}
+    adjusted = {(r.name[0], r.name[1]): r.p_adjusted for r in holm({k: v for k, v in family.items()})} if family else {}
+    for o in protocol.outcomes:
+        if o.name not in ancova_by_outcome:
+            continue
+        fw, effs = ancova_by_outcome[o.name]
+        adj = {arm: adjusted[(o.name, arm)] for (name, arm) in adjusted if name == o.name}
+        rows += rows_from_ancova(effs, outcome=o.name, wave=_final_wave(protocol, o), plan_hash=h,
+                                 exploratory=is_expl, p_adjusted=adj or None, tier=tier)
+
+    # Tipping point of the primary outcome.
+    primary = protocol.primary_outcome
+    if primary.name in ancova_by_outcome:
+        tp = tipping_point(ancova_by_outcome[primary.name][0], direction=primary.direction, outcome=primary.name,
+                           interval_level=plan.interval_level, control=protocol.control_arm)
+        tips.extend(tp)
+        rows += rows_from_tipping(tp, wave=_final_wave(protocol, primary), plan_hash=h, exploratory=is_expl, tier=tier)
+
+    # Prespecified subgroups of the primary outcome, partially pooled per arm.
+    for sg in plan.subgroups:
+        try:
+            cells = subgroup_cells(con, protocol, primary, sg)
+            raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm)
+            for arm in sorted({e.arm for e in raw}):
+                pooled = partial_pool([e for e in raw if e.arm == arm], interval_level=plan.interval_level)
+                rows += rows_from_subgroups(pooled, outcome=primary.name, wave=_final_wave(protocol, primary),
+                                            plan_hash=h, exploratory=is_expl, tier=tier)
+        except (InsufficientData, ValueError) as exc:
+            notes.append(f"subgroup {sg} of {primary.name} not available: {exc}")
+
+    # CUPED telemetry metrics.
+    from analysis.cuped import cuped_effects
+
+    for m in protocol.surrogates:
+        try:
+            cells = telemetry_cells(con, protocol, m)
+            est = cuped_effects(cells, control=protocol.control_arm, metric=m.name, interval_level=plan.interval_level)
+            rows += rows_from_cuped(est, wave=f"first_{m.window_days}_days", plan_hash=h, exploratory=is_expl, tier=tier)
+        except (InsufficientData, ValueError) as exc:
+            notes.append(f"telemetry metric {m.name} not analysable with CUPED: {exc}")
+
+    summary = OutcomeSummary.of(rows)
+    created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    run_id = hashlib.sha256(f"{protocol.study_id}|{h}|{created.isoformat()}".encode()).hexdigest()[:16]
+    if store:
+        store_summary(con, run_id, protocol.study_id, summary, created)
+    return AnalysisRun(run_id, summary, lock, is_expl, tuple(tips), tuple(notes), results)
+
+
+def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,
+                  created_at: datetime) -> None:
+    from flows.warehouse import transaction
+
+    cols = ("outcome", "arm", "wave", "estimate", "lower", "upper", "p_benefit", "p_above_mcid", "p_in_rope",
+            "method", "tier", "plan_hash", "exploratory", "subgroup", "p_value", "p_adjusted")
+    data = [[run_id, study_id, *[getattr(r, c) for c in cols], created_at] for r in summary.rows]
+    with transaction(con):
+        con.executemany(
+            f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(cols)}, created_at) "
+            f"VALUES ({', '.join(['?'] * (len(cols) + 3))})", data,
+        )
+
+
+def outcomes_in(protocol: StudyProtocol) -> Sequence[str]:
+    return [o.name for o in protocol.outcomes]
