@@ -29,6 +29,7 @@ from instruments.psychometrics import (
     item_rest_correlations,
     mcdonald_omega,
     omega_from_loadings,
+    psychometrics_table,
     test_retest_icc,
 )
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
@@ -37,6 +38,7 @@ from instruments.scoring import (
     assign_bands,
     band_of,
     response_matrix,
+    safety_counts,
     safety_flags,
     score,
     score_study,
@@ -58,6 +60,8 @@ __all__ = [
     "item_rest_correlations",
     "mcdonald_omega",
     "omega_from_loadings",
+    "psychometrics_table",
+    "safety_counts",
     "test_retest_icc",
     "Instrument",
     "ResponseMatrix",

@@ -312,3 +312,66 @@ def invariance(items: pd.DataFrame, group, *, factors: dict[str, list[str]] | No
             supported = fit.level
     return InvarianceResult(fits[0].factors, fits[0].groups, fits[0].n_obs, tuple(steps), supported,
                             f"Chen 2007: delta CFI >= -{CHEN_DELTA_CFI:.3f} and delta RMSEA <= {CHEN_DELTA_RMSEA:.3f}")
+
+
+# --- per instrument x wave x arm table ------------------------------------------------------------
+
+PSYCHOMETRICS_COLUMNS = ["instrument", "instrument_version", "outcome", "wave", "arm", "n_items", "n_obs",
+                         "alpha", "alpha_ci_lower", "alpha_ci_upper", "omega", "note"]
+
+
+def psychometrics_table(instrument, responses: pd.DataFrame, assignments: pd.DataFrame | None = None,
+                        *, min_obs: int = 10) -> pd.DataFrame:
+    """Alpha (listwise, Feldt CI) and one-factor omega per multi-item score x wave x arm.
+
+    ``responses`` as for :func:`instruments.score`; ``assignments`` (participant, arm) adds the
+    arm split (arm "all" pools arms). Cells with fewer than ``min_obs`` complete respondents,
+    or whose statistic cannot be computed, get NaN and the reason in ``note`` - never a
+    made-up value. Scores with fewer than 3 items get alpha only.
+    """
+    from instruments.scoring import response_matrix
+
+    m = response_matrix(instrument, responses)
+    inst = m.instrument
+    keys = m.keys.copy()
+    arms = pd.Series("all", index=keys.index)
+    if assignments is not None:
+        arm_of = assignments.drop_duplicates("participant").set_index("participant")["arm"].astype(str)
+        arms = keys["participant"].map(arm_of).fillna("unassigned")
+    rows = []
+    seen: set[tuple[str, ...]] = set()
+    for sd in inst.scores:
+        # one row per distinct item set: who5.raw and who5.percent share items, so one reliability
+        if len(sd.items) < 2 or tuple(sd.items) in seen:
+            continue
+        seen.add(tuple(sd.items))
+        sub = pd.DataFrame(m.keyed(sd.items), columns=sd.items)
+        cells = [(w, "all") for w in pd.unique(keys["wave"])]
+        if assignments is not None:
+            cells += [(w, a) for w in pd.unique(keys["wave"]) for a in sorted(pd.unique(arms))]
+        for wave, arm in cells:
+            mask = (keys["wave"] == wave) & ((arms == arm) if arm != "all" else True)
+            data = sub[mask.to_numpy()].dropna(axis=0, how="any")
+            row = {"instrument": inst.name, "instrument_version": inst.version, "outcome": inst.outcome(sd.name),
+                   "wave": wave, "arm": arm, "n_items": len(sd.items), "n_obs": len(data),
+                   "alpha": np.nan, "alpha_ci_lower": np.nan, "alpha_ci_upper": np.nan, "omega": np.nan, "note": ""}
+            if len(data) < min_obs:
+                row["note"] = f"fewer than {min_obs} complete respondents"
+                rows.append(row)
+                continue
+            notes = []
+            try:
+                a = cronbach_alpha(data, nan_policy="listwise")
+                row.update(alpha=a.alpha, alpha_ci_lower=a.ci_lower, alpha_ci_upper=a.ci_upper)
+            except PsychometricsError as e:
+                notes.append(f"alpha: {e}")
+            if len(sd.items) >= 3:
+                try:
+                    row["omega"] = mcdonald_omega(data).omega
+                except PsychometricsError as e:
+                    notes.append(f"omega: {e}")
+            else:
+                notes.append("omega needs at least 3 items")
+            row["note"] = "; ".join(notes)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=PSYCHOMETRICS_COLUMNS)

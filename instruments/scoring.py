@@ -331,3 +331,14 @@ def score_study(response_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     safety_out = (pd.concat(safety_parts, ignore_index=True) if safety_parts
                   else pd.DataFrame(columns=[*SAFETY_COLUMNS, "instrument_version"]))
     return scores_out, safety_out
+
+
+def safety_counts(safety: pd.DataFrame, assignments: pd.DataFrame) -> pd.DataFrame:
+    """Count flagged participants per arm x wave x flag (for the safety report to the study's
+    monitoring board). ``assignments``: participant, arm; participants without an assignment
+    are counted under arm ``unassigned`` rather than dropped."""
+    arm_of = assignments.drop_duplicates("participant").set_index("participant")["arm"].astype(str)
+    flagged = safety.assign(arm=safety["participant"].map(arm_of).fillna("unassigned"))
+    out = (flagged.groupby(["arm", "wave", "instrument", "flag"], as_index=False)["participant"].nunique()
+           .rename(columns={"participant": "participants_flagged"}))
+    return out

@@ -170,3 +170,31 @@ def test_item_rest_correlations(hs39):
     res = instruments.item_rest_correlations(items)
     assert res.correlations["x4"] == pytest.approx(np.corrcoef(items.x4, items.x5 + items.x6)[0, 1])
     assert res.alpha_if_deleted["x6"] == pytest.approx(instruments.cronbach_alpha(items[["x4", "x5"]]).alpha)
+
+
+def test_psychometrics_table_per_wave_and_arm():
+    rng = np.random.default_rng(7)
+    n = 120
+    trait = rng.normal(size=n)
+    rows = [(f"p{p}", w, f"WHO5_{i}", int(np.clip(np.round(2.5 + trait[p] + rng.normal()), 0, 5)))
+            for p in range(n) for w in ("w0", "w1") for i in range(1, 6)]
+    responses = pd.DataFrame(rows, columns=["participant", "wave", "item_code", "value"])
+    arms = pd.DataFrame({"participant": [f"p{p}" for p in range(n)], "arm": np.where(np.arange(n) % 2, "t", "c")})
+    table = instruments.psychometrics_table("who5", responses, arms)
+    assert set(table.outcome) == {"who5.raw"}  # percent shares the items: one reliability row
+    assert len(table) == 2 * 3                   # waves x (all, c, t)
+    cell = table[(table.wave == "w0") & (table.arm == "c")].iloc[0]
+    items = responses[responses.wave == "w0"].pivot(index="participant", columns="item_code", values="value")
+    items = items.loc[arms.participant[arms.arm == "c"]]
+    assert cell.n_obs == 60 and cell.alpha == pytest.approx(instruments.cronbach_alpha(items).alpha)
+    assert cell.omega == pytest.approx(instruments.mcdonald_omega(items).omega)
+    small = instruments.psychometrics_table("who5", responses[responses.participant.isin(["p1", "p2"])])
+    assert small.alpha.isna().all() and small.note.str.contains("fewer than 10").all()
+
+
+def test_safety_counts_per_arm():
+    responses = pd.DataFrame({"participant": ["a", "b", "c", "d"], "wave": "w0", "item_code": "PHQ_1",
+                              "value": [3, 3, 3, 0]})
+    flags = instruments.safety_flags("phq2", responses)
+    counts = instruments.safety_counts(flags, pd.DataFrame({"participant": ["a", "b"], "arm": ["t", "c"]}))
+    assert counts.set_index("arm").participants_flagged.to_dict() == {"c": 1, "t": 1, "unassigned": 1}
