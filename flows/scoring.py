@@ -64,9 +64,15 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
         try:
             con.execute("DELETE FROM scores WHERE study_id = ? AND source = 'flourish'", [study_id])
             con.register("new_scores", scores)
+            # the migrated schema (0001_spine.sql) also has scored_at; fill it when present
+            has_scored_at = con.execute(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'scores' AND column_name = 'scored_at'"
+            ).fetchone()[0]
+            extra_col, extra_val = (", scored_at", ", now()") if has_scored_at else ("", "")
             con.execute(
-                "INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source) "
-                "SELECT study_id, participant, wave, outcome, value, items_answered, prorated, 'flourish' FROM new_scores"
+                "INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source"
+                f"{extra_col}) SELECT study_id, participant, wave, outcome, value, items_answered, prorated, "
+                f"'flourish'{extra_val} FROM new_scores"
             )
             con.execute("DELETE FROM safety_flags WHERE study_id = ?", [study_id])
             con.register("new_safety", safety)

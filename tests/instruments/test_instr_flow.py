@@ -47,3 +47,16 @@ def test_score_responses_replaces_only_flourish_rows(tmp_path):
     assert flags.to_dict("records") == [{"participant": "p1", "flag": "phq9_item9_positive", "basis": "item"}]
     assert n_s2 == 2
     pd.testing.assert_index_equal(got.columns, pd.Index(["participant", "outcome", "value", "prorated", "source"]))
+
+
+def test_score_responses_on_the_migrated_warehouse(tmp_path):
+    from flows.warehouse import open_warehouse
+
+    path = tmp_path / "w.duckdb"
+    with open_warehouse(path) as con:
+        con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        _rows("s1", "p1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [3, 3, 3, 2, 2]))
+    assert score_responses.fn(path, "s1") == {"responses": 5, "scores": 2, "safety_flags": 0}
+    with open_warehouse(path) as con:
+        got = con.execute("SELECT outcome, value, scored_at IS NOT NULL FROM scores ORDER BY outcome").fetchall()
+    assert got == [("who5.percent", 52.0, True), ("who5.raw", 13.0, True)]
