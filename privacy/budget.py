@@ -36,6 +36,14 @@ Mechanism = Literal["gaussian", "laplace"]
 _SLACK = 1e-12  # relative tolerance on "spent <= total" for floating-point sums
 
 
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK if a transaction is still open (a failed COMMIT has already ended it)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
+
+
 def _check_positive(name: str, value: float) -> float:
     if value is None or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise InvalidPrivacyParameter(f"{name} must be a positive finite number, got {value!r}")
@@ -209,12 +217,12 @@ def reserve(
             con.execute("COMMIT")
             return release_id, ids
         except duckdb.TransactionException:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)
             if attempt == retries:
                 raise
             time.sleep(0.01 * (attempt + 1))
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)
             raise
     raise AssertionError("unreachable")
 

@@ -100,7 +100,10 @@ def append_consent(
             con.execute("COMMIT")
     except BaseException:
         if not in_transaction:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.TransactionException:  # a failed COMMIT has already ended it
+                pass
         raise
     return h
 

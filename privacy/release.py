@@ -559,3 +559,12 @@ def release_standard_set(
     """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry)."""
     bounds = resolve_outcome_bounds(protocol, outcome_bounds)
     return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights)
+
+
+def score_range(scale_min: float, scale_max: float, n_items: int, aggregate: str, multiplier: float = 1.0,
+                offset: float = 0.0, name: str = "score") -> Bounds:
+    """Bounds of an instrument score from its item scale: a sum of n items in [min, max] (reverse keying
+    keeps each item in range) or their mean, then ``multiplier * x + offset`` (e.g. WHO-5 percent = 4 x raw)."""
+    lo, hi = (n_items * scale_min, n_items * scale_max) if aggregate == "sum" else (scale_min, scale_max)
+    a, b = multiplier * lo + offset, multiplier * hi + offset
+    return Bounds(min(a, b), max(a, b), name)
