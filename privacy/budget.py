@@ -216,7 +216,8 @@ def reserve(
                      delta if s.mechanism == "gaussian" else 0.0, now])
             con.execute("COMMIT")
             return release_id, ids
-        except duckdb.TransactionException:
+        except (duckdb.TransactionException, duckdb.ConstraintException):
+            # lost a race with a concurrent reservation (write conflict, or both creating the budget row)
             rollback_quietly(con)
             if attempt == retries:
                 raise

@@ -179,4 +179,4 @@ def test_two_connections_in_one_process_conflict_safely(tmp_path):
         t.join()
     spent, total = db.execute("SELECT rho_spent, rho_total FROM privacy_budgets").fetchone()
     db.close()
-    assert results.count("ok") == 3 and spent <= total
+    assert len(results) == 6 and results.count("ok") == 3 and spent <= total
