@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from instruments.errors import LicenceError
-from instruments.registry import load
+from instruments.registry import known_versions, load
 
 INTENDED_USES = ("research", "non_commercial", "commercial")
 _NEEDS_PERMISSION_FOR_COMMERCIAL = ("non_commercial", "registration")
@@ -27,7 +27,7 @@ def check_licences(instrument_names: Iterable[str], intended_use: str, permissio
         raise LicenceError(f"intended use {intended_use!r} is not one of {', '.join(INTENDED_USES)}")
     permissions = dict(permissions or {})
     names = list(dict.fromkeys(instrument_names))
-    insts = [load(n) for n in names]
+    insts = [_load_named(n) for n in names]
     if intended_use != "commercial":
         return None
     refused = [
@@ -42,3 +42,11 @@ def check_licences(instrument_names: Iterable[str], intended_use: str, permissio
         )
     return None
 
+
+
+def _load_named(name: str):
+    """``who5`` or ``who5-1`` (name-version, as in the definition file names)."""
+    if name not in known_versions() and "-" in name:
+        base, version = name.rsplit("-", 1)
+        return load(base, version)
+    return load(name)

@@ -162,6 +162,13 @@ class Instrument(BaseModel):
         """The house-wide outcome name, e.g. ``who5.percent``."""
         return f"{self.name}.{score}"
 
+    def score_range(self, score: str) -> tuple[float, float]:
+        """Smallest and largest possible value of a score (for clipping and plausibility checks)."""
+        sd = self.score_def(score)
+        n = len(sd.items) if sd.aggregate == "sum" else 1
+        ends = sorted((sd.multiplier * n * self.scale_min + sd.offset, sd.multiplier * n * self.scale_max + sd.offset))
+        return float(ends[0]), float(ends[1])
+
     def score_def(self, score: str) -> Score:
         for s in self.scores:
             if s.name == score:

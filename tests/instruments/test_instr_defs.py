@@ -85,3 +85,10 @@ def test_bad_definition_is_refused(tmp_path: Path):
     bad.write_text(text)
     with pytest.raises(instruments.InstrumentDefinitionError, match="wording"):
         instruments.parse_definition(bad)
+
+
+def test_score_range():
+    assert instruments.load("who5").score_range("percent") == (0.0, 100.0)
+    assert instruments.load("swls").score_range("total") == (5.0, 35.0)
+    assert instruments.load("bpnsfs").score_range("autonomy_satisfaction") == (1.0, 5.0)
+    assert instruments.load("flourish_index").score_range("secure_flourish") == (0.0, 120.0)

@@ -201,6 +201,6 @@ def test_licence_gate():
     instruments.check_licences(["who5", "swls", "phq9"], "commercial", {})
     with pytest.raises(instruments.LicenceError, match="perma_profiler .*non-commercial"):
         instruments.check_licences(["who5", "perma_profiler"], "commercial", {})
-    instruments.check_licences(["perma_profiler"], "commercial", {"perma_profiler": "email 2026-03-02 M. Kern"})
+    instruments.check_licences(["perma_profiler-1"], "commercial", {"perma_profiler": "email 2026-03-02 M. Kern"})
     with pytest.raises(instruments.UnknownInstrument):
         instruments.check_licences(["who6"], "commercial", {})
