@@ -82,6 +82,8 @@ __all__ = [
     "fit_longitudinal",
     "marginal_loglik",
     "ml_fit",
+    "plan_constraint",
+    "constrain",
     "compute_longitudinal_stats",
 ]
 
@@ -349,11 +351,59 @@ class MLFit:
         return float(self.beta[j]), float(math.sqrt(self.cov[j, j]))
 
 
+def plan_constraint(spec: DesignSpec, plan: AnalysisPlan) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The linear map beta = M theta from a linear plan's parameters to the design coefficients.
+
+    Parameters: trend (``wave[w]`` each, or ``intercept`` and ``time_months``), effects
+    (``arm[a]:wave[w]`` each, or ``arm[a]`` for a constant effect), then baseline and covariates.
+    The saturating shape is non-linear and has no such map."""
+    if plan.effect_shape == "saturating":
+        raise AnalysisInputError("the saturating effect shape is not linear in its parameters")
+    cols = spec.column_names()
+    p, n_w = len(cols), len(spec.waves)
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    if plan.time_trend == "per_wave":
+        blocks.append(np.eye(p)[:, :n_w])
+        names += [f"wave[{w}]" for w in spec.waves]
+    else:
+        t = np.zeros((p, 2))
+        t[:n_w, 0] = 1.0
+        t[:n_w, 1] = spec.months
+        blocks.append(t)
+        names += ["intercept", "time_months"]
+    eff_cols = [j for j, c in enumerate(cols) if c.startswith("arm[")]
+    if plan.effect_shape == "per_wave":
+        blocks.append(np.eye(p)[:, eff_cols])
+        names += [cols[j] for j in eff_cols]
+    else:
+        e = np.zeros((p, len(spec.treated)))
+        for i, a in enumerate(spec.treated):
+            for w in spec.waves:
+                e[cols.index(f"arm[{a}]:wave[{w}]"), i] = 1.0
+        blocks.append(e)
+        names += [f"arm[{a}]" for a in spec.treated]
+    rest = list(range(n_w + n_w * len(spec.treated), p))
+    blocks.append(np.eye(p)[:, rest])
+    names += [cols[j] for j in rest]
+    return np.hstack(blocks), tuple(names)
+
+
+def constrain(cross: CrossProducts, m: np.ndarray, names: Sequence[str]) -> CrossProducts:
+    """Cross-products of the reduced design X M (same outcome)."""
+    p, q = m.shape
+    t = np.zeros((p + 1, q + 1))
+    t[:p, :q] = m
+    t[p, q] = 1.0
+    return cross.transformed(t, names)
+
+
 def ml_fit(cross: CrossProducts) -> MLFit:
     """ML estimates (beta profiled out by GLS; the two log-variances optimised numerically).
 
     Used to check the likelihood against statsmodels and as a cheap frequentist estimate on the
-    statistics; standard errors are the GLS ones at the ML variances (as lme4/statsmodels report)."""
+    statistics; standard errors are the GLS ones at the ML variances (as lme4/statsmodels report).
+    For a plan's reduced design, pass ``constrain(cross, *plan_constraint(spec, plan))``."""
     from scipy.optimize import minimize
 
     def negprof(theta: np.ndarray) -> float:

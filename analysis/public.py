@@ -1,0 +1,259 @@
+r"""Public tier: the noise-aware Bayesian ANCOVA fitted only to DP-released statistics.
+
+Following Bernstein & Sheldon (2018, "Differentially private Bayesian inference for exponential
+families", NeurIPS; 2019, "Differentially private Bayesian linear regression", NeurIPS), the
+released statistics are noisy observations of the true sufficient statistics, and the model
+puts both sources of randomness in the likelihood.
+
+Per arm a and wave w, participants' (baseline x, follow-up y) pairs are modelled as
+
+    x ~ N(mx_aw, vx_aw),    y | x ~ N(alpha_aw + b_w x, s2_w)
+
+so the effect of arm a at wave w (ANCOVA-adjusted, common slope) is alpha_aw - alpha_cw. The cell's
+true statistics T = sum_i t(x_i, y_i) with t = (x, y, x^2, y^2, x y) are a sum of n iid vectors,
+so by the central limit theorem (Bernstein & Sheldon's approximation)
+
+    T ~ N(n mu_t, n Sigma_t)
+
+where mu_t and Sigma_t are the mean and covariance of t under the bivariate normal above, in
+closed form by Isserlis' theorem: E z_i z_j = S_ij + m_i m_j,
+Cov(z_i, z_j z_k) = m_j S_ik + m_k S_ij, and
+Cov(z_i z_j, z_k z_l) = S_ik S_jl + S_il S_jk + m_i m_k S_jl + m_i m_l S_jk + m_j m_k S_il + m_j m_l S_ik.
+
+The release adds independent Gaussian noise, O = T + eta, eta ~ N(0, D), D = diag(noise_sd^2), so,
+marginalising T exactly (Gaussians add),
+
+    O ~ N(n mu_t, n Sigma_t + D + sd_n^2 mu_t mu_t')
+
+where the last term accounts (delta method) for using the released count n_hat for the true n,
+whose noise SD is sd_n. As epsilon shrinks, D grows and the intervals widen; that is the whole
+point. The *naive* model (``noise_aware=False``) sets D = 0 and sd_n = 0: it treats the noisy
+statistics as exact and under-covers (demonstrated in the calibration test).
+
+For numerics the statistics are rescaled by a constant ``scale`` (x/s, y/s; sums of squares by
+s^2); by default it is computed from the pooled released statistics themselves, which is
+post-processing of DP output and costs no privacy. Priors (``plan.priors``) are in SD units of that
+scale: arm differences Normal(0, effect_sd), intercepts and cell means Normal(0, intercept_sd),
+the slope Normal(0, coefficient_sd), SDs HalfNormal(sigma_scale * 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.errors import AnalysisInputError, InsufficientData
+from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
+from schemas.protocol import AnalysisPlan
+from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
+
+__all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd"]
+
+
+def gaussian_mechanism_sd(l2_sensitivity: float, epsilon: float, delta: float) -> float:
+    """Noise SD of the classic Gaussian mechanism (Dwork & Roth 2014, Thm A.1):
+    sigma = Delta_2 sqrt(2 ln(1.25 / delta)) / epsilon (stated for epsilon < 1; used here as the
+    calibration reference at epsilon <= 1)."""
+    if not (epsilon > 0 and 0 < delta < 1 and l2_sensitivity > 0):
+        raise ValueError("need epsilon > 0, 0 < delta < 1, sensitivity > 0")
+    return l2_sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+
+
+@dataclass(frozen=True)
+class PublicResult:
+    outcome: str
+    control: str
+    arms: tuple[str, ...]
+    waves: tuple[str, ...]
+    effects: tuple[EffectEstimate, ...]
+    diagnostics: Diagnostics
+    noise_aware: bool
+    idata: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def confirmatory(self) -> bool:
+        return self.diagnostics.passed and self.noise_aware
+
+    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
+        for e in self.effects:
+            if e.arm == arm and e.wave == wave:
+                return e
+        raise KeyError(f"no effect for arm {arm!r} at wave {wave!r}")
+
+
+_CACHE: dict[tuple, Any] = {}
+
+
+# t = (x, y, x^2, y^2, xy) written as products z~_i z~_j of z~ = (1, x, y), so one Isserlis formula
+# (the constant component has zero covariance) gives every mean and covariance, vectorised.
+_I = np.array([0, 0, 1, 2, 1])
+_J = np.array([1, 2, 1, 2, 2])
+
+
+def _t_moments(mx, vx, alpha, b, s2):
+    """Mean (C,5) and covariance (C,5,5) of t = (x, y, x^2, y^2, xy) under the bivariate normal."""
+    import pytensor.tensor as pt
+
+    zero, one = pt.zeros_like(mx), pt.ones_like(mx)
+    m = pt.stack([one, mx, alpha + b * mx], axis=-1)  # (C, 3)
+    s_xy = b * vx
+    S = pt.stack([
+        pt.stack([zero, zero, zero], axis=-1),
+        pt.stack([zero, vx, s_xy], axis=-1),
+        pt.stack([zero, s_xy, b * b * vx + s2], axis=-1),
+    ], axis=-2)  # (C, 3, 3)
+    mu = S[:, _I, _J] + m[:, _I] * m[:, _J]
+    i, j = _I[:, None], _J[:, None]
+    k, l = _I[None, :], _J[None, :]
+    mi, mj, mk, ml = m[:, i], m[:, j], m[:, k], m[:, l]
+    sig = (S[:, i, k] * S[:, j, l] + S[:, i, l] * S[:, j, k] + mi * mk * S[:, j, l] + mi * ml * S[:, j, k]
+           + mj * mk * S[:, i, l] + mj * ml * S[:, i, k])
+    return mu, sig
+
+
+def _build(n_arms: int, n_waves: int, data: Mapping[str, np.ndarray]):
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    with pm.Model() as model:
+        d = {k: pm.Data(k, v) for k, v in data.items()}
+        alpha_c = pm.Normal("alpha_control", 0.0, d["intercept_sd"], shape=n_waves)
+        effect = pm.Normal("effect_std", 0.0, d["effect_sd"], shape=(n_arms - 1, n_waves))
+        alpha = pt.concatenate([alpha_c[None, :], alpha_c[None, :] + effect], axis=0)  # (A, W)
+        b = pm.Normal("slope", 0.0, d["coefficient_sd"], shape=n_waves)
+        sigma = pm.HalfNormal("sigma", 2.0 * d["sigma_scale"], shape=n_waves)
+        mx = pm.Normal("mx", 0.0, d["intercept_sd"], shape=(n_arms, n_waves))
+        sx = pm.HalfNormal("sx", 2.0 * d["sigma_scale"], shape=(n_arms, n_waves))
+        bb = pt.broadcast_to(b[None, :], (n_arms, n_waves)).reshape((-1,))
+        s2 = pt.broadcast_to((sigma**2)[None, :], (n_arms, n_waves)).reshape((-1,))
+        mu_t, sig_t = _t_moments(mx.reshape((-1,)), (sx**2).reshape((-1,)), alpha.reshape((-1,)), bb, s2)
+        n = d["n"][:, None]
+        mean = n * mu_t
+        cov = (d["n"][:, None, None] * sig_t
+               + d["noise_var"]  # (C,5,5): noise covariance of the rescaled sums
+               + (d["sd_n"] ** 2)[:, None, None] * mu_t[:, :, None] * mu_t[:, None, :])
+        pm.MvNormal("released", mu=mean, cov=cov, observed=d["sums"])
+    return model
+
+
+def fit_public(
+    cells: Mapping[tuple[str, str], NoisyPairedMoments],
+    plan: AnalysisPlan,
+    *,
+    control: str,
+    waves: Sequence[str],
+    outcome: str = "outcome",
+    direction: str = "higher_is_better",
+    mcid: float | None = None,
+    rope: float | None = None,
+    noise_aware: bool = True,
+    scale: float | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+) -> PublicResult:
+    """Fit the noise-aware (or, with ``noise_aware=False``, the naive) ANCOVA to released cells.
+
+    ``cells`` maps (arm, wave) -> :class:`NoisyPairedMoments`; every arm must have a cell at every
+    wave listed. The long-run effect is the effect at the last wave in ``waves``."""
+    import nutpie
+
+    arms = [control] + sorted({a for a, _ in cells} - {control})
+    if len(arms) < 2:
+        raise AnalysisInputError(f"need the control arm {control!r} and at least one other arm in the cells")
+    missing = [(a, w) for a in arms for w in waves if (a, w) not in cells]
+    if missing:
+        raise AnalysisInputError(f"released cells missing for {missing}")
+    order = [(a, w) for a in arms for w in waves]
+    vals = np.array([cells[k].values for k in order])  # (C, 6): n, sx, sy, sxx, syy, sxy
+    sds = np.array([cells[k].noise_sds for k in order])
+    if np.any(vals[:, 0] < 3):
+        raise InsufficientData("a noise-aware cell", 3, float(vals[:, 0].min()), "the released counts")
+    if scale is None:
+        tot = vals.sum(axis=0)
+        scale = math.sqrt(max(tot[3] / tot[0], 1e-12))  # root mean square of x, a public post-processing
+    s = float(scale)
+    # rescale: x/s, y/s → sums / s, squares / s^2 (no centring, so the count does not mix in)
+    factors = np.array([1 / s, 1 / s, 1 / s**2, 1 / s**2, 1 / s**2])
+    reorder = [1, 2, 3, 4, 5]  # (sx, sy, sxx, syy, sxy) -> t = (x, y, x^2, y^2, xy)
+    sums = vals[:, reorder] * factors
+    if noise_aware:
+        noise_var = np.stack([np.diag((sds[c, reorder] * factors) ** 2) for c in range(len(order))])
+        sd_n = sds[:, 0]
+    else:
+        noise_var = np.zeros((len(order), 5, 5))
+        sd_n = np.zeros(len(order))
+    pr = plan.priors
+    data = {
+        "n": vals[:, 0].astype(float), "sums": sums, "noise_var": noise_var, "sd_n": sd_n.astype(float),
+        "intercept_sd": np.array(pr.intercept_sd), "effect_sd": np.array(pr.effect_sd),
+        "coefficient_sd": np.array(pr.coefficient_sd), "sigma_scale": np.array(pr.sigma_scale),
+    }
+    key = (len(arms), len(waves))
+    if key not in _CACHE:
+        _CACHE[key] = nutpie.compile_pymc_model(_build(len(arms), len(waves), data))
+        compiled = _CACHE[key]
+    else:
+        compiled = _CACHE[key].with_data(**data)
+    t0 = time.perf_counter()
+    n_chains = chains or plan.chains
+    idata = nutpie.sample(compiled, draws=draws or plan.draws, tune=tune or plan.tune, chains=n_chains,
+                          seed=plan.seed, progress_bar=False, cores=min(n_chains, os.cpu_count() or 1))
+    seconds = time.perf_counter() - t0
+    return _summarise(idata, plan, arms, list(waves), s, outcome, direction, mcid, rope, noise_aware, seconds)
+
+
+def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, noise_aware, seconds) -> PublicResult:
+    import arviz as az
+
+    post = idata.posterior
+    ch, dr = post.sizes["chain"], post.sizes["draw"]
+    eff = np.asarray(post["effect_std"]).reshape(ch * dr, len(arms) - 1, len(waves)) * s
+    summ = az.summary(idata, var_names=["alpha_control", "effect_std", "slope", "sigma", "mx", "sx"], kind="diagnostics")
+    rhat = float(summ["r_hat"].max()) if ch > 1 else float("nan")
+    ess = float(summ["ess_bulk"].min())
+    div = int(np.asarray(idata.sample_stats["diverging"]).sum())
+    reasons = []
+    if ch > 1 and not rhat <= plan.rhat_max:
+        reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max}")
+    if not ess >= plan.ess_bulk_min:
+        reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f}")
+    if div:
+        reasons.append(f"{div} divergent transitions")
+    level = plan.interval_level
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    sign = 1.0 if direction == "higher_is_better" else -1.0
+    method = "bayes_ancova_noise_aware" if noise_aware else "bayes_ancova_naive"
+    effects = []
+    for ai, a in enumerate(arms[1:]):
+        for wi, w in enumerate(waves):
+            x = eff[:, ai, wi]
+            good = sign * x
+            for label in ([w, LONG_RUN] if wi == len(waves) - 1 else [w]):
+                effects.append(EffectEstimate(
+                    outcome, a, arms[0], label, float(x.mean()), float(x.std(ddof=1)),
+                    float(np.quantile(x, lo_q)), float(np.quantile(x, hi_q)), level,
+                    float((good > 0).mean()),
+                    None if mcid is None else float((good > mcid).mean()),
+                    None if rope is None else float((np.abs(x) < rope).mean()),
+                    direction, method, "public",
+                ))
+    return PublicResult(outcome, arms[0], tuple(arms), tuple(waves), tuple(effects),
+                        Diagnostics(not reasons, rhat, ess, div, tuple(reasons), seconds), noise_aware, idata)
+
+
+def cells_from_release_rows(rows: Sequence[Mapping[str, object]], outcome: str) -> dict[tuple[str, str], NoisyPairedMoments]:
+    """Group ``release_values`` rows (outcome, arm, wave, statistic, value, noise_sd, suppressed) of one
+    outcome into cells."""
+    grouped: dict[tuple[str, str], list[Mapping[str, object]]] = {}
+    for r in rows:
+        if r["outcome"] != outcome or r["statistic"] not in PAIRED_STATISTICS:
+            continue
+        grouped.setdefault((str(r["arm"]), str(r["wave"])), []).append(r)
+    return {k: NoisyPairedMoments.from_release_rows(v) for k, v in grouped.items()}
