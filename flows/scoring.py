@@ -6,7 +6,8 @@ Thin by design (STYLE.md 2): read ``response_items`` for the study, call the pur
 
 The two tables are created here with ``CREATE TABLE IF NOT EXISTS`` until the warehouse
 migrations own them (``scores`` is already in ``0001_spine.sql``; inserts name their columns
-so either definition works). TODO(lead): fold ``SAFETY_FLAGS_DDL`` into a migration.
+so either definition works). TODO(lead): fold ``SAFETY_FLAGS_DDL`` and ``PSYCHOMETRICS_DDL``
+into a migration.
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ CREATE TABLE IF NOT EXISTS safety_flags (
     threshold           DOUBLE NOT NULL,
     basis               VARCHAR NOT NULL,   -- item | score | partial_sum
     source              VARCHAR NOT NULL
+)"""
+
+
+PSYCHOMETRICS_DDL = """
+CREATE TABLE IF NOT EXISTS psychometrics (
+    study_id            VARCHAR NOT NULL,
+    instrument          VARCHAR NOT NULL,
+    instrument_version  VARCHAR NOT NULL,
+    outcome             VARCHAR NOT NULL,
+    wave                VARCHAR NOT NULL,
+    arm                 VARCHAR NOT NULL,   -- 'all' pools the arms
+    n_items             INTEGER NOT NULL,
+    n_obs               INTEGER NOT NULL,
+    alpha               DOUBLE,
+    alpha_ci_lower      DOUBLE,
+    alpha_ci_upper      DOUBLE,
+    omega               DOUBLE,
+    note                VARCHAR NOT NULL    -- why a statistic is NULL, '' otherwise
 )"""
 
 
@@ -87,3 +106,38 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
         return {"responses": len(items), "scores": len(scores), "safety_flags": len(safety)}
     finally:
         con.close()
+
+
+@task(name="compute-psychometrics")
+def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
+    """Alpha and omega per instrument score x wave x arm into ``psychometrics`` (study's rows replaced)."""
+    con = duckdb.connect(str(warehouse_path))
+    try:
+        con.execute(PSYCHOMETRICS_DDL)
+        items = con.execute(
+            "SELECT participant, wave, instrument, instrument_version, item_code, value "
+            "FROM response_items WHERE study_id = ?", [study_id],
+        ).df()
+        assignments = con.execute(
+            "SELECT participant, arm FROM assignments WHERE study_id = ?", [study_id]
+        ).df() if _has_table(con, "assignments") else None
+        table = instruments.study_psychometrics(items, assignments).assign(study_id=study_id)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM psychometrics WHERE study_id = ?", [study_id])
+            con.register("new_psychometrics", table)
+            con.execute(
+                "INSERT INTO psychometrics SELECT study_id, instrument, instrument_version, outcome, wave, arm, "
+                "n_items, n_obs, alpha, alpha_ci_lower, alpha_ci_upper, omega, note FROM new_psychometrics"
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(table)
+    finally:
+        con.close()
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])

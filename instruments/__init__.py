@@ -30,6 +30,7 @@ from instruments.psychometrics import (
     mcdonald_omega,
     omega_from_loadings,
     psychometrics_table,
+    study_psychometrics,
     test_retest_icc,
 )
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
@@ -62,6 +63,7 @@ __all__ = [
     "omega_from_loadings",
     "psychometrics_table",
     "safety_counts",
+    "study_psychometrics",
     "test_retest_icc",
     "Instrument",
     "ResponseMatrix",

@@ -280,6 +280,10 @@ def invariance(items: pd.DataFrame, group, *, factors: dict[str, list[str]] | No
     column name of ``items`` or a Series/array aligned with its rows. Rows with a missing
     item are dropped. A step holds when CFI drops by at most .010 and RMSEA rises by at most
     .015 (Chen 2007); the chi-square difference test is reported beside it.
+
+    Across waves, pass the wave as ``group`` only as an approximation: it treats the waves as
+    independent samples, whereas a proper longitudinal invariance model fits all waves in one
+    model with correlated residuals of the same item over time (not implemented here).
     """
     if isinstance(group, str):
         if group not in items.columns:
@@ -375,3 +379,14 @@ def psychometrics_table(instrument, responses: pd.DataFrame, assignments: pd.Dat
             row["note"] = "; ".join(notes)
             rows.append(row)
     return pd.DataFrame(rows, columns=PSYCHOMETRICS_COLUMNS)
+
+
+def study_psychometrics(response_items: pd.DataFrame, assignments: pd.DataFrame | None = None,
+                        *, min_obs: int = 10) -> pd.DataFrame:
+    """:func:`psychometrics_table` for every (instrument, instrument_version) in a warehouse
+    ``response_items`` extract (a loop over instruments, not rows)."""
+    from instruments.registry import load
+
+    parts = [psychometrics_table(load(str(name), str(version)), rows, assignments, min_obs=min_obs)
+             for (name, version), rows in response_items.groupby(["instrument", "instrument_version"], sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PSYCHOMETRICS_COLUMNS)

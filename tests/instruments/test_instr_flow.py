@@ -60,3 +60,27 @@ def test_score_responses_on_the_migrated_warehouse(tmp_path):
     with open_warehouse(path) as con:
         got = con.execute("SELECT outcome, value, scored_at IS NOT NULL FROM scores ORDER BY outcome").fetchall()
     assert got == [("who5.percent", 52.0, True), ("who5.raw", 13.0, True)]
+
+
+def test_compute_psychometrics_writes_per_wave_and_arm(tmp_path):
+    import numpy as np
+
+    from flows.scoring import compute_psychometrics
+    from flows.warehouse import open_warehouse
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "w.duckdb"
+    with open_warehouse(path) as con:
+        rows = []
+        for p in range(40):
+            trait = rng.normal()
+            rows += _rows("s1", f"p{p}", "swls", [f"SWLS_{i}" for i in range(1, 6)],
+                          [int(np.clip(round(4 + trait + rng.normal()), 1, 7)) for _ in range(5)])
+        con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO assignments VALUES (?, 's1', ?, now(), NULL, 'b1')",
+                        [(f"p{p}", "t" if p % 2 else "c") for p in range(40)])
+    assert compute_psychometrics.fn(path, "s1") == 3  # baseline x (all, c, t)
+    assert compute_psychometrics.fn(path, "s1") == 3  # replaced, not appended
+    with open_warehouse(path) as con:
+        got = con.execute("SELECT arm, n_obs, alpha > 0.5, omega > 0.5 FROM psychometrics ORDER BY arm").fetchall()
+    assert got == [("all", 40, True, True), ("c", 20, True, True), ("t", 20, True, True)]
