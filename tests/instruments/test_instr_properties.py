@@ -35,7 +35,7 @@ def score_bounds(inst, sd):
     return ends
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(responses())
 def test_scores_within_bounds_order_free_and_never_invented(case):
     inst, frame, rnd = case
