@@ -29,7 +29,8 @@ def _counts(con):
     return tuple(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)
 
 
-def add_extreme_participant(con, raw: str, arm: str, rng: random.Random, study_id: str = "study-a") -> None:
+def add_extreme_participant(con, raw: str, arm: str, rng: random.Random, study_id: str = "study-a",
+                            n_events: int | None = None) -> None:
     """A participant at (and beyond) the clipping bounds, with duplicate scores and extra events."""
     p = pseudonymize(raw, KEY)
     con.execute("INSERT INTO assignments VALUES (?,?,?,?,?,?)", [p, study_id, arm, T0, None, "b9"])
@@ -43,7 +44,7 @@ def add_extreme_participant(con, raw: str, arm: str, rng: random.Random, study_i
                         [study_id, p, w, "who5.percent", rng.choice([100.0, 250.0, -40.0, 0.0]), T0 + timedelta(days=dup)])
             con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?,?,?,?,?)",
                         [study_id, p, w, "ext.score", rng.choice([10.0, 1e6, -5.0])])
-    for k in range(rng.randint(0, 200)):
+    for k in range(rng.randint(0, 200) if n_events is None else n_events):
         con.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
                     [f"x-{raw}-e{k}", p, study_id, T0 + timedelta(hours=k), "s", "session_start", None, None, "b9"])
 
