@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -146,12 +147,12 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
     names = list(fields)
     checks: list[tuple[str, str, str]] = []
     allowed = _list(names)
+    # more keys than known fields present means an unknown (or repeated) field: one cheap comparison
     checks.append((
-        f"len(list_filter(keys, lambda k: NOT list_contains({allowed}, k))) > 0",
+        "len(keys) > list_count(t)",
         "schema_violation",
-        f"'unknown field(s) ' || array_to_string(list_filter(keys, lambda k: NOT list_contains({allowed}, k)), ', ')",
+        f"'unknown or repeated field(s) ' || coalesce(nullif(array_to_string(list_filter(keys, lambda k: NOT list_contains({allowed}, k)), ', '), ''), '(repeated key)')",
     ))
-    naive: list[tuple[str, str, str]] = []
     for i, (name, spec) in enumerate(fields.items(), start=1):
         t, v = f"t[{i}]", f"v[{i}]"
         optional = spec.endswith("?")
@@ -172,12 +173,13 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
         elif base == "ts":
             checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation",
                            f"'field {name} must be an ISO 8601 timestamp string'"))
-            naive.append((f"{present} AND regexp_full_match({v}, '{NAIVE_TS}')", "naive_timestamp",
-                          f"'field {name} has no UTC offset: ' || {v}"))
+            # one regex for every row; telling naive from garbage only for the rows that fail it
+            bad_ts = f"{present} AND (NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR try_cast({v} AS TIMESTAMPTZ) IS NULL)"
             checks.append((
-                f"{present} AND NOT regexp_full_match({v}, '{NAIVE_TS}') AND "
-                f"(NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR try_cast({v} AS TIMESTAMPTZ) IS NULL)",
-                "schema_violation", f"'field {name} is not an ISO 8601 timestamp: ' || left({v}, 40)"))
+                bad_ts,
+                f"CASE WHEN regexp_full_match({v}, '{NAIVE_TS}') THEN 'naive_timestamp' ELSE 'schema_violation' END",
+                f"CASE WHEN regexp_full_match({v}, '{NAIVE_TS}') THEN 'field {name} has no UTC offset: ' || {v} "
+                f"ELSE 'field {name} is not an ISO 8601 timestamp: ' || left({v}, 40) END"))
         elif base == "enum":
             checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({_list(EVENT_TYPES)}, {v}))",
                            "schema_violation", f"'field {name} must be one of {', '.join(EVENT_TYPES)}'"))
@@ -191,8 +193,7 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
         elif base == "items":
             checks.append((f"{present} AND items_json IS NULL", "schema_violation",
                            "'field items must be an object of item_code -> integer or null'"))
-    # naive timestamps rank after structural violations
-    return names, checks + naive
+    return names, checks
 
 
 def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
@@ -226,11 +227,15 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
                                 f"'outcome ' || {col('outcome')} || ' is not named in the protocol'"))
 
     all_checks = checks + protocol_checks
-    reason = "CASE WHEN NOT is_json THEN 'malformed_json' WHEN NOT is_object THEN 'schema_violation' " + " ".join(
-        f"WHEN {c} THEN '{r}'" for c, r, _ in all_checks) + " END"
-    message = ("CASE WHEN NOT is_json THEN 'line is not valid JSON' "
-               "WHEN NOT is_object THEN 'record must be a JSON object' " + " ".join(
-                   f"WHEN {c} THEN {m}" for c, _, m in all_checks) + " END")
+    # Each condition is evaluated once per row, to find the number of the first failing check;
+    # reason and message are then looked up only for the failing rows.
+    check_no = "CASE WHEN NOT is_json THEN -1 WHEN NOT is_object THEN 0 " + " ".join(
+        f"WHEN {c} THEN {k}" for k, (c, _, _) in enumerate(all_checks, start=1)) + " END"
+    reason = ("CASE check_no WHEN -1 THEN 'malformed_json' WHEN 0 THEN 'schema_violation' " + " ".join(
+        f"WHEN {k} THEN {r if r.startswith('CASE') else repr(r)}" for k, (_, r, _) in enumerate(all_checks, start=1))
+        + " END")
+    message = ("CASE check_no WHEN -1 THEN 'line is not valid JSON' WHEN 0 THEN 'record must be a JSON object' "
+               + " ".join(f"WHEN {k} THEN {m}" for k, (_, _, m) in enumerate(all_checks, start=1)) + " END")
 
     extra_cols = ""
     if kind == "consents":
@@ -268,12 +273,15 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
         typed.append("items_json AS items")
 
     pid = col("participant_id")
-    return f"""
-    CREATE OR REPLACE TEMP TABLE stage AS
+    n_fields = len(names)
+    # unpack the type/text lists once into scalar columns; every check below reads t_i / v_i
+    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, n_fields + 1)) + ", list_count(t) AS n_known"
+    sql = f"""
     WITH parsed AS (
         SELECT line, raw, json_valid(raw) AS is_json,
-               CASE WHEN json_valid(raw) THEN json_type(raw) END AS top_type
-        FROM chunk WHERE trim(raw) <> ''
+               CASE WHEN json_valid(raw) THEN
+                    CASE WHEN starts_with(raw, '{{') THEN 'OBJECT' ELSE json_type(raw) END END AS top_type
+        FROM chunk
     ), typed AS (
         SELECT line, raw, is_json,
                coalesce(top_type = 'OBJECT', false) AS is_object,
@@ -281,47 +289,39 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
                CASE WHEN top_type = 'OBJECT' THEN json_extract_string(raw, {paths}) END AS v,
                CASE WHEN top_type = 'OBJECT' THEN json_keys(raw) END AS keys
         FROM parsed
+    ), unpacked AS (
+        SELECT * EXCLUDE (t, v), {unpack} FROM typed
     ), extra AS (
-        SELECT * {extra_cols} FROM typed
+        SELECT * {extra_cols} FROM unpacked
+    ), numbered AS (
+        SELECT *, {check_no} AS check_no FROM extra
     ), checked AS (
         SELECT *, {reason} AS reason, {message} AS message,
                CASE WHEN is_object AND t[{idx['participant_id']}] = 'VARCHAR'
                          AND length({pid}) BETWEEN 1 AND {MAX_ID} THEN {pid} END AS pid_raw
-        FROM extra
+        FROM numbered
     )
-    SELECT c.line, p.pseudonym AS participant, {', '.join(typed)},
-           c.reason, c.message,
-           CASE WHEN c.reason IS NOT NULL AND p.pseudonym IS NOT NULL
-                THEN json_merge_patch(c.raw, json_object('participant_id', p.pseudonym))::VARCHAR END AS payload
-    FROM checked c LEFT JOIN pmap p ON p.raw_id = c.pid_raw
+    SELECT c.line, c.pid_raw, {', '.join(typed)}, c.reason, c.message
+    FROM checked c
     """
+    head, sep, tail = sql.partition("), extra AS (")
+    tail = re.sub(r"\b([tv])\[(\d+)\]", r"\1_\2", tail).replace("len(keys) > list_count(t)", "len(keys) > n_known")
+    return head + sep + tail
 
 
-def _distinct_ids_sql() -> str:
-    return """
-    SELECT DISTINCT raw_id FROM (
-        SELECT CASE WHEN json_valid(raw) THEN
-                   CASE WHEN json_type(raw) = 'OBJECT' THEN
-                       CASE WHEN json_type(raw, '$.participant_id') = 'VARCHAR'
-                            THEN json_extract_string(raw, '$.participant_id') END END END AS raw_id
-        FROM chunk
-    ) WHERE raw_id IS NOT NULL
-    """
-
-
-def _response_item_checks(con: duckdb.DuckDBPyConnection) -> None:
+def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Item codes and values of responses that passed the contract: unknown codes, non-integers, range."""
-    con.execute("""
+    con.execute(f"""
     CREATE OR REPLACE TEMP TABLE stage_items AS
     SELECT s.line, s.response_id, s.participant, s.study_id, s.instrument, s.instrument_version, s.wave,
            k.item_code,
            json_type(s.items, '$."' || replace(k.item_code, '"', '\\"') || '"') AS jt,
            json_extract_string(s.items, '$."' || replace(k.item_code, '"', '\\"') || '"') AS jv
-    FROM stage s, unnest(json_keys(s.items)) AS k(item_code)
+    FROM {table} s, unnest(json_keys(s.items)) AS k(item_code)
     WHERE s.reason IS NULL
     """)
     con.execute(f"""
-    UPDATE stage SET reason = bad.reason, message = bad.message
+    UPDATE {table} SET reason = bad.reason, message = bad.message
     FROM (
         SELECT line,
                CASE WHEN bool_or(b.item_code IS NULL) THEN 'unknown_item'
@@ -350,40 +350,8 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection) -> None:
             OR bool_or(i.jt IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR')
                        AND try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value)
     ) bad
-    WHERE stage.line = bad.line
+    WHERE {table}.line = bad.line
     """)
-
-
-def _gate_sql(kind: str) -> str:
-    """Consent gate: tombstoned or at/after withdrawal -> withdrawn; scope missing at that time -> no_consent."""
-    tcol = TIME_FIELD[kind]
-    scope = CONSENT_SCOPE.get(kind)
-    # a consent record may itself carry the withdrawal, so only erasure tombstones refuse consents
-    withdrawal = "" if kind == "consents" else f"WHEN w.withdrawn_at IS NOT NULL AND s.{tcol} >= w.withdrawn_at THEN 'withdrawn'" 
-    scope_check = ""
-    if scope:
-        scope_check = f"""
-               WHEN c.participant IS NULL THEN 'no_consent'
-               WHEN NOT list_contains(c.scopes, '{scope}') THEN 'no_consent'"""
-    return f"""
-    UPDATE stage SET reason = g.reason,
-                     message = CASE g.reason WHEN 'withdrawn' THEN 'participant withdrew consent or was erased before this record'
-                                             ELSE 'no consent with scope {scope} in force at {tcol}' END
-    FROM (
-        SELECT s.line,
-               CASE WHEN tb.participant IS NOT NULL THEN 'withdrawn'
-                    {withdrawal}
-                    {scope_check}
-               END AS reason
-        FROM stage s
-        LEFT JOIN tombstones tb ON tb.participant = s.participant
-        LEFT JOIN (SELECT participant, min(withdrawn_at) AS withdrawn_at FROM consents
-                   WHERE withdrawn_at IS NOT NULL GROUP BY participant) w ON w.participant = s.participant
-        ASOF LEFT JOIN consents c ON c.participant = s.participant AND s.{tcol} >= c.granted_at
-        WHERE s.reason IS NULL
-    ) g
-    WHERE stage.line = g.line AND g.reason IS NOT NULL
-    """
 
 
 DEDUP_KEY = {
@@ -395,39 +363,103 @@ DEDUP_KEY = {
 }
 
 
-def _dedup(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+def _gate_and_dedup_sql(kind: str, source: str) -> str:
+    """Materialize ``stage`` from ``source`` with the consent gate and de-duplication in ONE query.
+
+    Gate: an erasure tombstone, or a record at/after a withdrawal -> withdrawn; no consent with the
+    kind's scope in force at the record's time -> no_consent. "In force" is the latest consent
+    granted at or before the record. When every consent record of a participant carries the scope
+    that is simply "at or after the first grant", a hash join on a per-participant summary; the
+    rare participant whose consent versions differ in scope is resolved by an ASOF join in
+    ``_mixed_scope_gate``. Then de-duplication on the record key among rows that passed
+    everything else: already stored -> duplicate; a repeat of an earlier line -> duplicate
+    (a GROUP BY finds repeated keys; no window sort over the chunk).
+    """
+    tcol = TIME_FIELD[kind]
+    scope = CONSENT_SCOPE.get(kind)
+    gate = ["WHEN tb.participant IS NOT NULL THEN 'withdrawn'"]
+    if kind != "consents":  # a consent record may itself carry the withdrawal
+        gate.append(f"WHEN cs.withdrawn_at IS NOT NULL AND s.{tcol} >= cs.withdrawn_at THEN 'withdrawn'")
+    if scope:
+        gate.append("WHEN cs.mixed THEN NULL")  # decided by _mixed_scope_gate
+        gate.append(f"WHEN cs.first_with_scope IS NULL OR s.{tcol} < cs.first_with_scope THEN 'no_consent'")
+    scope_sql = f"'{scope}'" if scope else "NULL"
     key = DEDUP_KEY[kind]
-    on = " AND ".join(f"t.{k} = stage.{k}" for k in key)
-    table = kind
-    if kind == "scores":
-        table_filter = "AND t.source = 'external'"
+    # one text key, so "already stored" is an uncorrelated IN (a hash mark join), not a per-row subquery
+    text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
+    existing_filter = "WHERE source = 'external'" if kind == "scores" else ""
+    label = "/".join(key)
+    if kind == "assignments":  # assignments: handled by _assignment_conflicts (arm-aware)
+        dup_existing, dup_batch = "false", "false"
     else:
-        table_filter = ""
-    if kind == "assignments":
-        # the same participant assigned again: identical -> duplicate, different arm -> conflicting
-        con.execute(f"""
-        UPDATE stage SET reason = CASE WHEN a.arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
-                         message = CASE WHEN a.arm = stage.arm THEN 'participant already assigned to this study'
-                                        ELSE 'participant already assigned to arm ' || a.arm || ' of this study' END
-        FROM assignments a
-        WHERE stage.reason IS NULL AND a.participant = stage.participant AND a.study_id = stage.study_id
-        """)
-        con.execute(f"""
-        UPDATE stage SET reason = CASE WHEN d.first_arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
-                         message = 'participant assigned more than once in this batch'
-        FROM (SELECT line, first_value(arm) OVER w AS first_arm, row_number() OVER w AS rn FROM stage
-              WHERE reason IS NULL WINDOW w AS (PARTITION BY participant, study_id ORDER BY line)) d
-        WHERE stage.line = d.line AND d.rn > 1
-        """)
+        dup_existing = f"{text_key} IN (SELECT {text_key} FROM {kind} {existing_filter})"
+        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line"
+    return f"""
+    CREATE OR REPLACE TEMP TABLE stage AS
+    WITH cs AS (
+        SELECT participant,
+               min(withdrawn_at) AS withdrawn_at,
+               min(granted_at) FILTER (WHERE list_contains(scopes, {scope_sql})) AS first_with_scope,
+               bool_or(list_contains(scopes, {scope_sql})) AND NOT bool_and(list_contains(scopes, {scope_sql})) AS mixed
+        FROM consents GROUP BY participant
+    ), g AS (
+        SELECT s.*, coalesce(cs.mixed, false) AND s.reason IS NULL AND tb.participant IS NULL AS scope_mixed,
+               CASE WHEN s.reason IS NOT NULL THEN s.reason {' '.join(gate)} END AS gate_reason
+        FROM {source} s
+        LEFT JOIN tombstones tb ON tb.participant = s.participant
+        LEFT JOIN cs ON cs.participant = s.participant
+    ), rk AS (
+        SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
+        GROUP BY ALL HAVING count(*) > 1
+    ), d AS (
+        SELECT g.*,
+               CASE WHEN gate_reason IS NOT NULL THEN NULL
+                    WHEN {dup_existing} THEN 'existing'
+                    WHEN {dup_batch} THEN 'batch' END AS dup
+        FROM g LEFT JOIN rk ON rk.k = {text_key}
+    )
+    SELECT * EXCLUDE (reason, message, gate_reason, dup),
+           coalesce(gate_reason, CASE WHEN dup IS NOT NULL THEN 'duplicate' END) AS reason,
+           CASE WHEN reason IS NOT NULL THEN message
+                WHEN gate_reason = 'withdrawn' THEN 'participant withdrew consent or was erased before this record'
+                WHEN gate_reason = 'no_consent' THEN 'no consent with scope {scope} in force at {tcol}'
+                WHEN dup = 'existing' THEN 'record {label} already stored'
+                WHEN dup = 'batch' THEN 'record {label} repeats an earlier line of this batch' END AS message
+    FROM d
+    """
+
+
+def _mixed_scope_gate(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Participants whose consent versions differ in scope: the latest consent at or before the record decides."""
+    scope = CONSENT_SCOPE.get(kind)
+    if not scope:
         return
+    tcol = TIME_FIELD[kind]
     con.execute(f"""
-    UPDATE stage SET reason = 'duplicate', message = 'record {"/".join(key)} already stored'
-    WHERE reason IS NULL AND EXISTS (SELECT 1 FROM {table} t WHERE {on} {table_filter})
+    UPDATE stage SET reason = 'no_consent', message = 'no consent with scope {scope} in force at {tcol}'
+    FROM (
+        SELECT s.line FROM (SELECT line, participant, {tcol} FROM stage WHERE scope_mixed AND reason IS NULL) s
+        ASOF LEFT JOIN consents c ON c.participant = s.participant AND s.{tcol} >= c.granted_at
+        WHERE c.participant IS NULL OR NOT list_contains(c.scopes, '{scope}')
+    ) m
+    WHERE stage.line = m.line
     """)
-    keys = ", ".join(key)
-    con.execute(f"""
-    UPDATE stage SET reason = 'duplicate', message = 'record {"/".join(key)} repeats an earlier line of this batch'
-    FROM (SELECT line, row_number() OVER (PARTITION BY {keys} ORDER BY line) AS rn FROM stage WHERE reason IS NULL) d
+
+
+def _assignment_conflicts(con: duckdb.DuckDBPyConnection) -> None:
+    """The same participant assigned again: identical arm -> duplicate, another arm -> conflicting."""
+    con.execute("""
+    UPDATE stage SET reason = CASE WHEN a.arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
+                     message = CASE WHEN a.arm = stage.arm THEN 'participant already assigned to this study'
+                                    ELSE 'participant already assigned to arm ' || a.arm || ' of this study' END
+    FROM assignments a
+    WHERE stage.reason IS NULL AND a.participant = stage.participant AND a.study_id = stage.study_id
+    """)
+    con.execute("""
+    UPDATE stage SET reason = CASE WHEN d.first_arm = stage.arm THEN 'duplicate' ELSE 'conflicting_assignment' END,
+                     message = 'participant assigned more than once in this batch'
+    FROM (SELECT line, first_value(arm) OVER w AS first_arm, row_number() OVER w AS rn FROM stage
+          WHERE reason IS NULL WINDOW w AS (PARTITION BY participant, study_id ORDER BY line)) d
     WHERE stage.line = d.line AND d.rn > 1
     """)
 
@@ -609,18 +641,36 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
         return n_read, 0, q
 
     con.register("chunk", chunk.table)
-    ids = [r[0] for r in con.execute(_distinct_ids_sql()).fetchall()]
-    new = [i for i in ids if i not in pmap_cache]
-    pmap_cache.update(pseudonymize_many(new, key))
+    staged = con.sql(_stage_sql(kind, protocol)).to_arrow_table()
+    # pseudonymize at the door: one HMAC per distinct id (dictionary encoding), then drop the raw ids
+    pid = staged.column("pid_raw").combine_chunks().dictionary_encode()
+    distinct = pid.dictionary.to_pylist()
+    pmap_cache.update(pseudonymize_many([i for i in distinct if i not in pmap_cache], key))
+    pseudonyms = pa.DictionaryArray.from_arrays(pid.indices, pa.array([pmap_cache[i] for i in distinct], pa.string()))
     if len(pmap_cache) > 2_000_000:  # bound memory on very wide batches
-        keep = {i: pmap_cache[i] for i in ids}
         pmap_cache.clear()
-        pmap_cache.update(keep)
-    pmap = pa.table({"raw_id": pa.array(ids, pa.string()),
-                     "pseudonym": pa.array([pmap_cache[i] for i in ids], pa.string())})
-    con.register("pmap", pmap)
-    con.execute(_stage_sql(kind, protocol))
-    con.unregister("pmap")
+    staged = staged.drop_columns(["pid_raw"]).append_column("participant", pseudonyms.cast(pa.string()))
+    staged = staged.append_column("payload", pa.nulls(staged.num_rows, pa.string()))
+    if kind == "consents":
+        # de-duplication key of a consent: the whole pseudonymized record
+        staged = staged.append_column("record_hash", pa.nulls(staged.num_rows, pa.string()))
+    con.register("staged", staged)
+    source = "staged"
+    if kind in ("responses", "consents"):
+        con.execute("CREATE OR REPLACE TEMP TABLE pre_stage AS SELECT * FROM staged")
+        source = "pre_stage"
+        if kind == "responses":
+            _response_item_checks(con, "pre_stage")
+        else:
+            con.execute("""UPDATE pre_stage SET record_hash = sha256(concat_ws('|', participant, consent_version,
+                           array_to_string(list_sort(scopes), ','), granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))
+                           WHERE reason IS NULL""")
+    con.execute(_gate_and_dedup_sql(kind, source))
+    con.unregister("staged")
+    _mixed_scope_gate(con, kind)
+    del staged, pid, pseudonyms
+    if kind == "assignments":
+        _assignment_conflicts(con)
     # raw bytes of rejected rows whose participant id could not be read: quarantine file only
     unreadable = con.execute(
         "SELECT line FROM stage WHERE reason IS NOT NULL AND participant IS NULL ORDER BY line").fetchall()
@@ -629,16 +679,6 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
         raws = chunk.table.column("raw")
         for pos in np.flatnonzero(np.isin(lines, np.array([r[0] for r in unreadable], dtype=np.int64))):
             rejects_out.append((int(lines[pos]), raws[pos].as_py().encode("utf-8"), "participant id unreadable"))
-
-    if kind == "consents":
-        con.execute("ALTER TABLE stage ADD COLUMN record_hash VARCHAR")
-        con.execute("""UPDATE stage SET record_hash = sha256(concat_ws('|', participant, consent_version,
-                       array_to_string(list_sort(scopes), ','), granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))
-                       WHERE reason IS NULL""")
-    if kind == "responses":
-        _response_item_checks(con)
-    con.execute(_gate_sql(kind))
-    _dedup(con, kind)
 
     # rows that got their reason after staging (gate, items, duplicates) still need their pseudonymized payload
     con.execute("""UPDATE stage SET payload = json_merge_patch(c.raw, json_object('participant_id', stage.participant))::VARCHAR

@@ -121,6 +121,12 @@ def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[
         pa.large_binary(), len(newline), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
     lines = np.arange(first_line, first_line + len(newline), dtype=np.int64)
+    # blank lines (empty or only spaces/tabs) are skipped and not counted; only lines that are
+    # empty or start with whitespace can be blank, and those are rare, so check just them
+    first = buf[np.minimum(starts, len(buf) - 1)]
+    blank = lengths == 0
+    for i in np.flatnonzero((lengths > 0) & ((first == 32) | (first == 9))):
+        blank[i] = not body[starts[i]:ends[i]].strip()
     rejects: list[tuple[int, bytes, str]] = []
     try:
         text = binary.cast(pa.large_string())
@@ -137,7 +143,11 @@ def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[
         mask = np.array([g is not None for g in good], dtype=bool)
         text = pa.array([g for g in good if g is not None], type=pa.large_string())
         lines = lines[mask]
-    return pa.table({"line": pa.array(lines), "raw": text}), rejects
+        blank = blank[mask]
+    table = pa.table({"line": pa.array(lines), "raw": text})
+    if blank.any():
+        table = table.filter(pa.array(~blank))
+    return table, rejects
 
 
 def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
@@ -171,10 +181,8 @@ def _rows_to_json(table: pa.Table, first_line: int, step: int = 1) -> pa.Table:
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("t", table)
-        cols = ", ".join(f'"{c}"' for c in table.column_names)
-        raw = con.execute(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").arrow()
-        if hasattr(raw, "read_all"):
-            raw = raw.read_all()
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)
+        raw = con.execute(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").to_arrow_table()
     finally:
         con.close()
     lines = np.arange(first_line, first_line + step * table.num_rows, step, dtype=np.int64)
