@@ -415,7 +415,6 @@ def run_analysis(
     from analysis.missing import ancova_effects, tipping_point
     from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
     from analysis.summary import (
-        OutcomeSummary,
         rows_from_ancova,
         rows_from_cuped,
         rows_from_effects,
@@ -425,17 +424,14 @@ def run_analysis(
 
     if tier not in ("trusted", "public"):
         raise AnalysisRefused(f"tier must be 'trusted' or 'public', got {tier!r}")
-    if tier == "public":
-        raise AnalysisRefused(
-            "the public tier (noise-aware model on DP releases) is not wired into `flourish analyze` yet; "
-            "run --tier trusted inside the secure environment"
-        )
     lock = plan_lock(con, protocol)
     if not lock.locked and not exploratory:
         raise PlanNotLocked(f"{lock.explanation}; preregister it, or run with --exploratory (labelled so in every row)")
     is_expl = not lock.locked or exploratory
     h = lock.plan_hash
     plan = protocol.analysis
+    if tier == "public":
+        return _run_public(con, protocol, lock, is_expl, store=store, fit=fit, progress=progress, now=now)
     if fit is None:
         from analysis.longitudinal import fit_from_crossproducts as fit
 
@@ -505,12 +501,77 @@ def run_analysis(
         except (InsufficientData, ValueError) as exc:
             notes.append(f"telemetry metric {m.name} not analysable with CUPED: {exc}")
 
+    return _finish(con, protocol, lock, is_expl, rows, tips, notes, results, store=store, now=now)
+
+
+def _finish(con, protocol, lock, is_expl, rows, tips, notes, results, *, store, now) -> AnalysisRun:
+    from analysis.summary import OutcomeSummary
+
     summary = OutcomeSummary.of(rows)
     created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    run_id = hashlib.sha256(f"{protocol.study_id}|{h}|{created.isoformat()}".encode()).hexdigest()[:16]
+    run_id = hashlib.sha256(f"{protocol.study_id}|{lock.plan_hash}|{created.isoformat()}".encode()).hexdigest()[:16]
     if store:
         store_summary(con, run_id, protocol.study_id, summary, created)
     return AnalysisRun(run_id, summary, lock, is_expl, tuple(tips), tuple(notes), results)
+
+
+def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, list[str]]:
+    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
+    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier)."""
+    from schemas.suffstats import NoisyPairedMoments
+
+    query = f"paired_moments:{outcome.name}"
+    latest = con.execute(
+        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
+        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
+        [protocol.study_id, query],
+    ).fetchone()
+    if latest is None:
+        raise OutcomeHasNoData(
+            f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
+            "run `flourish release` first"
+        )
+    rows = con.execute(
+        "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
+        "WHERE release_id = ? AND query = ?", [latest[0], query],
+    ).fetchall()
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for arm, wave, stat, value, sd, suppressed in rows:
+        by_cell.setdefault((arm, wave), []).append(
+            {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
+    waves = [w for w in _followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
+    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
+    return cells, waves
+
+
+def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> AnalysisRun:
+    """Public tier: the noise-aware model (analysis.public.fit_public) on DP releases only.
+
+    The ANCOVA/Holm, tipping point, subgroups and CUPED need participant-level statistics, so they
+    run in the trusted tier only; the run says so in its notes."""
+    from analysis.errors import AnalysisInputError, InsufficientData
+    from analysis.summary import rows_from_effects
+
+    if fit is None:
+        from analysis.public import fit_public as fit
+    plan, rows, results = protocol.analysis, [], {}
+    for o in protocol.outcomes:
+        progress(f"fitting the noise-aware model of {o.name} to its DP release")
+        try:
+            cells, waves = released_cells(con, protocol, o)
+            res = fit(cells, plan, control=protocol.control_arm, waves=waves, outcome=o.name,
+                      direction=o.direction, mcid=o.mcid, rope=o.rope)
+        except (AnalysisInputError, InsufficientData) as exc:
+            raise AnalysisRefused(f"outcome {o.name} (public tier): {exc}") from None
+        if not res.diagnostics.passed:
+            raise AnalysisRefused(
+                f"the public-tier model of {o.name} failed its diagnostics: {'; '.join(res.diagnostics.reasons)}; "
+                "nothing was published")
+        results[o.name] = res
+        rows += rows_from_effects(res.effects, plan_hash=lock.plan_hash, exploratory=is_expl, tier="public")
+    notes = ["public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
+             "statistics and are reported by the trusted tier only"]
+    return _finish(con, protocol, lock, is_expl, rows, [], notes, results, store=store, now=now)
 
 
 def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,

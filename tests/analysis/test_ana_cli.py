@@ -236,3 +236,37 @@ def test_primary_model_from_warehouse(study):
     lr = res.effect("coach", "long_run")
     assert lr.lower < 8 < lr.upper and lr.p_benefit > 0.95
     assert all(r.exploratory for r in run.summary.rows)
+
+
+def test_public_tier_reads_only_dp_releases(study):
+    """--tier public: cells come from release_values (latest release), the model is the noise-aware one."""
+    from analysis.results import Diagnostics, EffectEstimate
+    from flows.analysis_flows import OutcomeHasNoData, run_analysis
+    from schemas.protocol import StudyProtocol
+    from schemas.suffstats import PAIRED_STATISTICS
+
+    d, _ = study
+    proto = StudyProtocol.model_validate({**PROTOCOL, "secondary_outcomes": []})
+    seen = {}
+
+    def stub_public(cells, plan, *, control, waves, outcome, direction, mcid, rope):
+        seen.update(cells=cells, waves=waves, control=control)
+        e = EffectEstimate(outcome, "coach", control, "long_run", 7.5, 2.0, 3.6, 11.4, 0.95, 0.99, 0.2, 0.0,
+                           direction, "bayes_noise_aware_ancova", "public")
+        return type("R", (), {"effects": (e,), "diagnostics": Diagnostics(True, 1.0, 900.0, 0)})()
+
+    with open_warehouse(d / "wh.duckdb") as con:
+        with pytest.raises(OutcomeHasNoData, match="no DP release"):
+            run_analysis(con, proto, tier="public", exploratory=True, fit=stub_public, store=False)
+        con.execute("INSERT INTO releases VALUES ('r1', 'cli-study', now(), 'gaussian', 'zcdp', 0.1, 1.0, 1e-6, 10, "
+                    "'[]', 'x', 'test', '')")
+        vals = [("r1", "cli-study", "paired_moments:who5.percent", "who5.percent", arm, wave, stat,
+                 100.0 + i, 1.5, False)
+                for arm in ("control", "coach") for wave in ("w1", "w3") for i, stat in enumerate(PAIRED_STATISTICS)]
+        con.executemany("INSERT INTO release_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", vals)
+        run = run_analysis(con, proto, tier="public", exploratory=True, fit=stub_public, store=False)
+    assert seen["waves"] == ["w1", "w3"] and seen["control"] == "control"
+    cell = seen["cells"][("coach", "w3")]
+    assert (cell.n, cell.sum_xy, cell.noise_sd_sum_y) == (100.0, 105.0, 1.5)
+    assert [(r.tier, r.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
+    assert "trusted tier only" in run.notes[0]
