@@ -380,6 +380,67 @@ def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, met
     return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
 
 
+def surrogate_frame(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, study_id: str, surrogate_waves: Sequence[str],
+) -> pd.DataFrame:
+    """One row per randomized participant of ``study_id``: arm, baseline and early-wave scores of the
+    primary outcome, in-study telemetry metrics of the protocol, and the long-run outcome (primary at its
+    wave; NaN where not yet observed). Conditional aggregation in DuckDB, no Python loop."""
+    o = protocol.primary_outcome
+    bw, lw = protocol.baseline_wave, _final_wave(protocol, o)
+
+    def pick(wave: str, name: str) -> str:
+        return (f"max(CASE WHEN sc.wave = {_lit(wave)} AND sc.outcome = {_lit(o.name)} THEN sc.value END) "
+                f"AS {_ident(name)}")
+
+    cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
+    tel_sel, tel_join = [], []
+    for i, m in enumerate(protocol.surrogates):
+        days = int(m.window_days)
+        post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
+        feature = f" AND e.feature = {_lit(m.feature)}" if m.feature else ""
+        expr = _METRIC_VALUE[m.statistic].format(w=post, days=days)
+        tel_join.append(
+            f"LEFT JOIN (SELECT a.participant, {expr} AS v FROM {_assignments(study_id)} a LEFT JOIN events e "
+            f"ON e.participant = a.participant AND e.study_id = {_lit(study_id)} AND e.type = {_lit(m.event_type)}"
+            f"{feature} GROUP BY a.participant) t{i} USING (participant)")
+        tel_sel.append(f"any_value(t{i}.v) AS {_ident(m.name)}")
+    sql = (f"SELECT a.participant, a.arm, {', '.join(cols + tel_sel)} FROM {_assignments(study_id)} a "
+           f"LEFT JOIN {_scores(study_id)} sc USING (participant) {' '.join(tel_join)} GROUP BY a.participant, a.arm")
+    return con.execute(sql).df()
+
+
+def surrogate_forecast(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, calibration_study: str,
+    surrogate_waves: Sequence[str] | None = None, interval_level: float = 0.95,
+) -> list:
+    """Surrogate-index forecast of the primary outcome's long-run effect (Athey et al. 2019).
+
+    First stage on ``calibration_study`` (participants whose long-run outcome is observed), second stage
+    on this study's participants with all surrogates observed. Surrogates: the primary outcome at
+    ``surrogate_waves`` (default: the first follow-up wave) and the protocol's telemetry metrics;
+    covariate: the baseline score."""
+    from analysis.surrogate import SurrogateError, fit_surrogate_index, surrogate_index_effects
+
+    o = protocol.primary_outcome
+    waves = list(surrogate_waves) if surrogate_waves else _followup_waves(protocol, o)[:1]
+    unknown = [w for w in waves if w not in protocol.wave_names]
+    if unknown:
+        raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
+    n_cal = con.execute("SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?",
+                        [calibration_study, o.name]).fetchone()[0]
+    if not n_cal:
+        raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
+    surrogates = [f"{o.name}@{w}" for w in waves] + [m.name for m in protocol.surrogates]
+    calib = surrogate_frame(con, protocol, calibration_study, waves)
+    study = surrogate_frame(con, protocol, protocol.study_id, waves).dropna(subset=[*surrogates, "baseline"])
+    try:
+        model = fit_surrogate_index(calib, long_run="long_run", surrogates=surrogates, covariates=["baseline"])
+        return surrogate_index_effects(model, study, control=protocol.control_arm, interval_level=interval_level)
+    except SurrogateError as exc:
+        raise AnalysisRefused(f"surrogate index: {exc}") from None
+
+
 # ----------------------------------------------------------------------------------------------
 # The analysis run
 # ----------------------------------------------------------------------------------------------
@@ -404,6 +465,8 @@ def run_analysis(
     fit: Callable[..., Any] | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
     now: datetime | None = None,
+    calibration_study: str | None = None,
+    surrogate_waves: Sequence[str] | None = None,
 ) -> AnalysisRun:
     """Run the preregistered plan against the warehouse and return (and store) the outcome summary.
 
@@ -500,6 +563,17 @@ def run_analysis(
             rows += rows_from_cuped(est, wave=f"first_{m.window_days}_days", plan_hash=h, exploratory=is_expl, tier=tier)
         except (InsufficientData, ValueError) as exc:
             notes.append(f"telemetry metric {m.name} not analysable with CUPED: {exc}")
+
+    # Surrogate-index forecast of the primary's long-run effect, when a calibration cohort is named.
+    if calibration_study:
+        from analysis.summary import rows_from_surrogate
+
+        progress(f"surrogate index calibrated on {calibration_study}")
+        forecast = surrogate_forecast(con, protocol, calibration_study, surrogate_waves, plan.interval_level)
+        rows += rows_from_surrogate(forecast, plan_hash=h, exploratory=is_expl, tier=tier)
+        results["surrogate_index"] = forecast
+        if forecast:
+            notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
 
     return _finish(con, protocol, lock, is_expl, rows, tips, notes, results, store=store, now=now)
 

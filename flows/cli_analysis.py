@@ -99,6 +99,11 @@ def analyze(
     exploratory: Annotated[bool, typer.Option(
         "--exploratory", help="Allow a protocol that is not the locked plan; every output row is labelled exploratory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome summary as a JSON list of row objects.")] = False,
+    calibration_study: Annotated[str | None, typer.Option(
+        "--calibration-study", help="Study id in the warehouse whose long-run outcome is observed: adds a surrogate-index "
+        "forecast of the primary's long-run effect (rows with wave long_run, method surrogate_index_delta).")] = None,
+    surrogate_waves: Annotated[str | None, typer.Option(
+        "--surrogate-waves", help="Comma-separated early waves used as surrogates (default: the first follow-up wave).")] = None,
 ) -> None:
     """Run the locked analysis plan: longitudinal model per outcome, ANCOVA with Holm across secondary
     outcomes, tipping point, subgroups, CUPED telemetry; store and print the outcome summary."""
@@ -111,7 +116,10 @@ def analyze(
     protocol = load_protocol(study)
     say = (lambda m: typer.echo(m, err=True)) if not json_out else (lambda _m: None)
     with open_warehouse(warehouse) as con:
-        run = run_analysis(con, protocol, tier=tier, exploratory=exploratory, progress=say)
+        run = run_analysis(
+            con, protocol, tier=tier, exploratory=exploratory, progress=say, calibration_study=calibration_study,
+            surrogate_waves=[w.strip() for w in surrogate_waves.split(",")] if surrogate_waves else None,
+        )
     if json_out:
         typer.echo(run.summary.to_json())
         return

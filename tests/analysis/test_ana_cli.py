@@ -270,3 +270,40 @@ def test_public_tier_reads_only_dp_releases(study):
     assert (cell.n, cell.sum_xy, cell.noise_sd_sum_y) == (100.0, 105.0, 1.5)
     assert [(r.tier, r.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
     assert "trusted tier only" in run.notes[0]
+
+
+def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
+    """A running study at w1 (no w3 yet) and an earlier study with w3 observed. By construction
+    Y_w3 = 10 + 0.8 S_w1 + 1.0 sessions_per_week + 0.1 baseline + noise, the arm moves S_w1 by +6 and
+    sessions by +30% (+0.9/week on average), so the true long-run effect is 0.8*6 + 0.9 = 5.7 points."""
+    from flows.analysis_flows import surrogate_forecast
+    from schemas.protocol import StudyProtocol
+
+    rng = np.random.default_rng(11)
+    proto = StudyProtocol.model_validate({**PROTOCOL, "study_id": "run-study", "secondary_outcomes": []})
+    with open_warehouse(tmp_path / "wh.duckdb") as con:
+        for sid, n, has_long in (("calib-study", 1500, True), ("run-study", 1500, False)):
+            pid = np.array([f"{sid}-{i}" for i in range(n)])
+            arm = np.where(np.arange(n) % 2 == 0, "control", "coach")
+            treat = (arm == "coach") & (sid == "run-study")
+            assigned = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 300, n), unit="h")
+            base = rng.normal(50, 15, n)
+            s1 = 20 + 0.6 * base + 6 * treat + rng.normal(0, 8, n)
+            k_in = rng.poisson(rng.gamma(3, 1, n) * 2 * np.where(treat, 1.3, 1.0))
+            y = 10 + 0.8 * s1 + 1.0 * (k_in / 2.0) + 0.1 * base + rng.normal(0, 6, n)
+            con.register("a_df", pd.DataFrame({"p": pid, "arm": arm, "t": assigned}))
+            con.execute(f"INSERT INTO assignments SELECT p, '{sid}', arm, t, NULL, 'b' FROM a_df")
+            waves = [("w0", base), ("w1", s1)] + ([("w3", y)] if has_long else [])
+            sc = pd.concat([pd.DataFrame({"p": pid, "w": w, "v": v}) for w, v in waves])
+            con.register("s_df", sc)
+            con.execute(f"INSERT INTO scores (study_id, participant, wave, outcome, value) "
+                        f"SELECT '{sid}', p, w, 'who5.percent', v FROM s_df")
+            who = np.repeat(np.arange(n), k_in)
+            ev = pd.DataFrame({"e": [f"{sid}-e{j}" for j in range(who.size)], "p": pid[who],
+                               "ts": assigned[who] + pd.to_timedelta(rng.uniform(0.01, 13.9, who.size), unit="D")})
+            con.register("e_df", ev)
+            con.execute(f"INSERT INTO events SELECT e, p, '{sid}', ts, 's', 'session_start', NULL, NULL, 'b' FROM e_df")
+        (eff,) = surrogate_forecast(con, proto, "calib-study")
+    assert eff.arm == "coach" and eff.method == "surrogate_index_delta"
+    assert eff.lower < 5.7 < eff.upper and abs(eff.estimate - 5.7) < 3 * eff.se
+    assert eff.se_first_stage > 0 and "surrogacy" in eff.assumptions[0]
