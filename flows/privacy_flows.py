@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from flows.warehouse import connect, participant_tables, transaction
+from flows.warehouse import connect, participant_tables
 
 
 def _db_path(con: duckdb.DuckDBPyConnection) -> Path | None:
@@ -132,4 +132,4 @@ def consent_status(warehouse: str | Path, *, sync: bool = True) -> dict[str, Any
 
 
 __all__ = ["erase_participant", "compact_warehouse", "rekey_warehouse", "release_protocol", "budget",
-           "consent_status", "transaction"]
+           "consent_status"]

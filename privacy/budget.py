@@ -122,8 +122,9 @@ class BudgetStatus:
 def _status_from_row(row: tuple) -> BudgetStatus:
     study_id, accounting, eps_total, delta, rho_total, rho_spent, eps_pure, releases = row
     eps_spent = eps_pure if accounting == "pure" else rho_to_epsilon(rho_spent, delta)
-    return BudgetStatus(study_id, accounting, eps_total, delta, rho_total, rho_spent, min(eps_spent, eps_total)
-                        if eps_spent <= eps_total * (1 + _SLACK) else eps_spent, int(releases))
+    if eps_total < eps_spent <= eps_total * (1 + 1e-9):  # float noise of the conversion at a full budget
+        eps_spent = eps_total
+    return BudgetStatus(study_id, accounting, eps_total, delta, rho_total, rho_spent, eps_spent, int(releases))
 
 
 _STATUS_SQL = ("SELECT study_id, accounting, epsilon_total, delta, rho_total, rho_spent, epsilon_spent_pure, releases "

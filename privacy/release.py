@@ -29,6 +29,12 @@ Steps 1-3 (the sensitivity argument) are ours, not OpenDP's proofs; they are tes
 ``tests/privacy/test_priv_release.py`` (adding any participant, including one with duplicate and
 out-of-range rows, moves the normalized vector by at most sqrt(k) in L2 and k in L1) and by an empirical
 audit (``tests/privacy/test_priv_audit.py``). OpenDP features enabled: ``contrib``.
+
+Floating point: DuckDB sums doubles in parallel, so an untouched cell can move by rounding (~1e-15 relative)
+when a participant is added elsewhere; the privacy map is given ``sqrt(k) * (1 + 1e-9)`` to cover rounding
+of that size at study scale (up to millions of participants). Adversarially crafted values can make float
+sums more sensitive than the real-number analysis says (Casacuberta et al. 2022); bounds are small
+instrument ranges here, but that residual risk is stated rather than proven away.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 

@@ -4,8 +4,6 @@ pseudonym or raw id (a byte scan of every file, the .duckdb file included), and 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb

@@ -15,7 +15,6 @@ from privacy.pseudonym import pseudonymize
 from privacy.release import (
     Bounds,
     exact_values,
-    release_queries,
     release_standard_set,
     resolve_outcome_bounds,
     score_range,
@@ -70,7 +69,9 @@ def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensi
             assert max(abs(d) for d in diff) <= 1 + 1e-9, q.name
             assert math.sqrt(sum(d * d for d in diff)) <= math.sqrt(q.touches) + 1e-9, q.name
             assert sum(abs(d) for d in diff) <= q.touches + 1e-9, q.name
-            assert sum(1 for d in diff if d) <= q.touches, q.name
+            # untouched cells may move by float rounding of DuckDB's parallel sums (~1e-15 relative), which the
+            # 1e-9 slack in calibrate() covers; count only real moves
+            assert sum(1 for d in diff if abs(d) > 1e-9) <= q.touches, q.name
 
 
 def test_paired_moments_equal_sums_over_clipped_raw_rows(warehouse, protocol):
