@@ -226,67 +226,28 @@ def _final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
     return outcome.wave or protocol.wave_names[-1]
 
 
-def _covariate_columns(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[str, list[tuple[str, tuple[str, ...]]]]:
-    """SQL joins and DesignSpec covariates for the plan's covariates: an outcome name means its
-    baseline score; ``stratum`` means the randomization stratum (categorical)."""
-    joins, covs = [], []
-    outcome_names = {o.name for o in protocol.outcomes}
-    for i, c in enumerate(protocol.analysis.covariates):
-        if c == "stratum":
-            levels = tuple(sorted(str(r[0]) for r in con.execute(
-                f"SELECT DISTINCT coalesce(stratum, 'none') FROM {_assignments(protocol.study_id)}").fetchall()))
-            joins.append(("coalesce(a.stratum, 'none')", c, ""))
-            covs.append((c, levels))
-        elif c in outcome_names:
-            alias = f"cov{i}"
-            joins.append((f"{alias}.value", c,
-                          f"JOIN {_scores(protocol.study_id)} {alias} ON {alias}.participant = s.participant "
-                          f"AND {alias}.outcome = {_lit(c)} AND {alias}.wave = {_lit(protocol.baseline_wave)}"))
-            covs.append((c, ()))
-        else:
-            raise AnalysisRefused(
-                f"the plan's covariate {c!r} is neither an outcome (its baseline score is used) nor 'stratum'; "
-                "the warehouse holds no other participant covariates"
-            )
-    select = "".join(f", {expr} AS {_ident(name)}" for expr, name, _ in joins)
-    join_sql = " ".join(j for _, _, j in joins if j)
-    return select + "\x00" + join_sql, covs
-
-
-def observation_source(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[str, Any]:
-    """(relation SQL, DesignSpec): one row per observed follow-up value with participant, arm, wave, y,
-    baseline and the covariates — the input of ``analysis.longitudinal.crossproducts_sql``."""
-    from analysis.longitudinal import DesignSpec
-
-    waves = _followup_waves(protocol, outcome)
-    cov_sql, covs = _covariate_columns(con, protocol)
-    select, joins = cov_sql.split("\x00")
-    sid = protocol.study_id
-    source = (
-        f"(SELECT s.participant, a.arm, s.wave, s.value AS y, b.value AS baseline{select} "
-        f"FROM {_scores(sid)} s JOIN {_assignments(sid)} a USING (participant) "
-        f"JOIN {_scores(sid)} b ON b.participant = s.participant AND b.outcome = s.outcome "
-        f"AND b.wave = {_lit(protocol.baseline_wave)} {joins} "
-        f"WHERE s.outcome = {_lit(outcome.name)} AND s.wave IN ({', '.join(map(_lit, waves))}))"
-    )
-    present = {r[0] for r in con.execute(f"SELECT DISTINCT arm, wave FROM {source}").fetchall()}
-    arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
-    missing_arms = [a for a in arms if a not in present]
-    if missing_arms:
-        raise OutcomeHasNoData(f"outcome {outcome.name!r} has no follow-up scores with a baseline in arm(s) {missing_arms}")
-    have = {r[0] for r in con.execute(f"SELECT DISTINCT wave FROM {source}").fetchall()}
-    waves = [w for w in waves if w in have]
-    spec = DesignSpec(tuple(arms), tuple(waves), tuple(protocol.wave(w).months for w in waves), tuple(covs))
-    return source, spec
-
-
 def longitudinal_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome):
-    """The primary model's sufficient statistics from the warehouse (one SQL pass, GROUP BYs)."""
-    from analysis.longitudinal import compute_longitudinal_stats
+    """The primary model's sufficient statistics from the warehouse: ``flows.suffstats.longitudinal_stats``
+    (the one way in to those cross-products), after checking the outcome has rows at all."""
+    from flows.suffstats import longitudinal_stats
 
     _require_rows(con, protocol, outcome)
-    source, spec = observation_source(con, protocol, outcome)
-    return compute_longitudinal_stats(con, source, spec)
+    return longitudinal_stats(con, protocol, outcome=outcome.name)
+
+
+def _fit_with_cache_retry(fit: Callable[..., Any], stats: Any, plan: Any, **kwargs: Any) -> Any:
+    """Call the model fit; if nutpie refuses to swap data into a cached compiled model (``KeyError:
+    Unknown shared variable``, seen with the per-wave trend whose ``months`` data the model prunes),
+    drop analysis.longitudinal's compile cache and fit once more. Remove when the cache is fixed."""
+    try:
+        return fit(stats, plan, **kwargs)
+    except KeyError as exc:
+        if "Unknown shared variable" not in str(exc):
+            raise
+        import analysis.longitudinal as lg
+
+        getattr(lg, "_COMPILE_CACHE", {}).clear()
+        return fit(stats, plan, **kwargs)
 
 
 def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
@@ -507,7 +468,8 @@ def run_analysis(
         progress(f"fitting the longitudinal model of {o.name}")
         try:
             stats = longitudinal_statistics(con, protocol, o)
-            res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid, rope=o.rope)
+            res = _fit_with_cache_retry(fit, stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
+                                        rope=o.rope)
             res.require_passed()
         except DiagnosticsFailed as exc:
             raise AnalysisRefused(f"{exc}; nothing was published") from None
