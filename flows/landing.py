@@ -182,7 +182,7 @@ def _rows_to_json(table: pa.Table, first_line: int, step: int = 1) -> pa.Table:
         con.execute("SET TimeZone = 'UTC'")
         con.register("t", table)
         cols = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)
-        raw = con.execute(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").to_arrow_table()
+        raw = con.sql(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").to_arrow_table()
     finally:
         con.close()
     lines = np.arange(first_line, first_line + step * table.num_rows, step, dtype=np.int64)
@@ -199,10 +199,11 @@ def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
         rejects.append((number, row.text.encode("utf-8", "surrogateescape"), f"CSV row has {row.actual_columns} fields, header has {row.expected_columns}"))
         return "skip"
 
+    # a first reader only learns the column names (its handler records nothing)
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip", newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
             column_types={},
             strings_can_be_null=True,
