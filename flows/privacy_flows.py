@@ -30,6 +30,7 @@ def erase_participant(
     raw_id: str | None = None,
     study_folder: str | Path | None = None,
     in_transaction: bool = False,
+    scrub: bool = True,
 ):
     """Erase one participant everywhere under the warehouse's folder; return an ErasureReceipt.
 
@@ -37,7 +38,10 @@ def erase_participant(
     still holding the pseudonym or raw id: it should be empty). With an open connection (ingest, when a
     consent record with ``withdrawn_at`` lands; pass ``in_transaction=True`` inside its batch transaction):
     rows and files only, ``receipt.compacted`` is False and the caller runs ``compact_warehouse(path)``
-    after closing its connection, since DuckDB keeps deleted bytes in free blocks until then.
+    after closing its connection, since DuckDB keeps deleted bytes in free blocks until then. Inside a batch
+    whose landing files are still being read, pass ``scrub=False`` and call the path form (or
+    ``compact_warehouse`` plus this function with ``scrub=True``) after the batch commits, so the files of the
+    running batch are not rewritten under it.
     """
     from privacy.erasure import Needles, compact_database, erase_rows, record_file_scrub, scan_bytes, scrub_files
 
@@ -48,7 +52,7 @@ def erase_participant(
                              in_transaction=in_transaction)
         db = _db_path(con)
         folder = Path(study_folder) if study_folder else (db.parent if db else None)
-        if folder is not None:
+        if folder is not None and scrub:
             skip = [db, Path(str(db) + ".wal")] if db else []
             rewritten, deleted = scrub_files(folder, needles, skip=skip, reason=reason)
             receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted))
