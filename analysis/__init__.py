@@ -6,9 +6,12 @@ Importing ``analysis`` is cheap: each public name is imported from its module on
 Public API (see each module's docstring for the method and its citation)::
 
     fit_longitudinal, fit_from_crossproducts        analysis.longitudinal   primary Bayesian model
+    fit_public                                      analysis.public         noise-aware model on DP releases
+    fit_mixedlm, fit_ancova, compare                analysis.frequentist    frequentist cross-checks
     plan_hash, canonical_protocol, next_entry,
     verify_chain, lock_status                       analysis.prereg         preregistration lock
-    block_randomize, srm_test, balance_table        analysis.randomization
+    block_randomize, srm_test, balance_table,
+    balance_from_moments                            analysis.randomization
     cuped_effects, cuped_theta                      analysis.cuped          Deng et al. 2013
     fit_surrogate_index, surrogate_index_effects    analysis.surrogate      Athey et al. 2019
     tipping_point, statistics_from_frame,
@@ -29,6 +32,11 @@ _EXPORTS: dict[str, str] = {
     "fit_longitudinal": "analysis.longitudinal",
     "fit_from_crossproducts": "analysis.longitudinal",
     "LongitudinalResult": "analysis.results",
+    "fit_public": "analysis.public",
+    "PublicResult": "analysis.public",
+    "fit_mixedlm": "analysis.frequentist",
+    "fit_ancova": "analysis.frequentist",
+    "compare": "analysis.frequentist",
     "EffectEstimate": "analysis.results",
     "AnalysisInputError": "analysis.errors",
     "DiagnosticsFailed": "analysis.errors",
@@ -46,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "block_randomize": "analysis.randomization",
     "srm_test": "analysis.randomization",
     "balance_table": "analysis.randomization",
+    "balance_from_moments": "analysis.randomization",
     "SRMResult": "analysis.randomization",
     # CUPED
     "cuped_effects": "analysis.cuped",
@@ -56,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "surrogate_index_effects": "analysis.surrogate",
     "SurrogateModel": "analysis.surrogate",
     "SurrogateEffect": "analysis.surrogate",
+    "SURROGACY_ASSUMPTIONS": "analysis.surrogate",
     # missing data
     "tipping_point": "analysis.missing",
     "statistics_from_frame": "analysis.missing",

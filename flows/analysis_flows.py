@@ -626,3 +626,32 @@ def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, su
 
 def outcomes_in(protocol: StudyProtocol) -> Sequence[str]:
     return [o.name for o in protocol.outcomes]
+
+
+# ----------------------------------------------------------------------------------------------
+# Prefect
+# ----------------------------------------------------------------------------------------------
+def analyze_flow():
+    """The Prefect flow ``flourish-analyze`` (for a wave-close or study-end schedule).
+
+    Built on first use so importing this module (and the CLI) does not import Prefect. Parameters are
+    paths and flags, never participant data; the result is the outcome summary (aggregates only).
+    The task is thin: it opens the warehouse and calls :func:`run_analysis`.
+    """
+    from prefect import flow, task
+
+    @task(name="run-preregistered-analysis", persist_result=False, cache_policy=None)
+    def run_task(warehouse_path: str, study_path: str, tier: str, exploratory: bool) -> list[dict]:
+        from flows.warehouse import open_warehouse
+        from schemas.protocol import load_protocol
+
+        protocol = load_protocol(study_path)
+        with open_warehouse(warehouse_path) as con:
+            return run_analysis(con, protocol, tier=tier, exploratory=exploratory).summary.to_records()
+
+    @flow(name="flourish-analyze", persist_result=False)
+    def flourish_analyze(warehouse_path: str, study_path: str, tier: str = "trusted",
+                         exploratory: bool = False) -> list[dict]:
+        return run_task(warehouse_path, study_path, tier, exploratory)
+
+    return flourish_analyze
