@@ -44,6 +44,11 @@ class CupedEstimate:
     n_arm: int
     n_control: int
     interval_level: float
+    adjusted: bool = True  # False when the pre-period metric is constant (e.g. no pre-period telemetry)
+
+    @property
+    def method(self) -> str:
+        return "cuped" if self.adjusted else "difference_in_means_no_pre_period"
 
 
 def cuped_theta(pooled: PairedMoments) -> float:
@@ -76,7 +81,10 @@ def cuped_effects(
     pooled = PairedMoments.zero()
     for cell in arms.values():
         pooled = pooled + cell
-    theta = cuped_theta(pooled)
+    # A constant pre-period metric (typically: no telemetry before assignment) carries no information;
+    # the variance-minimising theta is then 0 and CUPED is the plain difference in means, labelled so.
+    adjusted = pooled.x.variance > 0
+    theta = cuped_theta(pooled) if adjusted else 0.0
     mean_x = pooled.x.mean
     z = float(norm.ppf(0.5 + interval_level / 2.0))
     c = arms[control]
@@ -98,6 +106,6 @@ def cuped_effects(
             difference=diff, lower=diff - z * se, upper=diff + z * se, se=se,
             difference_unadjusted=cell.y.mean - c.y.mean, se_unadjusted=math.sqrt(var_raw),
             variance_reduction=1.0 - var / var_raw if var_raw > 0 else 0.0,
-            n_arm=cell.n, n_control=c.n, interval_level=interval_level,
+            n_arm=cell.n, n_control=c.n, interval_level=interval_level, adjusted=adjusted,
         ))
     return out

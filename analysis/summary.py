@@ -83,7 +83,7 @@ def rows_from_subgroups(pooled: Iterable[Any], *, outcome: str, wave: str, plan_
 def rows_from_cuped(estimates: Iterable[Any], *, wave: str, plan_hash: str, exploratory: bool,
                     tier: str = "trusted") -> list[SummaryRow]:
     """Rows from ``analysis.cuped.CupedEstimate`` (telemetry metrics: outcome = metric name)."""
-    return [SummaryRow(c.metric, c.arm, wave, c.difference, c.lower, c.upper, None, None, None, "cuped", tier,
+    return [SummaryRow(c.metric, c.arm, wave, c.difference, c.lower, c.upper, None, None, None, c.method, tier,
                        plan_hash, exploratory) for c in estimates]
 
 

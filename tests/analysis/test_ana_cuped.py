@@ -54,3 +54,14 @@ def test_cuped_difference_agrees_with_ancova_with_common_slope():
     ancova = sm.OLS(y, sm.add_constant(np.column_stack([arm, x]))).fit()
     assert est.difference == pytest.approx(ancova.params[1], abs=0.02)
     assert est.se == pytest.approx(ancova.bse[1], rel=0.05)
+
+
+def test_constant_pre_period_falls_back_to_labelled_difference_in_means():
+    rng = np.random.default_rng(2)
+    y0, y1 = rng.normal(5, 2, 500), rng.normal(5.5, 2, 500)
+    cells = {"c": PairedMoments.from_arrays(np.zeros(500), y0), "t": PairedMoments.from_arrays(np.zeros(500), y1)}
+    (est,) = cuped_effects(cells, control="c")
+    assert not est.adjusted and est.method == "difference_in_means_no_pre_period" and est.theta == 0.0
+    assert est.difference == pytest.approx(y1.mean() - y0.mean())
+    assert est.se == pytest.approx(np.sqrt(y1.var(ddof=1) / 500 + y0.var(ddof=1) / 500))
+    assert est.variance_reduction == pytest.approx(0.0)
