@@ -464,6 +464,10 @@ def run_analysis(
 
     rows, notes, tips, results = [], [], [], {}
     ancova_by_outcome = {}
+    srm = srm_check(con, protocol)
+    if srm.mismatch:
+        notes.append(f"SAMPLE RATIO MISMATCH: assignments {srm.observed} vs planned ratios (chi-square {srm.chi_square:.2f}, "
+                     f"p = {srm.p_value:.2g}); randomization or ingest may be broken, interpret every effect with care")
     for o in protocol.outcomes:
         progress(f"fitting the longitudinal model of {o.name}")
         try:

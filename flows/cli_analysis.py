@@ -104,6 +104,8 @@ def analyze(
         "forecast of the primary's long-run effect (rows with wave long_run, method surrogate_index_delta).")] = None,
     surrogate_waves: Annotated[str | None, typer.Option(
         "--surrogate-waves", help="Comma-separated early waves used as surrogates (default: the first follow-up wave).")] = None,
+    save_dir: Annotated[Path | None, typer.Option(
+        "--save-dir", help="Also write each model's posterior (ArviZ netCDF) and tidy tables under DIR/<outcome>/.")] = None,
 ) -> None:
     """Run the locked analysis plan: longitudinal model per outcome, ANCOVA with Holm across secondary
     outcomes, tipping point, subgroups, CUPED telemetry; store and print the outcome summary."""
@@ -120,6 +122,10 @@ def analyze(
             con, protocol, tier=tier, exploratory=exploratory, progress=say, calibration_study=calibration_study,
             surrogate_waves=[w.strip() for w in surrogate_waves.split(",")] if surrogate_waves else None,
         )
+    if save_dir is not None:
+        for name, result in run.results.items():
+            if hasattr(result, "save"):
+                result.save(save_dir / name)
     if json_out:
         typer.echo(run.summary.to_json())
         return

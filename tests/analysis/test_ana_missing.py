@@ -83,3 +83,20 @@ def test_ancova_effects_match_statsmodels_complete_cases():
     assert eff.estimate == pytest.approx(ref.params.iloc[2], rel=1e-9)  # statsmodels OLS reference
     assert eff.p_value == pytest.approx(ref.pvalues.iloc[2], rel=1e-6)
     assert (eff.lower, eff.upper) == pytest.approx(tuple(ref.conf_int().iloc[2]), rel=1e-9)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.integers(0, 10_000), st.floats(-5, 5), st.floats(-5, 5))
+@settings(max_examples=20, deadline=None)
+def test_effect_is_linear_in_delta_and_se_does_not_change(seed, d1, d2):
+    """The delta-adjusted effect moves linearly with delta (slope = effect_per_delta); the SE is fixed."""
+    wide = _trial(seed=seed, n=300)
+    (tp,) = tipping_point(statistics_from_frame(wide, control="usual"), direction="higher_is_better",
+                          deltas=[0.0, d1, d2])
+    (_, e0, l0, u0), (_, e1, l1, u1), (_, e2, l2, u2) = tp.grid
+    assert e1 - e0 == pytest.approx(tp.effect_per_delta * d1, abs=1e-8)
+    assert e2 - e0 == pytest.approx(tp.effect_per_delta * d2, abs=1e-8)
+    assert (u1 - l1) == pytest.approx(u0 - l0) == pytest.approx(u2 - l2)

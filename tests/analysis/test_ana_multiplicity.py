@@ -82,3 +82,19 @@ def test_subgroup_effects_from_moments_equal_frame_path():
     b = subgroup_ancova(wide, subgroup="tercile", control="c")
     assert [x.estimate for x in a] == pytest.approx([x.estimate for x in b], rel=1e-9)
     assert [x.se for x in a] == pytest.approx([x.se for x in b], rel=1e-9)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_holm_invariants(ps):
+    """Holm p-values: never below the raw p, never above Bonferroni (m p), and order-preserving."""
+    res = holm({f"h{i}": p for i, p in enumerate(ps)})
+    m = len(ps)
+    for r in res:
+        assert r.p_value <= r.p_adjusted + 1e-15 and r.p_adjusted <= min(1.0, m * r.p_value) + 1e-12
+    by_raw = sorted(res, key=lambda r: r.p_value)
+    assert all(a.p_adjusted <= b.p_adjusted + 1e-15 for a, b in zip(by_raw, by_raw[1:]))
