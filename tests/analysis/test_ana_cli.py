@@ -307,3 +307,23 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
     assert eff.arm == "coach" and eff.method == "surrogate_index_delta"
     assert eff.lower < 5.7 < eff.upper and abs(eff.estimate - 5.7) < 3 * eff.se
     assert eff.se_first_stage > 0 and "surrogacy" in eff.assumptions[0]
+
+
+def test_srm_note_and_tampered_registry(tmp_path):
+    from flows.analysis_flows import PreregistrationRefused, plan_lock, preregister, run_analysis
+    from schemas.protocol import StudyProtocol
+
+    _fill(tmp_path / "wh.duckdb", n=240)
+    proto = StudyProtocol.model_validate({**PROTOCOL, "secondary_outcomes": [], "surrogates": []})
+    with open_warehouse(tmp_path / "wh.duckdb") as con:
+        # 80 extra control assignments: 200 vs 120 against 1:1 -> chi-square 2 * 40^2 / 160 = 20, p = 7.7e-6
+        con.executemany("INSERT INTO assignments VALUES (?, 'cli-study', 'control', ?, NULL, 'b2')",
+                        [(f"extra{i}", T0) for i in range(80)])
+        run = run_analysis(con, proto, exploratory=True, fit=_ml_fit, store=False)
+        assert any(n.startswith("SAMPLE RATIO MISMATCH") and "p = 7.7e-06" in n for n in run.notes)
+        # the registry is append-only: an edited row breaks the chain and every later read refuses
+        preregister(con, proto)
+        assert plan_lock(con, proto).locked
+        con.execute("UPDATE plan_registry SET reason = 'rewritten' WHERE seq = 1")
+        with pytest.raises(PreregistrationRefused, match="altered"):
+            plan_lock(con, proto)
