@@ -118,7 +118,9 @@ class OutcomeSummary:
         return cls(tuple(rows))
 
     def to_records(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in self.rows]
+        """Row dicts; a NaN (e.g. a p-value of a zero-variance cell) becomes None, so JSON stays valid."""
+        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()}
+                for r in self.rows]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.to_records(), columns=list(COLUMNS))
