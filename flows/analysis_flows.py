@@ -9,8 +9,12 @@ enforces the preregistration lock, and stores the outcome summary.
 - :func:`randomize_csv`: stratified permuted blocks for a participants CSV.
 - :func:`srm_check`, :func:`baseline_balance`: on the ingested assignments and baseline scores.
 - :func:`run_analysis`: the locked plan — primary and secondary outcomes with the longitudinal
-  model, the final-wave ANCOVA with Holm across secondary outcomes, the tipping point, prespecified
-  subgroups with partial pooling, CUPED telemetry metrics — into one :class:`OutcomeSummary`.
+  model (cross-products from ``flows.suffstats``), the final-wave ANCOVA with Holm across secondary
+  outcomes x arms, the tipping point, prespecified subgroups with partial pooling, CUPED telemetry
+  metrics, and (with a calibration study) the surrogate-index forecast — into one
+  :class:`OutcomeSummary`. ``tier="public"`` fits the noise-aware model to the latest DP release of
+  paired moments only (``release_values``), never to participant-level tables.
+- :func:`analyze_flow`: the same as a Prefect flow, for schedules.
 """
 
 from __future__ import annotations
