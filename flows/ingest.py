@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from flows import landing
 from flows.warehouse import connect
+from privacy.erasure import erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
 from schemas.protocol import StudyProtocol
 from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET, SCOPES
@@ -95,6 +96,7 @@ class Reconciliation:
     study_id: str
     files: list[FileResult]
     seconds: float = 0.0
+    erased: dict | None = None  # erasure triggered by consent withdrawals in this batch
 
     @property
     def read(self) -> int:
@@ -126,6 +128,7 @@ class Reconciliation:
             "quarantined": self.quarantined,
             "batch_id": self.batch_id,
             "files_skipped": [f.name for f in self.files if f.skipped],
+            "erased_on_withdrawal": self.erased,
         }
 
 
@@ -403,10 +406,12 @@ def _gate_and_dedup_sql(kind: str, source: str) -> str:
                bool_or(list_contains(scopes, {scope_sql})) AND NOT bool_and(list_contains(scopes, {scope_sql})) AS mixed
         FROM consents GROUP BY participant
     ), g AS (
-        SELECT s.*, coalesce(cs.mixed, false) AND s.reason IS NULL AND tb.participant IS NULL AS scope_mixed,
+        SELECT s.* REPLACE (CASE WHEN tb.participant IS NULL THEN s.participant END AS participant),
+               tb.participant IS NOT NULL AS erased,
+               coalesce(cs.mixed, false) AND s.reason IS NULL AND tb.participant IS NULL AS scope_mixed,
                CASE WHEN s.reason IS NOT NULL THEN s.reason {' '.join(gate)} END AS gate_reason
         FROM {source} s
-        LEFT JOIN tombstones tb ON tb.participant = s.participant
+        LEFT JOIN tombstones tb ON tb.participant = s.tomb
         LEFT JOIN cs ON cs.participant = s.participant
     ), rk AS (
         SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
@@ -421,7 +426,8 @@ def _gate_and_dedup_sql(kind: str, source: str) -> str:
     SELECT * EXCLUDE (reason, message, gate_reason, dup),
            coalesce(gate_reason, CASE WHEN dup IS NOT NULL THEN 'duplicate' END) AS reason,
            CASE WHEN reason IS NOT NULL THEN message
-                WHEN gate_reason = 'withdrawn' THEN 'participant withdrew consent or was erased before this record'
+                WHEN erased THEN 'participant was erased; the record is refused and not kept'
+                WHEN gate_reason = 'withdrawn' THEN 'participant withdrew consent before this record'
                 WHEN gate_reason = 'no_consent' THEN 'no consent with scope {scope} in force at {tcol}'
                 WHEN dup = 'existing' THEN 'record {label} already stored'
                 WHEN dup = 'batch' THEN 'record {label} repeats an earlier line of this batch' END AS message
@@ -584,7 +590,12 @@ def ingest_batch(
                     "INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [batch_id, f.name, digest, res.size_bytes, res.kind, res.read, res.stored,
                      sum(res.quarantined.values())])
+            # consent withdrawals of this batch erase those participants, atomically with the batch
+            erased = erase_withdrawn(con) if any(f.kind == "consents" for f, _ in todo) else None
             rec = Reconciliation(batch_id, protocol.study_id, results, time.perf_counter() - started)
+            if erased is not None:
+                rec.erased = {"erasure_id": erased.erasure_id, "rows_deleted": erased.total_deleted,
+                              "rows_redacted": sum(erased.rows_redacted.values())}
             if todo:
                 _write_quarantine_files(qdir, batch_id, raw_rejects)
                 con.execute(
@@ -649,7 +660,11 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     pseudonyms = pa.DictionaryArray.from_arrays(pid.indices, pa.array([pmap_cache[i] for i in distinct], pa.string()))
     if len(pmap_cache) > 2_000_000:  # bound memory on very wide batches
         pmap_cache.clear()
+    # the erasure tombstone stores a one-way token of the pseudonym (privacy/erasure.py): compare tokens
+    tokens = pa.DictionaryArray.from_arrays(
+        pid.indices, pa.array([tombstone_token(pmap_cache[i]) for i in distinct], pa.string()))
     staged = staged.drop_columns(["pid_raw"]).append_column("participant", pseudonyms.cast(pa.string()))
+    staged = staged.append_column("tomb", tokens.cast(pa.string()))
     staged = staged.append_column("payload", pa.nulls(staged.num_rows, pa.string()))
     if kind == "consents":
         # de-duplication key of a consent: the whole pseudonymized record
@@ -673,7 +688,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
         _assignment_conflicts(con)
     # raw bytes of rejected rows whose participant id could not be read: quarantine file only
     unreadable = con.execute(
-        "SELECT line FROM stage WHERE reason IS NOT NULL AND participant IS NULL ORDER BY line").fetchall()
+        "SELECT line FROM stage WHERE reason IS NOT NULL AND participant IS NULL AND NOT erased ORDER BY line").fetchall()
     if unreadable:
         lines = chunk.table.column("line").to_numpy()
         raws = chunk.table.column("raw")
@@ -696,7 +711,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
         """)
     con.execute(
         """INSERT INTO quarantine SELECT $batch, $kind, $file, line, reason, message, participant, payload,
-           CASE WHEN participant IS NULL THEN $qfile END FROM stage WHERE reason IS NOT NULL""",
+           CASE WHEN participant IS NULL AND NOT erased THEN $qfile END FROM stage WHERE reason IS NOT NULL""",
         {"batch": batch_id, "kind": kind, "file": f.name, "qfile": qfile})
     counts = con.execute(
         "SELECT coalesce(reason, ''), count(*) FROM stage GROUP BY ALL").fetchall()

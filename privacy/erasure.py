@@ -48,6 +48,9 @@ from privacy.consent import redact_participant
 TOMBSTONE_PREFIX = "flourish-tombstone-v1:"
 ERASED = "[erased]"
 SPECIAL_TABLES = ("tombstones", "consent_ledger", "erasure_log")
+# Tables whose rows are accounting, not personal data: erasure strips the identifier and payload and keeps
+# the row, so "rows read = stored + quarantined" still adds up for every batch after an erasure.
+KEEP_REDACTED = {"quarantine": "participant = NULL, payload = NULL"}
 TEXT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".log")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DUCKDB_SUFFIXES = (".duckdb", ".db")
@@ -108,14 +111,17 @@ def erase_rows(
         con.execute("BEGIN TRANSACTION")
     try:
         deleted: dict[str, int] = {}
+        redacted: dict[str, int] = {}
         for table in participant_tables:
             if table in SPECIAL_TABLES:
                 continue
             n = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE participant = ?", [pseudonym]).fetchone()[0]
-            if n:
+            if n and table in KEEP_REDACTED:
+                con.execute(f"UPDATE {_q(table)} SET {KEEP_REDACTED[table]} WHERE participant = ?", [pseudonym])
+                redacted[table] = int(n)
+            elif n:
                 con.execute(f"DELETE FROM {_q(table)} WHERE participant = ?", [pseudonym])
                 deleted[table] = int(n)
-        redacted: dict[str, int] = {}
         for table in _all_tables(con):
             if table in SPECIAL_TABLES:
                 continue
@@ -319,3 +325,59 @@ def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
     """Step 4, the proof: files under ``folder`` whose bytes still contain the pseudonym or raw id."""
     base = Path(folder)
     return [str(p.relative_to(base)) for p in iter_files(base) if needles.in_bytes(p.read_bytes())]
+
+
+def erase_withdrawn(con: duckdb.DuckDBPyConnection, reason: str = "withdrawn") -> ErasureReceipt | None:
+    """Erase, in the caller's transaction, every participant with a withdrawal in ``consents`` and no tombstone yet.
+
+    The ingest calls this at the end of a batch, so a withdrawal and the erasure it triggers commit together
+    (DESIGN.md: withdrawal erases the participant and leaves a tombstone). Set-based (one statement per
+    table for all of the batch's withdrawals), unlike ``erase_rows`` which serves one erasure request. The
+    warehouse file keeps the deleted bytes in free blocks until ``compact_database`` runs (``flourish erase``
+    and ``flourish compact`` do); files under the study folder are scrubbed by ``flourish erase`` only.
+    """
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE withdrawn_now AS
+        SELECT DISTINCT participant FROM consents
+        WHERE withdrawn_at IS NOT NULL
+          AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)
+    """)
+    pseudonyms = [r[0] for r in con.execute("SELECT participant FROM withdrawn_now").fetchall()]
+    if not pseudonyms:
+        return None
+    from flows.warehouse import participant_tables
+
+    deleted: dict[str, int] = {}
+    redacted: dict[str, int] = {}
+    for table in participant_tables(con):
+        if table in SPECIAL_TABLES:
+            continue
+        n = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)"
+                        ).fetchone()[0]
+        if not n:
+            continue
+        if table in KEEP_REDACTED:
+            con.execute(f"UPDATE {_q(table)} SET {KEEP_REDACTED[table]} "
+                        "WHERE participant IN (SELECT participant FROM withdrawn_now)")
+            redacted[table] = int(n)
+        else:
+            con.execute(f"DELETE FROM {_q(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)")
+            deleted[table] = int(n)
+    ledger = 0
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'consent_ledger'").fetchone()[0]:
+        ledger = con.execute("SELECT count(*) FROM consent_ledger WHERE participant IN "
+                             "(SELECT participant FROM withdrawn_now)").fetchone()[0]
+        con.execute("UPDATE consent_ledger SET participant = NULL, subject_salt = NULL, redacted = true "
+                    "WHERE participant IN (SELECT participant FROM withdrawn_now)")
+    if ledger:
+        redacted["consent_ledger"] = int(ledger)
+    now = datetime.now(UTC)
+    con.execute("INSERT INTO tombstones SELECT tombstone_token(participant), ?, ? FROM withdrawn_now "
+                "ON CONFLICT DO NOTHING", [now, reason])
+    erasure_id = f"erasure-{uuid.uuid4().hex[:16]}"
+    detail = {"rows_deleted": deleted, "rows_redacted": redacted, "participants": len(pseudonyms),
+              "trigger": "consent withdrawal at ingest"}
+    con.execute("INSERT INTO erasure_log VALUES (?,?,?,?,?,?)",
+                [erasure_id, now, reason, sum(deleted.values()), sum(redacted.values()), json.dumps(detail, sort_keys=True)])
+    con.execute("DROP TABLE withdrawn_now")
+    return ErasureReceipt(erasure_id, now, reason, deleted, redacted)

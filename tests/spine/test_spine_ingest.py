@@ -198,7 +198,11 @@ def test_every_row_ends_in_exactly_one_place(tmp_path_factory, protocol, kinds, 
     con = duckdb.connect(str(wh), read_only=True)
     q_lines = {r[0] for r in con.execute("SELECT line FROM quarantine WHERE source_file = 'events.jsonl'").fetchall()}
     n_events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    # a withdrawal in the batch erases that participant's stored rows, and the erasure log counts them
+    erased = sum(json.loads(d[0])["rows_deleted"].get("events", 0)
+                 for d in con.execute("SELECT detail FROM erasure_log").fetchall())
     con.close()
+    assert rec.stored["events"] == n_events + erased
     expected_lines = {i + 1 for i, k in enumerate(kinds) if k != "blank"}
     assert q_lines <= expected_lines
-    assert len(q_lines) + n_events == len(expected_lines)  # each line exactly once
+    assert len(q_lines) + n_events + erased == len(expected_lines)  # each line exactly once
