@@ -483,6 +483,9 @@ def run_analysis(
             raise AnalysisRefused(f"{exc}; nothing was published") from None
         except (AnalysisInputError, InsufficientData) as exc:
             raise AnalysisRefused(f"outcome {o.name}: {exc}") from None
+        except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AnalysisRefused(f"the model of {o.name} could not be fitted ({first}); nothing was published") from None
         results[o.name] = res
         rows += rows_from_effects(res.effects, plan_hash=h, exploratory=is_expl, tier=tier)
         try:
@@ -607,6 +610,11 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
                       direction=o.direction, mcid=o.mcid, rope=o.rope)
         except (AnalysisInputError, InsufficientData) as exc:
             raise AnalysisRefused(f"outcome {o.name} (public tier): {exc}") from None
+        except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AnalysisRefused(
+                f"the public-tier model of {o.name} could not be fitted to its DP release ({first}); nothing was published"
+            ) from None
         if not res.diagnostics.passed:
             raise AnalysisRefused(
                 f"the public-tier model of {o.name} failed its diagnostics: {'; '.join(res.diagnostics.reasons)}; "

@@ -327,3 +327,16 @@ def test_srm_note_and_tampered_registry(tmp_path):
         con.execute("UPDATE plan_registry SET reason = 'rewritten' WHERE seq = 1")
         with pytest.raises(PreregistrationRefused, match="altered"):
             plan_lock(con, proto)
+
+
+def test_a_sampler_that_cannot_start_is_a_clean_refusal(study):
+    from flows.analysis_flows import AnalysisRefused, run_analysis
+    from schemas.protocol import StudyProtocol
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("All initialization points failed\n\nCaused by: ...")
+
+    d, _ = study
+    with open_warehouse(d / "wh.duckdb") as con:
+        with pytest.raises(AnalysisRefused, match=r"could not be fitted \(All initialization points failed\)"):
+            run_analysis(con, StudyProtocol.model_validate(PROTOCOL), exploratory=True, fit=broken, store=False)
