@@ -49,7 +49,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except _known_errors() as exc:
-            message = str(exc).strip().rstrip(".")
+            message = " ".join(str(exc).split()).rstrip(".")  # one line, whatever the error carried
             typer.echo(f"error: {message}.", err=True)
             raise typer.Exit(code=2) from None
 

@@ -239,7 +239,10 @@ def load_protocol(path: str | Path) -> StudyProtocol:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ProtocolError(f"study protocol {p} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ProtocolError(f"study protocol {p} is not valid YAML{where}: {problem}") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"study protocol {p} must be a YAML mapping at the top level")
     try:
