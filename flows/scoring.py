@@ -4,74 +4,32 @@ Thin by design (STYLE.md 2): read ``response_items`` for the study, call the pur
 ``instruments.score_study``, replace the study's rows in one transaction. Rows with
 ``source = 'external'`` (scores delivered from outside) are never touched.
 
-The two tables are created here with ``CREATE TABLE IF NOT EXISTS`` until the warehouse
-migrations own them (``scores`` is already in ``0001_spine.sql``; inserts name their columns
-so either definition works). TODO(lead): fold ``SAFETY_FLAGS_DDL`` and ``PSYCHOMETRICS_DDL``
-into a migration.
+The tables belong to the warehouse migrations (``0001_spine.sql`` for ``scores``,
+``0010_instruments.sql`` for ``safety_flags`` and ``psychometrics``); ``connect`` applies them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 from prefect import task
+
+import duckdb
+
+from flows.warehouse import connect
 
 import instruments
 
-SCORES_DDL = """
-CREATE TABLE IF NOT EXISTS scores (
-    study_id        VARCHAR NOT NULL,
-    participant     VARCHAR NOT NULL,
-    wave            VARCHAR NOT NULL,
-    outcome         VARCHAR NOT NULL,
-    value           DOUBLE NOT NULL,
-    items_answered  INTEGER,
-    prorated        BOOLEAN NOT NULL DEFAULT false,
-    source          VARCHAR NOT NULL DEFAULT 'flourish'
-)"""
-
-SAFETY_FLAGS_DDL = """
-CREATE TABLE IF NOT EXISTS safety_flags (
-    study_id            VARCHAR NOT NULL,
-    participant         VARCHAR NOT NULL,
-    wave                VARCHAR NOT NULL,
-    instrument          VARCHAR NOT NULL,
-    instrument_version  VARCHAR NOT NULL,
-    flag                VARCHAR NOT NULL,
-    observed            DOUBLE NOT NULL,
-    op                  VARCHAR NOT NULL,
-    threshold           DOUBLE NOT NULL,
-    basis               VARCHAR NOT NULL,   -- item | score | partial_sum
-    source              VARCHAR NOT NULL
-)"""
 
 
-PSYCHOMETRICS_DDL = """
-CREATE TABLE IF NOT EXISTS psychometrics (
-    study_id            VARCHAR NOT NULL,
-    instrument          VARCHAR NOT NULL,
-    instrument_version  VARCHAR NOT NULL,
-    outcome             VARCHAR NOT NULL,
-    wave                VARCHAR NOT NULL,
-    arm                 VARCHAR NOT NULL,   -- 'all' pools the arms
-    n_items             INTEGER NOT NULL,
-    n_obs               INTEGER NOT NULL,
-    alpha               DOUBLE,
-    alpha_ci_lower      DOUBLE,
-    alpha_ci_upper      DOUBLE,
-    omega               DOUBLE,
-    note                VARCHAR NOT NULL    -- why a statistic is NULL, '' otherwise
-)"""
 
 
-@task(name="score-responses")
+
+@task(name="score-responses", persist_result=False, cache_policy=None)
 def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]:
     """Score every response of ``study_id``; return ``{"responses": n_items_read, "scores": n, "safety_flags": n}``."""
-    con = duckdb.connect(str(warehouse_path))
+    con = connect(warehouse_path)
     try:
-        con.execute(SCORES_DDL)
-        con.execute(SAFETY_FLAGS_DDL)
         items = con.execute(
             "SELECT participant, wave, instrument, instrument_version, item_code, value "
             "FROM response_items WHERE study_id = ?", [study_id],
@@ -108,12 +66,11 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
         con.close()
 
 
-@task(name="compute-psychometrics")
+@task(name="compute-psychometrics", persist_result=False, cache_policy=None)
 def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
     """Alpha and omega per instrument score x wave x arm into ``psychometrics`` (study's rows replaced)."""
-    con = duckdb.connect(str(warehouse_path))
+    con = connect(warehouse_path)
     try:
-        con.execute(PSYCHOMETRICS_DDL)
         items = con.execute(
             "SELECT participant, wave, instrument, instrument_version, item_code, value "
             "FROM response_items WHERE study_id = ?", [study_id],

@@ -4,9 +4,7 @@ import duckdb
 import pandas as pd
 
 from flows.scoring import score_responses
-
-RESPONSE_ITEMS_DDL = """CREATE TABLE response_items (response_id VARCHAR, participant VARCHAR, study_id VARCHAR,
-    instrument VARCHAR, instrument_version VARCHAR, wave VARCHAR, item_code VARCHAR, value INTEGER)"""
+from flows.warehouse import connect
 
 
 def _rows(study, participant, instrument, codes, values, wave="baseline"):
@@ -15,8 +13,7 @@ def _rows(study, participant, instrument, codes, values, wave="baseline"):
 
 def test_score_responses_replaces_only_flourish_rows(tmp_path):
     path = tmp_path / "w.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute(RESPONSE_ITEMS_DDL)
+    con = connect(path)  # the migrated warehouse, as the ingest leaves it
     rows = (_rows("s1", "p1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [3, 3, 3, 2, 2])
             + _rows("s1", "p1", "phq9", [f"PHQ_{i}" for i in range(1, 10)], [0, 0, 0, 0, 0, 0, 0, 0, 1])
             + _rows("s1", "p2", "who5", [f"WHO5_{i}" for i in range(1, 6)], [5, 5, 5, 5, None])
