@@ -11,6 +11,7 @@ back. Raw participant ids exist only in the Arrow chunk in this process's memory
 table, temporary or not, ever holds them.
 
 Reason codes, in the order they are checked (a row gets the first that applies):
+  unreadable_file (one row for a whole file that cannot be read; the file is copied to quarantine),
   malformed_json, malformed_csv, invalid_utf8, unknown_record_kind, unsupported_format,
   schema_violation, naive_timestamp, unknown_study, unknown_arm, unknown_wave,
   unknown_instrument, unknown_item, out_of_range, unknown_outcome, conflicting_assignment,
@@ -88,6 +89,7 @@ class FileResult:
     stored: int = 0
     quarantined: Counter = field(default_factory=Counter)
     skipped: bool = False
+    unreadable: str = ""
 
 
 @dataclass
@@ -173,6 +175,8 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
             checks.append((
                 f"{present} AND NOT ({t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') OR ({t} = 'VARCHAR' AND regexp_full_match(trim({v}), '{NUMBER}')))",
                 "schema_violation", f"'field {name} must be a number'"))
+            checks.append((f"{present} AND NOT isfinite(try_cast(trim({v}) AS DOUBLE))", "schema_violation",
+                           f"'field {name} must be a finite number, not ' || {v}"))
         elif base == "ts":
             checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation",
                            f"'field {name} must be an ISO 8601 timestamp string'"))
@@ -569,7 +573,14 @@ def ingest_batch(
                     res.read += n
                     res.quarantined[reason] += n
                 else:
-                    for chunk in landing.read_chunks(f):
+                    for chunk in _chunks_or_unreadable(f, res):
+                        if chunk is None:  # the file cannot be read at all: quarantined whole, nothing stored
+                            con.execute("INSERT INTO quarantine VALUES (?, ?, ?, 0, 'unreadable_file', ?, NULL, NULL, ?)",
+                                        [batch_id, f.kind, f.name, res.unreadable, _qfile_name(batch_id, f.name)])
+                            rejects_here.append((0, f.path.read_bytes(), res.unreadable))
+                            res.read += 1
+                            res.quarantined["unreadable_file"] += 1
+                            break
                         n_read, n_stored, q = _ingest_chunk(
                             con, chunk, f, protocol, key, batch_id, pmap_cache, rejects_here)
                         res.read += n_read
@@ -612,6 +623,27 @@ def ingest_batch(
         con.close()
 
 
+def _chunks_or_unreadable(f: landing.LandingFile, res: FileResult):
+    """The file's chunks; ``None`` once if it cannot be read from its start (corrupt Parquet, a CSV with
+    no header). A file that breaks after some rows were read fails the batch (rolled back) with a clear error."""
+    produced = False
+    it = landing.read_chunks(f)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - any reader failure is reported, never swallowed
+            if produced:
+                raise IngestError(f"{f.name} became unreadable part-way through ({type(exc).__name__}: {exc}); "
+                                  "the batch was rolled back, nothing was stored") from exc
+            res.unreadable = f"{f.name} cannot be read as {f.fmt}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            yield None
+            return
+        produced = True
+        yield chunk
+
+
 def _quarantine_whole_file(con, f: landing.LandingFile, reason: str, batch_id: str,
                            rejects: list[tuple[int, bytes, str]]) -> int:
     """A file Flourish cannot read as records: every non-blank line is quarantined, raw bytes to file."""
@@ -627,7 +659,7 @@ def _quarantine_whole_file(con, f: landing.LandingFile, reason: str, batch_id: s
     if n:
         con.executemany(
             "INSERT INTO quarantine VALUES (?, 'unknown', ?, ?, ?, ?, NULL, NULL, ?)",
-            [[batch_id, f.name, ln, reason, why, f"{batch_id}-{f.name}.rejected.jsonl"] for ln, _, _ in rejects],
+            [[batch_id, f.name, ln, reason, why, _qfile_name(batch_id, f.name)] for ln, _, _ in rejects],
         )
     return n
 
@@ -638,7 +670,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     assert kind is not None
     q: Counter = Counter()
     n_read = 0
-    qfile = f"{batch_id}-{f.name}.rejected.jsonl"
+    qfile = _qfile_name(batch_id, f.name)
     # rows the reader itself could not turn into records (CSV field count, invalid UTF-8)
     if chunk.rejects:
         reason = "malformed_csv" if f.fmt == "csv" else "invalid_utf8"
@@ -725,13 +757,17 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     return n_read, stored, q
 
 
+def _qfile_name(batch_id: str, source_name: str) -> str:
+    return f"{batch_id}-{source_name.replace('/', '__')}.rejected.jsonl"
+
+
 def _write_quarantine_files(qdir: Path, batch_id: str, raw_rejects: dict[str, list[tuple[int, bytes, str]]]) -> None:
     """Write raw rejected bytes atomically (tmp + rename); names are deterministic, so a re-run overwrites."""
     if not raw_rejects:
         return
     qdir.mkdir(parents=True, exist_ok=True)
     for name, rows in raw_rejects.items():
-        target = qdir / f"{batch_id}-{name}.rejected.jsonl"
+        target = qdir / _qfile_name(batch_id, name)
         tmp = target.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
             for line, raw, why in sorted(rows, key=lambda r: r[0]):

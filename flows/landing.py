@@ -35,10 +35,11 @@ class LandingFile:
     path: Path
     kind: str | None  # None: the name starts with no known record kind
     fmt: str | None  # "jsonl" | "csv" | "parquet" | None (unsupported suffix)
+    relative: str = ""  # path relative to the landing folder (its name when at the top level)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.relative or self.path.name
 
 
 @dataclass
@@ -76,16 +77,19 @@ KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "scores", "
 def discover(landing: Path) -> list[LandingFile]:
     """Files of a landing folder, consents first (the gate needs them), then by name.
 
-    Hidden files and folders and anything whose name starts with ``_`` are not data
-    (this is where Flourish's own quarantine files live); sub-folders are not read.
+    Sub-folders are read too. Hidden files and folders and anything whose name starts with ``_``
+    are not data (this is where Flourish's own quarantine files live).
     """
     if not landing.is_dir():
         raise FileNotFoundError(f"landing folder {landing} does not exist or is not a folder")
-    files = [
-        LandingFile(p, kind_of(p.name), format_of(p.name))
-        for p in landing.iterdir()
-        if p.is_file() and not p.name.startswith((".", "_"))
-    ]
+    files = []
+    for p in sorted(landing.rglob("*")):
+        rel = p.relative_to(landing)
+        if not p.is_file() or any(part.startswith((".", "_")) for part in rel.parts):
+            continue
+        # the kind comes from the file name, else from the nearest enclosing folder (events/2026-01.jsonl)
+        kind = kind_of(p.name) or next((kind_of(part) for part in reversed(rel.parts[:-1]) if kind_of(part)), None)
+        files.append(LandingFile(p, kind, format_of(p.name), rel.as_posix()))
     return sorted(files, key=lambda f: (KIND_ORDER.get(f.kind or "", 99), f.name))
 
 
@@ -154,6 +158,8 @@ def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
     next_line = 1
     carry = b""
     with path.open("rb") as fh:
+        if fh.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark is not part of the first record
+            fh.seek(0)
         while True:
             block = fh.read(chunk_bytes)
             if not block:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 from pydantic import ValidationError
@@ -156,3 +158,22 @@ def test_unknown_files_are_quarantined_not_ignored(tmp_path, protocol):
     files = {"notes.jsonl": ["hello", "", "world"]}
     rec, rows = _quarantine(tmp_path, protocol, files)
     assert rec.read == 2 and [r[2] for r in rows] == ["unknown_record_kind", "unknown_record_kind"]
+
+
+def test_hostile_files_never_crash_the_batch(tmp_path, protocol):
+    land = tmp_path / "landing"
+    (land / "events").mkdir(parents=True)
+    (land / "_own").mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    (land / "events.parquet").write_bytes(b"PAR1 this is not parquet")
+    (land / "assignments.csv").write_bytes(b"")
+    (land / "responses.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(response("r1", "p1")).encode() + b"\n")
+    write_jsonl(land / "events" / "2026-01-03.jsonl", [event("e1", "p1"), event("e2", "p1", value=1e999)])
+    write_jsonl(land / "_own" / "events.jsonl", [event("e3", "p1")])  # underscore folders are not data
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.stored["responses"] == 1  # a byte-order mark is not part of the record
+    assert rec.stored["events"] == 1 and rec.stored["consents"] == 1
+    assert rec.quarantined["unreadable_file"] >= 1
+    assert rec.read == sum(rec.stored.values()) + sum(rec.quarantined.values())
+    names = {f.name for f in rec.files}
+    assert "events/2026-01-03.jsonl" in names and "_own/events.jsonl" not in names
