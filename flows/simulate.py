@@ -425,24 +425,22 @@ def _inject(rng, files, fraction, pid, offset, has_telemetry, withdraw, withdraw
     bad["out_of_range"] = [variant(i, items={**good["items"], next(iter(good["items"])): 9}) for i in range(k)]
     bad["unknown_item"] = [variant(i, items={**good["items"], "XYZ_9": 1}) for i in range(k)]
     bad["duplicate"] = [resp[int(j)] for j in rng.integers(0, len(resp), k)]
-    no_tel = np.flatnonzero(~has_telemetry)
-    tel_w = np.flatnonzero(withdraw & has_telemetry)
     extra_events: list[str] = []
     counts = {r: len(v) for r, v in bad.items()}
-    if len(no_tel):
+
+    def late_events(reason: str, who: np.ndarray, after: np.ndarray, tag: str) -> None:
+        """k message events, each a day after ``after`` for a participant of ``who``: expected as ``reason``."""
+        if not len(who):
+            return
         for i in range(k):
-            j = int(no_tel[i % len(no_tel)])
-            extra_events.append(json.dumps({"event_id": f"bad-nc-{i}", "participant_id": str(pid[j]), "study_id": STUDY_ID,
-                                            "ts": str(_iso(assigned[j:j + 1] + np.timedelta64(86400, "s"), offset[j:j + 1])[0]),
-                                            "session_id": "s-x", "type": "message"}))
-        counts["no_consent"] = k
-    if len(tel_w):
-        for i in range(k):
-            j = int(tel_w[i % len(tel_w)])
-            extra_events.append(json.dumps({"event_id": f"bad-wd-{i}", "participant_id": str(pid[j]), "study_id": STUDY_ID,
-                                            "ts": str(_iso(withdrawn_at[j:j + 1] + np.timedelta64(86400, "s"), offset[j:j + 1])[0]),
-                                            "session_id": "s-x", "type": "message"}))
-        counts["withdrawn"] = k
+            j = int(who[i % len(who)])
+            ts = _iso(after[j:j + 1] + np.timedelta64(86400, "s"), offset[j:j + 1])[0]
+            extra_events.append(json.dumps({"event_id": f"bad-{tag}-{i}", "participant_id": str(pid[j]),
+                                            "study_id": STUDY_ID, "ts": str(ts), "session_id": "s-x", "type": "message"}))
+        counts[reason] = k
+
+    late_events("no_consent", np.flatnonzero(~has_telemetry), assigned, "nc")  # no telemetry scope
+    late_events("withdrawn", np.flatnonzero(withdraw & has_telemetry), withdrawn_at, "wd")  # after withdrawal
     files["events-late.jsonl"] = extra_events
     all_bad = [line for lines in bad.values() for line in lines]
     positions = np.sort(rng.integers(0, len(resp) + 1, len(all_bad)))
