@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback. Areas add their commands through
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -74,6 +75,10 @@ def _register_areas() -> None:
 
 
 def main() -> None:
+    # BLAS threads inside every gradient evaluation slow NUTS several-fold on 2 cores (research/stack.md);
+    # set before numpy loads, which the area modules' commands do lazily.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     _register_areas()
     app(prog_name="flourish")
 
