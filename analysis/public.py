@@ -90,10 +90,10 @@ class PublicResult:
 _CACHE: dict[tuple, Any] = {}
 
 
-# t = (x, y, x^2, y^2, xy) written as products z~_i z~_j of z~ = (1, x, y), so one Isserlis formula
-# (the constant component has zero covariance) gives every mean and covariance, vectorised.
-_I = np.array([0, 0, 1, 2, 1])
-_J = np.array([1, 2, 1, 2, 2])
+# t = (x, y, x^2, y^2, xy) as products z~_i z~_j of z~ = (1, x, y): one Isserlis formula (the constant
+# component has zero covariance) gives every mean and covariance. Written entry by entry over cell
+# vectors: only elementwise operations (a gather/batched-matmul version hit a numba gradient shape error).
+_ITEMS = ((0, 1), (0, 2), (1, 1), (2, 2), (1, 2))
 
 
 def _t_moments(mx, vx, alpha, b, s2):
@@ -101,20 +101,42 @@ def _t_moments(mx, vx, alpha, b, s2):
     import pytensor.tensor as pt
 
     zero, one = pt.zeros_like(mx), pt.ones_like(mx)
-    m = pt.stack([one, mx, alpha + b * mx], axis=-1)  # (C, 3)
+    m = [one, mx, alpha + b * mx]
     s_xy = b * vx
-    S = pt.stack([
-        pt.stack([zero, zero, zero], axis=-1),
-        pt.stack([zero, vx, s_xy], axis=-1),
-        pt.stack([zero, s_xy, b * b * vx + s2], axis=-1),
-    ], axis=-2)  # (C, 3, 3)
-    mu = S[:, _I, _J] + m[:, _I] * m[:, _J]
-    i, j = _I[:, None], _J[:, None]
-    k, l = _I[None, :], _J[None, :]
-    mi, mj, mk, ml = m[:, i], m[:, j], m[:, k], m[:, l]
-    sig = (S[:, i, k] * S[:, j, l] + S[:, i, l] * S[:, j, k] + mi * mk * S[:, j, l] + mi * ml * S[:, j, k]
-           + mj * mk * S[:, i, l] + mj * ml * S[:, i, k])
+    S = [[zero, zero, zero], [zero, vx, s_xy], [zero, s_xy, b * b * vx + s2]]
+    mu = pt.stack([S[i][j] + m[i] * m[j] for i, j in _ITEMS], axis=-1)
+
+    def cov(i, j, k, l):
+        return (S[i][k] * S[j][l] + S[i][l] * S[j][k] + m[i] * m[k] * S[j][l] + m[i] * m[l] * S[j][k]
+                + m[j] * m[k] * S[i][l] + m[j] * m[l] * S[i][k])
+
+    sig = pt.stack([pt.stack([cov(i, j, k, l) for k, l in _ITEMS], axis=-1) for i, j in _ITEMS], axis=-2)
     return mu, sig
+
+
+def _mvn_logp_batched(resid, cov):
+    """Sum over cells of the Gaussian log-density of ``resid`` (C, k) with covariance ``cov`` (C, k, k).
+
+    The Cholesky factor and the forward substitution are unrolled over the k = 5 statistics and
+    vectorised over cells: only elementwise operations, which compile quickly and whose gradients the
+    numba backend handles (the batched ``MvNormal`` gradient raised a shape error there)."""
+    import pytensor.tensor as pt
+
+    k = 5
+    chol: dict[tuple[int, int], Any] = {}
+    for j in range(k):
+        diag = cov[:, j, j] - sum((chol[(j, q)] ** 2 for q in range(j)), pt.zeros_like(cov[:, 0, 0]))
+        chol[(j, j)] = pt.sqrt(diag)
+        for i in range(j + 1, k):
+            off = cov[:, i, j] - sum((chol[(i, q)] * chol[(j, q)] for q in range(j)), pt.zeros_like(cov[:, 0, 0]))
+            chol[(i, j)] = off / chol[(j, j)]
+    z = []
+    for i in range(k):
+        acc = resid[:, i] - sum((chol[(i, q)] * z[q] for q in range(i)), pt.zeros_like(resid[:, 0]))
+        z.append(acc / chol[(i, i)])
+    logdet = 2.0 * sum(pt.log(chol[(j, j)]) for j in range(k))
+    quad = sum(zi**2 for zi in z)
+    return pt.sum(-0.5 * (k * np.log(2 * np.pi) + logdet + quad))
 
 
 def _build(n_arms: int, n_waves: int, data: Mapping[str, np.ndarray]):
@@ -124,21 +146,23 @@ def _build(n_arms: int, n_waves: int, data: Mapping[str, np.ndarray]):
     with pm.Model() as model:
         d = {k: pm.Data(k, v) for k, v in data.items()}
         alpha_c = pm.Normal("alpha_control", 0.0, d["intercept_sd"], shape=n_waves)
-        effect = pm.Normal("effect_std", 0.0, d["effect_sd"], shape=(n_arms - 1, n_waves))
+        # free variables are kept 1-D (a 2-D free variable's gradient hit a shape error in the numba backend)
+        effect = pm.Normal("effect_std", 0.0, d["effect_sd"], shape=(n_arms - 1) * n_waves).reshape((n_arms - 1, n_waves))
         alpha = pt.concatenate([alpha_c[None, :], alpha_c[None, :] + effect], axis=0)  # (A, W)
         b = pm.Normal("slope", 0.0, d["coefficient_sd"], shape=n_waves)
         sigma = pm.HalfNormal("sigma", 2.0 * d["sigma_scale"], shape=n_waves)
-        mx = pm.Normal("mx", 0.0, d["intercept_sd"], shape=(n_arms, n_waves))
-        sx = pm.HalfNormal("sx", 2.0 * d["sigma_scale"], shape=(n_arms, n_waves))
-        bb = pt.broadcast_to(b[None, :], (n_arms, n_waves)).reshape((-1,))
-        s2 = pt.broadcast_to((sigma**2)[None, :], (n_arms, n_waves)).reshape((-1,))
-        mu_t, sig_t = _t_moments(mx.reshape((-1,)), (sx**2).reshape((-1,)), alpha.reshape((-1,)), bb, s2)
+        mx = pm.Normal("mx", 0.0, d["intercept_sd"], shape=n_arms * n_waves)
+        sx = pm.HalfNormal("sx", 2.0 * d["sigma_scale"], shape=n_arms * n_waves)
+        widx = np.tile(np.arange(n_waves), n_arms)  # cell (arm-major) -> wave
+        bb = b[widx]
+        s2 = (sigma**2)[widx]
+        mu_t, sig_t = _t_moments(mx, sx**2, alpha.reshape((-1,)), bb, s2)
         n = d["n"][:, None]
         mean = n * mu_t
         cov = (d["n"][:, None, None] * sig_t
                + d["noise_var"]  # (C,5,5): noise covariance of the rescaled sums
                + (d["sd_n"] ** 2)[:, None, None] * mu_t[:, :, None] * mu_t[:, None, :])
-        pm.MvNormal("released", mu=mean, cov=cov, observed=d["sums"])
+        pm.Potential("released", _mvn_logp_batched(d["sums"] - mean, cov))
     return model
 
 
