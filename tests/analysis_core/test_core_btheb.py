@@ -92,3 +92,16 @@ def test_bayesian_model_agrees_with_the_published_fit(btheb_long, tmp_path):
             fit_ancova(btheb_long, PLAN, control="TAU", final_wave="bdi.8m")]
     table = compare(result, *freq)
     assert table and not any(r.flagged for r in table)
+
+
+def test_a_fit_that_fails_its_diagnostics_is_never_confirmatory(btheb_long):
+    """Same compiled model (cached), a gate no sampler can pass: the result says why and refuses."""
+    from analysis.errors import DiagnosticsFailed
+
+    strict = PLAN.model_copy(update={"ess_bulk_min": 1e9})
+    result = fit_longitudinal(btheb_long, strict, control="TAU", waves=BTHEB_MONTHS, direction="lower_is_better")
+    assert not result.diagnostics.passed and not result.confirmatory
+    assert any("bulk ESS" in r for r in result.diagnostics.reasons)
+    assert result.summary_frame()["diagnostics_passed"].eq(False).all()
+    with pytest.raises(DiagnosticsFailed, match="bulk ESS"):
+        result.require_passed()

@@ -1,0 +1,88 @@
+"""The warehouse path (scores joined to assignments, in DuckDB) gives the same sufficient statistics as
+the frame path and as numpy on the raw rows; inputs that do not fit the plan are refused clearly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.errors import AnalysisInputError
+from analysis.longitudinal import crossproducts_from_frame, design_spec_from_frame, fit_longitudinal
+from flows.suffstats import coverage, design_spec, longitudinal_stats, paired_moments, paired_moments_from_frame
+from flows.warehouse import open_warehouse
+from schemas.protocol import AnalysisPlan, StudyProtocol
+from schemas.suffstats import PairedMoments
+
+PROTOCOL = StudyProtocol.model_validate({
+    "study_id": "s1",
+    "title": "warehouse path",
+    "arms": [{"name": "control", "control": True}, {"name": "coach"}, {"name": "nudge"}],
+    "waves": [{"name": n, "day": d, "instruments": ["who5"]} for n, d in [("w0", 0), ("w1", 30), ("w2", 91), ("w3", 182)]],
+    "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "w3"},
+    "privacy": {"epsilon": 1.0},
+    "analysis": {"covariates": ["age"]},
+})
+
+
+def _seed_warehouse(con, rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
+    """Insert assignments and scores; return the long analysis frame the warehouse should yield."""
+    people = pd.DataFrame({
+        "participant": [f"p{i}" for i in range(n)],
+        "arm": rng.choice(["control", "coach", "nudge"], n),
+        "baseline": rng.normal(50, 12, n).round(1),
+        "age": rng.integers(18, 80, n).astype(float),
+    })
+    con.executemany(
+        "INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES (?, 's1', ?, now(), 'b')",
+        people[["participant", "arm"]].values.tolist(),
+    )
+    # someone else's study and an unrelated outcome must not leak in
+    con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES ('p0', 's2', 'nudge', now(), 'b')")
+    rows, long = [], []
+    for p in people.itertuples():
+        rows.append(("s1", p.participant, "w0", "who5.percent", p.baseline))
+        rows.append(("s1", p.participant, "w0", "age", p.age))
+        rows.append(("s2", p.participant, "w1", "who5.percent", 99.0))
+        for w in ("w1", "w2", "w3"):
+            if rng.random() < 0.75:
+                y = round(float(p.baseline + rng.normal(2, 8)), 1)
+                rows.append(("s1", p.participant, w, "who5.percent", y))
+                rows.append(("s1", p.participant, w, "swls.total", 20.0))
+                long.append((p.participant, p.arm, w, y, p.baseline, p.age))
+    con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?, ?, ?, ?, ?)", rows)
+    return pd.DataFrame(long, columns=["participant", "arm", "wave", "outcome", "baseline", "age"])
+
+
+def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
+    rng = np.random.default_rng(11)
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        frame = _seed_warehouse(con, rng)
+        stats = longitudinal_stats(con, PROTOCOL)
+        cells = paired_moments(con, PROTOCOL)
+        cov = coverage(con, PROTOCOL)
+    spec = design_spec(PROTOCOL, ["age"])
+    assert spec.months == tuple(d / 30.4375 for d in (30, 91, 182))
+    from_frame = crossproducts_from_frame(frame, spec)
+    assert stats.cross.allclose(from_frame.cross)
+    assert stats.baseline.n == frame["participant"].nunique()
+    assert stats.cross.n_obs == len(frame)
+    assert int(cov["without_baseline"].sum()) == 0
+    for (arm, wave), pm_ in cells.items():
+        sub = frame[(frame["arm"] == arm) & (frame["wave"] == wave)]
+        ref = PairedMoments.from_arrays(sub["baseline"], sub["outcome"])
+        assert pm_.n == ref.n
+        assert np.allclose([pm_.sum_x, pm_.sum_y, pm_.sum_xx, pm_.sum_yy, pm_.sum_xy],
+                           [ref.sum_x, ref.sum_y, ref.sum_xx, ref.sum_yy, ref.sum_xy])
+    assert paired_moments_from_frame(frame).keys() == cells.keys()
+
+
+def test_inputs_that_do_not_fit_the_plan_are_refused():
+    frame = pd.DataFrame({"participant": ["a", "b"], "arm": ["control", "coach"], "wave": ["w1", "w1"],
+                          "outcome": [1.0, 2.0], "baseline": [1.0, 1.0]})
+    with pytest.raises(AnalysisInputError, match="covariate 'age'"):
+        design_spec_from_frame(frame, control="control", waves={"w1": 1.0}, covariates=["age"])
+    with pytest.raises(AnalysisInputError, match="control arm 'placebo'"):
+        design_spec_from_frame(frame, control="placebo", waves={"w1": 1.0})
+    with pytest.raises(AnalysisInputError, match="random slopes"):
+        fit_longitudinal(frame, AnalysisPlan(random_slopes=True), control="control", waves={"w1": 1.0})
+    with pytest.raises(AnalysisInputError, match="control arm"):
+        fit_longitudinal(frame, AnalysisPlan(), waves={"w1": 1.0})
