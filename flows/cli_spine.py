@@ -128,8 +128,11 @@ def demo(
     participants: int = typer.Option(3000, "--participants", min=6),
     seed: int = typer.Option(2026, "--seed"),
     bad_rows: float = typer.Option(0.01, "--bad-rows", min=0.0, max=0.49),
+    analyze: bool = typer.Option(True, "--analyze/--no-analyze",
+                                 help="Also preregister and run the analysis plan, and make the DP releases."),
 ) -> None:
-    """Simulate a study with some bad rows, ingest and score it, and show what landed and what was quarantined."""
+    """Simulate a study with some bad rows, ingest and score it, analyze it and release it with differential
+    privacy; show the long-run effects, the budget, and what landed and what was quarantined."""
     import shutil
 
     from flows.pipeline import demo_flow, orchestrator, run
@@ -141,7 +144,8 @@ def demo(
     create_key_file(out_dir / "keys" / "pseudonym.key")  # outside the warehouse folder
     started = time.perf_counter()
     err.print(f"demo: {participants:,} participants, {bad_rows:.1%} bad rows, {orchestrator()} orchestration")
-    result = run(demo_flow, str(out_dir), participants, seed, bad_rows, _progress_printer(False))
+    result = run(demo_flow, str(out_dir), participants, seed, bad_rows, _progress_printer(False), analyze)
+    _print_analysis(result, out_dir)
     rec = result["reconciliation"]
     _print_reconciliation(rec)
     injected = result["simulation"]["injected"]
@@ -153,3 +157,26 @@ def demo(
     out.print(f"scored: {result['scored']}")
     out.print(f"warehouse: {result['warehouse']}  (key: {result['key_file']})  "
               f"total {time.perf_counter() - started:.0f} s")
+
+
+def _print_analysis(result: dict, out_dir: Path) -> None:
+    if "analysis" not in result:
+        return
+    analysis = result["analysis"]
+    truth = json.loads((out_dir / "study" / "truth.json").read_text(encoding="utf-8"))
+    if "refused" in analysis:
+        out.print(f"analysis refused: {analysis['refused']}")
+    else:
+        table = Table(title=f"long-run effect vs control (locked plan {analysis['plan_hash'][:12]})")
+        for col in ("outcome", "arm", "estimate", "95% interval", "P(benefit)", "simulated truth"):
+            table.add_column(col, justify="right" if col != "outcome" else "left")
+        for r in analysis["long_run"]:
+            true = truth["arms"].get(r["arm"], {}).get("long_run", {}).get(r["outcome"])
+            table.add_row(r["outcome"], r["arm"], f"{r['estimate']:.2f}", f"[{r['lower']:.2f}, {r['upper']:.2f}]",
+                          f"{r['p_benefit']:.3f}" if r.get("p_benefit") is not None else "",
+                          f"{true:.2f}" if true is not None else "")
+        out.print(table)
+    budget = result["release"]["budget"]
+    for study, b in budget.items():
+        out.print(f"DP release {result['release']['release']}: {study} spent epsilon {b.epsilon_spent:.3f} "
+                  f"of {b.epsilon_total:.3f} in {b.releases} release(s)")

@@ -76,8 +76,9 @@ def score_study_task(warehouse: str, study_id: str) -> dict[str, int]:
 
 @flow(name="flourish-demo", persist_result=False)
 def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
-              progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Simulate a study, ingest it, score it: the pipeline a newcomer sees first."""
+              progress: Callable[[str, int], None] | None = None, analyze: bool = True) -> dict[str, Any]:
+    """Simulate a study, ingest it, score it, analyze the primary outcome, release it with DP: the pipeline a
+    newcomer sees first."""
     from flows.simulate import simulate
 
     out_dir = Path(out)
@@ -85,7 +86,48 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
     key_file = str(out_dir / "keys" / "pseudonym.key")
     warehouse = str(out_dir / "warehouse" / "flourish.duckdb")
     inline = orchestrator() == "inline"
-    call = (lambda t, *a: t.fn(*a)) if inline else (lambda t, *a: t(*a))
-    rec = call(ingest_landing, sim["landing"], str(out_dir / "study" / "study.yaml"), warehouse, key_file, progress)
+    call = (lambda t, *a: t.fn(*a)) if inline else (lambda t, *a: t(*a))  # noqa: E731
+    study = str(out_dir / "study" / "study.yaml")
+    rec = call(ingest_landing, sim["landing"], study, warehouse, key_file, progress)
     scored = call(score_study_task, warehouse, "flourish-sim")
-    return {"simulation": sim, "reconciliation": rec, "scored": scored, "warehouse": warehouse, "key_file": key_file}
+    result = {"simulation": sim, "reconciliation": rec, "scored": scored, "warehouse": warehouse, "key_file": key_file}
+    if analyze:
+        result["analysis"] = call(analyze_primary_task, study, warehouse)
+        result["release"] = call(release_task, study, warehouse)
+    return result
+
+
+@task(name="preregister-and-analyze-primary", persist_result=False, cache_policy=None)
+def analyze_primary_task(study: str, warehouse: str) -> dict[str, Any]:
+    """Lock the plan and run it (trusted tier); the primary outcome's long-run rows, or the refusal."""
+    from dataclasses import replace
+
+    from flows.analysis_flows import plan_lock, preregister, run_analysis
+    from flows.errors import FlourishError
+    from flows.warehouse import connect
+
+    protocol = load_protocol(study)
+    con = connect(warehouse)
+    try:
+        if not plan_lock(con, protocol).locked:
+            preregister(con, protocol)
+        try:  # the whole locked plan (analysing a subset would change the plan's hash)
+            run = run_analysis(con, protocol, tier="trusted", exploratory=False, store=True)
+        except FlourishError as exc:  # a refusal (e.g. diagnostics) is a result the demo shows, not a crash
+            return {"refused": " ".join(str(exc).split())}
+        rows = [r for r in run.summary.to_records()
+                if r.get("wave") == "long_run" and r.get("outcome") == protocol.primary_outcome.name]
+        return {"long_run": rows, "plan_hash": run.lock.plan_hash}
+    finally:
+        con.close()
+
+
+@task(name="dp-release", persist_result=False, cache_policy=None)
+def release_task(study: str, warehouse: str) -> dict[str, Any]:
+    """The protocol's standard differentially private releases; what the budget ledger then says."""
+    from flows.cli_privacy import instrument_bounds
+    from flows.privacy_flows import budget, release_protocol
+
+    protocol = load_protocol(study)
+    release = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol))
+    return {"release": str(getattr(release, "release_id", release)), "budget": budget(warehouse)}
