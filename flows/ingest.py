@@ -331,12 +331,14 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
     UPDATE {table} SET reason = bad.reason, message = bad.message
     FROM (
         SELECT line,
-               CASE WHEN bool_or(b.item_code IS NULL) THEN 'unknown_item'
+               CASE WHEN count(*) > count(DISTINCT i.item_code) THEN 'schema_violation'
+                    WHEN bool_or(b.item_code IS NULL) THEN 'unknown_item'
                     WHEN bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
                          ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
                          THEN 'schema_violation'
                     ELSE 'out_of_range' END AS reason,
-               CASE WHEN bool_or(b.item_code IS NULL)
+               CASE WHEN count(*) > count(DISTINCT i.item_code) THEN 'an item code is repeated in items'
+                    WHEN bool_or(b.item_code IS NULL)
                     THEN 'unknown item code(s) ' || string_agg(CASE WHEN b.item_code IS NULL THEN i.item_code END, ', ')
                          || ' for ' || first(i.instrument)
                     WHEN bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
@@ -351,7 +353,8 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
         LEFT JOIN item_bounds b
           ON b.instrument = i.instrument AND b.version = i.instrument_version AND b.item_code = i.item_code
         GROUP BY line
-        HAVING bool_or(b.item_code IS NULL)
+        HAVING count(*) > count(DISTINCT i.item_code)
+            OR bool_or(b.item_code IS NULL)
             OR bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
                        ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
             OR bool_or(i.jt IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR')
@@ -549,7 +552,11 @@ def ingest_batch(
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{memory_limit or os.environ.get('FLOURISH_DUCKDB_MEMORY_LIMIT', '2GB')}'")
         con.execute("SET preserve_insertion_order = false")
-        done = {r[0] for r in con.execute("SELECT DISTINCT sha256 FROM batch_files").fetchall()}
+        # a file counts as ingested for the study it was ingested under (the same file offered to another
+        # study's protocol is that study's input, and is read again)
+        done = {r[0] for r in con.execute(
+            "SELECT DISTINCT f.sha256 FROM batch_files f JOIN batches b USING (batch_id) WHERE b.study_id = ?",
+            [protocol.study_id]).fetchall()}
         todo = [(f, h) for f, h in hashed if h not in done]
         batch_id = _batch_id(protocol.study_id, [(f.name, h) for f, h in todo])
         results = [

@@ -30,9 +30,16 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
     """Score every response of ``study_id``; return ``{"responses": n_items_read, "scores": n, "safety_flags": n}``."""
     con = connect(warehouse_path)
     try:
+        # A participant may resubmit an instrument within a wave: the latest submission counts
+        # (the same rule the DP releases use for their one-response-per-wave bound).
         items = con.execute(
-            "SELECT participant, wave, instrument, instrument_version, item_code, value "
-            "FROM response_items WHERE study_id = ?", [study_id],
+            """SELECT ri.participant, ri.wave, ri.instrument, ri.instrument_version, ri.item_code, ri.value
+               FROM response_items ri
+               JOIN (SELECT response_id FROM responses WHERE study_id = $study
+                     QUALIFY row_number() OVER (PARTITION BY participant, wave, instrument
+                                                ORDER BY submitted_at DESC, response_id DESC) = 1) latest
+                 USING (response_id)
+               WHERE ri.study_id = $study""", {"study": study_id},
         ).df()
         scores, safety = instruments.score_study(items)
         scores = scores.assign(study_id=study_id)
@@ -71,9 +78,16 @@ def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
     """Alpha and omega per instrument score x wave x arm into ``psychometrics`` (study's rows replaced)."""
     con = connect(warehouse_path)
     try:
+        # A participant may resubmit an instrument within a wave: the latest submission counts
+        # (the same rule the DP releases use for their one-response-per-wave bound).
         items = con.execute(
-            "SELECT participant, wave, instrument, instrument_version, item_code, value "
-            "FROM response_items WHERE study_id = ?", [study_id],
+            """SELECT ri.participant, ri.wave, ri.instrument, ri.instrument_version, ri.item_code, ri.value
+               FROM response_items ri
+               JOIN (SELECT response_id FROM responses WHERE study_id = $study
+                     QUALIFY row_number() OVER (PARTITION BY participant, wave, instrument
+                                                ORDER BY submitted_at DESC, response_id DESC) = 1) latest
+                 USING (response_id)
+               WHERE ri.study_id = $study""", {"study": study_id},
         ).df()
         assignments = con.execute(
             "SELECT participant, arm FROM assignments WHERE study_id = ?", [study_id]

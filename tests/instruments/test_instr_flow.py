@@ -8,7 +8,15 @@ from flows.warehouse import connect
 
 
 def _rows(study, participant, instrument, codes, values, wave="baseline"):
-    return [(f"r-{participant}", participant, study, instrument, "1", wave, c, v) for c, v in zip(codes, values)]
+    rid = f"r-{participant}-{instrument}-{wave}"
+    return [(rid, participant, study, instrument, "1", wave, c, v) for c, v in zip(codes, values)]
+
+
+def _responses(con, rows):
+    """The response headers the ingest writes beside the items (the scorer picks the latest per wave)."""
+    heads = sorted({r[:6] for r in rows})
+    con.executemany("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, TIMESTAMPTZ '2026-01-02 00:00:00+00', 0, 'b')",
+                    [list(h) for h in heads])
 
 
 def test_score_responses_replaces_only_flourish_rows(tmp_path):
@@ -19,6 +27,7 @@ def test_score_responses_replaces_only_flourish_rows(tmp_path):
             + _rows("s1", "p2", "who5", [f"WHO5_{i}" for i in range(1, 6)], [5, 5, 5, 5, None])
             + _rows("s2", "q1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [1, 1, 1, 1, 1]))
     con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    _responses(con, rows)
     con.close()
 
     first = score_responses.fn(path, "s1")
@@ -51,8 +60,9 @@ def test_score_responses_on_the_migrated_warehouse(tmp_path):
 
     path = tmp_path / "w.duckdb"
     with open_warehouse(path) as con:
-        con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        _rows("s1", "p1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [3, 3, 3, 2, 2]))
+        rows = _rows("s1", "p1", "who5", [f"WHO5_{i}" for i in range(1, 6)], [3, 3, 3, 2, 2])
+        con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        _responses(con, rows)
     assert score_responses.fn(path, "s1") == {"responses": 5, "scores": 2, "safety_flags": 0}
     with open_warehouse(path) as con:
         got = con.execute("SELECT outcome, value, scored_at IS NOT NULL FROM scores ORDER BY outcome").fetchall()
@@ -74,6 +84,7 @@ def test_compute_psychometrics_writes_per_wave_and_arm(tmp_path):
             rows += _rows("s1", f"p{p}", "swls", [f"SWLS_{i}" for i in range(1, 6)],
                           [int(np.clip(round(4 + trait + rng.normal()), 1, 7)) for _ in range(5)])
         con.executemany("INSERT INTO response_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        _responses(con, rows)
         con.executemany("INSERT INTO assignments VALUES (?, 's1', ?, now(), NULL, 'b1')",
                         [(f"p{p}", "t" if p % 2 else "c") for p in range(40)])
     assert compute_psychometrics.fn(path, "s1") == 3  # baseline x (all, c, t)

@@ -177,3 +177,42 @@ def test_hostile_files_never_crash_the_batch(tmp_path, protocol):
     assert rec.read == sum(rec.stored.values()) + sum(rec.quarantined.values())
     names = {f.name for f in rec.files}
     assert "events/2026-01-03.jsonl" in names and "_own/events.jsonl" not in names
+
+
+def test_repeated_item_code_is_a_schema_violation(tmp_path, protocol):
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    line = json.dumps(response("r1", "p1", items={"WHO5_1": 1})).replace('"WHO5_1": 1', '"WHO5_1": 1, "WHO5_1": 5')
+    write_jsonl(land / "responses.jsonl", [line])
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.quarantined == {"schema_violation": 1}
+
+
+def test_resubmission_in_a_wave_is_stored_and_the_latest_is_scored(tmp_path, protocol):
+    from flows.scoring import score_responses
+
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    write_jsonl(land / "responses.jsonl", [
+        response("r1", "p1", items={f"WHO5_{i}": 1 for i in range(1, 6)}, submitted_at="2026-01-02T09:00:00Z"),
+        response("r2", "p1", items={f"WHO5_{i}": 4 for i in range(1, 6)}, submitted_at="2026-01-03T09:00:00Z"),
+    ])
+    wh = tmp_path / "w.duckdb"
+    assert ingest_batch(land, protocol, wh, KEY).stored["responses"] == 2
+    score_responses.fn(wh, "s1")
+    con = duckdb.connect(str(wh), read_only=True)
+    value = con.execute("SELECT value FROM scores WHERE outcome = 'who5.raw'").fetchall()
+    assert value == [(20.0,)]  # the later submission (5 x 4), not the earlier one
+
+
+def test_a_file_ingested_for_one_study_is_read_again_for_another(tmp_path, protocol):
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    wh = tmp_path / "w.duckdb"
+    other = protocol.model_copy(update={"study_id": "s2"})
+    assert ingest_batch(land, protocol, wh, KEY).read == 1
+    assert ingest_batch(land, protocol, wh, KEY).read == 0
+    assert ingest_batch(land, other, wh, KEY).read == 1
