@@ -558,7 +558,8 @@ def _compiled_model(spec: DesignSpec, plan: AnalysisPlan, data: dict[str, np.nda
         hit = _Compiled(nutpie.compile_pymc_model(model), tuple(data))
         _COMPILE_CACHE[key] = hit
         return hit.compiled
-    return hit.compiled.with_data(**data)
+    # data the plan does not use (e.g. months for a per-wave model) were pruned from the compiled graph
+    return hit.compiled.with_data(**{k: v for k, v in data.items() if k in hit.compiled.shared_data})
 
 
 def _check_threads() -> None:

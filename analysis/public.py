@@ -224,7 +224,7 @@ def fit_public(
         _CACHE[key] = nutpie.compile_pymc_model(_build(len(arms), len(waves), data))
         compiled = _CACHE[key]
     else:
-        compiled = _CACHE[key].with_data(**data)
+        compiled = _CACHE[key].with_data(**{k: v for k, v in data.items() if k in _CACHE[key].shared_data})
     t0 = time.perf_counter()
     n_chains = chains or plan.chains
     idata = nutpie.sample(compiled, draws=draws or plan.draws, tune=tune or plan.tune, chains=n_chains,

@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 
+    t_process = time.perf_counter()
     t_import = time.perf_counter()
     import nutpie  # noqa: F401
     import pymc  # noqa: F401
@@ -215,7 +216,8 @@ def main() -> None:
         r = naive(warehouse(10_000), proto, args.naive_draws)
         print(f"[   10,000 participants] nutpie on the naive latent-intercept model: compile {r['compile_s']:.1f} s, "
               f"sampling 4x{r['draws']} {r['sampling_s']:.1f} s", flush=True)
-    print(f"peak resident memory of this process: {peak_rss_gib():.2f} GiB", flush=True)
+    print(f"peak resident memory of this process: {peak_rss_gib():.2f} GiB; process wall time "
+          f"{time.perf_counter() - t_process:.1f} s (includes writing the warehouse files)", flush=True)
 
 
 if __name__ == "__main__":
