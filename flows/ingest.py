@@ -364,16 +364,22 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """)
 
 
+# Record keys. Rows reaching de-duplication have passed the study check, so within a study the
+# event and response ids alone are the key (stored rows are filtered to the study).
 DEDUP_KEY = {
-    "events": ("study_id", "event_id"),
-    "responses": ("study_id", "response_id"),
+    "events": ("event_id",),
+    "responses": ("response_id",),
     "assignments": ("participant", "study_id"),
     "scores": ("participant", "study_id", "wave", "outcome"),
     "consents": ("record_hash",),
 }
 
 
-def _gate_and_dedup_sql(kind: str, source: str) -> str:
+# The most selective column of each record key, used to find stored rows a chunk may repeat.
+PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "scores": "participant", "consents": "record_hash"}
+
+
+def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
     """Materialize ``stage`` from ``source`` with the consent gate and de-duplication in ONE query.
 
     Gate: an erasure tombstone, or a record at/after a withdrawal -> withdrawn; no consent with the
@@ -397,12 +403,22 @@ def _gate_and_dedup_sql(kind: str, source: str) -> str:
     key = DEDUP_KEY[kind]
     # one text key, so "already stored" is an uncorrelated IN (a hash mark join), not a per-row subquery
     text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
-    existing_filter = "WHERE source = 'external'" if kind == "scores" else ""
+    existing_filter = {"scores": f"WHERE source = 'external' AND study_id = {_q(study_id)}",
+                       "events": f"WHERE study_id = {_q(study_id)}",
+                       "responses": f"WHERE study_id = {_q(study_id)}"}.get(kind, "")
     label = "/".join(key)
+    probe = PROBE_COLUMN.get(kind)
     if kind == "assignments":  # assignments: handled by _assignment_conflicts (arm-aware)
         dup_existing, dup_batch = "false", "false"
+        existing_cte = "ex AS (SELECT NULL::VARCHAR AS k WHERE false)"
     else:
-        dup_existing = f"{text_key} IN (SELECT {text_key} FROM {kind} {existing_filter})"
+        # Stored keys that this chunk repeats: a semi-join whose hash table is built on the chunk's keys and
+        # probed by one column scan of the stored table, rather than hashing the whole stored table per chunk.
+        where = f"WHERE {probe} IN (SELECT {probe} FROM g WHERE gate_reason IS NULL)"
+        if existing_filter:
+            where += " AND " + existing_filter.removeprefix("WHERE ")
+        existing_cte = f"ex AS (SELECT DISTINCT {text_key} AS k FROM {kind} {where})"
+        dup_existing = "ex.k IS NOT NULL"
         dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line"
     return f"""
     CREATE OR REPLACE TEMP TABLE stage AS
@@ -423,12 +439,12 @@ def _gate_and_dedup_sql(kind: str, source: str) -> str:
     ), rk AS (
         SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
         GROUP BY ALL HAVING count(*) > 1
-    ), d AS (
+    ), {existing_cte}, d AS (
         SELECT g.*,
                CASE WHEN gate_reason IS NOT NULL THEN NULL
                     WHEN {dup_existing} THEN 'existing'
                     WHEN {dup_batch} THEN 'batch' END AS dup
-        FROM g LEFT JOIN rk ON rk.k = {text_key}
+        FROM g LEFT JOIN rk ON rk.k = {text_key} LEFT JOIN ex ON ex.k = {text_key}
     )
     SELECT * EXCLUDE (reason, message, gate_reason, dup),
            coalesce(gate_reason, CASE WHEN dup IS NOT NULL THEN 'duplicate' END) AS reason,
@@ -719,7 +735,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
             con.execute("""UPDATE pre_stage SET record_hash = sha256(concat_ws('|', participant, consent_version,
                            array_to_string(list_sort(scopes), ','), granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))
                            WHERE reason IS NULL""")
-    con.execute(_gate_and_dedup_sql(kind, source))
+    con.execute(_gate_and_dedup_sql(kind, source, protocol.study_id))
     con.unregister("staged")
     _mixed_scope_gate(con, kind)
     del staged, pid, pseudonyms
