@@ -659,7 +659,7 @@ def analyze_flow():
     @task(name="run-preregistered-analysis", persist_result=False, cache_policy=None)
     def run_task(warehouse_path: str, study_path: str, tier: str, exploratory: bool) -> list[dict]:
         from flows.warehouse import open_warehouse
-        from schemas.protocol import load_protocol
+        from flows.study import load_study as load_protocol
 
         protocol = load_protocol(study_path)
         with open_warehouse(warehouse_path) as con:

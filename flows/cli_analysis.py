@@ -31,7 +31,7 @@ def preregister(
     hash-chained registry. Analyses run confirmatory only against the locked hash."""
     from flows.analysis_flows import preregister as do_preregister
     from flows.warehouse import open_warehouse
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
     with open_warehouse(warehouse) as con:
@@ -55,7 +55,7 @@ def randomize(
 ) -> None:
     """Stratified permuted-block randomization honouring the protocol's allocation ratios."""
     from flows.analysis_flows import randomize_csv
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
     allocation = randomize_csv(protocol, participants, out, seed=seed, block_multiplier=block_multiplier)
@@ -77,7 +77,7 @@ def srm(
 
     from flows.analysis_flows import baseline_balance, srm_check
     from flows.warehouse import open_warehouse
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
     with open_warehouse(warehouse, read_only=True) as con:
@@ -111,7 +111,7 @@ def analyze(
     outcomes, tipping point, subgroups, CUPED telemetry; store and print the outcome summary."""
     from flows.analysis_flows import run_analysis
     from flows.warehouse import open_warehouse
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     if tier not in ("trusted", "public"):
         raise typer.BadParameter("--tier must be trusted or public")

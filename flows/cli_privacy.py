@@ -161,7 +161,7 @@ def release(
     """Make the protocol's standard DP releases (CONSORT counts, score moments and bands, paired moments,
     telemetry means) with OpenDP; refused before any noise if the budget does not allow it."""
     from flows.privacy_flows import release_protocol
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
     typer.echo(f"releasing {protocol.study_id} ({protocol.privacy.mechanism}, fraction {fraction})...", err=True)

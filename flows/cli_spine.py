@@ -74,7 +74,7 @@ def ingest(
     """Validate, pseudonymize, consent-gate and store a landing batch; every row is stored or quarantined."""
     from flows.pipeline import ingest_flow, orchestrator, run
     from privacy.pseudonym import load_key
-    from schemas.protocol import load_protocol
+    from flows.study import load_study as load_protocol
 
     load_protocol(study)  # fail fast with one sentence
     load_key(key_file)

@@ -557,6 +557,9 @@ def ingest_batch(
     ``progress(file_name, rows_done)`` is called after each chunk. ``_crash_after_rows`` is a
     test hook: the process exits hard (``os._exit``) mid-batch after that many rows.
     """
+    from flows.study import check_study
+
+    check_study(protocol)  # unknown instruments or a licence the intended use breaks: refused before reading
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     landing_dir = Path(landing_dir)

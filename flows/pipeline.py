@@ -27,7 +27,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 from prefect import flow, task  # noqa: E402
 
 from flows.ingest import Reconciliation, ingest_batch  # noqa: E402
-from schemas.protocol import load_protocol  # noqa: E402
+from flows.study import load_study as load_protocol  # noqa: E402
 
 
 def orchestrator() -> str:

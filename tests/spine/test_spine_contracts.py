@@ -216,3 +216,29 @@ def test_a_file_ingested_for_one_study_is_read_again_for_another(tmp_path, proto
     assert ingest_batch(land, protocol, wh, KEY).read == 1
     assert ingest_batch(land, protocol, wh, KEY).read == 0
     assert ingest_batch(land, other, wh, KEY).read == 1
+
+
+@pytest.mark.parametrize("use, instrument, permissions, refused", [
+    ("research", "flourish_index", [], False),
+    ("commercial", "who5", [], False),
+    ("commercial", "flourish_index", [], True),  # CC BY-NC: commercial use needs a permission
+    ("commercial", "flourish_index", [{"instrument": "flourish_index", "reference": "licence 2026-17"}], False),
+    ("research", "wemwbs", [], True),  # not in the library
+])
+def test_protocol_licence_gate_and_unknown_instruments(tmp_path, use, instrument, permissions, refused):
+    from flows.study import load_study
+    from schemas.protocol import ProtocolError, dump_protocol
+
+    protocol = StudyProtocol.model_validate(_protocol_dict(
+        intended_use=use, instrument_permissions=permissions,
+        waves=[{"name": "baseline", "day": 0, "instruments": ["who5", instrument]},
+               {"name": "m1", "day": 30, "instruments": ["who5"]}]))
+    path = tmp_path / "study.yaml"
+    path.write_text(dump_protocol(protocol))
+    if refused:
+        with pytest.raises(ProtocolError, match="refused"):
+            load_study(path)
+        with pytest.raises(ProtocolError):
+            ingest_batch(tmp_path, protocol, tmp_path / "w.duckdb", KEY)
+    else:
+        assert load_study(path) == protocol
