@@ -85,6 +85,8 @@ __all__ = [
     "plan_constraint",
     "constrain",
     "compute_longitudinal_stats",
+    "design_spec_from_frame",
+    "MLFit",
 ]
 
 # ==============================================================================================

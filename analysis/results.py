@@ -140,6 +140,14 @@ class LongitudinalResult:
         rows += [{"kind": "variance", **asdict(v)} for v in self.variance_components]
         return pd.DataFrame(rows)
 
+    def to_netcdf(self, path: str | Path) -> Path:
+        """Write the ArviZ InferenceData (posterior in standardised and outcome units, sample stats)."""
+        if self.idata is None:
+            raise ValueError("this result carries no InferenceData")
+        p = Path(path)
+        self.idata.to_netcdf(str(p))
+        return p
+
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``posterior.nc`` (ArviZ netCDF), ``effects.csv`` and ``parameters.csv``."""
         d = Path(directory)

@@ -99,3 +99,14 @@ def test_public_tier_noise_aware_covers_and_naive_under_covers():
           f"epsilon=0.5 naive: {naive_hits}/{N_STUDIES} cover")
     assert 92 <= 100 * aware_hits / N_STUDIES <= 98
     assert 100 * naive_hits / N_STUDIES < 80
+
+
+@pytest.mark.slow
+def test_public_intervals_widen_as_epsilon_shrinks():
+    rng = np.random.default_rng(5)
+    frame = simulate_study(rng, 2000)
+    widths = []
+    for epsilon in (4.0, 1.0, 0.25):
+        e = fit_public(_public_cells(frame, epsilon, rng), FAST, control="control", waves=["w3"]).effect("feature")
+        widths.append(e.upper - e.lower)
+    assert widths[0] < widths[1] < widths[2], widths
