@@ -111,7 +111,11 @@ def fit_mixedlm(
         raise AnalysisInputError("the frequentist cross-check fits per_wave or constant effects, not saturating")
     rhs = " + ".join([*terms, "baseline", *cov_terms])
     model = smf.mixedlm(f"y ~ {rhs}", f, groups=f["participant"])
-    res = model.fit(reml=False, method=["lbfgs", "bfgs", "powell"])
+    # BFGS first: at 50,000 participants L-BFGS reported convergence at tau^2 = 0 with an infinite
+    # log-likelihood (statsmodels 0.15), where BFGS finds the maximum the cross-product ML fit finds.
+    res = model.fit(reml=False, method=["bfgs", "lbfgs", "powell"])
+    if not np.isfinite(res.llf) or not res.converged:
+        raise RuntimeError(f"statsmodels MixedLM did not converge for {outcome} (log-likelihood {res.llf})")
     params, bse = res.fe_params, res.bse_fe
     z = float(sps.norm.ppf(1 - (1 - plan.interval_level) / 2))
     effects: list[EffectEstimate] = []
