@@ -239,21 +239,6 @@ def longitudinal_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProto
     return longitudinal_stats(con, protocol, outcome=outcome.name)
 
 
-def _fit_with_cache_retry(fit: Callable[..., Any], stats: Any, plan: Any, **kwargs: Any) -> Any:
-    """Call the model fit; if nutpie refuses to swap data into a cached compiled model (``KeyError:
-    Unknown shared variable``, seen with the per-wave trend whose ``months`` data the model prunes),
-    drop analysis.longitudinal's compile cache and fit once more. Remove when the cache is fixed."""
-    try:
-        return fit(stats, plan, **kwargs)
-    except KeyError as exc:
-        if "Unknown shared variable" not in str(exc):
-            raise
-        import analysis.longitudinal as lg
-
-        getattr(lg, "_COMPILE_CACHE", {}).clear()
-        return fit(stats, plan, **kwargs)
-
-
 def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
     """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
     from analysis.missing import statistics_from_moments
@@ -476,7 +461,7 @@ def run_analysis(
         progress(f"fitting the longitudinal model of {o.name}")
         try:
             stats = longitudinal_statistics(con, protocol, o)
-            res = _fit_with_cache_retry(fit, stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
+            res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
                                         rope=o.rope)
             res.require_passed()
         except DiagnosticsFailed as exc:
