@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -79,6 +80,9 @@ def main() -> None:
     # set before numpy loads, which the area modules' commands do lazily.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # PyTensor's C backend warns that it found no BLAS to link; our models are compiled by nutpie with
+    # numba, which does not use it, so the warning only alarms a reader of the demo.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation", category=UserWarning)
     _register_areas()
     app(prog_name="flourish")
 
