@@ -77,9 +77,12 @@ def erase(
     warehouse: WarehouseOpt,
     key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE]).")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why: erasure_request, withdrawn, ...")] = "erasure_request",
+    study_folder: Annotated[Path | None, typer.Option(
+        "--study-folder", help="The study's folder to scrub and byte-scan (landing files, exports, caches); "
+                               "default: the warehouse's folder. It must contain the warehouse.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Erase a participant from every table and every file under the warehouse's folder, leave a tombstone
+    """Erase a participant from every table and every file under the study's folder, leave a tombstone
     so their late data are quarantined, and prove it with a byte scan. Published DP releases are not recalled."""
     from flows.cli import UserError
     from flows.privacy_flows import erase_participant
@@ -87,8 +90,10 @@ def erase(
 
     if not warehouse.exists():
         raise UserError(f"warehouse {warehouse} does not exist")
+    if study_folder is not None and not warehouse.resolve().is_relative_to(study_folder.resolve()):
+        raise UserError(f"--study-folder {study_folder} must contain the warehouse {warehouse}")
     pseudonym = pseudonymize(participant_id, load_key(key_file))
-    r = erase_participant(warehouse, pseudonym, reason, raw_id=participant_id)
+    r = erase_participant(warehouse, pseudonym, reason, raw_id=participant_id, study_folder=study_folder)
     out = {"erasure_id": r.erasure_id, "rows_deleted": r.rows_deleted, "rows_redacted": r.rows_redacted,
            "files_rewritten": list(r.files_rewritten), "files_deleted": list(r.files_deleted),
            "compacted": r.compacted, "residual_files": list(r.residual_files)}

@@ -89,3 +89,34 @@ def test_demo_runs_under_prefect_and_accounts_for_every_bad_row(tmp_path):
     assert "prefect orchestration" in proc.stderr
     assert (tmp_path / "demo" / "keys" / "pseudonym.key").exists()
     assert (tmp_path / "demo" / "warehouse" / "flourish.duckdb").exists()
+
+
+def test_erase_scrubs_the_whole_study_folder_and_reingest_refuses(tmp_path, protocol):
+    """Issue 4's erasure acceptance through the CLI: landing files, quarantine files and the warehouse
+    under the study's folder hold neither the raw id nor the pseudonym afterwards."""
+    from flows.ingest import ingest_batch
+    from privacy.pseudonym import pseudonymize
+
+    study = tmp_path / "study"
+    land = study / "landing"
+    land.mkdir(parents=True)
+    write_jsonl(land / "consents.jsonl", [consent("alice@example.org"), consent("bob@example.org")])
+    write_jsonl(land / "events.jsonl", [event("e1", "alice@example.org"), event("e2", "bob@example.org"),
+                                        '{"participant_id": "alice@example.org", broken'])
+    wh = study / "warehouse" / "w.duckdb"
+    ingest_batch(land, protocol, wh, KEY)
+    key = tmp_path / "k.key"
+    key.write_text(KEY.decode())
+    needles = [b"alice@example.org", pseudonymize("alice@example.org", KEY).encode()]
+    assert any(n in p.read_bytes() for p in study.rglob("*") if p.is_file() for n in needles)
+    proc = _run(["erase", "alice@example.org", "--warehouse", str(wh), "--key-file", str(key),
+                 "--study-folder", str(study)])
+    assert proc.returncode == 0, proc.stderr
+    hits = [str(p) for p in study.rglob("*") if p.is_file() for n in needles if n in p.read_bytes()]
+    assert hits == []
+    assert b"bob@example.org" in (land / "consents.jsonl").read_bytes()  # others untouched
+    late = tmp_path / "late"
+    late.mkdir()
+    write_jsonl(late / "events.jsonl", [event("e9", "alice@example.org")])
+    rec = ingest_batch(late, protocol, wh, KEY)
+    assert rec.quarantined == {"withdrawn": 1}
