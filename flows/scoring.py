@@ -12,17 +12,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 from prefect import task
 
-import duckdb
-
+import instruments
 from flows.warehouse import connect
 
-import instruments
 
 
 
 
+
+def _latest_items(con: duckdb.DuckDBPyConnection, study_id: str):
+    """Item answers of the study's responses. A participant may resubmit an instrument within a wave: the
+    latest submission counts (the same rule the DP releases use for their one-response-per-wave bound)."""
+    return con.execute(
+        """SELECT ri.participant, ri.wave, ri.instrument, ri.instrument_version, ri.item_code, ri.value
+           FROM response_items ri
+           JOIN (SELECT response_id FROM responses WHERE study_id = $study
+                 QUALIFY row_number() OVER (PARTITION BY participant, wave, instrument
+                                            ORDER BY submitted_at DESC, response_id DESC) = 1) latest
+             USING (response_id)
+           WHERE ri.study_id = $study""", {"study": study_id},
+    ).df()
 
 
 @task(name="score-responses", persist_result=False, cache_policy=None)
@@ -30,17 +42,7 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
     """Score every response of ``study_id``; return ``{"responses": n_items_read, "scores": n, "safety_flags": n}``."""
     con = connect(warehouse_path)
     try:
-        # A participant may resubmit an instrument within a wave: the latest submission counts
-        # (the same rule the DP releases use for their one-response-per-wave bound).
-        items = con.execute(
-            """SELECT ri.participant, ri.wave, ri.instrument, ri.instrument_version, ri.item_code, ri.value
-               FROM response_items ri
-               JOIN (SELECT response_id FROM responses WHERE study_id = $study
-                     QUALIFY row_number() OVER (PARTITION BY participant, wave, instrument
-                                                ORDER BY submitted_at DESC, response_id DESC) = 1) latest
-                 USING (response_id)
-               WHERE ri.study_id = $study""", {"study": study_id},
-        ).df()
+        items = _latest_items(con, study_id)
         scores, safety = instruments.score_study(items)
         scores = scores.assign(study_id=study_id)
         safety = safety.assign(study_id=study_id)
@@ -48,15 +50,10 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
         try:
             con.execute("DELETE FROM scores WHERE study_id = ? AND source = 'flourish'", [study_id])
             con.register("new_scores", scores)
-            # the migrated schema (0001_spine.sql) also has scored_at; fill it when present
-            has_scored_at = con.execute(
-                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'scores' AND column_name = 'scored_at'"
-            ).fetchone()[0]
-            extra_col, extra_val = (", scored_at", ", now()") if has_scored_at else ("", "")
             con.execute(
-                "INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source"
-                f"{extra_col}) SELECT study_id, participant, wave, outcome, value, items_answered, prorated, "
-                f"'flourish'{extra_val} FROM new_scores"
+                "INSERT INTO scores (study_id, participant, wave, outcome, value, items_answered, prorated, source, "
+                "scored_at) SELECT study_id, participant, wave, outcome, value, items_answered, prorated, "
+                "'flourish', now() FROM new_scores"
             )
             con.execute("DELETE FROM safety_flags WHERE study_id = ?", [study_id])
             con.register("new_safety", safety)
@@ -78,20 +75,10 @@ def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
     """Alpha and omega per instrument score x wave x arm into ``psychometrics`` (study's rows replaced)."""
     con = connect(warehouse_path)
     try:
-        # A participant may resubmit an instrument within a wave: the latest submission counts
-        # (the same rule the DP releases use for their one-response-per-wave bound).
-        items = con.execute(
-            """SELECT ri.participant, ri.wave, ri.instrument, ri.instrument_version, ri.item_code, ri.value
-               FROM response_items ri
-               JOIN (SELECT response_id FROM responses WHERE study_id = $study
-                     QUALIFY row_number() OVER (PARTITION BY participant, wave, instrument
-                                                ORDER BY submitted_at DESC, response_id DESC) = 1) latest
-                 USING (response_id)
-               WHERE ri.study_id = $study""", {"study": study_id},
-        ).df()
-        assignments = con.execute(
-            "SELECT participant, arm FROM assignments WHERE study_id = ?", [study_id]
-        ).df() if _has_table(con, "assignments") else None
+        items = _latest_items(con, study_id)
+        assignments = con.execute("SELECT participant, arm FROM assignments WHERE study_id = ?", [study_id]).df()
+        if assignments.empty:  # no arms known yet: pooled statistics only
+            assignments = None
         table = instruments.study_psychometrics(items, assignments).assign(study_id=study_id)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -108,7 +95,3 @@ def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
         return len(table)
     finally:
         con.close()
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
