@@ -612,7 +612,6 @@ def fit_from_crossproducts(
 
 
 def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mcid, rope, seconds) -> LongitudinalResult:
-    import arviz as az
     import xarray as xr
 
     spec = stats.spec
@@ -639,18 +638,7 @@ def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mc
 
     # --- diagnostics gate -------------------------------------------------------------------
     var_names = ["trend", "effect_std", "coef", "sigma_std", "tau_std"] + (["rate_months"] if plan.effect_shape == "saturating" else [])
-    summ = az.summary(idata, var_names=var_names, kind="diagnostics")
-    rhat = float(summ["r_hat"].max()) if chains > 1 else float("nan")
-    ess = float(summ["ess_bulk"].min())
-    div = int(np.asarray(idata.sample_stats["diverging"]).sum())
-    reasons = []
-    if chains > 1 and not rhat <= plan.rhat_max:
-        reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max} (worst parameter {summ['r_hat'].idxmax()})")
-    if not ess >= plan.ess_bulk_min:
-        reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f} (worst parameter {summ['ess_bulk'].idxmin()})")
-    if div:
-        reasons.append(f"{div} divergent transitions")
-    diagnostics = Diagnostics(not reasons, rhat, ess, div, tuple(reasons), seconds)
+    diagnostics = Diagnostics.of(idata, var_names, plan, seconds)
 
     # --- effects in outcome units -------------------------------------------------------------
     level = plan.interval_level

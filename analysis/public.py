@@ -239,22 +239,10 @@ def fit_public(
 
 
 def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, noise_aware, seconds) -> PublicResult:
-    import arviz as az
-
     post = idata.posterior
     ch, dr = post.sizes["chain"], post.sizes["draw"]
     eff = np.asarray(post["effect_std"]).reshape(ch * dr, len(arms) - 1, len(waves)) * s
-    summ = az.summary(idata, var_names=["alpha_control", "effect_std", "slope", "sigma", "mx", "sx"], kind="diagnostics")
-    rhat = float(summ["r_hat"].max()) if ch > 1 else float("nan")
-    ess = float(summ["ess_bulk"].min())
-    div = int(np.asarray(idata.sample_stats["diverging"]).sum())
-    reasons = []
-    if ch > 1 and not rhat <= plan.rhat_max:
-        reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max}")
-    if not ess >= plan.ess_bulk_min:
-        reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f}")
-    if div:
-        reasons.append(f"{div} divergent transitions")
+    diagnostics = Diagnostics.of(idata, ["alpha_control", "effect_std", "slope", "sigma", "mx", "sx"], plan, seconds)
     level = plan.interval_level
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     sign = 1.0 if direction == "higher_is_better" else -1.0
@@ -274,7 +262,7 @@ def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, nois
                     direction, method, "public",
                 ))
     return PublicResult(outcome, arms[0], tuple(arms), tuple(waves), tuple(effects),
-                        Diagnostics(not reasons, rhat, ess, div, tuple(reasons), seconds), noise_aware, idata)
+                        diagnostics, noise_aware, idata)
 
 
 def cells_from_release_rows(rows: Sequence[Mapping[str, object]], outcome: str) -> dict[tuple[str, str], NoisyPairedMoments]:

@@ -68,6 +68,29 @@ class Diagnostics:
     reasons: tuple[str, ...] = ()
     sampling_seconds: float | None = None
 
+    @classmethod
+    def of(cls, idata, var_names: list[str], plan, seconds: float | None = None) -> "Diagnostics":
+        """The gate over ``var_names`` of an ArviZ InferenceData, with ``plan.rhat_max`` and ``plan.ess_bulk_min``.
+
+        R-hat needs at least two chains; with one it is NaN and not gated. Each failure names its worst parameter.
+        """
+        import arviz as az
+        import numpy as np
+
+        summ = az.summary(idata, var_names=var_names, kind="diagnostics")
+        chains = idata.posterior.sizes["chain"]
+        rhat = float(summ["r_hat"].max()) if chains > 1 else float("nan")
+        ess = float(summ["ess_bulk"].min())
+        div = int(np.asarray(idata.sample_stats["diverging"]).sum())
+        reasons = []
+        if chains > 1 and not rhat <= plan.rhat_max:
+            reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max} (worst parameter {summ['r_hat'].idxmax()})")
+        if not ess >= plan.ess_bulk_min:
+            reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f} (worst parameter {summ['ess_bulk'].idxmin()})")
+        if div:
+            reasons.append(f"{div} divergent transitions")
+        return cls(not reasons, rhat, ess, div, tuple(reasons), seconds)
+
 
 @dataclass(frozen=True)
 class LongitudinalResult:
