@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from flows import landing
-from flows.warehouse import connect
+from flows.warehouse import connect, transaction
 from privacy.erasure import erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
 from schemas.protocol import StudyProtocol
@@ -588,8 +588,7 @@ def ingest_batch(
         rows_seen = 0
         pmap_cache: dict[str, str] = {}
 
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):  # the whole batch, or nothing of it
             for f, digest in todo:
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
@@ -639,10 +638,6 @@ def ingest_batch(
                     "INSERT INTO batches VALUES (?, ?, ?, ?, now(), ?, ?, ?, ?)",
                     [batch_id, protocol.study_id, str(landing_dir.resolve()), started_at, rec.read,
                      sum(rec.stored.values()), sum(rec.quarantined.values()), json.dumps(rec.as_json())])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         rec.seconds = time.perf_counter() - started
         return rec
     finally:

@@ -16,7 +16,7 @@ import duckdb
 from prefect import task
 
 import instruments
-from flows.warehouse import connect
+from flows.warehouse import connect, transaction
 
 
 
@@ -46,8 +46,7 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
         scores, safety = instruments.score_study(items)
         scores = scores.assign(study_id=study_id)
         safety = safety.assign(study_id=study_id)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("DELETE FROM scores WHERE study_id = ? AND source = 'flourish'", [study_id])
             con.register("new_scores", scores)
             con.execute(
@@ -61,10 +60,6 @@ def score_responses(warehouse_path: str | Path, study_id: str) -> dict[str, int]
                 "INSERT INTO safety_flags SELECT study_id, participant, wave, instrument, instrument_version, flag, "
                 "observed, op, threshold, basis, source FROM new_safety"
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return {"responses": len(items), "scores": len(scores), "safety_flags": len(safety)}
     finally:
         con.close()
@@ -80,18 +75,13 @@ def compute_psychometrics(warehouse_path: str | Path, study_id: str) -> int:
         if assignments.empty:  # no arms known yet: pooled statistics only
             assignments = None
         table = instruments.study_psychometrics(items, assignments).assign(study_id=study_id)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("DELETE FROM psychometrics WHERE study_id = ?", [study_id])
             con.register("new_psychometrics", table)
             con.execute(
                 "INSERT INTO psychometrics SELECT study_id, instrument, instrument_version, outcome, wave, arm, "
                 "n_items, n_obs, alpha, alpha_ci_lower, alpha_ci_upper, omega, note FROM new_psychometrics"
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return len(table)
     finally:
         con.close()
