@@ -84,7 +84,8 @@ def fit_mixedlm(
     outcome: str = "outcome",
     direction: str = "higher_is_better",
 ) -> FrequentistFit:
-    """ML random-intercept model (statsmodels MixedLM, ``reml=False``) with the plan's fixed effects.
+    """ML random-intercept model (statsmodels MixedLM, ``reml=False``) with the plan's fixed effects
+    (and random slopes on months when ``plan.random_slopes``).
 
     ``waves`` maps follow-up wave -> months; for a ``linear_months`` trend the time term is months.
     The effect rows (per arm, per wave, long-run = final wave) are Wald intervals at the plan's level.
@@ -110,7 +111,8 @@ def fit_mixedlm(
     else:
         raise AnalysisInputError("the frequentist cross-check fits per_wave or constant effects, not saturating")
     rhs = " + ".join([*terms, "baseline", *cov_terms])
-    model = smf.mixedlm(f"y ~ {rhs}", f, groups=f["participant"])
+    # random slopes on months when the plan has them (as the Bayesian model)
+    model = smf.mixedlm(f"y ~ {rhs}", f, groups=f["participant"], re_formula="~months" if plan.random_slopes else None)
     # BFGS first: at 50,000 participants L-BFGS reported convergence at tau^2 = 0 with an infinite
     # log-likelihood (statsmodels 0.15), where BFGS finds the maximum the cross-product ML fit finds.
     res = model.fit(reml=False, method=["bfgs", "lbfgs", "powell"])

@@ -42,8 +42,13 @@ Priors come from ``plan.priors`` in units of the outcome's baseline SD: the mode
 outcome and baseline standardised by the baseline's mean and SD (participant level) and
 covariates standardised by their row mean and SD — an affine map of the columns, hence a
 linear map of the augmented cross-products (:meth:`CrossProducts.transformed`). Estimates are
-mapped back to outcome units. Random slopes (``plan.random_slopes``) are not implemented: the
-fit refuses such a plan rather than silently dropping them.
+mapped back to outcome units.
+
+With ``plan.random_slopes`` each participant also has a random slope on months (intercept and
+slope correlated, G unstructured); the likelihood then needs finer statistics, grouped by the
+participants' time pattern (:class:`schemas.suffstats.SlopeGroupCrossProducts`, derivation at
+:func:`marginal_loglik_slopes`). Priors: slope SD HalfNormal(sigma_scale / longest follow-up in
+months), (rho + 1) / 2 ~ Beta(2, 2), the LKJ(2) marginal.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ __all__ = [
     "LongitudinalStats",
     "crossproducts_from_frame",
     "crossproducts_sql",
+    "slope_groups_sql",
+    "marginal_loglik_slopes",
+    "ml_fit_slopes",
     "fit_from_crossproducts",
     "fit_longitudinal",
     "marginal_loglik",
@@ -198,6 +206,50 @@ def crossproducts_sql(spec: DesignSpec, source: str) -> tuple[str, str, str]:
     return global_sql, group_sql, baseline_sql
 
 
+def slope_groups_sql(spec: DesignSpec, source: str) -> str:
+    """SQL for the random-slope statistics over ``source`` (same relation as :func:`crossproducts_sql`).
+
+    Time is the wave's months since assignment. Per participant: m rows, sum t, sum t^2 and the sums
+    a0 = 1'[X, y] and a1 = t'[X, y]; then per group of participants sharing (m, sum t, sum t^2):
+    the count and the sums of a0 a0', a0 a1' and a1 a1' (schemas.suffstats.SlopeGroupCrossProducts).
+    """
+    cols = spec.columns()
+    q = len(cols) + 1  # augmented with y as the last column
+    t_expr = "CASE " + " ".join(f"WHEN wave = {_lit(w)} THEN {float(mo)!r}" for w, mo in zip(spec.waves, spec.months, strict=True)) + " END"
+    design = ", ".join([f"{expr} AS c{j}" for j, (_, expr, _) in enumerate(cols)] + [f"CAST(y AS DOUBLE) AS c{q - 1}"])
+    rel = f"(SELECT participant, {t_expr} AS t, {design} FROM {source})"
+    sums = ", ".join(["count(*) AS m", "round(sum(t), 9) AS st", "round(sum(t * t), 9) AS stt"]
+                     + [f"sum(c{j}) AS a{j}" for j in range(q)] + [f"sum(t * c{j}) AS b{j}" for j in range(q)])
+    upper = [(j, k) for j in range(q) for k in range(j, q)]
+    aggs = (["m", "st", "stt", "count(*) AS k"]
+            + [f"sum(a{j} * a{k})" for j, k in upper]
+            + [f"sum(a{j} * b{k})" for j in range(q) for k in range(q)]
+            + [f"sum(b{j} * b{k})" for j, k in upper])
+    return f"SELECT {', '.join(aggs)} FROM (SELECT {sums} FROM {rel} GROUP BY participant) GROUP BY m, st, stt ORDER BY m, st, stt"
+
+
+def _slope_groups(con: duckdb.DuckDBPyConnection, spec: DesignSpec, source: str):
+    from schemas.suffstats import SlopeGroupCrossProducts
+
+    q = len(spec.columns()) + 1
+    upper = [(j, k) for j in range(q) for k in range(j, q)]
+    out = []
+    for row in con.execute(slope_groups_sql(spec, source)).fetchall():
+        vals = [0.0 if v is None else float(v) for v in row[4:]]
+        w00, w01, w11 = np.zeros((q, q)), np.zeros((q, q)), np.zeros((q, q))
+        i = 0
+        for j, k in upper:
+            w00[j, k] = w00[k, j] = vals[i]
+            i += 1
+        w01[:] = np.array(vals[i:i + q * q]).reshape(q, q)
+        i += q * q
+        for j, k in upper:
+            w11[j, k] = w11[k, j] = vals[i]
+            i += 1
+        out.append(SlopeGroupCrossProducts(int(row[0]), float(row[1]), float(row[2]), int(row[3]), w00, w01, w11))
+    return tuple(out)
+
+
 def _unpack(row: Sequence[float], p: int, offset: int) -> tuple[np.ndarray, np.ndarray, float]:
     xx = np.zeros((p, p))
     i = offset
@@ -227,8 +279,10 @@ class LongitudinalStats:
         return LongitudinalStats(self.spec, self.cross + other.cross, self.baseline + other.baseline)
 
 
-def compute_longitudinal_stats(con: duckdb.DuckDBPyConnection, source: str, spec: DesignSpec) -> LongitudinalStats:
-    """Run :func:`crossproducts_sql` on an open DuckDB connection."""
+def compute_longitudinal_stats(
+    con: duckdb.DuckDBPyConnection, source: str, spec: DesignSpec, *, slopes: bool = False
+) -> LongitudinalStats:
+    """Run :func:`crossproducts_sql` on an open DuckDB connection (and :func:`slope_groups_sql` with ``slopes``)."""
     from schemas.suffstats import GroupCrossProducts
 
     p = len(spec.columns())
@@ -243,7 +297,8 @@ def compute_longitudinal_stats(con: duckdb.DuckDBPyConnection, source: str, spec
         sxx, sxy, syy = _unpack(row, p, 2)
         groups.append(GroupCrossProducts(int(row[0]), int(row[1]), sxx, sxy, syy))
     b = con.execute(baseline_sql).fetchone()
-    cross = CrossProducts(spec.column_names(), n_obs, xtx, xty, yty, tuple(groups), spec.column_info())
+    slope_groups = _slope_groups(con, spec, source) if slopes else ()
+    cross = CrossProducts(spec.column_names(), n_obs, xtx, xty, yty, tuple(groups), spec.column_info(), slope_groups)
     return LongitudinalStats(spec, cross, Moments(int(b[0]), float(b[1]), float(b[2])))
 
 
@@ -279,7 +334,9 @@ def design_spec_from_frame(
     return DesignSpec(tuple(arm_list), tuple(w for w, _ in order), tuple(float(m) for _, m in order), tuple(covs))
 
 
-def crossproducts_from_frame(frame: pd.DataFrame, spec: DesignSpec, *, value: str = "outcome") -> LongitudinalStats:
+def crossproducts_from_frame(
+    frame: pd.DataFrame, spec: DesignSpec, *, value: str = "outcome", slopes: bool = False
+) -> LongitudinalStats:
     """The frame path: register the long frame in an in-memory DuckDB and run the same SQL as the
     warehouse path. Rows with a missing outcome are dropped (missing at random is the model's
     assumption); waves not in ``spec`` are ignored."""
@@ -300,7 +357,7 @@ def crossproducts_from_frame(frame: pd.DataFrame, spec: DesignSpec, *, value: st
     try:
         con.execute("SET threads TO 1")
         con.register("obs_frame", f)
-        return compute_longitudinal_stats(con, "obs_frame", spec)
+        return compute_longitudinal_stats(con, "obs_frame", spec, slopes=slopes)
     finally:
         con.close()
 
@@ -421,6 +478,100 @@ def ml_fit(cross: CrossProducts) -> MLFit:
     return MLFit(cross.columns, b, np.linalg.inv(h), s2, t2, marginal_loglik(cross, b, s2, t2))
 
 
+# -- random intercepts and slopes on time ---------------------------------------------------------
+#
+# u_i = (u0_i, u1_i) ~ N(0, G), Z_i = [1, t_i]: V_i = sigma^2 I + Z_i G Z_i'. With M = Z_i'Z_i (shared by
+# a slope group) and H = sigma^2 I + G M (2 x 2), Woodbury and the determinant lemma give
+#     V_i^{-1} = (I - Z_i A Z_i') / sigma^2,   A = (sigma^2 G^{-1} + M)^{-1} = H^{-1} G,
+#     log det V_i = (m - 2) log sigma^2 + log det H,
+# and with b = [-beta, 1], Z_i'r_i = (a0_i . b, a1_i . b), so the group's quadratic term is
+#     sum_i (Z_i'r_i)' A (Z_i'r_i) = A00 b'W00 b + (A01 + A10) b'W01 b + A11 b'W11 b.
+# With G = diag(tau^2, 0) this is the random-intercept likelihood above (tested).
+
+
+def _g_matrix(tau0: float, tau1: float, rho: float) -> np.ndarray:
+    c = rho * tau0 * tau1
+    return np.array([[tau0 * tau0, c], [c, tau1 * tau1]])
+
+
+def _slope_group_terms(g, sigma2: float, gmat: np.ndarray) -> tuple[np.ndarray, float]:
+    m = np.array([[g.rows_per_participant, g.sum_t], [g.sum_t, g.sum_tt]])
+    h = sigma2 * np.eye(2) + gmat @ m
+    a = np.linalg.solve(h, gmat)
+    return a, (g.rows_per_participant - 2) * math.log(sigma2) + math.log(np.linalg.det(h))
+
+
+def _slope_quadratic_matrix(cross: CrossProducts, sigma2: float, gmat: np.ndarray) -> tuple[np.ndarray, float]:
+    """B (augmented, symmetric) with sum_i r_i'V_i^{-1}r_i = b'Bb / sigma^2, and sum_i log det V_i."""
+    if not cross.slope_groups:
+        raise AnalysisInputError("these cross-products have no slope groups; compute them with slopes=True")
+    p = len(cross.columns)
+    w = np.empty((p + 1, p + 1))
+    w[:p, :p], w[:p, p], w[p, :p], w[p, p] = cross.xtx, cross.xty, cross.xty, cross.yty
+    logdet = 0.0
+    for g in cross.slope_groups:
+        a, ld = _slope_group_terms(g, sigma2, gmat)
+        w = w - (a[0, 0] * g.w00 + a[0, 1] * g.w01 + a[1, 0] * g.w01.T + a[1, 1] * g.w11)
+        logdet += g.n_participants * ld
+    return 0.5 * (w + w.T), logdet
+
+
+def marginal_loglik_slopes(cross: CrossProducts, beta: np.ndarray, sigma2: float, tau0: float, tau1: float, rho: float) -> float:
+    """Marginal log-likelihood with random intercepts (SD tau0) and slopes on time (SD tau1, correlation rho)."""
+    bmat, logdet = _slope_quadratic_matrix(cross, sigma2, _g_matrix(tau0, tau1, rho))
+    b = np.append(-np.asarray(beta, dtype=float), 1.0)
+    return -0.5 * (cross.n_obs * math.log(2 * math.pi) + logdet + float(b @ bmat @ b) / sigma2)
+
+
+@dataclass(frozen=True)
+class MLFitSlopes:
+    """Maximum-likelihood fit with random intercepts and slopes on time, from cross-products."""
+
+    columns: tuple[str, ...]
+    beta: np.ndarray = field(repr=False)
+    cov: np.ndarray = field(repr=False)
+    sigma2: float
+    tau0: float
+    tau1: float
+    rho: float
+    loglik: float
+
+    def coef(self, name: str) -> tuple[float, float]:
+        j = self.columns.index(name)
+        return float(self.beta[j]), float(math.sqrt(self.cov[j, j]))
+
+
+def ml_fit_slopes(cross: CrossProducts) -> MLFitSlopes:
+    """ML estimates of the random-slope model (beta profiled out by GLS; sigma^2, the two SDs and the
+    correlation optimised on log / atanh scales). Standard errors are GLS ones at the ML variances."""
+    from scipy.optimize import minimize
+
+    p = len(cross.columns)
+
+    def unpack(theta: np.ndarray) -> tuple[float, float, float, float]:
+        return math.exp(theta[0]), math.exp(theta[1]), math.exp(theta[2]), math.tanh(theta[3])
+
+    def gls(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        s2, t0, t1, r = unpack(theta)
+        bmat, logdet = _slope_quadratic_matrix(cross, s2, _g_matrix(t0, t1, r))
+        beta = np.linalg.solve(bmat[:p, :p], bmat[:p, p])
+        return beta, bmat, logdet
+
+    def negprof(theta: np.ndarray) -> float:
+        s2 = math.exp(theta[0])
+        beta, bmat, logdet = gls(theta)
+        b = np.append(-beta, 1.0)
+        return 0.5 * (cross.n_obs * math.log(2 * math.pi) + logdet + float(b @ bmat @ b) / s2)
+
+    v0 = max(cross.yty / cross.n_obs * 0.25, 1e-8)
+    start = np.array([math.log(v0), 0.5 * math.log(v0), 0.5 * math.log(v0) - 2.0, 0.0])
+    best = minimize(negprof, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 8000})
+    best = minimize(negprof, best.x, method="BFGS")
+    s2, t0, t1, r = unpack(best.x)
+    beta, bmat, _ = gls(best.x)
+    return MLFitSlopes(cross.columns, beta, np.linalg.inv(bmat[:p, :p] / s2), s2, t0, t1, r, -float(best.fun))
+
+
 # ==============================================================================================
 # The PyMC model
 # ==============================================================================================
@@ -514,6 +665,29 @@ def _build_model(spec: DesignSpec, plan: AnalysisPlan, data: Mapping[str, np.nda
         beta = pt.concatenate([mu_w, eff_aw, coef])
         s2, t2 = sigma**2, tau**2
         q_all = d["yty"] - 2.0 * pt.dot(beta, d["xty"]) + pt.dot(beta, pt.dot(d["xtx"], beta))
+        if plan.random_slopes:
+            # random intercepts and slopes on months (see "random intercepts and slopes" above)
+            tau1 = pm.HalfNormal("tau_slope_std", d["slope_scale"])
+            rho01 = pm.Beta("rho01", 2.0, 2.0)  # (rho + 1) / 2; the LKJ(eta = 2) marginal for 2 x 2
+            rho = pm.Deterministic("rho", 2.0 * rho01 - 1.0)
+            ga, gb, gc = t2, tau1**2, rho * tau * tau1
+            m, st, stt = d["sm"], d["sst"], d["sstt"]
+            h00, h01 = s2 + ga * m + gc * st, ga * st + gc * stt
+            h10, h11 = gc * m + gb * st, s2 + gc * st + gb * stt
+            det_h = h00 * h11 - h01 * h10
+            a00 = (h11 * ga - h01 * gc) / det_h
+            a01 = (h11 * gc - h01 * gb) / det_h
+            a10 = (h00 * gc - h10 * ga) / det_h
+            a11 = (h00 * gb - h10 * gc) / det_h
+            b = pt.concatenate([-beta, pt.ones(1)])
+            bb = pt.outer(b, b).reshape((-1,))  # b'W b = vec(W) . vec(b b'): one matrix-vector product
+            q00 = pt.dot(d["w00"], bb)
+            q01 = pt.dot(d["w01"], bb)
+            q11 = pt.dot(d["w11"], bb)
+            logdet = pt.sum(d["sk"] * ((m - 2.0) * pt.log(s2) + pt.log(det_h)))
+            quad = (q_all - pt.sum(a00 * q00 + (a01 + a10) * q01 + a11 * q11)) / s2
+            pm.Potential("marginal_loglik", -0.5 * (logdet + quad))
+            return model
         c_m = t2 / (s2 + d["m"] * t2)
         q_m = d["syy"] - 2.0 * pt.dot(d["sxy"], beta) + pt.dot(pt.dot(d["sxx"], beta), beta)
         logdet = (d["n_obs"] - pt.sum(d["k"])) * pt.log(s2) + pt.sum(d["k"] * pt.log(s2 + d["m"] * t2))
@@ -538,7 +712,24 @@ def _model_data(std: CrossProducts, spec: DesignSpec, plan: AnalysisPlan) -> dic
         i = g.rows_per_participant - 1
         sxx[i], sxy[i], syy[i], k[i] = g.sxsx, g.sxsy, g.sysy, g.n_participants
     pr = plan.priors
-    return {
+    slope_data: dict[str, np.ndarray] = {}
+    if plan.random_slopes:
+        if not std.slope_groups:
+            raise AnalysisInputError("the plan has random slopes but the statistics lack slope groups; "
+                                     "compute them with slopes=True")
+        n_g = len(std.slope_groups)
+        n_pad = max(8, 1 << (n_g - 1).bit_length())  # padded so a few more patterns do not recompile
+        q = p + 1
+        w00, w01, w11 = np.zeros((n_pad, q, q)), np.zeros((n_pad, q, q)), np.zeros((n_pad, q, q))
+        sk, sm, sst, sstt = np.zeros(n_pad), np.ones(n_pad), np.zeros(n_pad), np.zeros(n_pad)
+        for i, g in enumerate(std.slope_groups):
+            w00[i], w01[i], w11[i] = g.w00, g.w01, g.w11
+            sk[i], sm[i], sst[i], sstt[i] = g.n_participants, g.rows_per_participant, g.sum_t, g.sum_tt
+        flat = lambda w: w.reshape(n_pad, q * q)  # noqa: E731
+        slope_data = {"w00": flat(w00), "w01": flat(w01), "w11": flat(w11), "sk": sk, "sm": sm, "sst": sst, "sstt": sstt,
+                      # a slope SD of sigma_scale per follow-up span (outcome-SD units per month)
+                      "slope_scale": np.array(pr.sigma_scale / max(max(spec.months), 1e-9))}
+    return slope_data | {
         "xtx": std.xtx, "xty": std.xty, "yty": np.array(std.yty), "n_obs": np.array(float(std.n_obs)),
         "sxx": sxx, "sxy": sxy, "syy": syy, "k": k, "m": np.arange(1, n_w + 1, dtype=float),
         "months": np.array(spec.months, dtype=float),
@@ -553,7 +744,8 @@ def _compiled_model(spec: DesignSpec, plan: AnalysisPlan, data: dict[str, np.nda
     (numba compilation costs ~10 s, sampling on the statistics ~1 s)."""
     import nutpie
 
-    key = (len(spec.waves), len(spec.treated), len(spec.column_names()), plan.effect_shape, plan.time_trend)
+    key = (len(spec.waves), len(spec.treated), len(spec.column_names()), plan.effect_shape, plan.time_trend,
+           plan.random_slopes, data["w00"].shape[0] if plan.random_slopes else 0)
     hit = _COMPILE_CACHE.get(key)
     if hit is None:
         model = _build_model(spec, plan, data)
@@ -593,12 +785,17 @@ def fit_from_crossproducts(
     ``result.require_passed()`` before reporting it as confirmatory."""
     import nutpie
 
-    if plan.random_slopes:
-        raise AnalysisInputError("random slopes are not implemented in the marginal model yet; set random_slopes: false")
     if direction not in ("higher_is_better", "lower_is_better"):
         raise AnalysisInputError(f"direction must be higher_is_better or lower_is_better, got {direction!r}")
     _check_threads()
     spec = stats.spec
+    if plan.random_slopes:
+        if len(set(spec.months)) < 2:
+            raise AnalysisInputError("random slopes need at least two follow-up waves at different months; "
+                                     "set random_slopes: false")
+        if not any(g.rows_per_participant >= 3 for g in stats.cross.slope_groups):
+            raise AnalysisInputError("random slopes need participants observed at three or more follow-up waves "
+                                     "(otherwise slope and residual variance are not separable); set random_slopes: false")
     std, a_map, d_map, mb, sb = _standardise(stats)
     data = _model_data(std, spec, plan)
     compiled = _compiled_model(spec, plan, data)
@@ -637,7 +834,9 @@ def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mc
     tau = flat("tau_std")[:, 0] * sb
 
     # --- diagnostics gate -------------------------------------------------------------------
-    var_names = ["trend", "effect_std", "coef", "sigma_std", "tau_std"] + (["rate_months"] if plan.effect_shape == "saturating" else [])
+    var_names = (["trend", "effect_std", "coef", "sigma_std", "tau_std"]
+                 + (["rate_months"] if plan.effect_shape == "saturating" else [])
+                 + (["tau_slope_std", "rho"] if plan.random_slopes else []))
     diagnostics = Diagnostics.of(idata, var_names, plan, seconds)
 
     # --- effects in outcome units -------------------------------------------------------------
@@ -656,7 +855,8 @@ def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mc
             interval_level=level, p_benefit=float((good > 0).mean()),
             p_above_mcid=None if mcid is None else float((good > mcid).mean()),
             p_in_rope=None if rope is None else float((np.abs(draws_) < rope).mean()),
-            direction=direction, method="bayes_random_intercept_marginal",
+            direction=direction,
+            method="bayes_random_slopes_marginal" if plan.random_slopes else "bayes_random_intercept_marginal",
         )
 
     effect_draws = np.zeros((beta.shape[0], n_t, n_w))
@@ -680,6 +880,9 @@ def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mc
         rate = flat("rate_months")
         fixed += [par(f"rate_months[{a}]", rate[:, i]) for i, a in enumerate(spec.treated)]
     variances = [par("sigma", sigma), par("tau", tau), par("sigma2", sigma**2), par("tau2", tau**2)]
+    if plan.random_slopes:  # slope SD in outcome units per month; correlation of intercept and slope
+        tau_slope = flat("tau_slope_std")[:, 0] * sb
+        variances += [par("tau_slope", tau_slope), par("tau_slope2", tau_slope**2), par("rho", flat("rho")[:, 0])]
 
     # --- keep the outcome-unit quantities in the InferenceData too ------------------------------------
     shape = (chains, draws)
@@ -758,5 +961,5 @@ def fit_longitudinal(
         raise AnalysisInputError("name the control arm (control=...) or pass the StudyProtocol as the plan")
     wave_months = _resolve_waves(waves, frame, plan.baseline_wave)
     spec = design_spec_from_frame(frame, control=control, waves=wave_months, covariates=plan.covariates)
-    stats = crossproducts_from_frame(frame, spec, value=value)
+    stats = crossproducts_from_frame(frame, spec, value=value, slopes=plan.random_slopes)
     return fit_from_crossproducts(stats, plan, outcome=outcome, direction=direction, mcid=mcid, rope=rope, progress_bar=progress_bar)

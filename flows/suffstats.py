@@ -111,7 +111,7 @@ def longitudinal_stats(
     missing = [a for a in spec.arms if a not in present]
     if missing:
         raise AnalysisInputError(f"arms {missing} have no follow-up {name!r} rows with a baseline in study {protocol.study_id!r}")
-    return compute_longitudinal_stats(con, source, spec)
+    return compute_longitudinal_stats(con, source, spec, slopes=protocol.analysis.random_slopes)
 
 
 _PAIRED_SELECT = (

@@ -121,7 +121,8 @@ class AnalysisPlan(Contract):
     effect_shape: Literal["per_wave", "constant", "saturating"] = "per_wave"
     time_trend: Literal["per_wave", "linear_months"] = "per_wave"
     covariates: list[str] = Field(default_factory=list)
-    random_slopes: bool = False
+    random_slopes: bool = Field(False, description="Random slope on months since assignment per participant, "
+                                "correlated with the random intercept (needs >= 2 follow-up times).")
     baseline_wave: str | None = Field(None, description="Wave whose value is the baseline covariate; default: first wave.")
     interval_level: float = Field(0.95, gt=0.5, lt=1)
     priors: Priors = Field(default_factory=Priors)

@@ -314,6 +314,72 @@ class GroupCrossProducts:
 
 
 @dataclass(frozen=True, eq=False)
+class SlopeGroupCrossProducts:
+    """Participants whose observed rows share Z'Z, for a model with random intercepts AND slopes.
+
+    With Z_i = [1, t_i] (the participant's rows, t = time), participants with the same number of rows
+    m, the same sum of times ``sum_t`` and sum of squared times ``sum_tt`` share Z_i'Z_i, hence the
+    same marginal covariance. For W_i = [X_i, y_i] (augmented with the outcome as last column) let
+    a0_i = 1'W_i and a1_i = t_i'W_i; then ``w00`` = sum a0 a0', ``w01`` = sum a0 a1', ``w11`` = sum a1 a1'
+    over the group's ``n_participants`` participants ((p + 1) x (p + 1) each). ``w00`` repeats what
+    :class:`GroupCrossProducts` holds, grouped more finely.
+    """
+
+    rows_per_participant: int
+    sum_t: float
+    sum_tt: float
+    n_participants: int
+    w00: np.ndarray
+    w01: np.ndarray
+    w11: np.ndarray
+
+    def __post_init__(self) -> None:
+        q = np.asarray(self.w00).shape[0]
+        for name in ("w00", "w01", "w11"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), (q, q), name))
+        object.__setattr__(self, "sum_t", float(self.sum_t))
+        object.__setattr__(self, "sum_tt", float(self.sum_tt))
+
+    @property
+    def key(self) -> tuple[int, float, float]:
+        return (self.rows_per_participant, round(self.sum_t, 9), round(self.sum_tt, 9))
+
+    def __add__(self, other: SlopeGroupCrossProducts) -> SlopeGroupCrossProducts:
+        _same_type(self, other)
+        if self.key != other.key:
+            raise ValueError("only slope groups with the same rows and times add")
+        return SlopeGroupCrossProducts(self.rows_per_participant, self.sum_t, self.sum_tt,
+                                       self.n_participants + other.n_participants,
+                                       self.w00 + other.w00, self.w01 + other.w01, self.w11 + other.w11)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is SlopeGroupCrossProducts
+            and self.key == other.key
+            and self.n_participants == other.n_participants
+            and all(np.array_equal(getattr(self, n), getattr(other, n)) for n in ("w00", "w01", "w11"))
+        )
+
+    def allclose(self, other: SlopeGroupCrossProducts, rtol: float, atol: float) -> bool:
+        return (self.key, self.n_participants) == (other.key, other.n_participants) and all(
+            np.allclose(getattr(self, n), getattr(other, n), rtol=rtol, atol=atol) for n in ("w00", "w01", "w11"))
+
+    def transformed(self, t: np.ndarray) -> SlopeGroupCrossProducts:
+        return SlopeGroupCrossProducts(self.rows_per_participant, self.sum_t, self.sum_tt, self.n_participants,
+                                       t.T @ self.w00 @ t, t.T @ self.w01 @ t, t.T @ self.w11 @ t)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _merge_slope_groups(*parts: Iterable[SlopeGroupCrossProducts]) -> tuple[SlopeGroupCrossProducts, ...]:
+    merged: dict[tuple[int, float, float], SlopeGroupCrossProducts] = {}
+    for part in parts:
+        for g in part:
+            merged[g.key] = merged[g.key] + g if g.key in merged else g
+    return tuple(merged[k] for k in sorted(merged))
+
+
+@dataclass(frozen=True, eq=False)
 class CrossProducts:
     """Sufficient statistics of a Gaussian random-intercept model y = X b + u_i + e.
 
@@ -322,7 +388,9 @@ class CrossProducts:
     number of rows per participant, sorted by that number. Adding pools disjoint participants
     (same columns required); a participant split across the two operands would be wrong to add.
     ``column_info`` carries design metadata (e.g. which arm and wave a column belongs to) as a tuple of
-    (column, key, value) strings so the value stays hashable and comparable.
+    (column, key, value) strings so the value stays hashable and comparable. ``slope_groups``
+    (:class:`SlopeGroupCrossProducts`, empty unless computed with a time variable) serve a model with
+    random slopes on time.
     """
 
     columns: tuple[str, ...]
@@ -332,6 +400,7 @@ class CrossProducts:
     yty: float
     groups: tuple[GroupCrossProducts, ...]
     column_info: tuple[tuple[str, str, str], ...] = ()
+    slope_groups: tuple[SlopeGroupCrossProducts, ...] = ()
 
     def __post_init__(self) -> None:
         p = len(self.columns)
@@ -351,6 +420,13 @@ class CrossProducts:
             raise ValueError("groups do not account for every observation row (sum of m * n_participants != n_obs)")
         object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "column_info", tuple(tuple(t) for t in self.column_info))
+        slopes = _merge_slope_groups(self.slope_groups)
+        if slopes:
+            if any(g.w00.shape != (p + 1, p + 1) for g in slopes):
+                raise ValueError(f"slope groups must be ({p + 1}, {p + 1}) augmented cross-products")
+            if sum(g.rows_per_participant * g.n_participants for g in slopes) != self.n_obs:
+                raise ValueError("slope groups do not account for every observation row")
+        object.__setattr__(self, "slope_groups", slopes)
 
     # -- construction from raw rows ------------------------------------------------------------
     @classmethod
@@ -361,9 +437,10 @@ class CrossProducts:
         participant: np.ndarray,
         columns: Iterable[str],
         column_info: Iterable[tuple[str, str, str]] = (),
+        time: np.ndarray | None = None,
     ) -> CrossProducts:
         """From a design matrix X (rows = observations), outcome y and participant ids (numpy path,
-        the reference the DuckDB path is tested against)."""
+        the reference the DuckDB path is tested against); with ``time``, also the slope groups."""
         cols = tuple(columns)
         xa = np.asarray(x, dtype=float)
         ya = _as_1d(y, "y")
@@ -383,13 +460,33 @@ class CrossProducts:
             sel = m == size
             groups.append(GroupCrossProducts(int(size), int(sel.sum()), sx[sel].T @ sx[sel], sx[sel].T @ sy[sel],
                                              float(sy[sel] @ sy[sel])))
-        return cls(cols, int(ya.size), xa.T @ xa, xa.T @ ya, float(ya @ ya), tuple(groups), tuple(column_info))
+        slopes: list[SlopeGroupCrossProducts] = []
+        if time is not None:
+            t = _as_1d(time, "time")
+            if t.size != ya.size or not np.all(np.isfinite(t)):
+                raise ValueError("time must be finite and have one value per row")
+            w = np.column_stack([xa, ya])
+            a0 = np.zeros((k, w.shape[1]))
+            a1 = np.zeros((k, w.shape[1]))
+            np.add.at(a0, inverse, w)
+            np.add.at(a1, inverse, w * t[:, None])
+            st = np.round(np.bincount(inverse, weights=t, minlength=k), 9)
+            stt = np.round(np.bincount(inverse, weights=t * t, minlength=k), 9)
+            keys = sorted(set(zip(m.tolist(), st.tolist(), stt.tolist())))
+            for mm, s1, s2 in keys:
+                sel = (m == mm) & (st == s1) & (stt == s2)
+                slopes.append(SlopeGroupCrossProducts(int(mm), s1, s2, int(sel.sum()), a0[sel].T @ a0[sel],
+                                                      a0[sel].T @ a1[sel], a1[sel].T @ a1[sel]))
+        return cls(cols, int(ya.size), xa.T @ xa, xa.T @ ya, float(ya @ ya), tuple(groups), tuple(column_info),
+                   tuple(slopes))
 
     # -- algebra -------------------------------------------------------------------------------
     def __add__(self, other: CrossProducts) -> CrossProducts:
         _same_type(self, other)
         if self.columns != other.columns:
             raise ValueError(f"cannot add cross-products over different columns: {self.columns} vs {other.columns}")
+        if bool(self.slope_groups) != bool(other.slope_groups):
+            raise ValueError("cannot add cross-products with slope groups to cross-products without them")
         merged: dict[int, GroupCrossProducts] = {g.rows_per_participant: g for g in self.groups}
         for g in other.groups:
             m = g.rows_per_participant
@@ -402,6 +499,7 @@ class CrossProducts:
             self.yty + other.yty,
             tuple(merged.values()),
             self.column_info or other.column_info,
+            _merge_slope_groups(self.slope_groups, other.slope_groups),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -413,6 +511,7 @@ class CrossProducts:
             and np.array_equal(self.xty, other.xty)
             and self.yty == other.yty
             and self.groups == other.groups
+            and self.slope_groups == other.slope_groups
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -429,7 +528,9 @@ class CrossProducts:
                 return False
             if not (close(g.sxsx, h.sxsx) and close(g.sxsy, h.sxsy) and close(g.sysy, h.sysy)):
                 return False
-        return True
+        if len(self.slope_groups) != len(other.slope_groups):
+            return False
+        return all(g.allclose(h, rtol, atol) for g, h in zip(self.slope_groups, other.slope_groups, strict=True))
 
     # -- convenience -----------------------------------------------------------------------------
     @property
@@ -464,7 +565,9 @@ class CrossProducts:
         for g in self.groups:
             a = aug(g.sxsx, g.sxsy, g.sysy)
             groups.append(GroupCrossProducts(g.rows_per_participant, g.n_participants, a[:q, :q], a[:q, q], a[q, q]))
-        return CrossProducts(cols, self.n_obs, g_all[:q, :q], g_all[:q, q], g_all[q, q], tuple(groups), self.column_info)
+        slopes = tuple(g.transformed(t) for g in self.slope_groups)
+        return CrossProducts(cols, self.n_obs, g_all[:q, :q], g_all[:q, q], g_all[q, q], tuple(groups), self.column_info,
+                             slopes)
 
 
 __all__ = [
@@ -475,6 +578,7 @@ __all__ = [
     "Moments",
     "NoisyPairedMoments",
     "PairedMoments",
+    "SlopeGroupCrossProducts",
 ]
 
 # Field names are part of the contract with the privacy tier's release rows; keep them in sync.

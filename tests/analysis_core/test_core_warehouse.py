@@ -66,6 +66,13 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
     assert stats.baseline.n == frame["participant"].nunique()
     assert stats.cross.n_obs == len(frame)
     assert int(cov["without_baseline"].sum()) == 0
+    assert not stats.cross.slope_groups  # only a random-slope plan pays for the finer statistics
+    # a random-slope plan: the warehouse computes the slope groups with the same SQL as the frame path
+    slopes_protocol = PROTOCOL.model_copy(update={"analysis": PROTOCOL.analysis.model_copy(update={"random_slopes": True})})
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        with_slopes = longitudinal_stats(con, slopes_protocol)
+    assert with_slopes.cross.slope_groups
+    assert with_slopes.cross.allclose(crossproducts_from_frame(frame, spec, slopes=True).cross)
     for (arm, wave), pm_ in cells.items():
         sub = frame[(frame["arm"] == arm) & (frame["wave"] == wave)]
         ref = PairedMoments.from_arrays(sub["baseline"], sub["outcome"])
@@ -82,7 +89,7 @@ def test_inputs_that_do_not_fit_the_plan_are_refused():
         design_spec_from_frame(frame, control="control", waves={"w1": 1.0}, covariates=["age"])
     with pytest.raises(AnalysisInputError, match="control arm 'placebo'"):
         design_spec_from_frame(frame, control="placebo", waves={"w1": 1.0})
-    with pytest.raises(AnalysisInputError, match="random slopes"):
+    with pytest.raises(AnalysisInputError, match="random slopes need at least two follow-up waves"):
         fit_longitudinal(frame, AnalysisPlan(random_slopes=True), control="control", waves={"w1": 1.0})
     with pytest.raises(AnalysisInputError, match="control arm"):
         fit_longitudinal(frame, AnalysisPlan(), waves={"w1": 1.0})
