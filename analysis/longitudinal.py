@@ -42,7 +42,9 @@ Priors come from ``plan.priors`` in units of the outcome's baseline SD: the mode
 outcome and baseline standardised by the baseline's mean and SD (participant level) and
 covariates standardised by their row mean and SD — an affine map of the columns, hence a
 linear map of the augmented cross-products (:meth:`CrossProducts.transformed`). Estimates are
-mapped back to outcome units.
+mapped back to outcome units. When every participant has a single follow-up row (e.g. a study
+whose second follow-up has not happened yet) tau is not identified apart from sigma, and the model
+is fitted with tau = 0 (the ANCOVA); the result reports tau as 0.
 
 With ``plan.random_slopes`` each participant also has a random slope on months (intercept and
 slope correlated, G unstructured); the likelihood then needs finer statistics, grouped by the
@@ -634,7 +636,7 @@ def _param_layout(spec: DesignSpec, plan: AnalysisPlan) -> dict[str, int]:
     }
 
 
-def _build_model(spec: DesignSpec, plan: AnalysisPlan, data: Mapping[str, np.ndarray]):
+def _build_model(spec: DesignSpec, plan: AnalysisPlan, data: Mapping[str, np.ndarray], intercepts: bool = True):
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -661,6 +663,12 @@ def _build_model(spec: DesignSpec, plan: AnalysisPlan, data: Mapping[str, np.nda
             eff_aw = (plateau[:, None] * (1.0 - pt.exp(-months[None, :] / rate[:, None]))).reshape((n_t * n_w,))
         coef = pm.Normal("coef", 0.0, d["coefficient_sd"], shape=lay["coef"])
         sigma = pm.HalfNormal("sigma_std", d["sigma_scale"])
+        # with one follow-up row per participant tau is not identified apart from sigma: tau = 0 (ANCOVA)
+        if not intercepts:
+            beta = pt.concatenate([mu_w, eff_aw, coef])
+            q_all = d["yty"] - 2.0 * pt.dot(beta, d["xty"]) + pt.dot(beta, pt.dot(d["xtx"], beta))
+            pm.Potential("marginal_loglik", -0.5 * (d["n_obs"] * pt.log(sigma**2) + q_all / sigma**2))
+            return model
         tau = pm.HalfNormal("tau_std", d["sigma_scale"])
         beta = pt.concatenate([mu_w, eff_aw, coef])
         s2, t2 = sigma**2, tau**2
@@ -739,16 +747,16 @@ def _model_data(std: CrossProducts, spec: DesignSpec, plan: AnalysisPlan) -> dic
     }
 
 
-def _compiled_model(spec: DesignSpec, plan: AnalysisPlan, data: dict[str, np.ndarray]):
+def _compiled_model(spec: DesignSpec, plan: AnalysisPlan, data: dict[str, np.ndarray], intercepts: bool = True):
     """Compile once per (design shape, plan shape); later fits swap data with ``with_data``
     (numba compilation costs ~10 s, sampling on the statistics ~1 s)."""
     import nutpie
 
     key = (len(spec.waves), len(spec.treated), len(spec.column_names()), plan.effect_shape, plan.time_trend,
-           plan.random_slopes, data["w00"].shape[0] if plan.random_slopes else 0)
+           plan.random_slopes, data["w00"].shape[0] if plan.random_slopes else 0, intercepts)
     hit = _COMPILE_CACHE.get(key)
     if hit is None:
-        model = _build_model(spec, plan, data)
+        model = _build_model(spec, plan, data, intercepts)
         hit = _Compiled(nutpie.compile_pymc_model(model), tuple(data))
         _COMPILE_CACHE[key] = hit
         return hit.compiled
@@ -798,7 +806,8 @@ def fit_from_crossproducts(
                                      "(otherwise slope and residual variance are not separable); set random_slopes: false")
     std, a_map, d_map, mb, sb = _standardise(stats)
     data = _model_data(std, spec, plan)
-    compiled = _compiled_model(spec, plan, data)
+    intercepts = any(g.rows_per_participant > 1 for g in stats.cross.groups)
+    compiled = _compiled_model(spec, plan, data, intercepts)
     t0 = time.perf_counter()
     idata = nutpie.sample(
         compiled, draws=plan.draws, tune=plan.tune, chains=plan.chains, seed=plan.seed,
@@ -831,10 +840,10 @@ def _summarise(idata, stats, plan, std, a_map, d_map, sb, outcome, direction, mc
     beta_std = np.concatenate([mu_w, eff_aw, coef], axis=1)
     beta = sb * (beta_std @ a_map.T + d_map[None, :])
     sigma = flat("sigma_std")[:, 0] * sb
-    tau = flat("tau_std")[:, 0] * sb
+    tau = flat("tau_std")[:, 0] * sb if "tau_std" in post else np.zeros(chains * draws)
 
     # --- diagnostics gate -------------------------------------------------------------------
-    var_names = (["trend", "effect_std", "coef", "sigma_std", "tau_std"]
+    var_names = (["trend", "effect_std", "coef", "sigma_std"] + (["tau_std"] if "tau_std" in post else [])
                  + (["rate_months"] if plan.effect_shape == "saturating" else [])
                  + (["tau_slope_std", "rho"] if plan.random_slopes else []))
     diagnostics = Diagnostics.of(idata, var_names, plan, seconds)

@@ -230,13 +230,22 @@ def _final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
     return outcome.wave or protocol.wave_names[-1]
 
 
-def longitudinal_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome):
+def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> list[str]:
+    """Follow-up waves (protocol order) at which ``outcome`` has at least one score in the warehouse."""
+    have = {r[0] for r in con.execute(
+        "SELECT DISTINCT wave FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]).fetchall()}
+    return [w for w in protocol.wave_names if w != protocol.baseline_wave and w in have]
+
+
+def longitudinal_statistics(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, waves: Sequence[str] | None = None
+):
     """The primary model's sufficient statistics from the warehouse: ``flows.suffstats.longitudinal_stats``
     (the one way in to those cross-products), after checking the outcome has rows at all."""
     from flows.suffstats import longitudinal_stats
 
     _require_rows(con, protocol, outcome)
-    return longitudinal_stats(con, protocol, outcome=outcome.name)
+    return longitudinal_stats(con, protocol, outcome=outcome.name, waves=waves)
 
 
 def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
@@ -427,6 +436,7 @@ def run_analysis(
     from analysis.errors import AnalysisInputError, DiagnosticsFailed, InsufficientData
     from analysis.missing import ancova_effects, tipping_point
     from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
+    from analysis.results import LONG_RUN, PLATEAU
     from analysis.summary import (
         rows_from_ancova,
         rows_from_cuped,
@@ -459,8 +469,19 @@ def run_analysis(
                      f"p = {srm.p_value:.2g}); randomization or ingest may be broken, interpret every effect with care")
     for o in protocol.outcomes:
         progress(f"fitting the longitudinal model of {o.name}")
+        # A running study: the model covers the follow-up waves with data so far; a long-run wave
+        # without data has no estimate (only its prior), so no long-run row comes from the model.
+        observed = observed_followup_waves(con, protocol, o)
+        if not observed:
+            raise AnalysisRefused(f"outcome {o.name} has no follow-up scores yet (only the baseline); nothing to analyse")
+        running = _final_wave(protocol, o) not in observed
+        if running:
+            notes.append(
+                f"STUDY RUNNING: {o.name} has no scores at its long-run wave {_final_wave(protocol, o)} yet; per-wave "
+                f"effects cover {', '.join(observed)} only; no long-run estimate until that wave closes"
+                + ("" if calibration_study else " (a surrogate-index forecast needs --calibration-study)"))
         try:
-            stats = longitudinal_statistics(con, protocol, o)
+            stats = longitudinal_statistics(con, protocol, o, waves=observed)
             res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
                                         rope=o.rope)
             res.require_passed()
@@ -472,7 +493,10 @@ def run_analysis(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AnalysisRefused(f"the model of {o.name} could not be fitted ({first}); nothing was published") from None
         results[o.name] = res
-        rows += rows_from_effects(res.effects, plan_hash=h, exploratory=is_expl, tier=tier)
+        effects = [e for e in res.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
+        rows += rows_from_effects(effects, plan_hash=h, exploratory=is_expl, tier=tier)
+        if running:
+            continue  # the final-wave ANCOVA and the tipping point need the final wave
         try:
             fw = final_wave_statistics(con, protocol, o)
             ancova_by_outcome[o.name] = (fw, ancova_effects(fw, interval_level=plan.interval_level))

@@ -46,12 +46,16 @@ def _ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
-def observations_sql(protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = ()) -> str:
+def observations_sql(
+    protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
+) -> str:
     """A relation (parenthesised sub-query) with one row per participant x follow-up wave:
-    participant, arm, wave, y, baseline, covariates — the source the design SQL reads."""
+    participant, arm, wave, y, baseline, covariates — the source the design SQL reads.
+    ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
     study = _lit(protocol.study_id)
     bw = _lit(protocol.baseline_wave)
-    follow = ", ".join(_lit(w.name) for w in protocol.waves if w.name != protocol.baseline_wave)
+    follow = ", ".join(_lit(w.name) for w in protocol.waves
+                       if w.name != protocol.baseline_wave and (waves is None or w.name in waves))
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
     cov_cte = "".join(
@@ -73,10 +77,10 @@ def observations_sql(protocol: StudyProtocol, outcome: str, covariates: Sequence
     )
 
 
-def design_spec(protocol: StudyProtocol, covariates: Sequence[str] = ()) -> DesignSpec:
-    """Arms (control first, then protocol order), follow-up waves with months, numeric covariates."""
+def design_spec(protocol: StudyProtocol, covariates: Sequence[str] = (), waves: Sequence[str] | None = None) -> DesignSpec:
+    """Arms (control first, then protocol order), follow-up waves with months (all, or ``waves``), numeric covariates."""
     arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
-    fu = [w for w in protocol.waves if w.name != protocol.baseline_wave]
+    fu = [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
     return DesignSpec(tuple(arms), tuple(w.name for w in fu), tuple(w.months for w in fu),
                       tuple((c, ()) for c in covariates))
 
@@ -101,12 +105,14 @@ def longitudinal_stats(
     *,
     outcome: str | None = None,
     covariates: Sequence[str] | None = None,
+    waves: Sequence[str] | None = None,
 ) -> LongitudinalStats:
-    """Cross-products of the primary model for ``outcome`` (default: the primary outcome)."""
+    """Cross-products of the primary model for ``outcome`` (default: the primary outcome), over the
+    protocol's follow-up waves or only ``waves`` (a running study's waves with data)."""
     name = outcome or protocol.primary_outcome.name
     covs = list(protocol.analysis.covariates if covariates is None else covariates)
-    spec = design_spec(protocol, covs)
-    source = observations_sql(protocol, name, covs)
+    spec = design_spec(protocol, covs, waves)
+    source = observations_sql(protocol, name, covs, waves)
     present = {r[0] for r in con.execute(f"SELECT DISTINCT arm FROM {source}").fetchall()}
     missing = [a for a in spec.arms if a not in present]
     if missing:

@@ -340,3 +340,21 @@ def test_a_sampler_that_cannot_start_is_a_clean_refusal(study):
     with open_warehouse(d / "wh.duckdb") as con:
         with pytest.raises(AnalysisRefused, match=r"could not be fitted \(All initialization points failed\)"):
             run_analysis(con, StudyProtocol.model_validate(PROTOCOL), exploratory=True, fit=broken, store=False)
+
+
+def test_running_study_reports_observed_waves_and_no_long_run_estimate(tmp_path, fast_fit):
+    """Before the long-run wave closes, analyze gives per-wave effects for the waves with data, a note
+    saying the study is running, and no long-run or final-wave row (there is nothing to estimate it from)."""
+    from flows.analysis_flows import run_analysis
+    from schemas.protocol import StudyProtocol
+
+    _fill(tmp_path / "wh.duckdb")
+    with open_warehouse(tmp_path / "wh.duckdb") as con:
+        con.execute("DELETE FROM scores WHERE wave = 'w3'")
+        run = run_analysis(con, StudyProtocol.model_validate(PROTOCOL), exploratory=True, store=False)
+    rows = pd.DataFrame([r.__dict__ for r in run.summary.rows])
+    model_rows = rows[rows.method == "ml_stand_in"]
+    assert set(model_rows.wave) == {"w1"} and set(model_rows.outcome) == {"who5.percent", "phq9.total", "swls.total"}
+    assert not (rows.wave == "long_run").any() and not (rows.wave == "w3").any()
+    assert any("STUDY RUNNING" in n and "who5.percent" in n and "w3" in n for n in run.notes)
+    assert (rows.method == "cuped").any()  # telemetry does not wait for the final wave

@@ -93,3 +93,22 @@ def test_inputs_that_do_not_fit_the_plan_are_refused():
         fit_longitudinal(frame, AnalysisPlan(random_slopes=True), control="control", waves={"w1": 1.0})
     with pytest.raises(AnalysisInputError, match="control arm"):
         fit_longitudinal(frame, AnalysisPlan(), waves={"w1": 1.0})
+
+
+def test_one_follow_up_row_per_participant_is_the_ancova():
+    """With a single follow-up row per participant the intercept variance is not identified apart from
+    the residual; the model fits tau = 0, which is the ANCOVA y ~ arm + baseline (statsmodels OLS)."""
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = pd.DataFrame({"participant": [f"p{i}" for i in range(n)], "arm": rng.choice(["control", "coach"], n),
+                          "wave": "w1", "baseline": rng.normal(50, 10, n)})
+    frame["outcome"] = 10 + 0.7 * frame["baseline"] + 3.0 * (frame["arm"] == "coach") + rng.normal(0, 6, n)
+    res = fit_longitudinal(frame, AnalysisPlan(), control="control", waves={"w1": 1.0})
+    assert res.diagnostics.passed, res.diagnostics
+    ols = smf.ols("outcome ~ C(arm, Treatment('control')) + baseline", frame).fit()
+    m, s = ols.params.iloc[1], ols.bse.iloc[1]
+    eff = res.effect("coach", "w1")
+    assert abs(eff.mean - m) < 0.1 * s and 0.9 < eff.sd / s < 1.15
+    assert {v.name: v.mean for v in res.variance_components}["tau"] == 0.0
