@@ -100,7 +100,6 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
 @task(name="preregister-and-analyze-primary", persist_result=False, cache_policy=None)
 def analyze_primary_task(study: str, warehouse: str) -> dict[str, Any]:
     """Lock the plan and run it (trusted tier); the primary outcome's long-run rows, or the refusal."""
-    from dataclasses import replace
 
     from flows.analysis_flows import plan_lock, preregister, run_analysis
     from flows.errors import FlourishError

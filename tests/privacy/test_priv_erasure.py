@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from conftest import KEY, fill, make_protocol
 from flows.privacy_flows import erase_participant

@@ -31,7 +31,7 @@ def small_study(tmp_path_factory):
 def test_same_seed_same_files(tmp_path):
     a = simulate(tmp_path / "a", 120, seed=5, truth_draws=5_000)
     b = simulate(tmp_path / "b", 120, seed=5, truth_draws=5_000)
-    c = simulate(tmp_path / "c", 120, seed=6, truth_draws=5_000)
+    simulate(tmp_path / "c", 120, seed=6, truth_draws=5_000)
     assert a["events"] == b["events"]
     assert _digest(tmp_path / "a" / "landing") == _digest(tmp_path / "b" / "landing")
     assert _digest(tmp_path / "a" / "landing") != _digest(tmp_path / "c" / "landing")
