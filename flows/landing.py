@@ -104,45 +104,40 @@ def sha256_file(path: Path) -> str:
 # -- JSONL --------------------------------------------------------------------------------
 
 def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, bytes, str]]]:
-    """Split ``body`` (ending in a newline) into lines; invalid UTF-8 lines become rejects."""
+    """Split ``body`` (ending in a newline) into lines; invalid UTF-8 lines become rejects.
+
+    Zero-copy: each ``raw`` value is a view of ``body`` that keeps its line ending ("\n" or "\r\n"),
+    which JSON parsing ignores as trailing whitespace; consumers that need the bare bytes strip it.
+    """
     buf = np.frombuffer(body, dtype=np.uint8)
     newline = np.flatnonzero(buf == 10)
-    starts = np.empty(len(newline), dtype=np.int64)
-    starts[0:1] = 0
-    starts[1:] = newline[:-1] + 1
-    ends = newline.copy()
-    # a CR before the LF belongs to the line ending, not the record
-    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
-    ends = ends - has_cr
-    lengths = ends - starts
-    keep = np.ones(len(buf), dtype=bool)
-    keep[newline] = False
-    keep[(newline - 1)[has_cr]] = False
-    data = buf[keep]
-    offsets = np.zeros(len(newline) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    binary = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(newline), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
-    lines = np.arange(first_line, first_line + len(newline), dtype=np.int64)
-    # blank lines (empty or only spaces/tabs) are skipped and not counted; only lines that are
-    # empty or start with whitespace can be blank, and those are rare, so check just them
+    n = len(newline)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = newline + 1
+    starts = offsets[:-1]
+    lengths = newline - starts  # without the LF
+    lines = np.arange(first_line, first_line + n, dtype=np.int64)
+    # blank lines (empty or only spaces/tabs/CR) are skipped and not counted; only short lines or lines
+    # starting with whitespace can be blank, and those are rare, so check just them
     first = buf[np.minimum(starts, len(buf) - 1)]
-    blank = lengths == 0
-    for i in np.flatnonzero((lengths > 0) & ((first == 32) | (first == 9))):
-        blank[i] = not body[starts[i]:ends[i]].strip()
+    candidate = (lengths <= 1) | (first == 32) | (first == 9) | (first == 13)
+    blank = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(candidate):
+        blank[i] = not body[starts[i]:newline[i]].strip()
     rejects: list[tuple[int, bytes, str]] = []
     try:
-        text = binary.cast(pa.large_string())
-    except pa.ArrowInvalid:
+        body.decode("utf-8")  # one validation pass over the block (fast for ASCII)
+        text = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(body))
+    except UnicodeDecodeError:
         # Rare path: some line is not UTF-8. Find which, reject those, keep the rest.
-        values = binary.to_pylist()
         good: list[str | None] = []
-        for i, v in enumerate(values):
+        for i in range(n):
+            v = body[starts[i]:offsets[i + 1]]
             try:
                 good.append(v.decode("utf-8"))
             except UnicodeDecodeError:
-                rejects.append((int(lines[i]), v, "line is not valid UTF-8"))
+                rejects.append((int(lines[i]), v.rstrip(b"\r\n"), "line is not valid UTF-8"))
                 good.append(None)
         mask = np.array([g is not None for g in good], dtype=bool)
         text = pa.array([g for g in good if g is not None], type=pa.large_string())

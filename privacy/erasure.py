@@ -36,7 +36,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -327,7 +327,9 @@ def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
     return [str(p.relative_to(base)) for p in iter_files(base) if needles.in_bytes(p.read_bytes())]
 
 
-def erase_withdrawn(con: duckdb.DuckDBPyConnection, reason: str = "withdrawn") -> ErasureReceipt | None:
+def erase_withdrawn(
+    con: duckdb.DuckDBPyConnection, reason: str = "withdrawn", withheld: Mapping[str, int] | None = None
+) -> ErasureReceipt | None:
     """Erase, in the caller's transaction, every participant with a withdrawal in ``consents`` and no tombstone yet.
 
     The ingest calls this at the end of a batch, so a withdrawal and the erasure it triggers commit together
@@ -335,6 +337,8 @@ def erase_withdrawn(con: duckdb.DuckDBPyConnection, reason: str = "withdrawn") -
     table for all of the batch's withdrawals), unlike ``erase_rows`` which serves one erasure request. The
     warehouse file keeps the deleted bytes in free blocks until ``compact_database`` runs (``flourish erase``
     and ``flourish compact`` do); files under the study folder are scrubbed by ``flourish erase`` only.
+    ``withheld`` counts, per table, rows of these participants that the caller's batch accepted but never
+    inserted (the ingest withholds them rather than insert then delete); they count as deleted.
     """
     con.execute("""
         CREATE OR REPLACE TEMP TABLE withdrawn_now AS
@@ -363,6 +367,9 @@ def erase_withdrawn(con: duckdb.DuckDBPyConnection, reason: str = "withdrawn") -
         else:
             con.execute(f"DELETE FROM {_q(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)")
             deleted[table] = int(n)
+    for table, n in (withheld or {}).items():
+        if n:
+            deleted[table] = deleted.get(table, 0) + int(n)
     ledger = 0
     if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'consent_ledger'").fetchone()[0]:
         ledger = con.execute("SELECT count(*) FROM consent_ledger WHERE participant IN "
