@@ -128,6 +128,8 @@ def analyze(
                 result.save(save_dir / name)
     if json_out:
         typer.echo(run.summary.to_json())
+        for n in run.notes:  # stdout stays one JSON document; notes (e.g. STUDY RUNNING) go to stderr
+            typer.echo(f"note: {n}", err=True)
         return
     label = "EXPLORATORY" if run.exploratory else "confirmatory (locked plan)"
     typer.echo(f"{protocol.study_id}: run {run.run_id}, plan {run.lock.plan_hash[:12]}, {label}")
