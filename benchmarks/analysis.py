@@ -12,7 +12,8 @@ For each size: write a DuckDB warehouse file (3 arms, baseline + 5 follow-up wav
 and print each figure and the end-to-end sum. Peak resident memory is the process maximum
 (``ru_maxrss``), reported after the largest size. Same-run comparisons (flags to skip): statsmodels
 MixedLM (ML, random intercept, same fixed effects) at 10,000 and 50,000 participants, and nutpie on
-the naive model with one latent intercept per participant at 10,000.
+the naive model with one latent intercept per participant at 10,000. ``--random-slopes`` runs the
+random intercept-and-slope model instead (data simulated with slope SD 0.5 per month).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ARMS = ("control", "coach", "nudge")
 WAVE_DAYS = (0, 14, 30, 61, 91, 182)
 
 
-def protocol() -> StudyProtocol:
+def protocol(random_slopes: bool = False) -> StudyProtocol:
     return StudyProtocol.model_validate({
         "study_id": "bench",
         "title": "benchmark",
@@ -47,12 +48,13 @@ def protocol() -> StudyProtocol:
         "waves": [{"name": f"w{i}", "day": d, "instruments": ["who5"]} for i, d in enumerate(WAVE_DAYS)],
         "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "w5"},
         "privacy": {"epsilon": 1.0},
-        "analysis": {"effect_shape": "per_wave", "time_trend": "per_wave"},
+        "analysis": {"effect_shape": "per_wave", "time_trend": "per_wave", "random_slopes": random_slopes},
     })
 
 
-def build_warehouse(path: Path, n: int, seed: int = 1) -> float:
-    """Write assignments and scores for n participants with DuckDB SQL; return seconds."""
+def build_warehouse(path: Path, n: int, seed: int = 1, slope_sd: float = 0.0) -> float:
+    """Write assignments and scores for n participants with DuckDB SQL; return seconds. ``slope_sd``
+    adds a random slope on months per participant (for the random-slopes run)."""
     from flows.warehouse import open_warehouse
 
     t0 = time.perf_counter()
@@ -67,7 +69,8 @@ def build_warehouse(path: Path, n: int, seed: int = 1) -> float:
             CREATE TEMP TABLE people AS
             SELECT 'p' || i AS participant, i % 3 AS arm_i,
                    50 + 15 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS baseline,
-                   8 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS u
+                   8 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS u,
+                   {float(slope_sd)} * sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS u1
             FROM range({n}) t(i)""")
         con.execute("""
             INSERT INTO scores (study_id, participant, wave, outcome, value, source)
@@ -77,7 +80,7 @@ def build_warehouse(path: Path, n: int, seed: int = 1) -> float:
             INSERT INTO scores (study_id, participant, wave, outcome, value, source)
             SELECT 'bench', participant, 'w' || k,  'who5.percent',
                    20 + 0.6 * baseline + 0.3 * months + (arm_i = 1)::INT * 3 * (1 - exp(-months / 2))
-                   + (arm_i = 2)::INT * 1.5 + u + 10 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()),
+                   + (arm_i = 2)::INT * 1.5 + u + u1 * months + 10 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()),
                    'flourish'
             FROM people, (VALUES {waves}) w(k, months)
             WHERE random() > 0.15""")
@@ -177,7 +180,11 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true", help="skip nutpie on the naive latent-intercept model")
     ap.add_argument("--naive-draws", type=int, default=1000)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--random-slopes", action="store_true",
+                    help="fit (and simulate) random slopes on months; comparisons are skipped")
     args = ap.parse_args()
+    if args.random_slopes:
+        args.skip_mixedlm = args.skip_naive = True
 
     t_process = time.perf_counter()
     t_import = time.perf_counter()
@@ -185,7 +192,7 @@ def main() -> None:
     import pymc  # noqa: F401
 
     print(f"imports (pymc, nutpie): {time.perf_counter() - t_import:.1f} s", flush=True)
-    proto = protocol()
+    proto = protocol(args.random_slopes)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="flourish-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     files: dict[int, Path] = {}
@@ -195,7 +202,7 @@ def main() -> None:
             p = work / f"bench_{n}.duckdb"
             if p.exists():
                 p.unlink()
-            secs = build_warehouse(p, n)
+            secs = build_warehouse(p, n, slope_sd=0.5 if args.random_slopes else 0.0)
             print(f"[{n:>9,} participants] warehouse written in {secs:.1f} s ({p.stat().st_size / 1e6:.0f} MB)", flush=True)
             files[n] = p
         return files[n]

@@ -597,13 +597,14 @@ def ingest_batch(
             # withheld here instead of inserted and deleted (deleting fresh rows made the commit several
             # times slower), and counted as deleted in the erasure receipt.
             con.execute("CREATE OR REPLACE TEMP TABLE withdrawn_pending (participant VARCHAR)")
-            withheld_events = 0
+            withheld_events = pending = 0
             pending_known = False
             for f, digest in todo:
                 if not pending_known and f.kind != "consents":
                     con.execute("""INSERT INTO withdrawn_pending SELECT DISTINCT participant FROM consents
                                    WHERE withdrawn_at IS NOT NULL
                                      AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)""")
+                    pending = con.execute("SELECT count(*) FROM withdrawn_pending").fetchone()[0]
                     pending_known = True
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
@@ -650,7 +651,7 @@ def ingest_batch(
                      sum(res.quarantined.values())])
             # consent withdrawals of this batch erase those participants, atomically with the batch
             erased = (erase_withdrawn(con, withheld={"events": withheld_events})
-                      if any(f.kind == "consents" for f, _ in todo) else None)
+                      if pending or any(f.kind == "consents" for f, _ in todo) else None)
             if erased is None and withheld_events:
                 raise IngestError(f"internal error: {withheld_events} events were withheld for an erasure that did not run")
             rec = Reconciliation(batch_id, protocol.study_id, results, time.perf_counter() - started)
