@@ -604,7 +604,7 @@ def ingest_batch(
                     con.execute("""INSERT INTO withdrawn_pending SELECT DISTINCT participant FROM consents
                                    WHERE withdrawn_at IS NOT NULL
                                      AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)""")
-                    pending = con.execute("SELECT count(*) FROM withdrawn_pending").fetchone()[0]
+                    pending = con.execute("SELECT count(*) FROM withdrawn_pending").fetchall()[0][0]
                     pending_known = True
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
@@ -635,7 +635,7 @@ def ingest_batch(
                 if f.kind == "events":
                     withheld_events += con.execute(
                         "SELECT count(*) FROM acc_events WHERE participant IN (SELECT participant FROM withdrawn_pending)"
-                    ).fetchone()[0]
+                    ).fetchall()[0][0]
                     con.execute("INSERT INTO events SELECT * FROM acc_events "
                                 "WHERE participant NOT IN (SELECT participant FROM withdrawn_pending)")
                     con.execute("DELETE FROM acc_events")
