@@ -217,8 +217,11 @@ def slope_groups_sql(spec: DesignSpec, source: str) -> str:
     """
     cols = spec.columns()
     q = len(cols) + 1  # augmented with y as the last column
-    t_expr = "CASE " + " ".join(f"WHEN wave = {_lit(w)} THEN {float(mo)!r}" for w, mo in zip(spec.waves, spec.months, strict=True)) + " END"
-    design = ", ".join([f"{expr} AS c{j}" for j, (_, expr, _) in enumerate(cols)] + [f"CAST(y AS DOUBLE) AS c{q - 1}"])
+    # DOUBLE throughout: SQL number literals are DECIMALs, whose sums of products overflow HUGEINT at scale
+    t_expr = "CAST(CASE " + " ".join(f"WHEN wave = {_lit(w)} THEN {float(mo)!r}"
+                                     for w, mo in zip(spec.waves, spec.months, strict=True)) + " END AS DOUBLE)"
+    design = ", ".join([f"CAST({expr} AS DOUBLE) AS c{j}" for j, (_, expr, _) in enumerate(cols)]
+                       + [f"CAST(y AS DOUBLE) AS c{q - 1}"])
     rel = f"(SELECT participant, {t_expr} AS t, {design} FROM {source})"
     sums = ", ".join(["count(*) AS m", "round(sum(t), 9) AS st", "round(sum(t * t), 9) AS stt"]
                      + [f"sum(c{j}) AS a{j}" for j in range(q)] + [f"sum(t * c{j}) AS b{j}" for j in range(q)])

@@ -156,3 +156,21 @@ def test_random_slopes_refuse_designs_that_cannot_identify_them():
                              "wave": ["w1", "w2"] * 2, "outcome": [1.0, 2.0, 2.5, 3.0], "baseline": [1.0, 1.0, 2.0, 2.0]})
     with pytest.raises(AnalysisInputError, match="three or more follow-up waves"):
         fit_longitudinal(two_rows, AnalysisPlan(random_slopes=True), control="control", waves={"w1": 1.0, "w2": 2.0})
+
+
+def test_slope_statistics_at_scale_stay_in_double_precision():
+    """12,000 participants x 5 waves: SQL number literals are DECIMALs, and sums of their products
+    overflowed DuckDB's HUGEINT before the slope SQL cast every column to DOUBLE (found by
+    benchmarks/analysis.py --random-slopes at 10,000 participants)."""
+    frame, _ = _slope_study(11, 12_000)
+    # months as protocols compute them (days / 30.4375): long decimal literals in the SQL
+    months = {w: d / 30.4375 for w, d in zip(("w1", "w2", "w3", "w4", "w5"), (14, 30, 61, 91, 182), strict=True)}
+    spec = design_spec_from_frame(frame, control="control", waves=months)
+    stats = crossproducts_from_frame(frame, spec, slopes=True)
+    t = frame["wave"].map(months).to_numpy(float)
+    x = np.column_stack(
+        [(frame["wave"] == w).to_numpy(float) for w in spec.waves]
+        + [((frame["arm"] == a) & (frame["wave"] == w)).to_numpy(float) for a in spec.treated for w in spec.waves]
+        + [frame["baseline"].to_numpy(float)])
+    ref = CrossProducts.from_arrays(x, frame["outcome"], frame["participant"], spec.column_names(), time=t)
+    assert stats.cross.allclose(ref, rtol=1e-9, atol=1e-6)
