@@ -465,6 +465,8 @@ def _mixed_scope_gate(con: duckdb.DuckDBPyConnection, kind: str) -> None:
     if not scope:
         return
     tcol = TIME_FIELD[kind]
+    if not con.execute("SELECT coalesce(bool_or(scope_mixed), false) FROM stage").fetchall()[0][0]:
+        return  # the common case: no participant of this chunk has consent versions that differ in scope
     con.execute(f"""
     UPDATE stage SET reason = 'no_consent', message = 'no consent with scope {scope} in force at {tcol}'
     FROM (
@@ -590,14 +592,14 @@ def ingest_batch(
         pmap_cache: dict[str, str] = {}
 
         with transaction(con):  # the whole batch, or nothing of it
-            # clean events of a file gather here and reach `events` in one INSERT per file: many small
-            # appends to a persistent table cost far more (and make the commit slow) than one large one
+            # clean events gather here and reach `events` in one INSERT per ACC_FLUSH_ROWS: many small
+            # appends to a persistent table cost far more (and make the commit slow) than a few large ones
             con.execute("CREATE OR REPLACE TEMP TABLE acc_events AS SELECT * FROM events LIMIT 0")
             # Participants this batch's consents withdraw are erased at its end; their accepted events are
             # withheld here instead of inserted and deleted (deleting fresh rows made the commit several
             # times slower), and counted as deleted in the erasure receipt.
             con.execute("CREATE OR REPLACE TEMP TABLE withdrawn_pending (participant VARCHAR)")
-            withheld_events = pending = 0
+            withheld_events = pending = acc_rows = 0
             pending_known = False
             for f, digest in todo:
                 if not pending_known and f.kind != "consents":
@@ -633,12 +635,10 @@ def ingest_batch(
                         if _crash_after_rows is not None and rows_seen >= _crash_after_rows:
                             os._exit(99)  # simulated kill: no rollback, no cleanup
                 if f.kind == "events":
-                    withheld_events += con.execute(
-                        "SELECT count(*) FROM acc_events WHERE participant IN (SELECT participant FROM withdrawn_pending)"
-                    ).fetchall()[0][0]
-                    con.execute("INSERT INTO events SELECT * FROM acc_events "
-                                "WHERE participant NOT IN (SELECT participant FROM withdrawn_pending)")
-                    con.execute("DELETE FROM acc_events")
+                    acc_rows += res.stored
+                    if acc_rows >= ACC_FLUSH_ROWS:
+                        withheld_events += _flush_events(con)
+                        acc_rows = 0
                 if rejects_here:
                     raw_rejects[f.name] = rejects_here
                 if res.read != res.stored + sum(res.quarantined.values()):
@@ -649,6 +649,7 @@ def ingest_batch(
                     "INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [batch_id, f.name, digest, res.size_bytes, res.kind, res.read, res.stored,
                      sum(res.quarantined.values())])
+            withheld_events += _flush_events(con)
             # consent withdrawals of this batch erase those participants, atomically with the batch
             erased = (erase_withdrawn(con, withheld={"events": withheld_events})
                       if pending or any(f.kind == "consents" for f, _ in todo) else None)
@@ -668,6 +669,21 @@ def ingest_batch(
         return rec
     finally:
         con.close()
+
+
+ACC_FLUSH_ROWS = 500_000  # clean events gathered (from one or many files) before one INSERT into events
+
+
+def _flush_events(con) -> int:
+    """Move gathered clean events into ``events``, except those of participants this batch erases
+    (withheld: returned as a count for the erasure receipt)."""
+    withheld = con.execute(
+        "SELECT count(*) FROM acc_events WHERE participant IN (SELECT participant FROM withdrawn_pending)"
+    ).fetchall()[0][0]
+    con.execute("INSERT INTO events SELECT * FROM acc_events "
+                "WHERE participant NOT IN (SELECT participant FROM withdrawn_pending)")
+    con.execute("DELETE FROM acc_events")
+    return int(withheld)
 
 
 def _chunks_or_unreadable(f: landing.LandingFile, res: FileResult):
