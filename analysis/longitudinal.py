@@ -400,19 +400,26 @@ def _gls(cross: CrossProducts, sigma2: float, tau2: float) -> tuple[np.ndarray, 
 
 
 @dataclass(frozen=True)
-class MLFit:
-    """Maximum-likelihood fit of the random-intercept model from cross-products."""
+class _FixedEffects:
+    """GLS fixed effects (``beta``) and their covariance over the named ``columns``."""
 
     columns: tuple[str, ...]
     beta: np.ndarray = field(repr=False)
     cov: np.ndarray = field(repr=False)
+
+    def coef(self, name: str) -> tuple[float, float]:
+        """(estimate, standard error) of one column."""
+        j = self.columns.index(name)
+        return float(self.beta[j]), float(math.sqrt(self.cov[j, j]))
+
+
+@dataclass(frozen=True)
+class MLFit(_FixedEffects):
+    """Maximum-likelihood fit of the random-intercept model from cross-products."""
+
     sigma2: float
     tau2: float
     loglik: float
-
-    def coef(self, name: str) -> tuple[float, float]:
-        j = self.columns.index(name)
-        return float(self.beta[j]), float(math.sqrt(self.cov[j, j]))
 
 
 def plan_constraint(spec: DesignSpec, plan: AnalysisPlan) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -529,21 +536,14 @@ def marginal_loglik_slopes(cross: CrossProducts, beta: np.ndarray, sigma2: float
 
 
 @dataclass(frozen=True)
-class MLFitSlopes:
+class MLFitSlopes(_FixedEffects):
     """Maximum-likelihood fit with random intercepts and slopes on time, from cross-products."""
 
-    columns: tuple[str, ...]
-    beta: np.ndarray = field(repr=False)
-    cov: np.ndarray = field(repr=False)
     sigma2: float
     tau0: float
     tau1: float
     rho: float
     loglik: float
-
-    def coef(self, name: str) -> tuple[float, float]:
-        j = self.columns.index(name)
-        return float(self.beta[j]), float(math.sqrt(self.cov[j, j]))
 
 
 def ml_fit_slopes(cross: CrossProducts) -> MLFitSlopes:
