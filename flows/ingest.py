@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from flows import landing
 from flows.warehouse import connect, transaction
-from privacy.erasure import erase_withdrawn, tombstone_token
+from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
 from schemas.protocol import StudyProtocol
 from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET, SCOPES
@@ -595,19 +595,8 @@ def ingest_batch(
             # clean events gather here and reach `events` in one INSERT per ACC_FLUSH_ROWS: many small
             # appends to a persistent table cost far more (and make the commit slow) than a few large ones
             con.execute("CREATE OR REPLACE TEMP TABLE acc_events AS SELECT * FROM events LIMIT 0")
-            # Participants this batch's consents withdraw are erased at its end; their accepted events are
-            # withheld here instead of inserted and deleted (deleting fresh rows made the commit several
-            # times slower), and counted as deleted in the erasure receipt.
-            con.execute("CREATE OR REPLACE TEMP TABLE withdrawn_pending (participant VARCHAR)")
-            withheld_events = pending = acc_rows = 0
-            pending_known = False
+            withheld_events = acc_rows = 0
             for f, digest in todo:
-                if not pending_known and f.kind != "consents":
-                    con.execute("""INSERT INTO withdrawn_pending SELECT DISTINCT participant FROM consents
-                                   WHERE withdrawn_at IS NOT NULL
-                                     AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)""")
-                    pending = con.execute("SELECT count(*) FROM withdrawn_pending").fetchall()[0][0]
-                    pending_known = True
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
                 if f.kind is None or f.fmt is None:
@@ -651,8 +640,7 @@ def ingest_batch(
                      sum(res.quarantined.values())])
             withheld_events += _flush_events(con)
             # consent withdrawals of this batch erase those participants, atomically with the batch
-            erased = (erase_withdrawn(con, withheld={"events": withheld_events})
-                      if pending or any(f.kind == "consents" for f, _ in todo) else None)
+            erased = erase_withdrawn(con, withheld={"events": withheld_events})
             if erased is None and withheld_events:
                 raise IngestError(f"internal error: {withheld_events} events were withheld for an erasure that did not run")
             rec = Reconciliation(batch_id, protocol.study_id, results, time.perf_counter() - started)
@@ -675,13 +663,15 @@ ACC_FLUSH_ROWS = 500_000  # clean events gathered (from one or many files) befor
 
 
 def _flush_events(con) -> int:
-    """Move gathered clean events into ``events``, except those of participants this batch erases
-    (withheld: returned as a count for the erasure receipt)."""
+    """Move gathered clean events into ``events``, except those of participants this batch erases.
+
+    Those participants (consents withdrawn, not yet erased) are erased at the batch's end; their events
+    are withheld rather than inserted and deleted (deleting fresh rows made the commit several times
+    slower) and returned as a count, which the erasure receipt reports as deleted. Consents are
+    ingested before events, so the set is complete when events are flushed."""
     withheld = con.execute(
-        "SELECT count(*) FROM acc_events WHERE participant IN (SELECT participant FROM withdrawn_pending)"
-    ).fetchall()[0][0]
-    con.execute("INSERT INTO events SELECT * FROM acc_events "
-                "WHERE participant NOT IN (SELECT participant FROM withdrawn_pending)")
+        f"SELECT count(*) FROM acc_events WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
+    con.execute(f"INSERT INTO events SELECT * FROM acc_events WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})")
     con.execute("DELETE FROM acc_events")
     return int(withheld)
 

@@ -327,6 +327,12 @@ def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
     return [str(p.relative_to(base)) for p in iter_files(base) if needles.in_bytes(p.read_bytes())]
 
 
+# Participants with a consent withdrawal and no tombstone yet: erase_withdrawn erases them, and the
+# ingest withholds their newly accepted rows (flows/ingest.py).
+WITHDRAWN_NOT_ERASED = """SELECT DISTINCT participant FROM consents WHERE withdrawn_at IS NOT NULL
+    AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)"""
+
+
 def erase_withdrawn(
     con: duckdb.DuckDBPyConnection, reason: str = "withdrawn", withheld: Mapping[str, int] | None = None
 ) -> ErasureReceipt | None:
@@ -340,12 +346,7 @@ def erase_withdrawn(
     ``withheld`` counts, per table, rows of these participants that the caller's batch accepted but never
     inserted (the ingest withholds them rather than insert then delete); they count as deleted.
     """
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE withdrawn_now AS
-        SELECT DISTINCT participant FROM consents
-        WHERE withdrawn_at IS NOT NULL
-          AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)
-    """)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE withdrawn_now AS {WITHDRAWN_NOT_ERASED}")
     pseudonyms = [r[0] for r in con.execute("SELECT participant FROM withdrawn_now").fetchall()]
     if not pseudonyms:
         return None
