@@ -474,10 +474,11 @@ def run_analysis(
         observed = observed_followup_waves(con, protocol, o)
         if not observed:
             raise AnalysisRefused(f"outcome {o.name} has no follow-up scores yet (only the baseline); nothing to analyse")
-        running = _final_wave(protocol, o) not in observed
+        final = _final_wave(protocol, o)
+        running = final not in observed
         if running:
             notes.append(
-                f"STUDY RUNNING: {o.name} has no scores at its long-run wave {_final_wave(protocol, o)} yet; per-wave "
+                f"STUDY RUNNING: {o.name} has no scores at its long-run wave {final} yet; per-wave "
                 f"effects cover {', '.join(observed)} only; no long-run estimate until that wave closes"
                 + ("" if calibration_study else " (a surrogate-index forecast needs --calibration-study)"))
         try:

@@ -46,6 +46,11 @@ def _ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
+    """The protocol's follow-up waves (after the baseline wave), or those of them named in ``waves``."""
+    return [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
+
+
 def observations_sql(
     protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
 ) -> str:
@@ -54,8 +59,7 @@ def observations_sql(
     ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
     study = _lit(protocol.study_id)
     bw = _lit(protocol.baseline_wave)
-    follow = ", ".join(_lit(w.name) for w in protocol.waves
-                       if w.name != protocol.baseline_wave and (waves is None or w.name in waves))
+    follow = ", ".join(_lit(w.name) for w in _followup(protocol, waves))
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
     cov_cte = "".join(
@@ -80,7 +84,7 @@ def observations_sql(
 def design_spec(protocol: StudyProtocol, covariates: Sequence[str] = (), waves: Sequence[str] | None = None) -> DesignSpec:
     """Arms (control first, then protocol order), follow-up waves with months (all, or ``waves``), numeric covariates."""
     arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
-    fu = [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
+    fu = _followup(protocol, waves)
     return DesignSpec(tuple(arms), tuple(w.name for w in fu), tuple(w.months for w in fu),
                       tuple((c, ()) for c in covariates))
 
