@@ -237,34 +237,32 @@ def _slope_groups(con: duckdb.DuckDBPyConnection, spec: DesignSpec, source: str)
     from schemas.suffstats import SlopeGroupCrossProducts
 
     q = len(spec.columns()) + 1
-    upper = [(j, k) for j in range(q) for k in range(j, q)]
+    n = q * (q + 1) // 2
     out = []
     for row in con.execute(slope_groups_sql(spec, source)).fetchall():
-        vals = [0.0 if v is None else float(v) for v in row[4:]]
-        w00, w01, w11 = np.zeros((q, q)), np.zeros((q, q)), np.zeros((q, q))
-        i = 0
-        for j, k in upper:
-            w00[j, k] = w00[k, j] = vals[i]
-            i += 1
-        w01[:] = np.array(vals[i:i + q * q]).reshape(q, q)
-        i += q * q
-        for j, k in upper:
-            w11[j, k] = w11[k, j] = vals[i]
-            i += 1
+        vals = _floats(row[4:])  # w00 upper triangle, w01 whole (row-major), w11 upper triangle
+        w00 = _symmetric(vals[:n], q)
+        w01 = np.array(vals[n:n + q * q]).reshape(q, q)
+        w11 = _symmetric(vals[n + q * q:], q)
         out.append(SlopeGroupCrossProducts(int(row[0]), float(row[1]), float(row[2]), int(row[3]), w00, w01, w11))
     return tuple(out)
 
 
+def _symmetric(upper: Sequence[float], p: int) -> np.ndarray:
+    """The p x p symmetric matrix whose upper triangle, row by row (j <= k), is ``upper``."""
+    m = np.zeros((p, p))
+    m[np.triu_indices(p)] = upper
+    return m + np.triu(m, 1).T
+
+
+def _floats(values: Sequence[float | None]) -> list[float]:
+    return [0.0 if v is None else float(v) for v in values]  # SQL sums over no rows are NULL
+
+
 def _unpack(row: Sequence[float], p: int, offset: int) -> tuple[np.ndarray, np.ndarray, float]:
-    xx = np.zeros((p, p))
-    i = offset
-    for j in range(p):
-        for k in range(j, p):
-            xx[j, k] = xx[k, j] = row[i] if row[i] is not None else 0.0
-            i += 1
-    xy = np.array([row[i + j] if row[i + j] is not None else 0.0 for j in range(p)], dtype=float)
-    yy = row[i + p] if row[i + p] is not None else 0.0
-    return xx, xy, float(yy)
+    n = p * (p + 1) // 2
+    vals = _floats(row[offset:offset + n + p + 1])
+    return _symmetric(vals[:n], p), np.array(vals[n:n + p]), vals[n + p]
 
 
 @dataclass(frozen=True)
