@@ -280,9 +280,9 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
         typed.append("items_json AS items")
 
     pid = col("participant_id")
-    n_fields = len(names)
+    extra_out = ", NULL::VARCHAR AS record_hash" if kind == "consents" else ""  # a consent's key: set after staging
     # unpack the type/text lists once into scalar columns; every check below reads t_i / v_i
-    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, n_fields + 1)) + ", list_count(t) AS n_known"
+    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
     sql = f"""
     WITH parsed AS (
         SELECT line, raw, json_valid(raw) AS is_json,
@@ -308,8 +308,13 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
                          AND length({pid}) BETWEEN 1 AND {MAX_ID} THEN {pid} END AS pid_raw
         FROM numbered
     )
-    SELECT c.line, c.pid_raw, {', '.join(typed)}, c.reason, c.message
-    FROM checked c
+    SELECT c.line,
+           -- the pseudonym map (``pmap``) was built from this chunk's distinct ids; a miss is a bug, never a silent NULL
+           coalesce(pm.participant, CASE WHEN c.pid_raw IS NOT NULL
+                    THEN error('internal error: a participant id is missing from the pseudonym map') END) AS participant,
+           coalesce(pm.erased, false) AS erased,
+           {', '.join(typed)}, c.reason, c.message, NULL::VARCHAR AS payload{extra_out}
+    FROM checked c LEFT JOIN pmap pm ON pm.pid_raw = c.pid_raw
     """
     head, sep, tail = sql.partition("), extra AS (")
     tail = re.sub(r"\b([tv])\[(\d+)\]", r"\1_\2", tail).replace("len(keys) > list_count(t)", "len(keys) > n_known")
@@ -393,7 +398,7 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
     """
     tcol = TIME_FIELD[kind]
     scope = CONSENT_SCOPE.get(kind)
-    gate = ["WHEN tb.participant IS NOT NULL THEN 'withdrawn'"]
+    gate = ["WHEN s.erased THEN 'withdrawn'"]
     if kind != "consents":  # a consent record may itself carry the withdrawal
         gate.append(f"WHEN cs.withdrawn_at IS NOT NULL AND s.{tcol} >= cs.withdrawn_at THEN 'withdrawn'")
     if scope:
@@ -430,12 +435,10 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
                bool_or(list_contains(scopes, {scope_sql})) AND NOT bool_and(list_contains(scopes, {scope_sql})) AS mixed
         FROM consents GROUP BY participant
     ), g AS (
-        SELECT s.* REPLACE (CASE WHEN tb.participant IS NULL THEN s.participant END AS participant),
-               tb.participant IS NOT NULL AS erased,
-               coalesce(cs.mixed, false) AND s.reason IS NULL AND tb.participant IS NULL AS scope_mixed,
+        SELECT s.* REPLACE (CASE WHEN NOT s.erased THEN s.participant END AS participant),
+               coalesce(cs.mixed, false) AND s.reason IS NULL AND NOT s.erased AS scope_mixed,
                CASE WHEN s.reason IS NOT NULL THEN s.reason {' '.join(gate)} END AS gate_reason
         FROM {source} s
-        LEFT JOIN tombstones tb ON tb.participant = s.tomb
         LEFT JOIN cs ON cs.participant = s.participant
     ), rk AS (
         SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
@@ -589,7 +592,8 @@ def ingest_batch(
         qdir = quarantine_dir(landing_dir)
         raw_rejects: dict[str, list[tuple[int, bytes, str]]] = {}
         rows_seen = 0
-        pmap_cache: dict[str, str] = {}
+        # tombstones change only at the batch's end (erase_withdrawn), so one read serves every chunk
+        pseudonyms = _Pseudonyms(key, {r[0] for r in con.execute("SELECT participant FROM tombstones").fetchall()})
 
         with transaction(con):  # the whole batch, or nothing of it
             # clean events gather here and reach `events` in one INSERT per ACC_FLUSH_ROWS: many small
@@ -613,8 +617,7 @@ def ingest_batch(
                             res.read += 1
                             res.quarantined["unreadable_file"] += 1
                             break
-                        n_read, n_stored, q = _ingest_chunk(
-                            con, chunk, f, protocol, key, batch_id, pmap_cache, rejects_here)
+                        n_read, n_stored, q = _ingest_chunk(con, chunk, f, protocol, pseudonyms, batch_id, rejects_here)
                         res.read += n_read
                         res.stored += n_stored
                         res.quarantined.update(q)
@@ -657,6 +660,33 @@ def ingest_batch(
         return rec
     finally:
         con.close()
+
+
+SCAN_BATCH_ROWS = 16_384
+
+
+class _Pseudonyms:
+    """Raw id -> (pseudonym, erased?) for the ids of a batch: one HMAC per distinct id, cached across chunks.
+
+    ``erased`` compares the pseudonym's one-way tombstone token (privacy/erasure.py) with the stored tokens."""
+
+    MAX_CACHED = 2_000_000  # bound memory on very wide batches
+
+    def __init__(self, key: bytes, tomb_tokens: set[str]):
+        self.key = key
+        self.tombs = tomb_tokens
+        self.cache: dict[str, tuple[str, bool]] = {}
+
+    def table(self, raw_ids: list[str]) -> pa.Table:
+        if len(self.cache) > self.MAX_CACHED:
+            self.cache.clear()
+        new = [i for i in raw_ids if i not in self.cache]
+        for rid, p in pseudonymize_many(new, self.key).items():
+            self.cache[rid] = (p, tombstone_token(p) in self.tombs)
+        hits = [self.cache[i] for i in raw_ids]
+        return pa.table({"pid_raw": pa.array(raw_ids, pa.string()),
+                         "participant": pa.array([h[0] for h in hits], pa.string()),
+                         "erased": pa.array([h[1] for h in hits], pa.bool_())})
 
 
 ACC_FLUSH_ROWS = 500_000  # clean events gathered (from one or many files) before one INSERT into events
@@ -717,8 +747,8 @@ def _quarantine_whole_file(con, f: landing.LandingFile, reason: str, batch_id: s
     return n
 
 
-def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: StudyProtocol, key: bytes,
-                  batch_id: str, pmap_cache: dict[str, str], rejects_out: list[tuple[int, bytes, str]]):
+def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: StudyProtocol,
+                  pseudonyms: "_Pseudonyms", batch_id: str, rejects_out: list[tuple[int, bytes, str]]):
     kind = f.kind
     assert kind is not None
     q: Counter = Counter()
@@ -736,39 +766,31 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     if chunk.table.num_rows == 0:
         return n_read, 0, q
 
-    con.register("chunk", chunk.table)
-    staged = con.sql(_stage_sql(kind, protocol)).to_arrow_table()
-    # pseudonymize at the door: one HMAC per distinct id (dictionary encoding), then drop the raw ids
-    pid = staged.column("pid_raw").combine_chunks().dictionary_encode()
-    distinct = pid.dictionary.to_pylist()
-    pmap_cache.update(pseudonymize_many([i for i in distinct if i not in pmap_cache], key))
-    pseudonyms = pa.DictionaryArray.from_arrays(pid.indices, pa.array([pmap_cache[i] for i in distinct], pa.string()))
-    if len(pmap_cache) > 2_000_000:  # bound memory on very wide batches
-        pmap_cache.clear()
-    # the erasure tombstone stores a one-way token of the pseudonym (privacy/erasure.py): compare tokens
-    tokens = pa.DictionaryArray.from_arrays(
-        pid.indices, pa.array([tombstone_token(pmap_cache[i]) for i in distinct], pa.string()))
-    staged = staged.drop_columns(["pid_raw"]).append_column("participant", pseudonyms.cast(pa.string()))
-    staged = staged.append_column("tomb", tokens.cast(pa.string()))
-    staged = staged.append_column("payload", pa.nulls(staged.num_rows, pa.string()))
-    if kind == "consents":
-        # de-duplication key of a consent: the whole pseudonymized record
-        staged = staged.append_column("record_hash", pa.nulls(staged.num_rows, pa.string()))
-    con.register("staged", staged)
-    source = "staged"
+    # several record batches, so DuckDB scans the chunk on every core (one batch is one thread)
+    table = chunk.table
+    if table.num_rows > SCAN_BATCH_ROWS:
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS))
+    con.register("chunk", table)
+    # pseudonymize at the door: one HMAC per distinct id, joined back inside the staging query, so raw ids
+    # stay in this process's Arrow memory (the chunk and the map) and never reach a DuckDB table
+    distinct = con.execute("""SELECT DISTINCT CASE WHEN json_valid(raw) THEN json_extract_string(raw, '$.participant_id') END
+                              FROM chunk""").fetchall()
+    con.register("pmap", pseudonyms.table([r[0] for r in distinct if r[0] is not None]))
+    stage_sql = _stage_sql(kind, protocol)
+    source = f"({stage_sql})"
     if kind in ("responses", "consents"):
-        con.execute("CREATE OR REPLACE TEMP TABLE pre_stage AS SELECT * FROM staged")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE pre_stage AS {stage_sql}")
         source = "pre_stage"
         if kind == "responses":
             _response_item_checks(con, "pre_stage")
         else:
+            # de-duplication key of a consent: the whole pseudonymized record
             con.execute("""UPDATE pre_stage SET record_hash = sha256(concat_ws('|', participant, consent_version,
                            array_to_string(list_sort(scopes), ','), granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))
                            WHERE reason IS NULL""")
     con.execute(_gate_and_dedup_sql(kind, source, protocol.study_id))
-    con.unregister("staged")
+    con.unregister("pmap")
     _mixed_scope_gate(con, kind)
-    del staged, pid, pseudonyms
     if kind == "assignments":
         _assignment_conflicts(con)
     # raw bytes of rejected rows whose participant id could not be read: quarantine file only
