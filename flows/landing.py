@@ -103,8 +103,9 @@ def sha256_file(path: Path) -> str:
 
 # -- JSONL --------------------------------------------------------------------------------
 
-def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, bytes, str]]]:
-    """Split ``body`` (ending in a newline) into lines; invalid UTF-8 lines become rejects.
+def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, bytes, str]], int]:
+    """Split ``body`` (ending in a newline) into lines; invalid UTF-8 lines become rejects. Also returns the
+    number of physical lines, so the caller numbers the next block without counting again.
 
     Zero-copy: each ``raw`` value is a view of ``body`` that keeps its line ending ("\n" or "\r\n"),
     which JSON parsing ignores as trailing whitespace; consumers that need the bare bytes strip it.
@@ -146,7 +147,7 @@ def _lines_to_table(body: bytes, first_line: int) -> tuple[pa.Table, list[tuple[
     table = pa.table({"line": pa.array(lines), "raw": text})
     if blank.any():
         table = table.filter(pa.array(~blank))
-    return table, rejects
+    return table, rejects, n
 
 
 def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
@@ -159,7 +160,7 @@ def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
             block = fh.read(chunk_bytes)
             if not block:
                 if carry:  # last line without a trailing newline
-                    table, rejects = _lines_to_table(carry + b"\n", next_line)
+                    table, rejects, _ = _lines_to_table(carry + b"\n", next_line)
                     yield Chunk(table, rejects)
                 return
             data = carry + block
@@ -168,8 +169,8 @@ def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
                 carry = data
                 continue
             body, carry = data[: cut + 1], data[cut + 1:]
-            table, rejects = _lines_to_table(body, next_line)
-            next_line += body.count(b"\n")
+            table, rejects, n = _lines_to_table(body, next_line)
+            next_line += n
             yield Chunk(table, rejects)
 
 
