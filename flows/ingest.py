@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from flows import landing
+from flows import fastpath, landing
 from flows.warehouse import connect, transaction
 from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
@@ -384,7 +386,7 @@ DEDUP_KEY = {
 PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "scores": "participant", "consents": "record_hash"}
 
 
-def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
+def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool = True, stored: bool = True) -> str:
     """Materialize ``stage`` from ``source`` with the consent gate and de-duplication in ONE query.
 
     Gate: an erasure tombstone, or a record at/after a withdrawal -> withdrawn; no consent with the
@@ -395,6 +397,9 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
     ``_mixed_scope_gate``. Then de-duplication on the record key among rows that passed
     everything else: already stored -> duplicate; a repeat of an earlier line -> duplicate
     (a GROUP BY finds repeated keys; no window sort over the chunk).
+
+    The fast path turns off the checks it settles otherwise: ``repeats=False`` (it counts distinct
+    keys and refuses a file with a repeat) and ``stored=False`` (nothing of the study is stored yet).
     """
     tcol = TIME_FIELD[kind]
     scope = CONSENT_SCOPE.get(kind)
@@ -413,8 +418,14 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
                        "responses": f"WHERE study_id = {_q(study_id)}"}.get(kind, "")
     label = "/".join(key)
     probe = PROBE_COLUMN.get(kind)
-    if kind == "assignments":  # assignments: handled by _assignment_conflicts (arm-aware)
-        dup_existing, dup_batch = "false", "false"
+    no_repeats = "rk AS (SELECT NULL::VARCHAR AS k, NULL::BIGINT AS first_line WHERE false)"
+    repeats_cte = no_repeats if not repeats else f"""rk AS (
+        SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
+        GROUP BY ALL HAVING count(*) > 1
+    )"""
+    if kind == "assignments" or not stored:  # assignments: handled by _assignment_conflicts (arm-aware)
+        dup_existing = "false"
+        dup_batch = "false" if kind == "assignments" or not repeats else "rk.k IS NOT NULL AND g.line <> rk.first_line"
         existing_cte = "ex AS (SELECT NULL::VARCHAR AS k WHERE false)"
     else:
         # Stored keys that this chunk repeats: a semi-join whose hash table is built on the chunk's keys and
@@ -425,7 +436,7 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
         stored = "(SELECT * FROM events UNION ALL SELECT * FROM acc_events)" if kind == "events" else kind
         existing_cte = f"ex AS (SELECT DISTINCT {text_key} AS k FROM {stored} {where})"
         dup_existing = "ex.k IS NOT NULL"
-        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line"
+        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line" if repeats else "false"
     return f"""
     CREATE OR REPLACE TEMP TABLE stage AS
     WITH cs AS (
@@ -440,10 +451,7 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
                CASE WHEN s.reason IS NOT NULL THEN s.reason {' '.join(gate)} END AS gate_reason
         FROM {source} s
         LEFT JOIN cs ON cs.participant = s.participant
-    ), rk AS (
-        SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
-        GROUP BY ALL HAVING count(*) > 1
-    ), {existing_cte}, d AS (
+    ), {repeats_cte}, {existing_cte}, d AS (
         SELECT g.*,
                CASE WHEN gate_reason IS NOT NULL THEN NULL
                     WHEN {dup_existing} THEN 'existing'
@@ -570,9 +578,11 @@ def ingest_batch(
     started_at = datetime.now(timezone.utc)
     landing_dir = Path(landing_dir)
     files = landing.discover(landing_dir)
-    hashed = [(f, landing.sha256_file(f.path)) for f in files]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL: files hash in parallel
+        hashed = list(zip(files, pool.map(lambda f: landing.sha256_file(f.path), files)))
 
     con = connect(warehouse)
+    facts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flourish-facts")
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{memory_limit or os.environ.get('FLOURISH_DUCKDB_MEMORY_LIMIT', '2GB')}'")
@@ -600,14 +610,44 @@ def ingest_batch(
             # appends to a persistent table cost far more (and make the commit slow) than a few large ones
             con.execute("CREATE OR REPLACE TEMP TABLE acc_events AS SELECT * FROM events LIMIT 0")
             withheld_events = acc_rows = 0
-            for f, digest in todo:
+            # byte facts of the files the fast path may read, counted on a thread while the database works
+            facts = {f.name: facts_pool.submit(_file_facts, f) for f, _ in todo if _fast_eligible(f)}
+            attempted: set[str] = set()  # files the fast path has tried (alone or in a group)
+            stored_fast: set[str] = set()
+            retry_alone: set[str] = set()
+            for i, (f, digest) in enumerate(todo):
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
+                if f.name in facts and f.name not in attempted:
+                    group, size = [], 0
+                    for g, _ in todo[i:]:  # this file and the clean-looking files of its kind that follow it
+                        if g.kind != f.kind or g.name not in facts or (group and size + g.path.stat().st_size > FAST_GROUP_BYTES):
+                            break
+                        group.append((g, facts[g.name]))
+                        size += g.path.stat().st_size
+                    attempted.update(g.name for g, _ in group)
+                    ok, out = _ingest_clean_files(con, group, protocol, pseudonyms, batch_id, by_name)
+                    if ok:
+                        stored_fast.update(g.name for g, _ in group)
+                        withheld_events += out
+                    else:
+                        retry_alone |= out
+                if f.name in retry_alone:
+                    ok, out = _ingest_clean_files(con, [(f, facts[f.name])], protocol, pseudonyms, batch_id, by_name)
+                    if ok:
+                        stored_fast.add(f.name)
+                        withheld_events += out
                 if f.kind is None or f.fmt is None:
                     reason = "unknown_record_kind" if f.kind is None else "unsupported_format"
                     n = _quarantine_whole_file(con, f, reason, batch_id, rejects_here)
                     res.read += n
                     res.quarantined[reason] += n
+                elif f.name in stored_fast:  # stored whole by the fast path
+                    rows_seen += res.read
+                    if progress:
+                        progress(f.name, res.read)
+                    if _crash_after_rows is not None and rows_seen >= _crash_after_rows:
+                        os._exit(99)  # simulated kill: no rollback, no cleanup
                 else:
                     for chunk in _chunks_or_unreadable(f, res):
                         if chunk is None:  # the file cannot be read at all: quarantined whole, nothing stored
@@ -626,7 +666,7 @@ def ingest_batch(
                             progress(f.name, res.read)
                         if _crash_after_rows is not None and rows_seen >= _crash_after_rows:
                             os._exit(99)  # simulated kill: no rollback, no cleanup
-                if f.kind == "events":
+                if f.kind == "events" and f.name not in stored_fast:
                     acc_rows += res.stored
                     if acc_rows >= ACC_FLUSH_ROWS:
                         withheld_events += _flush_events(con)
@@ -659,6 +699,7 @@ def ingest_batch(
         rec.seconds = time.perf_counter() - started
         return rec
     finally:
+        facts_pool.shutdown(wait=True, cancel_futures=True)
         con.close()
 
 
@@ -704,6 +745,96 @@ def _flush_events(con) -> int:
     con.execute(f"INSERT INTO events SELECT * FROM acc_events WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})")
     con.execute("DELETE FROM acc_events")
     return int(withheld)
+
+
+FAST_KINDS = frozenset(k for k, spec in FIELDS.items()
+                       if all(s.rstrip("?") in ("id", "str", "ts", "num", "enum") for s in spec.values()))
+
+
+FAST_GROUP_BYTES = 512 << 20  # clean files read by one query (DuckDB parallelizes across and within them)
+
+
+def _fast_eligible(f: landing.LandingFile) -> bool:
+    """JSONL files of a scalar record kind, unless FLOURISH_FAST_PATH=0 (every row through the exact path)."""
+    return f.kind in FAST_KINDS and f.fmt == "jsonl" and os.environ.get("FLOURISH_FAST_PATH", "1") != "0"
+
+
+def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
+    """The byte facts of a file the fast path may read, or None when its bytes rule the path out."""
+    facts = fastpath.file_facts(f.path, [n for n, spec in FIELDS[f.kind].items() if spec.endswith("?")])
+    return None if facts.backslash or facts.bom or facts.lines == 0 else facts
+
+
+def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],
+                        protocol: StudyProtocol,
+                        pseudonyms: "_Pseudonyms", batch_id: str, results: dict[str, FileResult]) -> tuple[bool, set[str] | int]:
+    """Store whole files of one kind through the clean-file fast path (flows/fastpath.py) if every one is clean.
+
+    Returns (True, withheld) having stored them all (``withheld``: events of participants this batch erases,
+    not inserted, as in ``_flush_events``), or (False, hints) having stored nothing; ``hints`` names the
+    files that looked clean on their own (worth a single-file attempt). The caller runs the exact path for
+    the rest, which finds every row's reason."""
+    kind = files[0][0].kind
+    assert kind is not None and all(f.kind == kind for f, _ in files)
+    fields = FIELDS[kind]
+    paths = [f.path for f, _ in files]
+    ids = con.execute(fastpath.distinct_ids_sql(paths, fields)).fetchall()
+    con.register("pmap", pseudonyms.table([r[0] for r in ids]))
+    if not con.execute(fastpath.PMAP_HASHES_DISTINCT).fetchall()[0][0]:  # two ids share a hash: never seen, but exact path
+        con.unregister("pmap")
+        return False, set()
+    con.execute(_gate_and_dedup_sql(kind, fastpath.source_sql(paths, kind, fields, protocol, MAX_ID), protocol.study_id,
+                                    repeats=False, stored=_has_stored(con, kind, protocol.study_id)))
+    con.unregister("pmap")
+    _mixed_scope_gate(con, kind)
+    if kind == "assignments":
+        _assignment_conflicts(con)
+    key = ", ".join(DEDUP_KEY[kind])
+    per_file, all_keys, all_rows = {}, 0, 0
+    for name, rows, rejected, quotes, keys in con.execute(
+            f"""SELECT filename, count(*), count(reason), coalesce(sum(q_known), 0), count(DISTINCT ({key}))
+                FROM stage GROUP BY GROUPING SETS ((filename), ())""").fetchall():
+        if name is None:
+            all_rows, all_keys = rows, keys
+        else:
+            per_file[name] = (rows, rejected, quotes, keys)
+    clean = set()
+    for f, pending in files:
+        facts = pending.result()
+        rows, rejected, quotes, keys = per_file.get(str(f.path), (0, 1, 0, 0))
+        if facts is not None and not rejected and rows == facts.lines and keys == rows and quotes + 2 * facts.null_optional == facts.quotes:
+            clean.add(f.name)
+    if len(clean) < len(files) or all_keys != all_rows:
+        con.execute("DROP TABLE stage")
+        # a key repeated across files is a duplicate only for the later file: the exact order decides
+        return False, (clean if all_keys == all_rows and len(files) > 1 else set())
+    if kind == "events":  # straight into events: the rows are final (see _flush_events for the withheld ones)
+        withheld = con.execute(
+            f"SELECT count(*) FROM stage WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
+        con.execute(f"""INSERT INTO events SELECT event_id, participant, study_id, ts, session_id, type, feature, value,
+                        $batch FROM stage WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})""", {"batch": batch_id})
+    else:
+        withheld = 0
+        con.execute(INSERT_SQL[kind], {"batch": batch_id})
+    con.execute("DROP TABLE stage")
+    for f, _ in files:
+        rows = per_file[str(f.path)][0]
+        results[f.name].read += rows
+        results[f.name].stored += rows
+    return True, withheld
+
+
+def _has_stored(con, kind: str, study_id: str) -> bool:
+    """Whether any record a new one of ``kind`` could repeat is stored (or gathered) already."""
+    if kind == "events":
+        sql = "SELECT EXISTS (SELECT 1 FROM events WHERE study_id = $s) OR EXISTS (SELECT 1 FROM acc_events)"
+    elif kind == "scores":
+        sql = "SELECT EXISTS (SELECT 1 FROM scores WHERE source = 'external' AND study_id = $s)"
+    elif kind == "assignments":
+        return False  # repeats of stored assignments are found by _assignment_conflicts
+    else:
+        return True
+    return bool(con.execute(sql, {"s": study_id}).fetchall()[0][0])
 
 
 def _chunks_or_unreadable(f: landing.LandingFile, res: FileResult):

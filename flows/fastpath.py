@@ -1,0 +1,167 @@
+"""The clean-file fast path of the ingest: one parallel ``read_json`` pass instead of per-row JSON functions.
+
+Most landing files are clean: every row passes the contract, the consent gate and de-duplication.
+For a JSONL file of a record kind whose fields are all scalars (events, assignments, scores) the
+ingest first tries this path; if the file is not provably clean it falls back to the exact path
+(flows/ingest.py), which reads the file again and gives every row its own reason. So this path
+never decides a rejection; it only vouches for files in which *every* row is stored.
+
+Why it is sound. DuckDB's ``read_json`` with every known field typed ``JSON`` returns each field's
+JSON text in one parallel parse, and refuses (here: skips, with ``ignore_errors``) malformed lines,
+repeated keys, invalid UTF-8 and a byte-order mark. It does *not* see unknown keys, and a null field
+reads like a missing one. Both are settled by counting bytes of the file (``FileFacts``): in a file
+with no backslash every ``"`` delimits a string, so the file's quote count is twice its keys plus
+twice its string values (quotes inside nested values included). The parsed known fields account for
+their keys and values; null-valued optional fields are counted by their bytes (``"key":null`` or
+``"key": null``, which can only be a key followed by null in valid JSON with no escapes). The
+quotes left over are exactly those of unknown keys and their values, so "no quote left over"
+proves "no unknown key in any row". Rows read must also equal the file's physical lines (no blank,
+skipped or split lines), and every row must pass every contract check, the consent gate and
+de-duplication. Anything else: the exact path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET
+
+BLOCK = 16 << 20
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    lines: int  # physical lines (a last line without a newline counts)
+    quotes: int
+    null_optional: int  # "<optional key>":null occurrences (compact or with one space)
+    backslash: bool
+    bom: bool
+
+
+def file_facts(path: Path, optional_keys: list[str]) -> FileFacts:
+    """Byte counts of a file, read in blocks cut at newlines (no pattern spans a line)."""
+    patterns = [f'"{k}":null'.encode() for k in optional_keys] + [f'"{k}": null'.encode() for k in optional_keys]
+    lines = quotes = nulls = 0
+    backslash = False
+    carry = b""
+    with path.open("rb") as fh:
+        head = fh.read(3)
+        bom = head == b"\xef\xbb\xbf"
+        fh.seek(0)
+        while True:
+            block = fh.read(BLOCK)
+            if not block:
+                break
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            body, carry = data[:cut], data[cut:]
+            lines += body.count(b"\n")
+            quotes += body.count(b'"')
+            backslash = backslash or b"\\" in body
+            nulls += sum(body.count(p) for p in patterns)
+    if carry:
+        lines += 1
+        quotes += carry.count(b'"')
+        backslash = backslash or b"\\" in carry
+        nulls += sum(carry.count(p) for p in patterns)
+    return FileFacts(lines, quotes, nulls, backslash, bom)
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]::VARCHAR[]"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_list(values) -> str:
+    """SQL list of the JSON texts of these strings (a field's JSON text compares to them directly)."""
+    import json
+
+    return "[" + ", ".join(_q(json.dumps(v, ensure_ascii=False)) for v in values) + "]::VARCHAR[]"
+
+
+def read_sql(paths: list[Path], fields) -> str:
+    """``read_json`` of the files with every field typed JSON (its text, one parse per line), and ``filename``."""
+    cols = "{" + ", ".join(f"{_q(n)}: 'JSON'" for n in fields) + "}"
+    files = "[" + ", ".join(_q(str(p)) for p in paths) + "]"
+    return (f"read_json({files}, format = 'newline_delimited', records = true, columns = {cols}, "
+            "ignore_errors = true, auto_detect = false, filename = true)")
+
+
+def distinct_ids_sql(paths: list[Path], fields) -> str:
+    """The files' distinct participant ids (JSON strings, unquoted), for the pseudonym map."""
+    return (f"SELECT DISTINCT (participant_id::VARCHAR)[2:-2] FROM {read_sql(paths, fields)} "
+            "WHERE starts_with(participant_id::VARCHAR, '\"')")
+
+
+PMAP_HASHES_DISTINCT = """SELECT count(DISTINCT hash('"' || pid_raw || '"')) = count(*) FROM pmap"""
+
+
+def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, max_id: int) -> str:
+    """The staged rows of the files, in the columns of the exact path's staging query, plus ``q_known``
+    and ``filename``.
+
+    ``pmap`` (raw id -> participant, erased) must hold every id of the files (``distinct_ids_sql``), with
+    distinct 64-bit hashes of their JSON texts (``pmap_hashes_distinct``): rows find their pseudonym by
+    that hash, an integer join instead of a string one, exact because every id of the files is in the map.
+    ``reason`` is 'not_fast' for any row that fails a check; the caller then abandons the path.
+    In a file with no backslash a string field's text is ``"..."`` with no other quote, so its
+    value is the text between the quotes and it holds 4 quotes with its key (a number: 2).
+    """
+    typed: list[str] = []
+    checks: list[str] = []
+    quotes: list[str] = []
+    for n, spec in fields.items():
+        optional = spec.endswith("?")
+        base = spec.rstrip("?")
+        j = f"{_ident(n)}::VARCHAR"
+        v = _ident("v_" + n)
+        quotes.append(f"CASE WHEN {_ident(n)} IS NULL THEN 0 WHEN starts_with({j}, '\"') THEN 4 ELSE 2 END")
+        if base in ("id", "str"):
+            if n != "participant_id":  # the id is only looked up in the pseudonym map, by its JSON text
+                typed.append(f"({j})[2:-2] AS {v}")
+            cond = f"starts_with({j}, '\"') AND length({j}) BETWEEN 3 AND {(max_id if base == 'id' else 1024) + 2}"
+        elif base == "ts":
+            typed.append(f"try_cast(({j})[2:-2] AS TIMESTAMPTZ) AS {v}")
+            iso = '^"' + ISO_WITH_OFFSET[1:-1] + '"$'
+            cond = f"regexp_full_match({j}, '{iso}') AND {v} IS NOT NULL"
+        elif base == "enum":
+            typed.append(f"({j})[2:-2] AS {v}")
+            cond = f"list_contains({_json_list(EVENT_TYPES)}, {j})"
+        else:  # a JSON number; a number written as a string is for the exact path to judge
+            typed.append(f"try_cast({j} AS DOUBLE) AS {v}")
+            cond = f"NOT starts_with({j}, '\"') AND isfinite({v})"
+        checks.append(f"({_ident(n)} IS NULL OR ({cond}))" if optional else f"({_ident(n)} IS NOT NULL AND {cond})")
+    text = lambda n: f"{_ident(n)}::VARCHAR"  # noqa: E731
+    if "study_id" in fields:
+        checks.append(f"list_contains({_json_list([protocol.study_id])}, {text('study_id')})")
+    if kind == "assignments":
+        checks.append(f"list_contains({_json_list(protocol.arm_names)}, {text('arm')})")
+    if "wave" in fields:
+        checks.append(f"list_contains({_json_list(protocol.wave_names)}, {text('wave')})")
+    if kind == "scores":
+        checks.append(f"list_contains({_json_list([o.name for o in protocol.outcomes])}, {text('outcome')})")
+    out = ", ".join(f"{_ident('v_' + n)} AS {_ident(n)}" for n in fields if n != "participant_id")
+    return f"""(
+        WITH r AS (
+            -- no line numbers: a window over the scan would run it on one thread, and a clean file has no
+            -- row to report; repeated record keys are caught by the caller's distinct-key count instead
+            SELECT 0::BIGINT AS line, * FROM {read_sql(paths, fields)}
+        ), t AS (
+            SELECT *, {', '.join(typed)}, {' + '.join(quotes)} AS q_known FROM r
+        ), c AS (
+            SELECT *, coalesce({' AND '.join(checks)}, false) AS ok FROM t
+        )
+        SELECT c.line, pm.participant, coalesce(pm.erased, false) AS erased, {out},
+               CASE WHEN c.ok AND pm.participant IS NOT NULL THEN NULL ELSE 'not_fast' END AS reason,
+               NULL::VARCHAR AS message, NULL::VARCHAR AS payload, c.q_known, c.filename
+        FROM c LEFT JOIN (SELECT hash('"' || pid_raw || '"') AS h, participant, erased FROM pmap) pm
+          ON pm.h = hash(c.participant_id::VARCHAR)
+    )"""
