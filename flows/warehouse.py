@@ -145,7 +145,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog = current_database() ORDER BY 1"
     ).fetchall()]
 
 
@@ -153,8 +154,9 @@ def participant_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Every table with a ``participant`` (pseudonym) column: what erasure and re-keying must walk.
 
     Derived from the live schema, so a table added by a later migration is covered without a list to update.
+    Only the warehouse's own tables: a connection's temporary tables (the ingest's staging) are not records.
     """
     return [r[0] for r in con.execute(
         "SELECT DISTINCT table_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND column_name = 'participant' ORDER BY 1"
+        "WHERE table_schema = 'main' AND table_catalog = current_database() AND column_name = 'participant' ORDER BY 1"
     ).fetchall()]
