@@ -778,36 +778,43 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
     assert kind is not None and all(f.kind == kind for f, _ in files)
     fields = FIELDS[kind]
     paths = [f.path for f, _ in files]
-    ids = con.execute(fastpath.distinct_ids_sql(paths, fields)).fetchall()
-    con.register("pmap", pseudonyms.table([r[0] for r in ids]))
+    ids = fastpath.ids_from_texts([r[0] for r in con.execute(fastpath.distinct_ids_sql(paths)).fetchall()])
+    con.register("pmap", pseudonyms.table(ids))
     if not con.execute(fastpath.PMAP_HASHES_DISTINCT).fetchall()[0][0]:  # two ids share a hash: never seen, but exact path
         con.unregister("pmap")
         return False, set()
-    con.execute(_gate_and_dedup_sql(kind, fastpath.source_sql(paths, kind, fields, protocol, MAX_ID), protocol.study_id,
-                                    repeats=False, stored=_has_stored(con, kind, protocol.study_id)))
+    # read_json estimates a few dozen rows, so the optimizer would build the join's hash table on the files'
+    # millions of rows; as written, each small table (pseudonym map, consent summary) is the build side
+    con.execute("SET disabled_optimizers = 'build_side_probe_side'")
+    try:
+        con.execute(_gate_and_dedup_sql(kind, fastpath.source_sql(paths, kind, fields, protocol, MAX_ID),
+                                        protocol.study_id, repeats=False, stored=_has_stored(con, kind, protocol.study_id)))
+    finally:
+        con.execute("RESET disabled_optimizers")
     con.unregister("pmap")
     _mixed_scope_gate(con, kind)
     if kind == "assignments":
         _assignment_conflicts(con)
     key = ", ".join(DEDUP_KEY[kind])
-    per_file, all_keys, all_rows = {}, 0, 0
-    for name, rows, rejected, quotes, keys in con.execute(
-            f"""SELECT filename, count(*), count(reason), coalesce(sum(q_known), 0), count(DISTINCT ({key}))
-                FROM stage GROUP BY GROUPING SETS ((filename), ())""").fetchall():
-        if name is None:
-            all_rows, all_keys = rows, keys
-        else:
-            per_file[name] = (rows, rejected, quotes, keys)
+    per_file = {name: (rows, rejected, quotes) for name, rows, rejected, quotes in con.execute(
+        "SELECT filename, count(*), count(reason), coalesce(sum(q_known), 0) FROM stage GROUP BY filename").fetchall()}
+    # no record key repeated anywhere in the group: distinct 64-bit hashes of the keys prove it (a hash
+    # collision can only make this fail, sending the files to the exact path, never pass wrongly)
+    all_keys, all_rows = con.execute(f"SELECT count(DISTINCT hash({key})), count(*) FROM stage").fetchall()[0]
     clean = set()
     for f, pending in files:
         facts = pending.result()
-        rows, rejected, quotes, keys = per_file.get(str(f.path), (0, 1, 0, 0))
-        if facts is not None and not rejected and rows == facts.lines and keys == rows and quotes + 2 * facts.null_optional == facts.quotes:
+        rows, rejected, quotes = per_file.get(str(f.path), (0, 1, 0))
+        if facts is not None and not rejected and rows == facts.lines and quotes + 2 * facts.null_optional == facts.quotes:
             clean.add(f.name)
     if len(clean) < len(files) or all_keys != all_rows:
+        if all_keys != all_rows:  # files with a repeat inside them are not worth a second try alone
+            clean -= {name for name, rows, keys in con.execute(
+                f"SELECT filename, count(*), count(DISTINCT ({key})) FROM stage GROUP BY filename").fetchall()
+                if rows != keys}
         con.execute("DROP TABLE stage")
-        # a key repeated across files is a duplicate only for the later file: the exact order decides
-        return False, (clean if all_keys == all_rows and len(files) > 1 else set())
+        # a key repeated across files is a duplicate only for the later file: each file alone, in order, decides
+        return False, (clean if len(files) > 1 else set())
     if kind == "events":  # straight into events: the rows are final (see _flush_events for the withheld ones)
         withheld = con.execute(
             f"SELECT count(*) FROM stage WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
