@@ -22,6 +22,7 @@ de-duplication. Anything else: the exact path.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +87,6 @@ def _ident(name: str) -> str:
 
 def _json_list(values) -> str:
     """SQL list of the JSON texts of these strings (a field's JSON text compares to them directly)."""
-    import json
-
     return "[" + ", ".join(_q(json.dumps(v, ensure_ascii=False)) for v in values) + "]::VARCHAR[]"
 
 
@@ -135,9 +134,12 @@ def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, m
         v = _ident("v_" + n)
         quotes.append(f"CASE WHEN {_ident(n)} IS NULL THEN 0 WHEN starts_with({j}, '\"') THEN 4 ELSE 2 END")
         if base in ("id", "str"):
-            if n != "participant_id":  # the id is only looked up in the pseudonym map, by its JSON text
+            if n == "study_id":  # checked equal to the protocol's below
+                typed.append(f"{_q(protocol.study_id)} AS {v}")
+            elif n != "participant_id":  # the id is only looked up in the pseudonym map, by its JSON text
                 typed.append(f"({j})[2:-2] AS {v}")
-            cond = f"starts_with({j}, '\"') AND length({j}) BETWEEN 3 AND {(max_id if base == 'id' else 1024) + 2}"
+            # bytes bound characters from above: a text within the limit in bytes is within it in characters
+            cond = f"starts_with({j}, '\"') AND strlen({j}) BETWEEN 3 AND {(max_id if base == 'id' else 1024) + 2}"
         elif base == "ts":
             typed.append(f"try_cast(({j})[2:-2] AS TIMESTAMPTZ) AS {v}")
             iso = '^"' + ISO_WITH_OFFSET[1:-1] + '"$'
@@ -151,7 +153,7 @@ def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, m
         checks.append(f"({_ident(n)} IS NULL OR ({cond}))" if optional else f"({_ident(n)} IS NOT NULL AND {cond})")
     text = lambda n: f"{_ident(n)}::VARCHAR"  # noqa: E731
     if "study_id" in fields:
-        checks.append(f"list_contains({_json_list([protocol.study_id])}, {text('study_id')})")
+        checks.append(f"{text('study_id')} = {_q(json.dumps(protocol.study_id, ensure_ascii=False))}")
     if kind == "assignments":
         checks.append(f"list_contains({_json_list(protocol.arm_names)}, {text('arm')})")
     if "wave" in fields:
