@@ -90,19 +90,17 @@ def _json_list(values) -> str:
     return "[" + ", ".join(_q(json.dumps(v, ensure_ascii=False)) for v in values) + "]::VARCHAR[]"
 
 
-def read_sql(paths: list[Path], fields) -> str:
+def read_sql(paths: list[Path], fields, *, filename: bool = True) -> str:
     """``read_json`` of the files with every field typed JSON (its text, one parse per line), and ``filename``."""
     cols = "{" + ", ".join(f"{_q(n)}: 'JSON'" for n in fields) + "}"
     files = "[" + ", ".join(_q(str(p)) for p in paths) + "]"
     return (f"read_json({files}, format = 'newline_delimited', records = true, columns = {cols}, "
-            "ignore_errors = true, auto_detect = false, filename = true)")
+            f"ignore_errors = true, auto_detect = false, filename = {str(filename).lower()})")
 
 
 def distinct_ids_sql(paths: list[Path]) -> str:
     """The files' distinct participant-id JSON texts (a one-column read: about a third of a full one)."""
-    files = "[" + ", ".join(_q(str(p)) for p in paths) + "]"
-    return (f"SELECT DISTINCT participant_id::VARCHAR FROM read_json({files}, format = 'newline_delimited', "
-            "records = true, columns = {'participant_id': 'JSON'}, ignore_errors = true, auto_detect = false)")
+    return f"SELECT DISTINCT participant_id::VARCHAR FROM {read_sql(paths, ['participant_id'], filename=False)}"
 
 
 def ids_from_texts(texts: list) -> list[str]:

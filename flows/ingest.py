@@ -740,10 +740,17 @@ def _flush_events(con) -> int:
     are withheld rather than inserted and deleted (deleting fresh rows made the commit several times
     slower) and returned as a count, which the erasure receipt reports as deleted. Consents are
     ingested before events, so the set is complete when events are flushed."""
-    withheld = con.execute(
-        f"SELECT count(*) FROM acc_events WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
-    con.execute(f"INSERT INTO events SELECT * FROM acc_events WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})")
+    withheld = _store_events(con, "SELECT * FROM acc_events")
     con.execute("DELETE FROM acc_events")
+    return withheld
+
+
+def _store_events(con, rows: str, params: dict | None = None) -> int:
+    """INSERT the events of ``rows`` (a query in the columns of ``events``) into ``events``, withholding those
+    of participants this batch erases; returns how many were withheld (see ``_flush_events``)."""
+    withheld = con.execute(
+        f"SELECT count(*) FROM ({rows}) WHERE participant IN ({WITHDRAWN_NOT_ERASED})", params).fetchall()[0][0]
+    con.execute(f"INSERT INTO events SELECT * FROM ({rows}) WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})", params)
     return int(withheld)
 
 
@@ -815,11 +822,9 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
         con.execute("DROP TABLE stage")
         # a key repeated across files is a duplicate only for the later file: each file alone, in order, decides
         return False, (clean if len(files) > 1 else set())
-    if kind == "events":  # straight into events: the rows are final (see _flush_events for the withheld ones)
-        withheld = con.execute(
-            f"SELECT count(*) FROM stage WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
-        con.execute(f"""INSERT INTO events SELECT event_id, participant, study_id, ts, session_id, type, feature, value,
-                        $batch FROM stage WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})""", {"batch": batch_id})
+    if kind == "events":  # straight into events: the rows are final
+        withheld = _store_events(con, """SELECT event_id, participant, study_id, ts, session_id, type, feature, value,
+                                         $batch AS batch_id FROM stage""", {"batch": batch_id})
     else:
         withheld = 0
         con.execute(INSERT_SQL[kind], {"batch": batch_id})
