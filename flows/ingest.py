@@ -612,20 +612,14 @@ def ingest_batch(
             withheld_events = acc_rows = 0
             # byte facts of the files the fast path may read, counted on a thread while the database works
             facts = {f.name: facts_pool.submit(_file_facts, f) for f, _ in todo if _fast_eligible(f)}
-            attempted: set[str] = set()  # files the fast path has tried (alone or in a group)
+            groups = _fast_groups([f for f, _ in todo], facts)
             stored_fast: set[str] = set()
             retry_alone: set[str] = set()
-            for i, (f, digest) in enumerate(todo):
+            for f, digest in todo:
                 res = by_name[f.name]
                 rejects_here: list[tuple[int, bytes, str]] = []
-                if f.name in facts and f.name not in attempted:
-                    group, size = [], 0
-                    for g, _ in todo[i:]:  # this file and the clean-looking files of its kind that follow it
-                        if g.kind != f.kind or g.name not in facts or (group and size + g.path.stat().st_size > FAST_GROUP_BYTES):
-                            break
-                        group.append((g, facts[g.name]))
-                        size += g.path.stat().st_size
-                    attempted.update(g.name for g, _ in group)
+                if f.name in groups:  # the first file of a run the fast path tries as one
+                    group = [(g, facts[g.name]) for g in groups[f.name]]
                     ok, out = _ingest_clean_files(con, group, protocol, pseudonyms, batch_id, by_name)
                     if ok:
                         stored_fast.update(g.name for g, _ in group)
@@ -764,6 +758,24 @@ FAST_GROUP_BYTES = 512 << 20  # clean files read by one query (DuckDB paralleliz
 def _fast_eligible(f: landing.LandingFile) -> bool:
     """JSONL files of a scalar record kind, unless FLOURISH_FAST_PATH=0 (every row through the exact path)."""
     return f.kind in FAST_KINDS and f.fmt == "jsonl" and os.environ.get("FLOURISH_FAST_PATH", "1") != "0"
+
+
+def _fast_groups(files: list[landing.LandingFile], eligible) -> dict[str, list[landing.LandingFile]]:
+    """Runs of consecutive fast-path files of one kind, at most FAST_GROUP_BYTES each, by their first file."""
+    groups: dict[str, list[landing.LandingFile]] = {}
+    current: list[landing.LandingFile] = []
+    size = 0
+    for f in files:
+        fits = current and f.kind == current[0].kind and size + f.path.stat().st_size <= FAST_GROUP_BYTES
+        if current and not (f.name in eligible and fits):
+            groups[current[0].name] = current
+            current, size = [], 0
+        if f.name in eligible:
+            current.append(f)
+            size += f.path.stat().st_size
+    if current:
+        groups[current[0].name] = current
+    return groups
 
 
 def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
