@@ -756,8 +756,11 @@ FAST_GROUP_BYTES = 512 << 20  # clean files read by one query (DuckDB paralleliz
 
 
 def _fast_eligible(f: landing.LandingFile) -> bool:
-    """JSONL files of a scalar record kind, unless FLOURISH_FAST_PATH=0 (every row through the exact path)."""
-    return f.kind in FAST_KINDS and f.fmt == "jsonl" and os.environ.get("FLOURISH_FAST_PATH", "1") != "0"
+    """JSONL files of a scalar record kind, unless FLOURISH_FAST_PATH=0 (every row through the exact path).
+
+    read_json takes a path as a glob pattern, so a path with a glob character is left to the exact path."""
+    return (f.kind in FAST_KINDS and f.fmt == "jsonl" and os.environ.get("FLOURISH_FAST_PATH", "1") != "0"
+            and not any(c in str(f.path) for c in "*?[]{}"))
 
 
 def _fast_groups(files: list[landing.LandingFile], eligible) -> dict[str, list[landing.LandingFile]]:

@@ -207,3 +207,14 @@ def test_a_repeat_across_files_and_batches_is_a_duplicate_either_way(tmp_path, p
         with _fast(on):
             rec = ingest_batch(land2, protocol, tmp_path / f"w-{'fast' if on else 'exact'}.duckdb", KEY)
         assert rec.quarantined == {"duplicate": 2} and rec.stored["events"] == 2
+
+
+def test_a_file_name_that_reads_as_a_glob_is_still_its_own_file(tmp_path, protocol):
+    land = tmp_path / "landing"
+    land.mkdir()
+    _consents(land)
+    write_jsonl(land / "events-1.jsonl", [_line("clean", i, PIDS[i % 4], "compact") for i in range(4)])
+    write_jsonl(land / "events-[1].jsonl", [_line("clean", 10 + i, PIDS[i % 4], "compact") for i in range(3)])
+    (fast_rec, fast_rows), (exact_rec, exact_rows) = _both(tmp_path, land, protocol)
+    assert fast_rec == exact_rec and fast_rows == exact_rows
+    assert exact_rec["stored"]["events"] == 7 and exact_rec["quarantined"] == {}
