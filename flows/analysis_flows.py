@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.errors import FlourishError
+from flows.sqltext import ident, literal
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -64,18 +65,10 @@ class RandomizationRefused(FlourishError):
 # ----------------------------------------------------------------------------------------------
 # SQL helpers
 # ----------------------------------------------------------------------------------------------
-def _lit(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
 def _scores(study_id: str) -> str:
     """One value per participant x wave x outcome (the latest scoring wins)."""
     return (
-        f"(SELECT participant, wave, outcome, value FROM scores WHERE study_id = {_lit(study_id)} "
+        f"(SELECT participant, wave, outcome, value FROM scores WHERE study_id = {literal(study_id)} "
         "QUALIFY row_number() OVER (PARTITION BY participant, wave, outcome ORDER BY scored_at DESC NULLS LAST) = 1)"
     )
 
@@ -83,7 +76,7 @@ def _scores(study_id: str) -> str:
 def _assignments(study_id: str) -> str:
     """One arm per participant (the first assignment; re-assignment is not a thing in an RCT)."""
     return (
-        f"(SELECT participant, arm, stratum, assigned_at FROM assignments WHERE study_id = {_lit(study_id)} "
+        f"(SELECT participant, arm, stratum, assigned_at FROM assignments WHERE study_id = {literal(study_id)} "
         "QUALIFY row_number() OVER (PARTITION BY participant ORDER BY assigned_at) = 1)"
     )
 
@@ -195,7 +188,7 @@ def baseline_balance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) ->
     rows = con.execute(
         f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
         f"FROM {_scores(protocol.study_id)} s JOIN {_assignments(protocol.study_id)} a USING (participant) "
-        f"WHERE s.wave = {_lit(protocol.baseline_wave)} AND s.outcome IN ({', '.join(map(_lit, names))}) "
+        f"WHERE s.wave = {literal(protocol.baseline_wave)} AND s.outcome IN ({', '.join(map(literal, names))}) "
         "GROUP BY 1, 2"
     ).fetchall()
     cells: dict[str, dict[str, Moments]] = {}
@@ -256,10 +249,10 @@ def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtoco
     _require_rows(con, protocol, outcome)
     sid = protocol.study_id
     sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
-        f"AND wave = {_lit(protocol.baseline_wave)}), "
-        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
-        f"AND wave = {_lit(_final_wave(protocol, outcome))}) "
+        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
+        f"AND wave = {literal(protocol.baseline_wave)}), "
+        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
+        f"AND wave = {literal(_final_wave(protocol, outcome))}) "
         "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
         "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
         "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
@@ -291,10 +284,10 @@ def subgroup_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outc
     else:
         raise AnalysisRefused(f"prespecified subgroup {subgroup!r} is not supported; use baseline_tercile or stratum")
     sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
-        f"AND wave = {_lit(protocol.baseline_wave)}), "
-        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {_lit(outcome.name)} "
-        f"AND wave = {_lit(_final_wave(protocol, outcome))}), "
+        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
+        f"AND wave = {literal(protocol.baseline_wave)}), "
+        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
+        f"AND wave = {literal(_final_wave(protocol, outcome))}), "
         f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {_assignments(sid)} a "
         "USING (participant)) "
         "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
@@ -327,11 +320,11 @@ def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, met
     pre = f"e.ts >= a.assigned_at - to_days({days}) AND e.ts < a.assigned_at"
     post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
     tmpl = _METRIC_VALUE[metric.statistic]
-    feature = f" AND e.feature = {_lit(metric.feature)}" if metric.feature else ""
+    feature = f" AND e.feature = {literal(metric.feature)}" if metric.feature else ""
     sql = (
         f"WITH per AS (SELECT a.participant, a.arm, {tmpl.format(w=pre, days=days)} AS x, "
         f"{tmpl.format(w=post, days=days)} AS y FROM {_assignments(sid)} a LEFT JOIN events e "
-        f"ON e.participant = a.participant AND e.study_id = {_lit(sid)} AND e.type = {_lit(metric.event_type)}{feature} "
+        f"ON e.participant = a.participant AND e.study_id = {literal(sid)} AND e.type = {literal(metric.event_type)}{feature} "
         "GROUP BY a.participant, a.arm) "
         "SELECT arm, count(*), sum(x), sum(y), sum(x * x), sum(y * y), sum(x * y) FROM per "
         "WHERE x IS NOT NULL AND y IS NOT NULL GROUP BY arm"
@@ -349,21 +342,21 @@ def surrogate_frame(
     bw, lw = protocol.baseline_wave, _final_wave(protocol, o)
 
     def pick(wave: str, name: str) -> str:
-        return (f"max(CASE WHEN sc.wave = {_lit(wave)} AND sc.outcome = {_lit(o.name)} THEN sc.value END) "
-                f"AS {_ident(name)}")
+        return (f"max(CASE WHEN sc.wave = {literal(wave)} AND sc.outcome = {literal(o.name)} THEN sc.value END) "
+                f"AS {ident(name)}")
 
     cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
     tel_sel, tel_join = [], []
     for i, m in enumerate(protocol.surrogates):
         days = int(m.window_days)
         post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
-        feature = f" AND e.feature = {_lit(m.feature)}" if m.feature else ""
+        feature = f" AND e.feature = {literal(m.feature)}" if m.feature else ""
         expr = _METRIC_VALUE[m.statistic].format(w=post, days=days)
         tel_join.append(
             f"LEFT JOIN (SELECT a.participant, {expr} AS v FROM {_assignments(study_id)} a LEFT JOIN events e "
-            f"ON e.participant = a.participant AND e.study_id = {_lit(study_id)} AND e.type = {_lit(m.event_type)}"
+            f"ON e.participant = a.participant AND e.study_id = {literal(study_id)} AND e.type = {literal(m.event_type)}"
             f"{feature} GROUP BY a.participant) t{i} USING (participant)")
-        tel_sel.append(f"any_value(t{i}.v) AS {_ident(m.name)}")
+        tel_sel.append(f"any_value(t{i}.v) AS {ident(m.name)}")
     sql = (f"SELECT a.participant, a.arm, {', '.join(cols + tel_sel)} FROM {_assignments(study_id)} a "
            f"LEFT JOIN {_scores(study_id)} sc USING (participant) {' '.join(tel_join)} GROUP BY a.participant, a.arm")
     return con.execute(sql).df()

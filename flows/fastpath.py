@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.sqltext import ident, literal
 from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET
 
 BLOCK = 16 << 20
@@ -73,27 +74,15 @@ def file_facts(path: Path, optional_keys: list[str]) -> FileFacts:
     return FileFacts(lines, quotes, nulls, backslash, bom)
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _list(values) -> str:
-    return "[" + ", ".join(_q(v) for v in values) + "]::VARCHAR[]"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _json_list(values) -> str:
     """SQL list of the JSON texts of these strings (a field's JSON text compares to them directly)."""
-    return "[" + ", ".join(_q(json.dumps(v, ensure_ascii=False)) for v in values) + "]::VARCHAR[]"
+    return "[" + ", ".join(literal(json.dumps(v, ensure_ascii=False)) for v in values) + "]::VARCHAR[]"
 
 
 def read_sql(paths: list[Path], fields, *, filename: bool = True) -> str:
     """``read_json`` of the files with every field typed JSON (its text, one parse per line), and ``filename``."""
-    cols = "{" + ", ".join(f"{_q(n)}: 'JSON'" for n in fields) + "}"
-    files = "[" + ", ".join(_q(str(p)) for p in paths) + "]"
+    cols = "{" + ", ".join(f"{literal(n)}: 'JSON'" for n in fields) + "}"
+    files = "[" + ", ".join(literal(str(p)) for p in paths) + "]"
     return (f"read_json({files}, format = 'newline_delimited', records = true, columns = {cols}, "
             f"ignore_errors = true, auto_detect = false, filename = {str(filename).lower()})")
 
@@ -128,12 +117,12 @@ def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, m
     for n, spec in fields.items():
         optional = spec.endswith("?")
         base = spec.rstrip("?")
-        j = f"{_ident(n)}::VARCHAR"
-        v = _ident("v_" + n)
-        quotes.append(f"CASE WHEN {_ident(n)} IS NULL THEN 0 WHEN starts_with({j}, '\"') THEN 4 ELSE 2 END")
+        j = f"{ident(n)}::VARCHAR"
+        v = ident("v_" + n)
+        quotes.append(f"CASE WHEN {ident(n)} IS NULL THEN 0 WHEN starts_with({j}, '\"') THEN 4 ELSE 2 END")
         if base in ("id", "str"):
             if n == "study_id":  # checked equal to the protocol's below
-                typed.append(f"{_q(protocol.study_id)} AS {v}")
+                typed.append(f"{literal(protocol.study_id)} AS {v}")
             elif n != "participant_id":  # the id is only looked up in the pseudonym map, by its JSON text
                 typed.append(f"({j})[2:-2] AS {v}")
             # bytes bound characters from above: a text within the limit in bytes is within it in characters
@@ -148,17 +137,17 @@ def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, m
         else:  # a JSON number; a number written as a string is for the exact path to judge
             typed.append(f"try_cast({j} AS DOUBLE) AS {v}")
             cond = f"NOT starts_with({j}, '\"') AND isfinite({v})"
-        checks.append(f"({_ident(n)} IS NULL OR ({cond}))" if optional else f"({_ident(n)} IS NOT NULL AND {cond})")
-    text = lambda n: f"{_ident(n)}::VARCHAR"  # noqa: E731
+        checks.append(f"({ident(n)} IS NULL OR ({cond}))" if optional else f"({ident(n)} IS NOT NULL AND {cond})")
+    text = lambda n: f"{ident(n)}::VARCHAR"  # noqa: E731
     if "study_id" in fields:
-        checks.append(f"{text('study_id')} = {_q(json.dumps(protocol.study_id, ensure_ascii=False))}")
+        checks.append(f"{text('study_id')} = {literal(json.dumps(protocol.study_id, ensure_ascii=False))}")
     if kind == "assignments":
         checks.append(f"list_contains({_json_list(protocol.arm_names)}, {text('arm')})")
     if "wave" in fields:
         checks.append(f"list_contains({_json_list(protocol.wave_names)}, {text('wave')})")
     if kind == "scores":
         checks.append(f"list_contains({_json_list([o.name for o in protocol.outcomes])}, {text('outcome')})")
-    out = ", ".join(f"{_ident('v_' + n)} AS {_ident(n)}" for n in fields if n != "participant_id")
+    out = ", ".join(f"{ident('v_' + n)} AS {ident(n)}" for n in fields if n != "participant_id")
     return f"""(
         WITH r AS (
             -- no line numbers: a window over the scan would run it on one thread, and a clean file has no

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from flows import fastpath, landing
+from flows.sqltext import literal, varchar_list
 from flows.warehouse import connect, transaction
 from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
@@ -140,20 +141,12 @@ class Reconciliation:
 # SQL building blocks
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _list(values) -> str:
-    return "[" + ", ".join(_q(v) for v in values) + "]::VARCHAR[]"
-
-
 def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
     """(paths, [(condition, reason, message SQL)]) for the contract of ``kind``; t/v are the type/text lists."""
     fields = FIELDS[kind]
     names = list(fields)
     checks: list[tuple[str, str, str]] = []
-    allowed = _list(names)
+    allowed = varchar_list(names)
     # more keys than known fields present means an unknown (or repeated) field: one cheap comparison
     checks.append((
         "len(keys) > list_count(t)",
@@ -190,15 +183,15 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
                 f"CASE WHEN regexp_full_match({v}, '{NAIVE_TS}') THEN 'field {name} has no UTC offset: ' || {v} "
                 f"ELSE 'field {name} is not an ISO 8601 timestamp: ' || left({v}, 40) END"))
         elif base == "enum":
-            checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({_list(EVENT_TYPES)}, {v}))",
+            checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(EVENT_TYPES)}, {v}))",
                            "schema_violation", f"'field {name} must be one of {', '.join(EVENT_TYPES)}'"))
         elif base == "scopes":
             checks.append((f"{present} AND scope_list IS NULL", "schema_violation",
                            "'field scopes must be a list of scope names'"))
             checks.append((
-                f"{present} AND scope_list IS NOT NULL AND len(list_filter(scope_list, lambda s: NOT list_contains({_list(SCOPES)}, s))) > 0",
+                f"{present} AND scope_list IS NOT NULL AND len(list_filter(scope_list, lambda s: NOT list_contains({varchar_list(SCOPES)}, s))) > 0",
                 "schema_violation",
-                f"'unknown scope(s) ' || array_to_string(list_filter(scope_list, lambda s: NOT list_contains({_list(SCOPES)}, s)), ', ')"))
+                f"'unknown scope(s) ' || array_to_string(list_filter(scope_list, lambda s: NOT list_contains({varchar_list(SCOPES)}, s)), ', ')"))
         elif base == "items":
             checks.append((f"{present} AND items_json IS NULL", "schema_violation",
                            "'field items must be an object of item_code -> integer or null'"))
@@ -208,23 +201,23 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
 def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     """One query: parse each JSON line once per access path, check the contract, pseudonymize."""
     names, checks = _field_checks(kind)
-    paths = "[" + ", ".join(_q("$." + n) for n in names) + "]"
+    paths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
     idx = {n: i for i, n in enumerate(names, start=1)}
     col = lambda n: f"v[{idx[n]}]"  # noqa: E731
 
     protocol_checks: list[tuple[str, str, str]] = []
     if "study_id" in idx:
-        protocol_checks.append((f"{col('study_id')} <> {_q(protocol.study_id)}", "unknown_study",
+        protocol_checks.append((f"{col('study_id')} <> {literal(protocol.study_id)}", "unknown_study",
                                 f"'study ' || {col('study_id')} || ' is not {protocol.study_id}'"))
     if kind == "assignments":
-        protocol_checks.append((f"NOT list_contains({_list(protocol.arm_names)}, {col('arm')})", "unknown_arm",
+        protocol_checks.append((f"NOT list_contains({varchar_list(protocol.arm_names)}, {col('arm')})", "unknown_arm",
                                 f"'arm ' || {col('arm')} || ' is not one of {', '.join(protocol.arm_names)}'"))
     if "wave" in idx:
-        protocol_checks.append((f"NOT list_contains({_list(protocol.wave_names)}, {col('wave')})", "unknown_wave",
+        protocol_checks.append((f"NOT list_contains({varchar_list(protocol.wave_names)}, {col('wave')})", "unknown_wave",
                                 f"'wave ' || {col('wave')} || ' is not one of {', '.join(protocol.wave_names)}'"))
     if kind == "responses":
         protocol_checks.append((
-            f"NOT list_contains({_list(protocol.instruments())}, {col('instrument')})", "unknown_instrument",
+            f"NOT list_contains({varchar_list(protocol.instruments())}, {col('instrument')})", "unknown_instrument",
             f"'instrument ' || {col('instrument')} || ' is not administered by study {protocol.study_id}'"))
         protocol_checks.append((
             f"NOT EXISTS (SELECT 1 FROM item_bounds b WHERE b.instrument = {col('instrument')} "
@@ -232,7 +225,7 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
             f"'instrument ' || {col('instrument')} || ' version ' || {col('instrument_version')} || ' is unknown'"))
     if kind == "scores":
         outcomes = [o.name for o in protocol.outcomes]
-        protocol_checks.append((f"NOT list_contains({_list(outcomes)}, {col('outcome')})", "unknown_outcome",
+        protocol_checks.append((f"NOT list_contains({varchar_list(outcomes)}, {col('outcome')})", "unknown_outcome",
                                 f"'outcome ' || {col('outcome')} || ' is not named in the protocol'"))
 
     all_checks = checks + protocol_checks
@@ -413,9 +406,9 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool 
     key = DEDUP_KEY[kind]
     # one text key, so "already stored" is an uncorrelated IN (a hash mark join), not a per-row subquery
     text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
-    existing_filter = {"scores": f"WHERE source = 'external' AND study_id = {_q(study_id)}",
-                       "events": f"WHERE study_id = {_q(study_id)}",
-                       "responses": f"WHERE study_id = {_q(study_id)}"}.get(kind, "")
+    existing_filter = {"scores": f"WHERE source = 'external' AND study_id = {literal(study_id)}",
+                       "events": f"WHERE study_id = {literal(study_id)}",
+                       "responses": f"WHERE study_id = {literal(study_id)}"}.get(kind, "")
     label = "/".join(key)
     probe = PROBE_COLUMN.get(kind)
     no_repeats = "rk AS (SELECT NULL::VARCHAR AS k, NULL::BIGINT AS first_line WHERE false)"

@@ -25,6 +25,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.longitudinal import DesignSpec, LongitudinalStats, compute_longitudinal_stats
+from flows.sqltext import ident, literal
 from schemas.protocol import StudyProtocol
 from schemas.suffstats import PairedMoments
 
@@ -38,14 +39,6 @@ __all__ = [
 ]
 
 
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
 def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
     """The protocol's follow-up waves (after the baseline wave), or those of them named in ``waves``."""
     return [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
@@ -57,24 +50,24 @@ def observations_sql(
     """A relation (parenthesised sub-query) with one row per participant x follow-up wave:
     participant, arm, wave, y, baseline, covariates — the source the design SQL reads.
     ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
-    study = _lit(protocol.study_id)
-    bw = _lit(protocol.baseline_wave)
-    follow = ", ".join(_lit(w.name) for w in _followup(protocol, waves))
+    study = literal(protocol.study_id)
+    bw = literal(protocol.baseline_wave)
+    follow = ", ".join(literal(w.name) for w in _followup(protocol, waves))
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
     cov_cte = "".join(
-        f", cov{k} AS (SELECT participant, avg(value) AS {_ident(c)} FROM scores "
-        f"WHERE study_id = {study} AND outcome = {_lit(c)} AND wave = {bw} GROUP BY participant)"
+        f", cov{k} AS (SELECT participant, avg(value) AS {ident(c)} FROM scores "
+        f"WHERE study_id = {study} AND outcome = {literal(c)} AND wave = {bw} GROUP BY participant)"
         for k, c in enumerate(covariates)
     )
-    cov_cols = "".join(f", cov{k}.{_ident(c)}" for k, c in enumerate(covariates))
+    cov_cols = "".join(f", cov{k}.{ident(c)}" for k, c in enumerate(covariates))
     cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
     return (
         f"(WITH base AS (SELECT participant, avg(value) AS baseline FROM scores "
-        f"WHERE study_id = {study} AND outcome = {_lit(outcome)} AND wave = {bw} GROUP BY participant), "
+        f"WHERE study_id = {study} AND outcome = {literal(outcome)} AND wave = {bw} GROUP BY participant), "
         f"arm_of AS (SELECT participant, any_value(arm) AS arm FROM assignments WHERE study_id = {study} GROUP BY participant), "
         f"fu AS (SELECT participant, wave, avg(value) AS y FROM scores "
-        f"WHERE study_id = {study} AND outcome = {_lit(outcome)} AND wave IN ({follow}) GROUP BY participant, wave)"
+        f"WHERE study_id = {study} AND outcome = {literal(outcome)} AND wave IN ({follow}) GROUP BY participant, wave)"
         f"{cov_cte} "
         f"SELECT fu.participant, arm_of.arm, fu.wave, fu.y, base.baseline{cov_cols} "
         f"FROM fu JOIN arm_of USING (participant) JOIN base USING (participant){cov_join}) AS obs"
@@ -93,12 +86,12 @@ def coverage(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: s
     """Per arm x follow-up wave: rows in the analysis, and follow-up rows left out for lack of a baseline."""
     name = outcome or protocol.primary_outcome.name
     source = observations_sql(protocol, name)
-    study = _lit(protocol.study_id)
+    study = literal(protocol.study_id)
     return con.execute(
         f"SELECT a.arm, s.wave, count(*) AS follow_up_rows, "
         f"count(*) FILTER (WHERE s.participant NOT IN (SELECT participant FROM {source})) AS without_baseline "
         f"FROM scores s JOIN assignments a ON a.participant = s.participant AND a.study_id = s.study_id "
-        f"WHERE s.study_id = {study} AND s.outcome = {_lit(name)} AND s.wave <> {_lit(protocol.baseline_wave)} "
+        f"WHERE s.study_id = {study} AND s.outcome = {literal(name)} AND s.wave <> {literal(protocol.baseline_wave)} "
         f"GROUP BY ALL ORDER BY ALL"
     ).df()
 
