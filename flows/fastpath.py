@@ -12,12 +12,13 @@ repeated keys, invalid UTF-8 and a byte-order mark. It does *not* see unknown ke
 reads like a missing one. Both are settled by counting bytes of the file (``FileFacts``): in a file
 with no backslash every ``"`` delimits a string, so the file's quote count is twice its keys plus
 twice its string values (quotes inside nested values included). The parsed known fields account for
-their keys and values; null-valued optional fields are counted by their bytes (``"key":null`` or
-``"key": null``, which can only be a key followed by null in valid JSON with no escapes). The
+their keys and values; null-valued optional fields are counted by their bytes (``"key":null``, or
+``"key": null`` when the first line is laid out so; either can only be a key followed by null in
+valid JSON with no escapes, and a file mixing layouts under-counts and fails the balance). The
 quotes left over are exactly those of unknown keys and their values, so "no quote left over"
 proves "no unknown key in any row". Rows read must also equal the file's physical lines (no blank,
-skipped or split lines), and every row must pass every contract check, the consent gate and
-de-duplication. Anything else: the exact path.
+skipped or split lines), record keys must be distinct, and every row must pass every contract check
+and the consent gate. Anything else: the exact path.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def source_sql(paths: list[Path], kind: str, fields: dict[str, str], protocol, m
     and ``filename``.
 
     ``pmap`` (raw id -> participant, erased) must hold every id of the files (``distinct_ids_sql``), with
-    distinct 64-bit hashes of their JSON texts (``pmap_hashes_distinct``): rows find their pseudonym by
+    distinct 64-bit hashes of their JSON texts (``PMAP_HASHES_DISTINCT``): rows find their pseudonym by
     that hash, an integer join instead of a string one, exact because every id of the files is in the map.
     ``reason`` is 'not_fast' for any row that fails a check; the caller then abandons the path.
     In a file with no backslash a string field's text is ``"..."`` with no other quote, so its
