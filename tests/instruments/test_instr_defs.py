@@ -73,6 +73,16 @@ def test_exported_schema_file_is_current():
     assert on_disk == instruments.instrument_json_schema()
 
 
+def test_structural_schema_is_a_valid_json_schema():
+    # the registry validates every definition against this schema without re-checking it per process
+    import jsonschema
+
+    from instruments.registry import _schema
+
+    schema = _schema()
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
 def test_bad_definition_is_refused(tmp_path: Path):
     text = (DEFS_DIR / "who5-1.yaml").read_text().replace("scale_max: 5", "scale_max: five")
     bad = tmp_path / "who5-1.yaml"
