@@ -37,10 +37,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flows import fastpath, landing
 from flows.sqltext import literal, varchar_list
 from flows.warehouse import connect, transaction
+from privacy.consent import scope_summary_sql
 from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
 from privacy.pseudonym import pseudonymize_many
 from schemas.protocol import StudyProtocol
@@ -379,7 +381,7 @@ DEDUP_KEY = {
 PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "scores": "participant", "consents": "record_hash"}
 
 
-def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool = True, stored: bool = True) -> str:
+def _gate_and_dedup_sql(kind: str, source: str, study_id: str) -> str:
     """Materialize ``stage`` from ``source`` with the consent gate and de-duplication in ONE query.
 
     Gate: an erasure tombstone, or a record at/after a withdrawal -> withdrawn; no consent with the
@@ -390,9 +392,6 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool 
     ``_mixed_scope_gate``. Then de-duplication on the record key among rows that passed
     everything else: already stored -> duplicate; a repeat of an earlier line -> duplicate
     (a GROUP BY finds repeated keys; no window sort over the chunk).
-
-    The fast path turns off the checks it settles otherwise: ``repeats=False`` (it counts distinct
-    keys and refuses a file with a repeat) and ``stored=False`` (nothing of the study is stored yet).
     """
     tcol = TIME_FIELD[kind]
     scope = CONSENT_SCOPE.get(kind)
@@ -402,7 +401,6 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool 
     if scope:
         gate.append("WHEN cs.mixed THEN NULL")  # decided by _mixed_scope_gate
         gate.append(f"WHEN cs.first_with_scope IS NULL OR s.{tcol} < cs.first_with_scope THEN 'no_consent'")
-    scope_sql = f"'{scope}'" if scope else "NULL"
     key = DEDUP_KEY[kind]
     # one text key, so "already stored" is an uncorrelated IN (a hash mark join), not a per-row subquery
     text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
@@ -411,14 +409,12 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool 
                        "responses": f"WHERE study_id = {literal(study_id)}"}.get(kind, "")
     label = "/".join(key)
     probe = PROBE_COLUMN.get(kind)
-    no_repeats = "rk AS (SELECT NULL::VARCHAR AS k, NULL::BIGINT AS first_line WHERE false)"
-    repeats_cte = no_repeats if not repeats else f"""rk AS (
+    repeats_cte = f"""rk AS (
         SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
         GROUP BY ALL HAVING count(*) > 1
     )"""
-    if kind == "assignments" or not stored:  # assignments: handled by _assignment_conflicts (arm-aware)
-        dup_existing = "false"
-        dup_batch = "false" if kind == "assignments" or not repeats else "rk.k IS NOT NULL AND g.line <> rk.first_line"
+    if kind == "assignments":  # handled by _assignment_conflicts (arm-aware)
+        dup_existing = dup_batch = "false"
         existing_cte = "ex AS (SELECT NULL::VARCHAR AS k WHERE false)"
     else:
         # Stored keys that this chunk repeats: a semi-join whose hash table is built on the chunk's keys and
@@ -429,16 +425,10 @@ def _gate_and_dedup_sql(kind: str, source: str, study_id: str, *, repeats: bool 
         stored = "(SELECT * FROM events UNION ALL SELECT * FROM acc_events)" if kind == "events" else kind
         existing_cte = f"ex AS (SELECT DISTINCT {text_key} AS k FROM {stored} {where})"
         dup_existing = "ex.k IS NOT NULL"
-        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line" if repeats else "false"
+        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line"
     return f"""
     CREATE OR REPLACE TEMP TABLE stage AS
-    WITH cs AS (
-        SELECT participant,
-               min(withdrawn_at) AS withdrawn_at,
-               min(granted_at) FILTER (WHERE list_contains(scopes, {scope_sql})) AS first_with_scope,
-               bool_or(list_contains(scopes, {scope_sql})) AND NOT bool_and(list_contains(scopes, {scope_sql})) AS mixed
-        FROM consents GROUP BY participant
-    ), g AS (
+    WITH cs AS ({scope_summary_sql(scope)}), g AS (
         SELECT s.* REPLACE (CASE WHEN NOT s.erased THEN s.participant END AS participant),
                coalesce(cs.mixed, false) AND s.reason IS NULL AND NOT s.erased AS scope_mixed,
                CASE WHEN s.reason IS NOT NULL THEN s.reason {' '.join(gate)} END AS gate_reason
@@ -793,55 +783,78 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
     assert kind is not None and all(f.kind == kind for f, _ in files)
     fields = FIELDS[kind]
     paths = [f.path for f, _ in files]
-    ids = fastpath.ids_from_texts([r[0] for r in con.execute(fastpath.distinct_ids_sql(paths)).fetchall()])
+    before = [_file_state(p) for p in paths]
+    fp = con.sql(fastpath.verify_sql(paths, kind, fields, protocol, MAX_ID, TIME_FIELD[kind])).to_arrow_table()
+    ids = fastpath.ids_from_texts(pc.unique(fp.column("pid")).to_pylist())
+    con.register("fp", fp)
     con.register("pmap", pseudonyms.table(ids))
-    if not con.execute(fastpath.PMAP_HASHES_DISTINCT).fetchall()[0][0]:  # two ids share a hash: never seen, but exact path
-        con.unregister("pmap")
-        return False, set()
-    # read_json estimates a few dozen rows, so the optimizer would build the join's hash table on the files'
-    # millions of rows; as written, each small table (pseudonym map, consent summary) is the build side
+    # the small side of each join (pseudonym map, the files' keys) is written as its build side; read_json's
+    # estimate of a few dozen rows would otherwise make the optimizer hash the files' millions of rows
     con.execute("SET disabled_optimizers = 'build_side_probe_side'")
     try:
-        con.execute(_gate_and_dedup_sql(kind, fastpath.source_sql(paths, kind, fields, protocol, MAX_ID),
-                                        protocol.study_id, repeats=False, stored=_has_stored(con, kind, protocol.study_id)))
+        stored_assignments = (f"SELECT participant FROM assignments WHERE study_id = {literal(protocol.study_id)}"
+                              if kind == "assignments" else None)
+        per_file = {row[0]: row[1:] for row in con.execute(fastpath.gate_sql(
+            fields, CONSENT_SCOPE.get(kind), WITHDRAWN_NOT_ERASED, stored_assignments)).fetchall()}
+        repeats = con.execute(fastpath.repeats_sql(paths, FAST_KEY[kind])).fetchall()
+        stored_keys: dict[int, int] = {}
+        if kind in FAST_STORED and _has_stored(con, kind, protocol.study_id):
+            stored_keys = dict(con.execute(fastpath.stored_keys_sql(
+                paths, FAST_STORED[kind].format(study=literal(protocol.study_id)), FAST_KEY[kind])).fetchall())
+        optional = fastpath.optional_fields(fields)
+        clean: set[str] = set()
+        rows_of: dict[str, int] = {}
+        withheld = 0
+        for i, (f, pending) in enumerate(files):
+            facts = pending.result()
+            rows, bad, *non_null, gated, held = per_file.get(i, (0, 1) + (0,) * len(optional) + (0, 0))
+            rows_of[f.name] = rows
+            withheld += held
+            quotes = fastpath.quotes_of_clean_rows(fields, rows, dict(zip(optional, non_null)))
+            if (facts is not None and rows == facts.lines and not bad and not gated and not stored_keys.get(i)
+                    and quotes + 2 * facts.null_optional == facts.quotes):
+                clean.add(f.name)
+        if len(clean) < len(files) or repeats:
+            # a key repeated inside one file rules that file out; across files, each file alone (in order)
+            # decides, since the repeat is a duplicate only for the later one
+            clean -= {files[first][0].name for first, last in repeats if first == last}
+            return False, (clean if len(files) > 1 else set())
+        target, columns = FAST_INSERT[kind]
+        inserted = con.execute(
+            f"INSERT INTO {target} {fastpath.rows_sql(paths, fields, protocol, columns, WITHDRAWN_NOT_ERASED if kind == 'events' else None)}",
+            {"batch": batch_id}).fetchall()[0][0]
     finally:
         con.execute("RESET disabled_optimizers")
-    con.unregister("pmap")
-    _mixed_scope_gate(con, kind)
-    if kind == "assignments":
-        _assignment_conflicts(con)
-    key = ", ".join(DEDUP_KEY[kind])
-    per_file = {name: (rows, rejected, quotes) for name, rows, rejected, quotes in con.execute(
-        "SELECT filename, count(*), count(reason), coalesce(sum(q_known), 0) FROM stage GROUP BY filename").fetchall()}
-    # no record key repeated anywhere in the group: distinct 64-bit hashes of the keys prove it (a hash
-    # collision can only make this fail, sending the files to the exact path, never pass wrongly)
-    all_keys, all_rows = con.execute(f"SELECT count(DISTINCT hash({key})), count(*) FROM stage").fetchall()[0]
-    clean = set()
-    for f, pending in files:
-        facts = pending.result()
-        rows, rejected, quotes = per_file.get(str(f.path), (0, 1, 0))
-        if facts is not None and not rejected and rows == facts.lines and quotes + 2 * facts.null_optional == facts.quotes:
-            clean.add(f.name)
-    if len(clean) < len(files) or all_keys != all_rows:
-        if all_keys != all_rows:  # files with a repeat inside them are not worth a second try alone
-            clean -= {name for name, rows, keys in con.execute(
-                f"SELECT filename, count(*), count(DISTINCT ({key})) FROM stage GROUP BY filename").fetchall()
-                if rows != keys}
-        con.execute("DROP TABLE stage")
-        # a key repeated across files is a duplicate only for the later file: each file alone, in order, decides
-        return False, (clean if len(files) > 1 else set())
-    if kind == "events":  # straight into events: the rows are final
-        withheld = _store_events(con, """SELECT event_id, participant, study_id, ts, session_id, type, feature, value,
-                                         $batch AS batch_id FROM stage""", {"batch": batch_id})
-    else:
-        withheld = 0
-        con.execute(INSERT_SQL[kind], {"batch": batch_id})
-    con.execute("DROP TABLE stage")
+        con.unregister("fp")
+        con.unregister("pmap")
+    expected = sum(rows_of.values()) - (withheld if kind == "events" else 0)
+    if inserted != expected or [_file_state(p) for p in paths] != before:
+        raise IngestError(f"a landing file of {', '.join(f.name for f, _ in files)} changed while it was being ingested "
+                          f"({inserted} rows loaded, {expected} verified); the batch was rolled back, nothing was stored")
     for f, _ in files:
-        rows = per_file[str(f.path)][0]
-        results[f.name].read += rows
-        results[f.name].stored += rows
-    return True, withheld
+        results[f.name].read += rows_of[f.name]
+        results[f.name].stored += rows_of[f.name]
+    return True, (withheld if kind == "events" else 0)
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+# The fast path's record key (as JSON fields of the file; the study is checked equal to the protocol's),
+# the stored keys a new record could repeat, and where clean rows go in which columns.
+FAST_KEY = {"events": ["event_id"], "assignments": ["participant_id"], "scores": ["participant_id", "wave", "outcome"]}
+FAST_STORED = {
+    "events": "SELECT event_id FROM events WHERE study_id = {study} UNION ALL SELECT event_id FROM acc_events",
+    "scores": "SELECT participant, wave, outcome FROM scores WHERE source = 'external' AND study_id = {study}",
+}
+FAST_INSERT = {
+    "events": ("events", "event_id, participant, study_id, ts, session_id, type, feature, value, $batch"),
+    "assignments": ("assignments", "participant, study_id, arm, assigned_at, stratum, $batch"),
+    "scores": ("scores (study_id, participant, wave, outcome, value, items_answered, prorated, source, scored_at, batch_id)",
+               "study_id, participant, wave, outcome, value, NULL, false, 'external', scored_at, $batch"),
+}
 
 
 def _has_stored(con, kind: str, study_id: str) -> bool:

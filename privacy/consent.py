@@ -31,6 +31,20 @@ GENESIS = "0" * 64
 Action = Literal["grant", "withdraw"]
 
 
+def scope_summary_sql(scope: str | None) -> str:
+    """Per participant of the ``consents`` table: the first withdrawal, the first grant carrying ``scope``,
+    and whether their consent versions differ in it (``mixed``).
+
+    The ingest's consent gate reads it: a record needs ``scope`` in force at its time (the latest consent
+    granted at or before it) and no withdrawal at or before it. Unless ``mixed``, "in force" is simply
+    "at or after ``first_with_scope``"."""
+    s = "NULL" if scope is None else "'" + scope.replace("'", "''") + "'"
+    return f"""SELECT participant, min(withdrawn_at) AS withdrawn_at,
+               min(granted_at) FILTER (WHERE list_contains(scopes, {s})) AS first_with_scope,
+               bool_or(list_contains(scopes, {s})) AND NOT bool_and(list_contains(scopes, {s})) AS mixed
+        FROM consents GROUP BY participant"""
+
+
 def _us(ts: datetime | None) -> int:
     ts = ts or datetime.now(UTC)
     if ts.tzinfo is None:

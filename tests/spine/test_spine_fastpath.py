@@ -218,3 +218,34 @@ def test_a_file_name_that_reads_as_a_glob_is_still_its_own_file(tmp_path, protoc
     (fast_rec, fast_rows), (exact_rec, exact_rows) = _both(tmp_path, land, protocol)
     assert fast_rec == exact_rec and fast_rows == exact_rows
     assert exact_rec["stored"]["events"] == 7 and exact_rec["quarantined"] == {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from([
+        b'{"feature":null,"value":null}', b'{"feature": null, "value": 1}', b'{"a":"\\"q"}', b'"', b"",
+        b'{"value":null}', b"\xef\xbb\xbf{}", b'{"x":"feature\\":null"}', b"null", b'{"feature":"f"}',
+    ]), max_size=12),
+    trailing_newline=st.booleans(),
+    block=st.integers(min_value=1, max_value=40),
+)
+def test_file_facts_do_not_depend_on_the_block_size(tmp_path_factory, lines, trailing_newline, block):
+    """Counting in blocks (patterns straddling a seam included) equals counting the whole file at once."""
+    from flows import fastpath
+
+    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
+    path = tmp_path_factory.mktemp("facts") / "events.jsonl"
+    path.write_bytes(data)
+    keys = ["feature", "value"]
+    first = data.split(b"\n", 1)[0]
+    sep = b": " if b'": ' in first else b":"
+    expected = fastpath.FileFacts(
+        lines=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+        quotes=data.count(b'"'),
+        null_optional=sum(data.count(b'"' + k.encode() + b'"' + sep + b"null") for k in keys),
+        backslash=b"\\" in data,
+        bom=data.startswith(b"\xef\xbb\xbf"),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fastpath, "BLOCK", block)
+        assert fastpath.file_facts(path, keys) == expected
