@@ -249,3 +249,86 @@ def test_file_facts_do_not_depend_on_the_block_size(tmp_path_factory, lines, tra
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fastpath, "BLOCK", block)
         assert fastpath.file_facts(path, keys) == expected
+
+
+# Assignments and external scores take the fast path too: the same equivalence, over two batches (the second
+# repeats, conflicts with and follows the erasure of records of the first).
+def _scalar_line(kind: str, variant: str, pid: str, i: int) -> str:
+    if kind == "assignments":
+        rec = {"participant_id": pid, "study_id": "s1", "arm": "control" if i % 2 else "guidance",
+               "assigned_at": "2026-01-01T01:00:00+01:00", "stratum": None if i % 3 else "north"}
+        time_field = "assigned_at"
+    else:
+        rec = {"participant_id": pid, "study_id": "s1", "wave": "m1" if i % 2 else "baseline",
+               "outcome": "clinic.total", "value": float(i % 40), "scored_at": "2026-01-03T09:00:00Z"}
+        time_field = "scored_at"
+    if variant == "unknown_key":
+        rec["bogus"] = None
+    elif variant == "late":  # after p4's withdrawal
+        rec[time_field] = "2026-02-01T00:00:00Z"
+    elif variant == "unknown_name":
+        rec["arm" if kind == "assignments" else "outcome"] = "nope"
+    elif variant == "number_as_string" and kind == "scores":
+        rec["value"] = "7"
+    elif variant == "naive_ts":
+        rec[time_field] = "2026-01-03T09:00:00"
+    return _compact(rec)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(
+    st.sampled_from(["assignments", "scores"]),
+    st.sampled_from(["clean"] * 6 + ["unknown_key", "late", "unknown_name", "number_as_string", "naive_ts"]),
+    st.sampled_from(PIDS), st.integers(0, 3)), min_size=1, max_size=10), min_size=1, max_size=2))
+def test_assignments_and_scores_are_stored_alike_by_both_paths(tmp_path_factory, protocol, batches):
+    tmp_path = tmp_path_factory.mktemp("fp")
+    outcomes = []
+    for on in (True, False):
+        wh = tmp_path / f"w-{on}.duckdb"
+        recs = []
+        for b, lines in enumerate(batches):
+            land = tmp_path / f"landing-{on}-{b}"
+            land.mkdir()
+            if b == 0:
+                _consents(land)
+            for kind in ("assignments", "scores"):
+                rows = [_scalar_line(k, v, p, i) for k, v, p, i in lines if k == kind]
+                if rows:
+                    write_jsonl(land / f"{kind}-{b}.jsonl", rows)
+            with _fast(on):
+                rec = ingest_batch(land, protocol, wh, KEY).as_json()
+            rec.pop("batch_id")
+            if rec["erased_on_withdrawal"]:
+                rec["erased_on_withdrawal"].pop("erasure_id")
+            recs.append(rec)
+        con = duckdb.connect(str(wh), read_only=True)
+        try:
+            tables = {t: con.execute(f"SELECT * EXCLUDE (batch_id) FROM {t} ORDER BY ALL").fetchall()
+                      for t in ("assignments", "scores")}
+            tables["quarantine"] = con.execute(
+                "SELECT source_file, line, reason, participant FROM quarantine ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+        outcomes.append((recs, tables))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_clean_assignment_and_score_files_take_the_fast_path(tmp_path, protocol, monkeypatch):
+    stored_fast: list[str] = []
+    real = ingest_mod._ingest_clean_files
+
+    def spy(con, files, *args, **kwargs):
+        ok, out = real(con, files, *args, **kwargs)
+        stored_fast.extend(f.name for f, _ in files if ok)
+        return ok, out
+
+    monkeypatch.setattr(ingest_mod, "_ingest_clean_files", spy)
+    land = tmp_path / "landing"
+    land.mkdir()
+    _consents(land)
+    write_jsonl(land / "assignments.jsonl", [_scalar_line("assignments", "clean", p, i) for i, p in enumerate(PIDS[:4])])
+    write_jsonl(land / "scores.jsonl", [_scalar_line("scores", "clean", p, i) for i, p in enumerate(PIDS[:4])])
+    with _fast(True):
+        rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert sorted(stored_fast) == ["assignments.jsonl", "scores.jsonl"]
+    assert rec.stored["assignments"] == 4 and rec.stored["scores"] == 4 and rec.quarantined == {}
