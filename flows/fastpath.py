@@ -113,12 +113,6 @@ def ids_from_texts(texts: list) -> list[str]:
     return [t[1:-1] for t in texts if isinstance(t, str) and len(t) >= 2 and t[0] == '"']
 
 
-# The usual timestamp shapes, checked by GLOB (cheap) before the full ISO 8601 regular expression
-# (dear: about a third of a verify pass). Each shape is a case of ISO_WITH_OFFSET, so the OR is that
-# regular expression, only faster.
-_D = "[0-9]"
-_TS_SHAPES = tuple(f'"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}{tail}"'
-                   for tail in ("Z", f"[+-]{_D * 2}:{_D * 2}"))
 STRING_KINDS = ("id", "str", "ts", "enum")  # field kinds whose JSON value is a string: 4 quotes with the key
 
 
@@ -139,9 +133,9 @@ def typed_and_checks(fields: dict[str, str], kind: str, protocol, max_id: int) -
             cond = f"starts_with({j}, '\"') AND strlen({j}) BETWEEN 3 AND {(max_id if base == 'id' else 1024) + 2}"
         elif base == "ts":
             typed[n] = f"try_cast(({j})[2:-2] AS TIMESTAMPTZ)"
+            # the contract's pattern and the cast (which alone would take a naive time, or " 026" for a year)
             iso = '^"' + ISO_WITH_OFFSET[1:-1] + '"$'
-            shapes = " OR ".join(f"{j} GLOB {literal(g)}" for g in _TS_SHAPES)
-            cond = f"({shapes} OR regexp_full_match({j}, {literal(iso)})) AND {typed[n]} IS NOT NULL"
+            cond = f"regexp_full_match({j}, {literal(iso)}) AND {typed[n]} IS NOT NULL"
         elif base == "enum":
             typed[n] = f"({j})[2:-2]"
             cond = f"list_contains({_json_list(EVENT_TYPES)}, {j})"
@@ -213,15 +207,20 @@ def gate_sql(fields: dict[str, str], scope: str | None, withdrawn_not_erased: st
     GROUP BY p.fi"""
 
 
-def repeats_sql(paths: list[Path], key_fields: list[str]) -> str:
-    """Record keys that occur more than once in the files, each as (first file, last file).
+def key_hashes_sql(paths: list[Path], key_fields: list[str]) -> str:
+    """A 64-bit hash of each row's record key, read as text: a collision, or a number and a string of the
+    same text, can only report a repeat that is not there (the files then take the exact path), never hide one."""
+    return (f"SELECT hash({', '.join(ident(k) for k in key_fields)}) AS hk "
+            f"FROM {read_sql(paths, dict.fromkeys(key_fields, 'VARCHAR'))} "
+            f"WHERE {' AND '.join(f'{ident(k)} IS NOT NULL' for k in key_fields)}")
 
-    Keys are read as text and compared by a 64-bit hash: a collision, or a number and a string of the same
-    text, can only report a repeat that is not there (the files then take the exact path), never hide one."""
-    key = ", ".join(ident(k) for k in key_fields)
+
+def repeats_sql(paths: list[Path], key_fields: list[str]) -> str:
+    """Record keys that occur more than once in the files, each as (first file, last file) (see key_hashes_sql)."""
     return f"""
     SELECT min(fi), max(fi) FROM (
-        SELECT file_index AS fi, hash({key}) AS hk FROM {read_sql(paths, dict.fromkeys(key_fields, 'VARCHAR'))}
+        SELECT file_index AS fi, hash({', '.join(ident(k) for k in key_fields)}) AS hk
+        FROM {read_sql(paths, dict.fromkeys(key_fields, 'VARCHAR'))}
         WHERE {' AND '.join(f'{ident(k)} IS NOT NULL' for k in key_fields)}
     ) GROUP BY hk HAVING count(*) > 1"""
 

@@ -796,7 +796,12 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
                               if kind == "assignments" else None)
         per_file = {row[0]: row[1:] for row in con.execute(fastpath.gate_sql(
             fields, CONSENT_SCOPE.get(kind), WITHDRAWN_NOT_ERASED, stored_assignments)).fetchall()}
-        repeats = con.execute(fastpath.repeats_sql(paths, FAST_KEY[kind])).fetchall()
+        # any repeated key? sorting the keys' hashes in numpy costs about half a GROUP BY over them; which
+        # files hold the repeats is asked only when there are some
+        hashes = con.sql(fastpath.key_hashes_sql(paths, FAST_KEY[kind])).fetchnumpy()["hk"]
+        hashes.sort()
+        repeats = (con.execute(fastpath.repeats_sql(paths, FAST_KEY[kind])).fetchall()
+                   if hashes.size > 1 and bool((hashes[1:] == hashes[:-1]).any()) else [])
         stored_keys: dict[int, int] = {}
         if kind in FAST_STORED and _has_stored(con, kind, protocol.study_id):
             stored_keys = dict(con.execute(fastpath.stored_keys_sql(
