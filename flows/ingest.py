@@ -166,7 +166,9 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
         if base in ("id", "str"):
             limit = MAX_ID if base == "id" else 1024
             checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation", f"'field {name} must be a string'"))
-            checks.append((f"{present} AND (length({v}) = 0 OR length({v}) > {limit})", "schema_violation",
+            # bytes bound characters from above: counting characters only when the byte length is out of range
+            checks.append((f"{present} AND CASE WHEN strlen({v}) BETWEEN 1 AND {limit} THEN false "
+                           f"ELSE length({v}) = 0 OR length({v}) > {limit} END", "schema_violation",
                            f"'field {name} must be 1..{limit} characters'"))
         elif base == "num":
             checks.append((
@@ -200,10 +202,10 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
     return names, checks
 
 
-def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
-    """One query: parse each JSON line once per access path, check the contract, pseudonymize."""
+def _all_checks(kind: str, protocol: StudyProtocol) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """(field names, [(condition, reason, message SQL)]): the contract's checks, then the protocol's, over
+    ``t[i]``/``v[i]`` (the JSON type and text of field i), ``keys`` and ``n_known``."""
     names, checks = _field_checks(kind)
-    paths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
     idx = {n: i for i, n in enumerate(names, start=1)}
     col = lambda n: f"v[{idx[n]}]"  # noqa: E731
 
@@ -229,8 +231,48 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
         outcomes = [o.name for o in protocol.outcomes]
         protocol_checks.append((f"NOT list_contains({varchar_list(outcomes)}, {col('outcome')})", "unknown_outcome",
                                 f"'outcome ' || {col('outcome')} || ' is not named in the protocol'"))
+    return names, checks + protocol_checks
 
-    all_checks = checks + protocol_checks
+
+def _unpacked(sql: str) -> str:
+    """The checks' list accesses as the scalar columns the staging queries unpack them into."""
+    return re.sub(r"\b([tv])\[(\d+)\]", r"\1_\2", sql).replace("len(keys) > list_count(t)", "len(keys) > n_known")
+
+
+def _fast_verify_sql(kind: str, protocol: StudyProtocol, paths: list[Path]) -> str:
+    """The fast path's first pass (flows/fastpath.py): each line read whole and checked by the exact path's
+    own checks; per (file, participant id): rows, rows failing a check, first and last record time, and the
+    64-bit hashes of the rows' record keys."""
+    names, checks = _all_checks(kind, protocol)
+    idx = {n: i for i, n in enumerate(names, start=1)}
+    jpaths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
+    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
+    fails = " OR ".join(f"coalesce({_unpacked(c)}, false)" for c, _, _ in checks)
+    key = ", ".join(f"v_{idx[k]}" for k in FAST_KEY[kind])
+    return f"""
+    WITH r AS (SELECT file_index AS fi, json AS raw FROM {fastpath.lines_sql(paths)}
+    ), typed AS (
+        SELECT fi, coalesce(starts_with(raw::VARCHAR, '{{'), false) AS is_object, json_type(raw, {jpaths}) AS t,
+               json_extract_string(raw, {jpaths}) AS v, json_keys(raw) AS keys
+        FROM r
+    ), unpacked AS (
+        SELECT fi, is_object, keys, {unpack} FROM typed
+    ), c AS (
+        SELECT fi, v_{idx['participant_id']} AS pid, try_cast(v_{idx[TIME_FIELD[kind]]} AS TIMESTAMPTZ) AS t,
+               hash({key}) AS hk, is_object AND NOT ({fails}) AS ok
+        FROM unpacked
+    )
+    SELECT fi, pid, count(*) AS n, count_if(NOT ok) AS bad, min(t) AS t0, max(t) AS t1, list(hk) AS hks
+    FROM c GROUP BY fi, pid"""
+
+
+def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
+    """One query: parse each JSON line once per access path, check the contract, pseudonymize."""
+    names, all_checks = _all_checks(kind, protocol)
+    paths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
+    idx = {n: i for i, n in enumerate(names, start=1)}
+    col = lambda n: f"v[{idx[n]}]"  # noqa: E731
+
     # Each condition is evaluated once per row, to find the number of the first failing check;
     # reason and message are then looked up only for the failing rows.
     check_no = "CASE WHEN NOT is_json THEN -1 WHEN NOT is_object THEN 0 " + " ".join(
@@ -314,8 +356,7 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     FROM checked c LEFT JOIN pmap pm ON pm.pid_raw = c.pid_raw
     """
     head, sep, tail = sql.partition("), extra AS (")
-    tail = re.sub(r"\b([tv])\[(\d+)\]", r"\1_\2", tail).replace("len(keys) > list_count(t)", "len(keys) > n_known")
-    return head + sep + tail
+    return head + sep + _unpacked(tail)
 
 
 def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -766,8 +807,8 @@ def _fast_groups(files: list[landing.LandingFile], eligible) -> dict[str, list[l
 
 def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
     """The byte facts of a file the fast path may read, or None when its bytes rule the path out."""
-    facts = fastpath.file_facts(f.path, [n for n, spec in FIELDS[f.kind].items() if spec.endswith("?")])
-    return None if facts.backslash or facts.bom or facts.lines == 0 else facts
+    facts = fastpath.file_facts(f.path)
+    return None if facts.bom or facts.lines == 0 else facts
 
 
 def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],
@@ -784,8 +825,12 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
     fields = FIELDS[kind]
     paths = [f.path for f, _ in files]
     before = [_file_state(p) for p in paths]
-    fp = con.sql(fastpath.verify_sql(paths, kind, fields, protocol, MAX_ID, TIME_FIELD[kind])).to_arrow_table()
-    ids = fastpath.ids_from_texts(pc.unique(fp.column("pid")).to_pylist())
+    fp = con.sql(_fast_verify_sql(kind, protocol, paths)).to_arrow_table()
+    hks = fp.column("hks").combine_chunks()
+    key_hash = hks.flatten().to_numpy(zero_copy_only=False)
+    key_file = fp.column("fi").combine_chunks().to_numpy(zero_copy_only=False)[pc.list_parent_indices(hks).to_numpy()]
+    fp = fp.drop_columns(["hks"])
+    ids = [i for i in pc.unique(fp.column("pid")).to_pylist() if i is not None]
     con.register("fp", fp)
     con.register("pmap", pseudonyms.table(ids))
     # the small side of each join (pseudonym map, the files' keys) is written as its build side; read_json's
@@ -795,34 +840,26 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
         stored_assignments = (f"SELECT participant FROM assignments WHERE study_id = {literal(protocol.study_id)}"
                               if kind == "assignments" else None)
         per_file = {row[0]: row[1:] for row in con.execute(fastpath.gate_sql(
-            fields, CONSENT_SCOPE.get(kind), WITHDRAWN_NOT_ERASED, stored_assignments)).fetchall()}
-        # any repeated key? sorting the keys' hashes in numpy costs about half a GROUP BY over them; which
-        # files hold the repeats is asked only when there are some
-        hashes = con.sql(fastpath.key_hashes_sql(paths, FAST_KEY[kind])).fetchnumpy()["hk"]
-        hashes.sort()
-        repeats = (con.execute(fastpath.repeats_sql(paths, FAST_KEY[kind])).fetchall()
-                   if hashes.size > 1 and bool((hashes[1:] == hashes[:-1]).any()) else [])
+            CONSENT_SCOPE.get(kind), WITHDRAWN_NOT_ERASED, stored_assignments)).fetchall()}
+        repeated_in = _repeats(key_file, key_hash)
         stored_keys: dict[int, int] = {}
         if kind in FAST_STORED and _has_stored(con, kind, protocol.study_id):
             stored_keys = dict(con.execute(fastpath.stored_keys_sql(
                 paths, FAST_STORED[kind].format(study=literal(protocol.study_id)), FAST_KEY[kind])).fetchall())
-        optional = fastpath.optional_fields(fields)
         clean: set[str] = set()
         rows_of: dict[str, int] = {}
         withheld = 0
         for i, (f, pending) in enumerate(files):
             facts = pending.result()
-            rows, bad, *non_null, gated, held = per_file.get(i, (0, 1) + (0,) * len(optional) + (0, 0))
+            rows, bad, gated, held = per_file.get(i, (0, 1, 0, 0))
             rows_of[f.name] = rows
             withheld += held
-            quotes = fastpath.quotes_of_clean_rows(fields, rows, dict(zip(optional, non_null)))
-            if (facts is not None and rows == facts.lines and not bad and not gated and not stored_keys.get(i)
-                    and quotes + 2 * facts.null_optional == facts.quotes):
+            if facts is not None and rows == facts.lines and not bad and not gated and not stored_keys.get(i):
                 clean.add(f.name)
-        if len(clean) < len(files) or repeats:
+        if len(clean) < len(files) or repeated_in:
             # a key repeated inside one file rules that file out; across files, each file alone (in order)
             # decides, since the repeat is a duplicate only for the later one
-            clean -= {files[first][0].name for first, last in repeats if first == last}
+            clean -= {files[first][0].name for first, last in repeated_in if first == last}
             return False, (clean if len(files) > 1 else set())
         target, columns = FAST_INSERT[kind]
         inserted = con.execute(
@@ -840,6 +877,20 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
         results[f.name].read += rows_of[f.name]
         results[f.name].stored += rows_of[f.name]
     return True, (withheld if kind == "events" else 0)
+
+
+def _repeats(file_index: np.ndarray, key_hash: np.ndarray) -> set[tuple[int, int]]:
+    """(first file, last file) of each record-key hash that occurs more than once. Sorting the hashes in
+    numpy costs about half a GROUP BY over them; the files are looked up only when there are repeats."""
+    order = np.sort(key_hash)
+    if order.size < 2 or not bool((order[1:] == order[:-1]).any()):
+        return set()
+    by_hash = np.argsort(key_hash)
+    h, fi = key_hash[by_hash], file_index[by_hash]
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    repeated = np.diff(np.r_[starts, h.size]) > 1
+    first, last = np.minimum.reduceat(fi, starts)[repeated], np.maximum.reduceat(fi, starts)[repeated]
+    return {(int(a), int(b)) for a, b in zip(first, last)}
 
 
 def _file_state(path: Path) -> tuple[int, int]:
