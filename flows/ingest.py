@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows import fastpath, landing
+from flows.errors import FlourishError
 from flows.sqltext import literal, varchar_list
 from flows.warehouse import connect, transaction
 from privacy.consent import scope_summary_sql
@@ -52,6 +53,7 @@ NAIVE_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
 NUMBER = r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
 INTEGER = r"^-?\d+(\.0*)?$"
 MAX_ID = 256
+TS_MIN, TS_MAX = "TIMESTAMPTZ '0001-01-01 00:00:00+00'", "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 
 # field kinds: str (required string), str? (optional string), ts, ts?, num, num?, enum:<name>, scopes, items
 FIELDS: dict[str, dict[str, str]] = {
@@ -80,8 +82,8 @@ TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "responses
 CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys"}
 
 
-class IngestError(RuntimeError):
-    """The batch cannot be ingested at all (bad folder, internal reconciliation failure)."""
+class IngestError(FlourishError):
+    """The batch cannot be ingested at all (bad folder, a file that breaks part-way, a file changed while read)."""
 
 
 @dataclass
@@ -180,7 +182,9 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
             checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation",
                            f"'field {name} must be an ISO 8601 timestamp string'"))
             # one regex for every row; telling naive from garbage only for the rows that fail it
-            bad_ts = f"{present} AND (NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR try_cast({v} AS TIMESTAMPTZ) IS NULL)"
+            # the instant must also lie in years 1..9999 in UTC (year 0 and a year-9999 time behind UTC are not)
+            bad_ts = (f"{present} AND (NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR "
+                      f"coalesce(NOT (try_cast({v} AS TIMESTAMPTZ) BETWEEN {TS_MIN} AND {TS_MAX}), true))")
             checks.append((
                 bad_ts,
                 f"CASE WHEN regexp_full_match({v}, '{NAIVE_TS}') THEN 'naive_timestamp' ELSE 'schema_violation' END",
@@ -389,7 +393,7 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
                     THEN 'item value(s) not integer: ' || string_agg(CASE WHEN NOT (i.jt IN ('BIGINT', 'UBIGINT', 'NULL') OR
                          ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}')))
                          THEN i.item_code || '=' || coalesce(left(i.jv, 20), '?') END, ', ')
-                    ELSE 'item value(s) out of range: ' || string_agg(CASE WHEN try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value
+                    ELSE 'item value(s) out of range: ' || string_agg(CASE WHEN coalesce(try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value, true)
                          THEN i.item_code || '=' || i.jv || ' (allowed ' || b.min_value || '..' || b.max_value || ')' END, ', ')
                END AS message
         FROM stage_items i
@@ -401,7 +405,7 @@ def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
             OR bool_or(i.jt IS NOT NULL AND i.jt <> 'NULL' AND NOT (i.jt IN ('BIGINT', 'UBIGINT') OR
                        ((i.jt = 'DOUBLE' OR i.jt = 'VARCHAR') AND regexp_full_match(trim(i.jv), '{INTEGER}'))))
             OR bool_or(i.jt IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR')
-                       AND try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value)
+                       AND coalesce(try_cast(try_cast(trim(i.jv) AS DOUBLE) AS BIGINT) NOT BETWEEN b.min_value AND b.max_value, true))
     ) bad
     WHERE {table}.line = bad.line
     """)
@@ -577,6 +581,7 @@ def _batch_id(study_id: str, files: list[tuple[str, str]]) -> str:
 
 def quarantine_dir(landing_dir: Path) -> Path:
     """Raw bytes of rows whose participant id could not be read: beside the landing folder."""
+    landing_dir = landing_dir.resolve()  # "." has no name of its own
     return landing_dir.parent / f"{landing_dir.name}.quarantine"
 
 
@@ -1053,7 +1058,9 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
 
 
 def _qfile_name(batch_id: str, source_name: str) -> str:
-    return f"{batch_id}-{source_name.replace('/', '__')}.rejected.jsonl"
+    """Unique per source file (a hash of its path in the landing folder) and short whatever the path's length."""
+    tail = re.sub(r"[^A-Za-z0-9._-]", "_", source_name.rsplit("/", 1)[-1])[:80]
+    return f"{batch_id}-{hashlib.sha256(source_name.encode('utf-8')).hexdigest()[:16]}-{tail}.rejected.jsonl"
 
 
 def _write_quarantine_files(qdir: Path, batch_id: str, raw_rejects: dict[str, list[tuple[int, bytes, str]]]) -> None:

@@ -22,8 +22,11 @@ SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
 EVENT_TYPES = ("session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end")
 RECORD_KINDS = ("consents", "assignments", "responses", "scores", "events")
 
-# ISO 8601 date-time with a mandatory offset. Shared with the SQL path (flows/ingest.py).
-ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+# ISO 8601 date-time with a mandatory offset. Shared with the SQL path (flows/ingest.py). Hours 00-23,
+# minutes and seconds 00-59, offsets within a day: a cast alone would take "24:00", "+99:99" or "+24:00"
+# and move the instant by hours or days.
+ISO_WITH_OFFSET = (r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?"
+                   r"(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$")
 _ISO = re.compile(ISO_WITH_OFFSET)
 
 Scope = Literal["telemetry", "surveys", "linkage", "aggregate_release"]

@@ -204,3 +204,72 @@ def test_every_row_ends_in_exactly_one_place(tmp_path_factory, protocol, kinds, 
     expected_lines = {i + 1 for i, k in enumerate(kinds) if k != "blank"}
     assert q_lines <= expected_lines
     assert len(q_lines) + n_events + erased == len(expected_lines)  # each line exactly once
+
+
+def _quarantined(wh: Path) -> list[tuple]:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return con.execute("SELECT source_file, line, reason FROM quarantine ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def test_impossible_times_are_refused_not_moved(tmp_path, protocol):
+    """A cast alone takes hour 24 and offsets of a day or more, moving the instant by hours or days (found by a
+    hostile-batch audit); year 0 and a time past the year 9999 in UTC are out of range too. Both paths refuse them."""
+    from schemas.records import Event
+
+    bad = ["2026-03-01T10:00:00+99:99", "2026-03-01T10:00:00+24:00", "2026-03-01T24:00:00+00:00",
+           "2026-03-01T10:60:00Z", "0000-03-01T10:00:00+00:00", "9999-12-31T23:59:59-01:00"]
+    good = ["2026-03-01T23:59:59+14:00", "2026-03-01T10:00:00.123456789-03:30", "2026-03-01 10:00Z"]
+    for fast in ("1", "0"):
+        land = tmp_path / f"landing-{fast}"
+        land.mkdir()
+        write_jsonl(land / "consents.jsonl", [consent("p1")])
+        write_jsonl(land / "events.jsonl", [event(f"e{i}", "p1", ts=ts) for i, ts in enumerate(bad + good)])
+        import os
+        os.environ["FLOURISH_FAST_PATH"] = fast
+        try:
+            rec = ingest_batch(land, protocol, tmp_path / f"w-{fast}.duckdb", KEY)
+        finally:
+            os.environ.pop("FLOURISH_FAST_PATH")
+        assert rec.quarantined == {"schema_violation": len(bad)} and rec.stored["events"] == len(good), rec.as_json()
+        assert [line for _, line, _ in _quarantined(tmp_path / f"w-{fast}.duckdb")] == list(range(1, len(bad) + 1))
+    for ts in bad[:-1]:  # the pydantic contract says the same (the last is a valid local time, but not in UTC)
+        try:
+            Event.model_validate(event("e", "p1", ts=ts))
+        except ValueError:
+            continue
+        raise AssertionError(f"the contract accepted {ts}")
+
+
+def test_an_item_value_past_64_bits_is_out_of_range_not_skipped(tmp_path, protocol):
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    huge = '{"response_id": "r1", "participant_id": "p1", "study_id": "s1", "instrument": "who5", ' \
+           '"instrument_version": "1", "wave": "baseline", "submitted_at": "2026-01-02T09:00:00+00:00", ' \
+           '"items": {"WHO5_1": 9223372036854775808, "WHO5_2": 3, "WHO5_3": 3, "WHO5_4": 3, "WHO5_5": 3}}'
+    write_jsonl(land / "responses.jsonl", [huge, response("r2", "p1", items={"WHO5_1": "99999999999999999999"})])
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.quarantined == {"out_of_range": 2} and rec.stored["responses"] == 0, rec.as_json()
+
+
+def test_quarantine_files_have_short_distinct_names_whatever_the_landing_paths(tmp_path, protocol, monkeypatch):
+    """A 247-character file name, and two paths that both read events__a__b with '/' made '__', each keep their
+    own raw bytes (a too-long name crashed the batch; the two collided and one file's bytes were lost)."""
+    land = tmp_path / "landing"
+    (land / "events" / "a").mkdir(parents=True)
+    (land / "events__a").mkdir(parents=True)
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    write_jsonl(land / ("events-" + "x" * 235 + ".jsonl"), [event("e1", "p1"), "{not json"])
+    write_jsonl(land / "events" / "a__b.jsonl", ['{"first file bad row": 1'])
+    write_jsonl(land / "events__a" / "b.jsonl", ['{"second file bad row": 2'])
+    monkeypatch.chdir(land)
+    rec = ingest_batch(Path("."), protocol, tmp_path / "w.duckdb", KEY)  # "." too: the folder beside, not inside
+    assert rec.quarantined == {"malformed_json": 3} and rec.stored["events"] == 1
+    qfiles = sorted(quarantine_dir(land).iterdir())
+    assert not (land / ".quarantine").exists() and len(qfiles) == 3
+    assert all(len(q.name) < 200 for q in qfiles)
+    raws = sorted(json.loads(line)["raw"] for q in qfiles for line in q.read_text().splitlines())
+    assert raws == ['{"first file bad row": 1', '{"second file bad row": 2', "{not json"]
