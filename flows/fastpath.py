@@ -28,6 +28,7 @@ blank, skipped or split lines), and a file with a byte-order mark takes the exac
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,22 @@ BLOCK = 16 << 20
 class FileFacts:
     lines: int  # physical lines (a last line without a newline counts)
     bom: bool
+    trailing_comma: bool  # a comma before a closing bracket somewhere (JSON refuses it, DuckDB's parser takes it)
+
+
+_COMMA_THEN_CLOSE = re.compile(rb",[ \t\r\n]*[}\]]")
+_PENDING_COMMA = re.compile(rb",[ \t\r\n]*")
+_LEADING_CLOSE = re.compile(rb"[ \t\r\n]*[}\]]")
+_BLANK = re.compile(rb"[ \t\r\n]*")
 
 
 def file_facts(path: Path) -> FileFacts:
-    """Newlines and a byte-order mark of a file, read in blocks into one reused buffer."""
+    """Newlines, a byte-order mark and trailing commas of a file, read in blocks into one reused buffer.
+
+    A trailing comma may straddle blocks: a block that ends in a comma and blanks leaves it pending for
+    the next block's first non-blank byte."""
     lines = 0
+    trailing = pending = False
     buf = bytearray(BLOCK)
     last = b""
     with path.open("rb") as fh:
@@ -53,10 +65,17 @@ def file_facts(path: Path) -> FileFacts:
         fh.seek(0)
         while n := fh.readinto(buf):
             lines += buf.count(b"\n", 0, n)
+            if not trailing:
+                view = memoryview(buf)[:n]
+                trailing = bool((pending and _LEADING_CLOSE.match(view)) or _COMMA_THEN_CLOSE.search(view))
+                comma = buf.rfind(b",", 0, n)
+                pending = (pending and _BLANK.fullmatch(view) is not None) or (
+                    comma >= 0 and _PENDING_COMMA.fullmatch(view, comma) is not None)
+                view.release()
             last = buf[n - 1:n]
     if last and last != b"\n":  # a last line without a newline counts
         lines += 1
-    return FileFacts(lines, bom)
+    return FileFacts(lines, bom, trailing)
 
 
 def lines_sql(paths: list[Path]) -> str:

@@ -328,7 +328,7 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
     sql = f"""
     WITH parsed AS (
-        SELECT line, raw, json_valid(raw) AS is_json,
+        SELECT line, raw, json_valid(raw) AND line NOT IN (SELECT line FROM lax_json) AS is_json,
                CASE WHEN json_valid(raw) THEN
                     CASE WHEN starts_with(raw, '{{') THEN 'OBJECT' ELSE json_type(raw) END END AS top_type
         FROM chunk
@@ -361,6 +361,23 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     """
     head, sep, tail = sql.partition("), extra AS (")
     return head + sep + _unpacked(tail)
+
+
+TRAILING_COMMA = r",[ \t\r\n]*[}\]]"
+
+
+def _lax_json_lines(con) -> pa.Table:
+    """Lines of ``chunk`` that DuckDB's JSON parser takes but JSON does not (a trailing comma, as in
+    ``{"a": 1,}``): the lines with a comma before a closing bracket are few, and Python's strict parser
+    decides each (inside a string the same characters are valid)."""
+    bad = []
+    for line, raw in con.execute(
+            f"SELECT line, raw FROM chunk WHERE regexp_matches(raw, '{TRAILING_COMMA}') AND json_valid(raw)").fetchall():
+        try:
+            json.loads(raw)
+        except ValueError:
+            bad.append(line)
+    return pa.table({"line": pa.array(bad, pa.int64())})
 
 
 def _response_item_checks(con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -813,7 +830,7 @@ def _fast_groups(files: list[landing.LandingFile], eligible) -> dict[str, list[l
 def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
     """The byte facts of a file the fast path may read, or None when its bytes rule the path out."""
     facts = fastpath.file_facts(f.path)
-    return None if facts.bom or facts.lines == 0 else facts
+    return None if facts.bom or facts.trailing_comma or facts.lines == 0 else facts
 
 
 def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],
@@ -1001,6 +1018,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     distinct = con.execute("""SELECT DISTINCT CASE WHEN json_valid(raw) THEN json_extract_string(raw, '$.participant_id') END
                               FROM chunk""").fetchall()
     con.register("pmap", pseudonyms.table([r[0] for r in distinct if r[0] is not None]))
+    con.register("lax_json", _lax_json_lines(con))
     stage_sql = _stage_sql(kind, protocol)
     source = f"({stage_sql})"
     if kind in ("responses", "consents"):
@@ -1032,6 +1050,7 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
                    FROM chunk c WHERE c.line = stage.line AND stage.reason IS NOT NULL AND stage.payload IS NULL
                    AND stage.participant IS NOT NULL""")
     con.unregister("chunk")
+    con.unregister("lax_json")
     con.execute(INSERT_SQL[kind], {"batch": batch_id, "file": f.name} if kind == "consents" else {"batch": batch_id})
     if kind == "responses":
         con.execute("""
