@@ -629,6 +629,9 @@ def ingest_batch(
 
     con = connect(warehouse)
     facts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flourish-facts")
+    # the fast path's first pass reads only the landing files, so it runs on its own connection while this one
+    # ingests the files before it (consents, say): the cores the small files leave idle do that work
+    verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flourish-verify")
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{memory_limit or os.environ.get('FLOURISH_DUCKDB_MEMORY_LIMIT', '2GB')}'")
@@ -659,6 +662,10 @@ def ingest_batch(
             # byte facts of the files the fast path may read, counted on a thread while the database works
             facts = {f.name: facts_pool.submit(_file_facts, f) for f, _ in todo if _fast_eligible(f)}
             groups = _fast_groups([f for f, _ in todo], facts)
+            reader = con.cursor()
+            reader.execute("SET TimeZone = 'UTC'")
+            verified = {first: verify_pool.submit(_fast_verify, reader, protocol, group[0].kind, [g.path for g in group])
+                        for first, group in groups.items()}
             stored_fast: set[str] = set()
             retry_alone: set[str] = set()
             for f, digest in todo:
@@ -666,7 +673,7 @@ def ingest_batch(
                 rejects_here: list[tuple[int, bytes, str]] = []
                 if f.name in groups:  # the first file of a run the fast path tries as one
                     group = [(g, facts[g.name]) for g in groups[f.name]]
-                    ok, out = _ingest_clean_files(con, group, protocol, pseudonyms, batch_id, by_name)
+                    ok, out = _ingest_clean_files(con, group, protocol, pseudonyms, batch_id, by_name, verified[f.name])
                     if ok:
                         stored_fast.update(g.name for g, _ in group)
                         withheld_events += out
@@ -740,6 +747,7 @@ def ingest_batch(
         return rec
     finally:
         facts_pool.shutdown(wait=True, cancel_futures=True)
+        verify_pool.shutdown(wait=True, cancel_futures=True)
         con.close()
 
 
@@ -835,7 +843,8 @@ def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
 
 def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],
                         protocol: StudyProtocol,
-                        pseudonyms: "_Pseudonyms", batch_id: str, results: dict[str, FileResult]) -> tuple[bool, set[str] | int]:
+                        pseudonyms: "_Pseudonyms", batch_id: str, results: dict[str, FileResult],
+                        verified: "Future[pa.Table] | None" = None) -> tuple[bool, set[str] | int]:
     """Store whole files of one kind through the clean-file fast path (flows/fastpath.py) if every one is clean.
 
     Returns (True, withheld) having stored them all (``withheld``: events of participants this batch erases,
@@ -847,7 +856,7 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
     fields = FIELDS[kind]
     paths = [f.path for f, _ in files]
     before = [_file_state(p) for p in paths]
-    fp = con.sql(_fast_verify_sql(kind, protocol, paths)).to_arrow_table()
+    fp = verified.result() if verified is not None else _fast_verify(con, protocol, kind, paths)
     hks = fp.column("hks").combine_chunks()
     key_hash = hks.flatten().to_numpy(zero_copy_only=False)
     key_file = fp.column("fi").combine_chunks().to_numpy(zero_copy_only=False)[pc.list_parent_indices(hks).to_numpy()]
@@ -913,6 +922,11 @@ def _repeats(file_index: np.ndarray, key_hash: np.ndarray) -> set[tuple[int, int
     repeated = np.diff(np.r_[starts, h.size]) > 1
     first, last = np.minimum.reduceat(fi, starts)[repeated], np.maximum.reduceat(fi, starts)[repeated]
     return {(int(a), int(b)) for a, b in zip(first, last)}
+
+
+def _fast_verify(con, protocol: StudyProtocol, kind: str, paths: list[Path]) -> pa.Table:
+    """The fast path's first pass over files of one kind (``_fast_verify_sql``), as an Arrow table."""
+    return con.sql(_fast_verify_sql(kind, protocol, paths)).to_arrow_table()
 
 
 def _file_state(path: Path) -> tuple[int, int]:
