@@ -1012,12 +1012,12 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
     qfile = _qfile_name(batch_id, f.name)
     # rows the reader itself could not turn into records (CSV field count, invalid UTF-8)
     if chunk.rejects:
-        reason = "malformed_csv" if f.fmt == "csv" else "invalid_utf8"
+        reasons = [landing.reject_reason(f.fmt, why) for _, _, why in chunk.rejects]
         con.executemany(
             "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
-            [[batch_id, kind, f.name, ln, reason, why, qfile] for ln, _, why in chunk.rejects])
+            [[batch_id, kind, f.name, ln, reason, why, qfile] for (ln, _, why), reason in zip(chunk.rejects, reasons)])
         rejects_out.extend(chunk.rejects)
-        q[reason] += len(chunk.rejects)
+        q.update(reasons)
         n_read += len(chunk.rejects)
     if chunk.table.num_rows == 0:
         return n_read, 0, q

@@ -191,6 +191,38 @@ def _rows_to_json(table: pa.Table, first_line: int, step: int = 1) -> pa.Table:
     return pa.table({"line": pa.array(lines), "raw": raw.column("raw").cast(pa.large_string())})
 
 
+INVALID_UTF8 = "row is not valid UTF-8"
+
+
+def reject_reason(fmt: str | None, why: str) -> str:
+    """The quarantine reason of a row the reader could not turn into a record."""
+    return "malformed_csv" if fmt == "csv" and why != INVALID_UTF8 else "invalid_utf8"
+
+
+def _text_rows(table: pa.Table, lines: list[int], rejects: list[tuple[int, bytes, str]]) -> tuple[pa.Table, list[int]]:
+    """The rows of a CSV batch (columns read as bytes) whose every field is UTF-8, as text; each other row
+    becomes an ``invalid_utf8`` reject carrying its fields' bytes, comma-joined (a whole column decodes in
+    one cast, and only a column that fails is looked at row by row)."""
+    bad: set[int] = set()
+    for col in table.columns:
+        try:
+            col.cast(pa.string())
+        except pa.ArrowInvalid:
+            for i, v in enumerate(col.to_pylist()):
+                if v is not None:
+                    try:
+                        v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad.add(i)
+    if bad:
+        for i in sorted(bad):
+            fields = [v if v is not None else b"" for v in (c[i].as_py() for c in table.columns)]
+            rejects.append((lines[i], b",".join(fields), INVALID_UTF8))
+        keep = [i for i in range(table.num_rows) if i not in bad]
+        table, lines = table.take(keep), [lines[i] for i in keep]
+    return pa.table({n: c.cast(pa.string()) for n, c in zip(table.column_names, table.columns)}), lines
+
+
 def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
@@ -213,8 +245,8 @@ def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
             auto_dict_encode=False,
         ),
     )
-    # all columns as text: the validator decides what is a number
-    schema = pa.schema([pa.field(n, pa.string()) for n in reader.schema.names])
+    # all columns as bytes, decoded below row by row: one invalid UTF-8 byte costs its row, not the file
+    schema = pa.schema([pa.field(n, pa.binary()) for n in reader.schema.names])
     reader.close()
     reader = pacsv.open_csv(
         path,
@@ -239,6 +271,7 @@ def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
             if row_line not in rejected_lines:
                 lines.append(row_line)
             row_line += 1
+        table, lines = _text_rows(table, lines, new_rejects)
         converted = _rows_to_json(table, 0) if table.num_rows else pa.table(
             {"line": pa.array([], pa.int64()), "raw": pa.array([], pa.large_string())}
         )

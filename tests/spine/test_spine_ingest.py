@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -273,3 +274,25 @@ def test_quarantine_files_have_short_distinct_names_whatever_the_landing_paths(t
     assert all(len(q.name) < 200 for q in qfiles)
     raws = sorted(json.loads(line)["raw"] for q in qfiles for line in q.read_text().splitlines())
     assert raws == ['{"first file bad row": 1', '{"second file bad row": 2', "{not json"]
+
+
+def test_one_invalid_utf8_byte_in_a_csv_costs_its_row_not_the_file(tmp_path, protocol):
+    """The audit's case: the whole file became one unreadable_file row (two good rows lost from the count), and
+    past the reader's first block the batch failed."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("a")])
+    header = b"event_id,participant_id,study_id,ts,session_id,type,feature,value\n"
+    row = lambda i, session=b"s-1": b"e%d,a,s1,2026-01-03T10:00:00Z,%s,message,,\n" % (i, session)  # noqa: E731
+    (land / "events.csv").write_bytes(header + row(1) + row(2, b"s-\xff") + row(3))
+    many = [row(i) for i in range(10, 130_000)]  # past the CSV reader's 8 MiB block
+    (land / "events-big.csv").write_bytes(header + b"".join(many) + row(9, b"s-\xfe\xff") + row(8))
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.quarantined == {"invalid_utf8": 2} and rec.stored["events"] == 2 + len(many) + 1
+    assert rec.read == 1 + 3 + len(many) + 2
+    assert _quarantined(tmp_path / "w.duckdb") == [("events-big.csv", len(many) + 2, "invalid_utf8"),
+                                                   ("events.csv", 3, "invalid_utf8")]
+    raws = [json.loads(line) for q in quarantine_dir(land).iterdir() for line in q.read_text().splitlines()]
+    assert sorted(r["raw_base64"] for r in raws) == sorted(
+        base64.b64encode(b).decode() for b in (b"e2,a,s1,2026-01-03T10:00:00Z,s-\xff,message,,",
+                                                              b"e9,a,s1,2026-01-03T10:00:00Z,s-\xfe\xff,message,,"))
