@@ -1059,8 +1059,17 @@ def _ingest_chunk(con, chunk: landing.Chunk, f: landing.LandingFile, protocol: S
         for pos in np.flatnonzero(np.isin(lines, np.array([r[0] for r in unreadable], dtype=np.int64))):
             rejects_out.append((int(lines[pos]), raws[pos].as_py().encode("utf-8").rstrip(b"\r\n"), "participant id unreadable"))
 
-    # rows that got their reason after staging (gate, items, duplicates) still need their pseudonymized payload
-    con.execute("""UPDATE stage SET payload = json_merge_patch(c.raw, json_object('participant_id', stage.participant))::VARCHAR
+    # the quarantine payload: the record with its participant id pseudonymized. Values of unknown fields are not
+    # copied (they are untrusted, and may hold another participant's raw id); their names are, under
+    # "unknown_fields", and the landing file keeps the values
+    known = varchar_list(FIELDS[kind])
+    unknown = f"list_filter(json_keys(c.raw), lambda k: NOT list_contains({known}, k))"
+    known_only = "json_object(" + ", ".join(f"{literal(n)}, json_extract(c.raw, {literal('$.' + n)})" for n in FIELDS[kind]) + ")"
+    con.execute(f"""UPDATE stage SET payload = CASE WHEN len({unknown}) = 0
+                       THEN json_merge_patch(c.raw, json_object('participant_id', stage.participant))
+                       ELSE json_merge_patch(json_merge_patch('{{}}', {known_only}),
+                                             json_object('participant_id', stage.participant, 'unknown_fields', {unknown}))
+                   END::VARCHAR
                    FROM chunk c WHERE c.line = stage.line AND stage.reason IS NOT NULL AND stage.payload IS NULL
                    AND stage.participant IS NOT NULL""")
     con.unregister("chunk")

@@ -296,3 +296,24 @@ def test_one_invalid_utf8_byte_in_a_csv_costs_its_row_not_the_file(tmp_path, pro
     assert sorted(r["raw_base64"] for r in raws) == sorted(
         base64.b64encode(b).decode() for b in (b"e2,a,s1,2026-01-03T10:00:00Z,s-\xff,message,,",
                                                               b"e9,a,s1,2026-01-03T10:00:00Z,s-\xfe\xff,message,,"))
+
+
+def test_values_of_unknown_fields_do_not_reach_the_warehouse(tmp_path, protocol):
+    """An unknown field may hold another participant's raw id (the audit's "user_id"; a CSV's extra "email"
+    column): the quarantine payload names unknown fields but does not copy their values."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    write_jsonl(land / "events.jsonl", [{**event("e1", "p1"), "user_id": "PX-bravo-91d2", "value": 1}])
+    (land / "assignments.csv").write_text("participant_id,study_id,arm,assigned_at,email\n"
+                                          "p1,s1,control,2026-01-01T00:00:00Z,bravo@example.org\n", encoding="utf-8")
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.quarantined == {"schema_violation": 2}
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    payloads = {r[0]: json.loads(r[1]) for r in con.execute("SELECT source_file, payload FROM quarantine").fetchall()}
+    con.close()
+    assert payloads["events.jsonl"]["unknown_fields"] == ["user_id"] and payloads["events.jsonl"]["value"] == 1
+    assert payloads["events.jsonl"]["participant_id"] == pseudonymize("p1", KEY)
+    assert payloads["assignments.csv"]["unknown_fields"] == ["email"] and payloads["assignments.csv"]["arm"] == "control"
+    dump = json.dumps(payloads)
+    assert "PX-bravo" not in dump and "bravo@example.org" not in dump
