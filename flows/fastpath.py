@@ -23,7 +23,8 @@ No table, temporary or not, ever holds a raw participant id: the ids travel only
 in this process's memory and as the registered Arrow map ``pmap``.
 
 The bytes of a file settle the rest (``FileFacts``): rows read must equal its physical lines (no
-blank, skipped or split lines), and a file with a byte-order mark takes the exact path.
+blank, skipped or split lines), and a file with a byte-order mark, a trailing comma (``{"a": 1,}``) or a raw
+vertical tab or form feed (both of which DuckDB's reader takes and JSON does not) takes the exact path.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FileFacts:
     lines: int  # physical lines (a last line without a newline counts)
     bom: bool
     trailing_comma: bool  # a comma before a closing bracket somewhere (JSON refuses it, DuckDB's parser takes it)
+    vt_or_ff: bool  # a raw vertical tab or form feed: DuckDB's line reader takes them as blanks around a record,
+    #                 JSON (and the exact path) does not, and no valid JSON line holds one
 
 
 _COMMA_THEN_CLOSE = re.compile(rb",[ \t\r\n]*[}\]]")
@@ -52,12 +55,13 @@ _BLANK = re.compile(rb"[ \t\r\n]*")
 
 
 def file_facts(path: Path) -> FileFacts:
-    """Newlines, a byte-order mark and trailing commas of a file, read in blocks into one reused buffer.
+    """Newlines, a byte-order mark, trailing commas and raw vertical tabs or form feeds of a file, read in
+    blocks into one reused buffer.
 
     A trailing comma may straddle blocks: a block that ends in a comma and blanks leaves it pending for
     the next block's first non-blank byte."""
     lines = 0
-    trailing = pending = False
+    trailing = pending = vt_or_ff = False
     buf = bytearray(BLOCK)
     last = b""
     with path.open("rb") as fh:
@@ -65,6 +69,7 @@ def file_facts(path: Path) -> FileFacts:
         fh.seek(0)
         while n := fh.readinto(buf):
             lines += buf.count(b"\n", 0, n)
+            vt_or_ff = vt_or_ff or buf.find(b"\x0b", 0, n) >= 0 or buf.find(b"\x0c", 0, n) >= 0
             if not trailing:
                 view = memoryview(buf)[:n]
                 trailing = bool((pending and _LEADING_CLOSE.match(view)) or _COMMA_THEN_CLOSE.search(view))
@@ -75,7 +80,7 @@ def file_facts(path: Path) -> FileFacts:
             last = buf[n - 1:n]
     if last and last != b"\n":  # a last line without a newline counts
         lines += 1
-    return FileFacts(lines, bom, trailing)
+    return FileFacts(lines, bom, trailing, vt_or_ff)
 
 
 def lines_sql(paths: list[Path]) -> str:

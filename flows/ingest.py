@@ -838,7 +838,7 @@ def _fast_groups(files: list[landing.LandingFile], eligible) -> dict[str, list[l
 def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
     """The byte facts of a file the fast path may read, or None when its bytes rule the path out."""
     facts = fastpath.file_facts(f.path)
-    return None if facts.bom or facts.trailing_comma or facts.lines == 0 else facts
+    return None if facts.bom or facts.trailing_comma or facts.vt_or_ff or facts.lines == 0 else facts
 
 
 def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],

@@ -114,6 +114,10 @@ def _line(kind: str, i: int, pid: str, style: str) -> str | bytes:
         return dump(e)[:-1] + (",}" if style == "compact" else ", }")
     if kind == "comma_bracket_in_a_string":  # valid JSON: the same characters inside a string
         return dump({**e, "session_id": "a,}"})
+    if kind == "form_feed_after":  # DuckDB's line reader takes it as a blank, JSON does not (second audit)
+        return dump(e).encode() + b"\x0c"
+    if kind == "vertical_tab_before":
+        return b"\x0b" + dump(e).encode()
     if kind == "blank":
         return "   "
     if kind == "malformed":
@@ -124,7 +128,8 @@ def _line(kind: str, i: int, pid: str, style: str) -> str | bytes:
 
 
 KINDS = ["clean", "missing_optional", "unknown_null", "unknown_str", "repeated_key", "repeated_null_key",
-         "missing_and_unknown_null", "trailing_comma", "comma_bracket_in_a_string", "escaped", "naive_ts",
+         "missing_and_unknown_null", "trailing_comma", "comma_bracket_in_a_string", "form_feed_after",
+         "vertical_tab_before", "escaped", "naive_ts",
          "number_as_string", "required_null", "blank", "malformed", "late_after_withdrawal"]
 
 
@@ -238,7 +243,7 @@ def test_a_file_name_that_reads_as_a_glob_is_still_its_own_file(tmp_path, protoc
 @given(
     lines=st.lists(st.sampled_from([
         b'{"feature":null,"value":null}', b'{"a":"\\"q"}', b'"', b"", b"\xef\xbb\xbf{}", b"null", b"\r",
-        b'{"a":1,}', b'{"a":[1, ]}', b",", b" \t", b" }", b"]",
+        b'{"a":1,}', b'{"a":[1, ]}', b",", b" \t", b" }", b"]", b"{}\x0c", b"\x0b{}",
     ]), max_size=12),
     trailing_newline=st.booleans(),
     block=st.integers(min_value=1, max_value=40),
@@ -254,6 +259,7 @@ def test_file_facts_do_not_depend_on_the_block_size(tmp_path_factory, lines, tra
         lines=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
         bom=data.startswith(b"\xef\xbb\xbf"),
         trailing_comma=re.search(rb",[ \t\r\n]*[}\]]", data) is not None,
+        vt_or_ff=b"\x0b" in data or b"\x0c" in data,
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fastpath, "BLOCK", block)
