@@ -8,14 +8,14 @@ decides a rejection; it only vouches for files in which *every* row is stored.
 
 It reads a group of files with DuckDB's parallel ``read_json`` and stores nothing until the group
 is proved clean:
-1. Verify (``_fast_verify_sql`` in flows/ingest.py): each line read whole (``lines_sql``) and checked
-   by the exact path's own checks (the same SQL conditions: field types and values, unknown or
-   repeated keys through ``json_keys``, the protocol's names), aggregated per (file, participant
-   id): rows, rows failing a check, first and last record time, and the hashes of the record keys
-   (a repeat among them, or a key stored already (``stored_keys_sql``), is a duplicate). The
-   participant ids it returns are pseudonymized (one HMAC each) and the consent gate is decided per
-   participant (``gate_sql``): every record of a participant passes it exactly when the first and
-   last do.
+1. Verify (``_fast_verify_sql`` in flows/ingest.py): each line read whole (``lines_sql``) and held
+   to the contract: each field by one sufficient condition (``_fast_field_ok``: a value it leaves
+   out goes to the exact path), unknown or repeated keys through ``json_keys``, and the exact path's
+   own protocol checks. Aggregated per (file, participant id): rows, rows failing, first and last
+   record time, and the hashes of the record keys (a repeat among them, or a key stored already
+   (``stored_keys_sql``), is a duplicate). The participant ids it returns are pseudonymized (one
+   HMAC each) and the consent gate is decided per participant (``gate_sql``): every record of a
+   participant passes it exactly when the first and last do.
 2. Load (``rows_sql``): the same files, each field read as text and typed as the exact path types
    it, joined to their pseudonyms, go straight into the clean table. Rows inserted must equal rows
    verified (else the batch fails and rolls back).
@@ -48,10 +48,14 @@ class FileFacts:
     #                 JSON (and the exact path) does not, and no valid JSON line holds one
 
 
-_COMMA_THEN_CLOSE = re.compile(rb",[ \t\r\n]*[}\]]")
-_PENDING_COMMA = re.compile(rb",[ \t\r\n]*")
-_LEADING_CLOSE = re.compile(rb"[ \t\r\n]*[}\]]")
-_BLANK = re.compile(rb"[ \t\r\n]*")
+# JSON's blanks, then a comma before a closing bracket: the exact path's candidates (flows/ingest.py) and,
+# over bytes, these (a file's blocks may cut the pattern: a comma may be left pending for the next block)
+BLANKS = r"[ \t\r\n]*"
+TRAILING_COMMA = "," + BLANKS + r"[}\]]"
+_COMMA_THEN_CLOSE = re.compile(TRAILING_COMMA.encode())
+_PENDING_COMMA = re.compile(("," + BLANKS).encode())
+_LEADING_CLOSE = re.compile((BLANKS + r"[}\]]").encode())
+_BLANK = re.compile(BLANKS.encode())
 
 
 def file_facts(path: Path) -> FileFacts:
@@ -83,28 +87,24 @@ def file_facts(path: Path) -> FileFacts:
     return FileFacts(lines, bom, trailing, vt_or_ff)
 
 
+def read_sql(paths: list[Path], columns: dict[str, str], *, records: bool = True) -> str:
+    """``read_json`` of the files with the named fields typed as given; with ``records = False`` each line
+    whole as the one column named (NULL when the line is not JSON). Its virtual column ``file_index``
+    numbers the files in the order given."""
+    cols = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in columns.items()) + "}"
+    files = "[" + ", ".join(literal(str(p)) for p in paths) + "]"
+    return (f"read_json({files}, format = 'newline_delimited', records = {str(records).lower()}, columns = {cols}, "
+            f"ignore_errors = true, auto_detect = false)")
+
+
 def lines_sql(paths: list[Path]) -> str:
-    """``read_json`` of the files, each line whole as one JSON value ``json`` (NULL when it is not JSON), and
-    the virtual column ``file_index``, numbering the files in the order given."""
-    files = "[" + ", ".join(literal(str(p)) for p in paths) + "]"
-    return (f"read_json({files}, format = 'newline_delimited', records = false, columns = {{'json': 'JSON'}}, "
-            f"ignore_errors = true, auto_detect = false)")
-
-
-def read_sql(paths: list[Path], columns: dict[str, str] | list[str]) -> str:
-    """``read_json`` of the files with the named fields typed as given (a list: every one ``JSON``, its text).
-
-    Its virtual column ``file_index`` numbers the files in the order given."""
-    types = columns if isinstance(columns, dict) else dict.fromkeys(columns, "JSON")
-    cols = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in types.items()) + "}"
-    files = "[" + ", ".join(literal(str(p)) for p in paths) + "]"
-    return (f"read_json({files}, format = 'newline_delimited', records = true, columns = {cols}, "
-            f"ignore_errors = true, auto_detect = false)")
+    """The files' lines, each whole as one JSON value ``json``, with ``file_index``."""
+    return read_sql(paths, {"json": "JSON"}, records=False)
 
 
 def gate_sql(scope: str | None, withdrawn_not_erased: str,
              stored_assignments: str | None) -> str:
-    """Per file of ``fp`` (verify_sql's result, registered): its sums, the rows the consent gate refuses
+    """Per file of ``fp`` (``_fast_verify_sql``'s result, registered): its sums, the rows the consent gate refuses
     (``gated``: participant erased; a record at or after a withdrawal; with a scope, a record before the
     first consent with it, or consent versions that differ in it) and the rows of participants this batch
     erases (``withheld``). A participant's records all pass exactly when the first and last do."""

@@ -182,9 +182,7 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
             checks.append((f"{present} AND {t} <> 'VARCHAR'", "schema_violation",
                            f"'field {name} must be an ISO 8601 timestamp string'"))
             # one regex for every row; telling naive from garbage only for the rows that fail it
-            # the instant must also lie in years 1..9999 in UTC (year 0 and a year-9999 time behind UTC are not)
-            bad_ts = (f"{present} AND (NOT regexp_full_match({v}, '{ISO_WITH_OFFSET}') OR "
-                      f"coalesce(NOT (try_cast({v} AS TIMESTAMPTZ) BETWEEN {TS_MIN} AND {TS_MAX}), true))")
+            bad_ts = f"{present} AND NOT coalesce({_ts_ok(v)}, false)"
             checks.append((
                 bad_ts,
                 f"CASE WHEN regexp_full_match({v}, '{NAIVE_TS}') THEN 'naive_timestamp' ELSE 'schema_violation' END",
@@ -204,6 +202,20 @@ def _field_checks(kind: str) -> tuple[list[str], list[tuple[str, str, str]]]:
             checks.append((f"{present} AND items_json IS NULL", "schema_violation",
                            "'field items must be an object of item_code -> integer or null'"))
     return names, checks
+
+
+def _ts_ok(v: str) -> str:
+    """SQL: the text ``v`` is a timestamp of the contract (ISO 8601 with an offset) at an instant in years
+    1..9999 in UTC (year 0, or a year-9999 time behind UTC, is not); NULL when it does not cast."""
+    return f"regexp_full_match({v}, '{ISO_WITH_OFFSET}') AND try_cast({v} AS TIMESTAMPTZ) BETWEEN {TS_MIN} AND {TS_MAX}"
+
+
+def _unpack_sql(names: list[str]) -> tuple[str, str]:
+    """(JSON paths of the fields, the select list unpacking ``t``/``v`` into ``t_i``/``v_i`` and ``n_known``),
+    as both staging queries read a line."""
+    paths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
+    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
+    return paths, unpack
 
 
 def _all_checks(kind: str, protocol: StudyProtocol) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -260,8 +272,7 @@ def _fast_field_ok(kind: str) -> list[str]:
         if base in ("id", "str"):
             cond = f"{t} = 'VARCHAR' AND strlen({v}) BETWEEN 1 AND {MAX_ID if base == 'id' else 1024}"
         elif base == "ts":
-            cond = (f"{t} = 'VARCHAR' AND regexp_full_match({v}, '{ISO_WITH_OFFSET}') AND "
-                    f"try_cast({v} AS TIMESTAMPTZ) BETWEEN {TS_MIN} AND {TS_MAX}")
+            cond = f"{t} = 'VARCHAR' AND {_ts_ok(v)}"
         elif base == "enum":
             cond = f"{t} = 'VARCHAR' AND list_contains({varchar_list(EVENT_TYPES)}, {v})"
         elif base == "num":
@@ -278,8 +289,7 @@ def _fast_verify_sql(kind: str, protocol: StudyProtocol, paths: list[Path]) -> s
     rows, rows failing, first and last record time, and the 64-bit hashes of the rows' record keys."""
     names = list(FIELDS[kind])
     idx = {n: i for i, n in enumerate(names, start=1)}
-    jpaths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
-    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
+    jpaths, unpack = _unpack_sql(names)
     ok = " AND ".join(_fast_field_ok(kind) + [f"NOT coalesce({_unpacked(c)}, false)"
                                                for c, _, _ in _protocol_checks(kind, protocol, names)])
     key = ", ".join(f"v_{idx[k]}" for k in FAST_KEY[kind])
@@ -303,7 +313,7 @@ def _fast_verify_sql(kind: str, protocol: StudyProtocol, paths: list[Path]) -> s
 def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     """One query: parse each JSON line once per access path, check the contract, pseudonymize."""
     names, all_checks = _all_checks(kind, protocol)
-    paths = "[" + ", ".join(literal("$." + n) for n in names) + "]"
+    paths, unpack = _unpack_sql(names)  # the t/v lists unpacked once into scalar columns the checks read
     idx = {n: i for i, n in enumerate(names, start=1)}
     col = lambda n: f"v[{idx[n]}]"  # noqa: E731
 
@@ -354,8 +364,6 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
 
     pid = col("participant_id")
     extra_out = ", NULL::VARCHAR AS record_hash" if kind == "consents" else ""  # a consent's key: set after staging
-    # unpack the type/text lists once into scalar columns; every check below reads t_i / v_i
-    unpack = ", ".join(f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(names) + 1)) + ", list_count(t) AS n_known"
     sql = f"""
     WITH parsed AS (
         SELECT line, raw, json_valid(raw) AND line NOT IN (SELECT line FROM lax_json) AS is_json,
@@ -393,16 +401,13 @@ def _stage_sql(kind: str, protocol: StudyProtocol) -> str:
     return head + sep + _unpacked(tail)
 
 
-TRAILING_COMMA = r",[ \t\r\n]*[}\]]"
-
-
 def _lax_json_lines(con) -> pa.Table:
     """Lines of ``chunk`` that DuckDB's JSON parser takes but JSON does not (a trailing comma, as in
     ``{"a": 1,}``): the lines with a comma before a closing bracket are few, and Python's strict parser
     decides each (inside a string the same characters are valid)."""
     bad = []
     for line, raw in con.execute(
-            f"SELECT line, raw FROM chunk WHERE regexp_matches(raw, '{TRAILING_COMMA}') AND json_valid(raw)").fetchall():
+            f"SELECT line, raw FROM chunk WHERE regexp_matches(raw, '{fastpath.TRAILING_COMMA}') AND json_valid(raw)").fetchall():
         try:
             json.loads(raw)
         except ValueError:
@@ -874,7 +879,8 @@ def _file_facts(f: landing.LandingFile) -> fastpath.FileFacts | None:
 def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fastpath.FileFacts | None]"]],
                         protocol: StudyProtocol,
                         pseudonyms: "_Pseudonyms", batch_id: str, results: dict[str, FileResult],
-                        verified: "Future[pa.Table] | None" = None) -> tuple[bool, set[str] | int]:
+                        verified: "Future[tuple[list[tuple[int, int]], pa.Table]] | None" = None,
+                        ) -> tuple[bool, set[str] | int]:
     """Store whole files of one kind through the clean-file fast path (flows/fastpath.py) if every one is clean.
 
     Returns (True, withheld) having stored them all (``withheld``: events of participants this batch erases,
@@ -885,8 +891,7 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
     assert kind is not None and all(f.kind == kind for f, _ in files)
     fields = FIELDS[kind]
     paths = [f.path for f, _ in files]
-    before = [_file_state(p) for p in paths]
-    fp = verified.result() if verified is not None else _fast_verify(con, protocol, kind, paths)
+    before, fp = verified.result() if verified is not None else _fast_verify(con, protocol, kind, paths)
     hks = fp.column("hks").combine_chunks()
     key_hash = hks.flatten().to_numpy(zero_copy_only=False)
     key_file = fp.column("fi").combine_chunks().to_numpy(zero_copy_only=False)[pc.list_parent_indices(hks).to_numpy()]
@@ -917,6 +922,8 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
             withheld += held
             if facts is not None and rows == facts.lines and not bad and not gated and not stored_keys.get(i):
                 clean.add(f.name)
+        if kind != "events":  # assignments and scores of those participants are stored, then erased with them
+            withheld = 0
         if len(clean) < len(files) or repeated_in:
             # a key repeated inside one file rules that file out; across files, each file alone (in order)
             # decides, since the repeat is a duplicate only for the later one
@@ -930,14 +937,14 @@ def _ingest_clean_files(con, files: list[tuple[landing.LandingFile, "Future[fast
         con.execute("RESET disabled_optimizers")
         con.unregister("fp")
         con.unregister("pmap")
-    expected = sum(rows_of.values()) - (withheld if kind == "events" else 0)
+    expected = sum(rows_of.values()) - withheld
     if inserted != expected or [_file_state(p) for p in paths] != before:
         raise IngestError(f"a landing file of {', '.join(f.name for f, _ in files)} changed while it was being ingested "
                           f"({inserted} rows loaded, {expected} verified); the batch was rolled back, nothing was stored")
     for f, _ in files:
         results[f.name].read += rows_of[f.name]
         results[f.name].stored += rows_of[f.name]
-    return True, (withheld if kind == "events" else 0)
+    return True, withheld
 
 
 def _repeats(file_index: np.ndarray, key_hash: np.ndarray) -> set[tuple[int, int]]:
@@ -954,9 +961,12 @@ def _repeats(file_index: np.ndarray, key_hash: np.ndarray) -> set[tuple[int, int
     return {(int(a), int(b)) for a, b in zip(first, last)}
 
 
-def _fast_verify(con, protocol: StudyProtocol, kind: str, paths: list[Path]) -> pa.Table:
-    """The fast path's first pass over files of one kind (``_fast_verify_sql``), as an Arrow table."""
-    return con.sql(_fast_verify_sql(kind, protocol, paths)).to_arrow_table()
+def _fast_verify(con, protocol: StudyProtocol, kind: str, paths: list[Path]) -> tuple[list[tuple[int, int]], pa.Table]:
+    """The fast path's first pass over files of one kind (``_fast_verify_sql``), as an Arrow table, with the
+    files' sizes and times before it read them (compared again after the load: a file changed in between
+    fails the batch)."""
+    before = [_file_state(p) for p in paths]
+    return before, con.sql(_fast_verify_sql(kind, protocol, paths)).to_arrow_table()
 
 
 def _file_state(path: Path) -> tuple[int, int]:

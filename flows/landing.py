@@ -203,10 +203,11 @@ def _text_rows(table: pa.Table, lines: list[int], rejects: list[tuple[int, bytes
     """The rows of a CSV batch (columns read as bytes) whose every field is UTF-8, as text; each other row
     becomes an ``invalid_utf8`` reject carrying its fields' bytes, comma-joined (a whole column decodes in
     one cast, and only a column that fails is looked at row by row)."""
+    text: dict[str, pa.ChunkedArray] = {}
     bad: set[int] = set()
-    for col in table.columns:
+    for name, col in zip(table.column_names, table.columns):
         try:
-            col.cast(pa.string())
+            text[name] = col.cast(pa.string())
         except pa.ArrowInvalid:
             for i, v in enumerate(col.to_pylist()):
                 if v is not None:
@@ -214,13 +215,14 @@ def _text_rows(table: pa.Table, lines: list[int], rejects: list[tuple[int, bytes
                         v.decode("utf-8")
                     except UnicodeDecodeError:
                         bad.add(i)
-    if bad:
-        for i in sorted(bad):
-            fields = [v if v is not None else b"" for v in (c[i].as_py() for c in table.columns)]
-            rejects.append((lines[i], b",".join(fields), INVALID_UTF8))
-        keep = [i for i in range(table.num_rows) if i not in bad]
-        table, lines = table.take(keep), [lines[i] for i in keep]
-    return pa.table({n: c.cast(pa.string()) for n, c in zip(table.column_names, table.columns)}), lines
+    if not bad and len(text) == table.num_columns:
+        return pa.table(text), lines
+    for i in sorted(bad):
+        fields = [v if v is not None else b"" for v in (c[i].as_py() for c in table.columns)]
+        rejects.append((lines[i], b",".join(fields), INVALID_UTF8))
+    keep = [i for i in range(table.num_rows) if i not in bad]
+    kept = table.take(keep)
+    return pa.table({n: c.cast(pa.string()) for n, c in zip(kept.column_names, kept.columns)}), [lines[i] for i in keep]
 
 
 def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
