@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -228,7 +229,6 @@ def test_impossible_times_are_refused_not_moved(tmp_path, protocol):
         land.mkdir()
         write_jsonl(land / "consents.jsonl", [consent("p1")])
         write_jsonl(land / "events.jsonl", [event(f"e{i}", "p1", ts=ts) for i, ts in enumerate(bad + good)])
-        import os
         os.environ["FLOURISH_FAST_PATH"] = fast
         try:
             rec = ingest_batch(land, protocol, tmp_path / f"w-{fast}.duckdb", KEY)
