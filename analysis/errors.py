@@ -6,15 +6,16 @@ imports schemas, never the reverse) and re-exported here.
 
 from __future__ import annotations
 
+from schemas.errors import FlourishError
 from schemas.suffstats import InsufficientData
 
 
-class AnalysisInputError(ValueError):
+class AnalysisInputError(FlourishError, ValueError):
     """The data frame or statistics handed to a model do not fit the plan (a missing column, an
     arm that is not in the data, a covariate the plan names but the frame lacks)."""
 
 
-class DiagnosticsFailed(RuntimeError):
+class DiagnosticsFailed(FlourishError, RuntimeError):
     """A fitted model failed its convergence gate; its results must not be reported as confirmatory.
 
     ``reasons`` lists each failed check, e.g. ``"R-hat 1.04 > 1.01 for beta"``."""

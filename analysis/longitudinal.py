@@ -75,6 +75,7 @@ from analysis.results import (
     ParameterEstimate,
 )
 from schemas.protocol import AnalysisPlan, Outcome, StudyProtocol, Wave
+from schemas.sqltext import ident, literal, number
 from schemas.suffstats import CrossProducts, Moments
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,21 +136,21 @@ class DesignSpec:
         """(column name, SQL expression over the source relation, metadata) in design order."""
         cols: list[tuple[str, str, dict[str, str]]] = []
         for w, mo in zip(self.waves, self.months, strict=True):
-            cols.append((f"wave[{w}]", f"CASE WHEN wave = {_lit(w)} THEN 1.0 ELSE 0.0 END",
+            cols.append((f"wave[{w}]", f"CASE WHEN wave = {literal(w)} THEN 1.0 ELSE 0.0 END",
                          {"role": "wave", "wave": w, "months": repr(float(mo))}))
         for a in self.treated:
             for w in self.waves:
                 cols.append((f"arm[{a}]:wave[{w}]",
-                             f"CASE WHEN arm = {_lit(a)} AND wave = {_lit(w)} THEN 1.0 ELSE 0.0 END",
+                             f"CASE WHEN arm = {literal(a)} AND wave = {literal(w)} THEN 1.0 ELSE 0.0 END",
                              {"role": "effect", "arm": a, "wave": w}))
         cols.append(("baseline", "CAST(baseline AS DOUBLE)", {"role": "baseline"}))
         for name, levels in self.covariates:
             if not levels:
-                cols.append((name, f"CAST({_ident(name)} AS DOUBLE)", {"role": "covariate"}))
+                cols.append((name, f"CAST({ident(name)} AS DOUBLE)", {"role": "covariate"}))
             else:
                 for lev in levels[1:]:
                     cols.append((f"{name}[{lev}]",
-                                 f"CASE WHEN CAST({_ident(name)} AS VARCHAR) = {_lit(lev)} THEN 1.0 ELSE 0.0 END",
+                                 f"CASE WHEN CAST({ident(name)} AS VARCHAR) = {literal(lev)} THEN 1.0 ELSE 0.0 END",
                                  {"role": "covariate", "variable": name}))
         return cols
 
@@ -158,14 +159,6 @@ class DesignSpec:
 
     def column_info(self) -> tuple[tuple[str, str, str], ...]:
         return tuple((c, k, v) for c, _, meta in self.columns() for k, v in meta.items())
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def crossproducts_sql(spec: DesignSpec, source: str) -> tuple[str, str, str]:
@@ -218,7 +211,7 @@ def slope_groups_sql(spec: DesignSpec, source: str) -> str:
     cols = spec.columns()
     q = len(cols) + 1  # augmented with y as the last column
     # DOUBLE throughout: SQL number literals are DECIMALs, whose sums of products overflow HUGEINT at scale
-    t_expr = "CAST(CASE " + " ".join(f"WHEN wave = {_lit(w)} THEN {float(mo)!r}"
+    t_expr = "CAST(CASE " + " ".join(f"WHEN wave = {literal(w)} THEN {float(mo)!r}"
                                      for w, mo in zip(spec.waves, spec.months, strict=True)) + " END AS DOUBLE)"
     design = ", ".join([f"CAST({expr} AS DOUBLE) AS c{j}" for j, (_, expr, _) in enumerate(cols)]
                        + [f"CAST(y AS DOUBLE) AS c{q - 1}"])

@@ -25,12 +25,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from schemas.protocol import StudyProtocol
+from schemas.errors import FlourishError
 
 EntryKind = Literal["lock", "deviation"]
 GENESIS = "0" * 64  # prev_entry_hash of a study's first entry
 
 
-class PreregistrationError(ValueError):
+class PreregistrationError(FlourishError, ValueError):
     """The registry refuses an entry, or its chain does not verify."""
 
 

@@ -27,9 +27,10 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+from schemas.errors import FlourishError
 
 
-class RandomizationError(ValueError):
+class RandomizationError(FlourishError, ValueError):
     """Inputs that cannot be randomized or tested as given."""
 
 

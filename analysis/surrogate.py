@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from schemas.errors import FlourishError
 
 SURROGACY_ASSUMPTIONS = (
     "surrogacy: given the surrogates and baseline covariates, the arm carries no further information about "
@@ -38,7 +39,7 @@ SURROGACY_ASSUMPTIONS = (
 )
 
 
-class SurrogateError(ValueError):
+class SurrogateError(FlourishError, ValueError):
     """A calibration cohort or study frame that cannot support a surrogate index."""
 
 

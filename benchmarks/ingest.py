@@ -73,7 +73,7 @@ def _run(code: str, *args: str) -> dict:
 
 
 def _landing(base: Path, participants: int, seed: int) -> tuple[Path, Path]:
-    from flows.simulate import simulate
+    from flows.simulation import simulate
 
     out = base / f"sim-{participants}"
     simulate(out, participants, seed, truth_draws=2_000)

@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.errors import FlourishError
-from flows.sqltext import ident, literal
+from schemas.errors import FlourishError
+from schemas.sqltext import ident, literal
+from schemas.warehouse import relations
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -66,19 +67,13 @@ class RandomizationRefused(FlourishError):
 # SQL helpers
 # ----------------------------------------------------------------------------------------------
 def _scores(study_id: str) -> str:
-    """One value per participant x wave x outcome (the latest scoring wins)."""
-    return (
-        f"(SELECT participant, wave, outcome, value FROM scores WHERE study_id = {literal(study_id)} "
-        "QUALIFY row_number() OVER (PARTITION BY participant, wave, outcome ORDER BY scored_at DESC NULLS LAST) = 1)"
-    )
+    """One value per participant x wave x outcome (schemas.warehouse.relations.study_scores)."""
+    return relations.study_scores(study_id)
 
 
 def _assignments(study_id: str) -> str:
-    """One arm per participant (the first assignment; re-assignment is not a thing in an RCT)."""
-    return (
-        f"(SELECT participant, arm, stratum, assigned_at FROM assignments WHERE study_id = {literal(study_id)} "
-        "QUALIFY row_number() OVER (PARTITION BY participant ORDER BY assigned_at) = 1)"
-    )
+    """One arm per participant (schemas.warehouse.relations.study_arms)."""
+    return relations.study_arms(study_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +103,7 @@ def preregister(
 ) -> RegistryEntry:
     """Lock the protocol's plan, or record a deviation from the locked plan; append-only."""
     from analysis.prereg import PreregistrationError, canonical_protocol, next_entry, plan_hash
-    from flows.warehouse import transaction
+    from schemas.warehouse import transaction
 
     recorded_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     with transaction(con):
@@ -241,28 +236,33 @@ def longitudinal_statistics(
     return longitudinal_stats(con, protocol, outcome=outcome.name, waves=waves)
 
 
-def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
-    """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
-    from analysis.missing import statistics_from_moments
+def final_wave_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, dict]:
+    """Per arm: PairedMoments (baseline, final wave) of completers, and Moments of the dropouts' baseline."""
     from schemas.suffstats import Moments, PairedMoments
 
     _require_rows(con, protocol, outcome)
     sid = protocol.study_id
     sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(protocol.baseline_wave)}), "
-        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(_final_wave(protocol, outcome))}) "
+        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
+        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [_final_wave(protocol, outcome)])}) "
         "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
         "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
         "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
-        f"FROM {_assignments(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
+        f"FROM {relations.study_arms(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
     )
     obs, miss = {}, {}
     for r in con.execute(sql).fetchall():
         v = [0.0 if x is None else x for x in r[1:]]
         obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
         miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
+    return obs, miss
+
+
+def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
+    """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
+    from analysis.missing import statistics_from_moments
+
+    obs, miss = final_wave_cells(con, protocol, outcome)
     if protocol.control_arm not in obs:
         raise OutcomeHasNoData(f"outcome {outcome.name!r} has no baseline scores in the control arm")
     return statistics_from_moments(obs, miss, control=protocol.control_arm)
@@ -299,14 +299,6 @@ def subgroup_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outc
     return cells
 
 
-_METRIC_VALUE = {
-    "count": "count(e.event_id) FILTER (WHERE {w})",
-    "count_per_week": "count(e.event_id) FILTER (WHERE {w}) / ({days} / 7.0)",
-    "sum_value": "coalesce(sum(e.value) FILTER (WHERE {w}), 0)",
-    "mean_value": "avg(e.value) FILTER (WHERE {w})",
-}
-
-
 def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric) -> dict:
     """Per arm PairedMoments of (pre-period, in-study) values of one telemetry metric.
 
@@ -316,18 +308,10 @@ def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, met
     """
     from schemas.suffstats import PairedMoments
 
-    sid, days = protocol.study_id, int(metric.window_days)
-    pre = f"e.ts >= a.assigned_at - to_days({days}) AND e.ts < a.assigned_at"
-    post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
-    tmpl = _METRIC_VALUE[metric.statistic]
-    feature = f" AND e.feature = {literal(metric.feature)}" if metric.feature else ""
     sql = (
-        f"WITH per AS (SELECT a.participant, a.arm, {tmpl.format(w=pre, days=days)} AS x, "
-        f"{tmpl.format(w=post, days=days)} AS y FROM {_assignments(sid)} a LEFT JOIN events e "
-        f"ON e.participant = a.participant AND e.study_id = {literal(sid)} AND e.type = {literal(metric.event_type)}{feature} "
-        "GROUP BY a.participant, a.arm) "
-        "SELECT arm, count(*), sum(x), sum(y), sum(x * x), sum(y * y), sum(x * y) FROM per "
-        "WHERE x IS NOT NULL AND y IS NOT NULL GROUP BY arm"
+        "SELECT arm, count(*), sum(pre_value), sum(value), sum(pre_value * pre_value), sum(value * value), "
+        f"sum(pre_value * value) FROM {relations.telemetry_metric(protocol.study_id, metric)} "
+        "WHERE pre_value IS NOT NULL AND value IS NOT NULL GROUP BY arm"
     )
     return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
 
@@ -348,14 +332,8 @@ def surrogate_frame(
     cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
     tel_sel, tel_join = [], []
     for i, m in enumerate(protocol.surrogates):
-        days = int(m.window_days)
-        post = f"e.ts >= a.assigned_at AND e.ts < a.assigned_at + to_days({days})"
-        feature = f" AND e.feature = {literal(m.feature)}" if m.feature else ""
-        expr = _METRIC_VALUE[m.statistic].format(w=post, days=days)
-        tel_join.append(
-            f"LEFT JOIN (SELECT a.participant, {expr} AS v FROM {_assignments(study_id)} a LEFT JOIN events e "
-            f"ON e.participant = a.participant AND e.study_id = {literal(study_id)} AND e.type = {literal(m.event_type)}"
-            f"{feature} GROUP BY a.participant) t{i} USING (participant)")
+        tel_join.append(f"LEFT JOIN (SELECT participant, value AS v FROM {relations.telemetry_metric(study_id, m)}) t{i} "
+                        "USING (participant)")
         tel_sel.append(f"any_value(t{i}.v) AS {ident(m.name)}")
     sql = (f"SELECT a.participant, a.arm, {', '.join(cols + tel_sel)} FROM {_assignments(study_id)} a "
            f"LEFT JOIN {_scores(study_id)} sc USING (participant) {' '.join(tel_join)} GROUP BY a.participant, a.arm")
@@ -631,7 +609,7 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
 
 def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,
                   created_at: datetime) -> None:
-    from flows.warehouse import transaction
+    from schemas.warehouse import transaction
 
     cols = ("outcome", "arm", "wave", "estimate", "lower", "upper", "p_benefit", "p_above_mcid", "p_in_rope",
             "method", "tier", "plan_hash", "exploratory", "subgroup", "p_value", "p_adjusted")

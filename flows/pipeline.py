@@ -12,29 +12,20 @@ for quick scripts and unit tests; the CLI says which mode it used.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Prefect reads its settings at import: make the zero-set-up defaults workable on a small machine.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+from prefect import flow, task
 
-from prefect import flow, task  # noqa: E402
-
-from flows.ingest import Reconciliation, ingest_batch  # noqa: E402
-from flows.study import load_study as load_protocol  # noqa: E402
+from flows.ingest import Reconciliation, ingest_batch
+from flows.settings import Settings, pseudonym_key
+from flows.study import load_study as load_protocol
 
 
 def orchestrator() -> str:
-    mode = os.environ.get("FLOURISH_ORCHESTRATOR", "prefect").strip().lower()
-    if mode not in ("prefect", "inline"):
-        raise ValueError(f"FLOURISH_ORCHESTRATOR must be 'prefect' or 'inline', not {mode!r}")
-    return mode
+    """``prefect`` or ``inline``, from FLOURISH_ORCHESTRATOR (flows/settings.py)."""
+    return Settings.from_env().orchestrator
 
 
 def run(flow_obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -48,10 +39,10 @@ def run(flow_obj: Any, *args: Any, **kwargs: Any) -> Any:
 def ingest_landing(landing: str, study: str, warehouse: str, key_file: str | None,
                    progress: Callable[[str, int], None] | None = None) -> Reconciliation:
     """Validate, pseudonymize, gate and store one landing batch (one transaction)."""
-    from privacy.pseudonym import load_key
-
     protocol = load_protocol(study)
-    return ingest_batch(landing, protocol, warehouse, load_key(key_file), progress=progress)
+    settings = Settings.from_env()
+    return ingest_batch(landing, protocol, warehouse, pseudonym_key(key_file, settings), progress=progress,
+                        memory_limit=settings.duckdb_memory_limit, fast_path=settings.fast_path)
 
 
 @flow(name="flourish-ingest", log_prints=False, persist_result=False)
@@ -79,7 +70,7 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
               progress: Callable[[str, int], None] | None = None, analyze: bool = True) -> dict[str, Any]:
     """Simulate a study, ingest it, score it, analyze the primary outcome, release it with DP: the pipeline a
     newcomer sees first."""
-    from flows.simulate import simulate
+    from flows.simulation import simulate
 
     out_dir = Path(out)
     sim = simulate(out_dir / "study", participants, seed, bad_rows=bad_rows, formats="mixed", truth_draws=100_000)
@@ -102,7 +93,7 @@ def analyze_primary_task(study: str, warehouse: str) -> dict[str, Any]:
     """Lock the plan and run it (trusted tier); the primary outcome's long-run rows, or the refusal."""
 
     from flows.analysis_flows import plan_lock, preregister, run_analysis
-    from flows.errors import FlourishError
+    from schemas.errors import FlourishError
     from flows.warehouse import connect
 
     protocol = load_protocol(study)
@@ -124,8 +115,7 @@ def analyze_primary_task(study: str, warehouse: str) -> dict[str, Any]:
 @task(name="dp-release", persist_result=False, cache_policy=None)
 def release_task(study: str, warehouse: str) -> dict[str, Any]:
     """The protocol's standard differentially private releases; what the budget ledger then says."""
-    from flows.cli_privacy import instrument_bounds
-    from flows.privacy_flows import budget, release_protocol
+    from flows.privacy_flows import budget, instrument_bounds, release_protocol
 
     protocol = load_protocol(study)
     release = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol))

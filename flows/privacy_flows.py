@@ -14,7 +14,9 @@ from typing import Any
 
 import duckdb
 
-from flows.warehouse import connect, participant_tables
+from flows.warehouse import connect
+from schemas.protocol import StudyProtocol
+from schemas.warehouse import participant_tables
 
 
 def _db_path(con: duckdb.DuckDBPyConnection) -> Path | None:
@@ -111,6 +113,25 @@ def release_protocol(protocol: Any, warehouse: str | Path, *, outcome_bounds: Ma
         con.close()
 
 
+def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
+    """Public clipping bounds of every instrument-scored outcome: the score's range from the shipped instrument
+    definition (``Instrument.score_range``), unless the protocol declares both bounds itself.
+
+    These bounds are public information in the DP sense (they come from the instrument's published scale, not
+    from the data), which is why they may set the sensitivity of a release."""
+    import instruments
+    from privacy.release import Bounds
+
+    out: dict[str, Bounds] = {}
+    for o in protocol.outcomes:
+        if o.instrument is None or (o.lower_bound is not None and o.upper_bound is not None):
+            continue
+        inst = instruments.load(o.instrument)
+        lower, upper = inst.score_range(o.name.split(".", 1)[1])
+        out[o.name] = Bounds(lower, upper, o.name)
+    return out
+
+
 def budget(warehouse: str | Path) -> dict[str, Any]:
     from privacy.budget import budget_status
 
@@ -135,5 +156,5 @@ def consent_status(warehouse: str | Path, *, sync: bool = True) -> dict[str, Any
         con.close()
 
 
-__all__ = ["erase_participant", "compact_warehouse", "rekey_warehouse", "release_protocol", "budget",
+__all__ = ["erase_participant", "instrument_bounds", "compact_warehouse", "rekey_warehouse", "release_protocol", "budget",
            "consent_status"]

@@ -16,7 +16,8 @@ import duckdb
 from prefect import task
 
 import instruments
-from flows.warehouse import connect, transaction
+from flows.warehouse import connect
+from schemas.warehouse import transaction
 
 
 

@@ -12,8 +12,8 @@
 The baseline is the outcome's value at the protocol's baseline wave (``StudyProtocol.baseline_wave``);
 a participant without a baseline value is left out of these statistics (counted by
 :func:`coverage`). Covariates named in the plan are read from ``scores`` at the baseline wave with
-``outcome = <covariate name>`` (numeric). Duplicate scores of one participant, wave and outcome are
-averaged. The connection is the caller's (``flows.warehouse.open_warehouse``).
+``outcome = <covariate name>`` (numeric). One score per participant, wave and outcome: the canonical
+``schemas.warehouse.relations.study_scores`` (the DP releases read the same). The connection is the caller's (``flows.warehouse.open_warehouse``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.longitudinal import DesignSpec, LongitudinalStats, compute_longitudinal_stats
-from flows.sqltext import ident, literal
+from schemas.sqltext import ident, literal
+from schemas.warehouse import relations
 from schemas.protocol import StudyProtocol
 from schemas.suffstats import PairedMoments
 
@@ -50,24 +51,21 @@ def observations_sql(
     """A relation (parenthesised sub-query) with one row per participant x follow-up wave:
     participant, arm, wave, y, baseline, covariates — the source the design SQL reads.
     ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
-    study = literal(protocol.study_id)
-    bw = literal(protocol.baseline_wave)
-    follow = ", ".join(literal(w.name) for w in _followup(protocol, waves))
+    sid = protocol.study_id
+    bw = protocol.baseline_wave
+    follow = [w.name for w in _followup(protocol, waves)]
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
     cov_cte = "".join(
-        f", cov{k} AS (SELECT participant, avg(value) AS {ident(c)} FROM scores "
-        f"WHERE study_id = {study} AND outcome = {literal(c)} AND wave = {bw} GROUP BY participant)"
+        f", cov{k} AS (SELECT participant, value AS {ident(c)} FROM {relations.study_scores(sid, [c], [bw])})"
         for k, c in enumerate(covariates)
     )
     cov_cols = "".join(f", cov{k}.{ident(c)}" for k, c in enumerate(covariates))
     cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
     return (
-        f"(WITH base AS (SELECT participant, avg(value) AS baseline FROM scores "
-        f"WHERE study_id = {study} AND outcome = {literal(outcome)} AND wave = {bw} GROUP BY participant), "
-        f"arm_of AS (SELECT participant, any_value(arm) AS arm FROM assignments WHERE study_id = {study} GROUP BY participant), "
-        f"fu AS (SELECT participant, wave, avg(value) AS y FROM scores "
-        f"WHERE study_id = {study} AND outcome = {literal(outcome)} AND wave IN ({follow}) GROUP BY participant, wave)"
+        f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.study_scores(sid, [outcome], [bw])}), "
+        f"arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}), "
+        f"fu AS (SELECT participant, wave, value AS y FROM {relations.study_scores(sid, [outcome], follow)})"
         f"{cov_cte} "
         f"SELECT fu.participant, arm_of.arm, fu.wave, fu.y, base.baseline{cov_cols} "
         f"FROM fu JOIN arm_of USING (participant) JOIN base USING (participant){cov_join}) AS obs"
@@ -86,12 +84,12 @@ def coverage(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: s
     """Per arm x follow-up wave: rows in the analysis, and follow-up rows left out for lack of a baseline."""
     name = outcome or protocol.primary_outcome.name
     source = observations_sql(protocol, name)
-    study = literal(protocol.study_id)
+    sid = protocol.study_id
+    follow = [w.name for w in _followup(protocol, None)]
     return con.execute(
         f"SELECT a.arm, s.wave, count(*) AS follow_up_rows, "
         f"count(*) FILTER (WHERE s.participant NOT IN (SELECT participant FROM {source})) AS without_baseline "
-        f"FROM scores s JOIN assignments a ON a.participant = s.participant AND a.study_id = s.study_id "
-        f"WHERE s.study_id = {study} AND s.outcome = {literal(name)} AND s.wave <> {literal(protocol.baseline_wave)} "
+        f"FROM {relations.study_scores(sid, [name], follow)} s JOIN {relations.study_arms(sid)} a USING (participant) "
         f"GROUP BY ALL ORDER BY ALL"
     ).df()
 

@@ -1,8 +1,8 @@
 """The warehouse: one DuckDB file, its schema and its forward migrations.
 
-This module is the one way in to the warehouse's schema (STYLE.md, habit 5). Migrations are
-plain SQL files in ``flows/migrations/NNNN_name.sql``, applied in number order, each in its
-own transaction, and recorded in ``schema_migrations``; a warehouse written by a newer
+This module opens the warehouse; its schema is ``schemas.warehouse`` (STYLE.md, habit 5). Migrations
+are plain SQL files in ``schemas/warehouse/migrations/NNNN_name.sql``, applied in number order, each
+in its own transaction, and recorded in ``schema_migrations``; a warehouse written by a newer
 Flourish (a version this code does not know) is refused rather than guessed at.
 
 DuckDB lets one process hold a file for writing at a time. ``connect`` waits (with back-off)
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import duckdb
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+from schemas.errors import FlourishError
+from schemas.warehouse import MIGRATIONS_DIR, transaction
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(FlourishError, RuntimeError):
     """The warehouse cannot be opened or is at a schema version this code does not know."""
 
 
@@ -74,14 +76,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     for version, name, sql in shipped:
         if version <= current:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(sql)
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         applied.append(name)
     return applied
 
@@ -129,34 +126,3 @@ def open_warehouse(path: str | Path, **kwargs) -> Iterator[duckdb.DuckDBPyConnec
         yield con
     finally:
         con.close()
-
-
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing: commit on success, roll back on any exception (which propagates)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
-def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_catalog = current_database() ORDER BY 1"
-    ).fetchall()]
-
-
-def participant_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every table with a ``participant`` (pseudonym) column: what erasure and re-keying must walk.
-
-    Derived from the live schema, so a table added by a later migration is covered without a list to update.
-    Only the warehouse's own tables: a connection's temporary tables (the ingest's staging) are not records.
-    """
-    return [r[0] for r in con.execute(
-        "SELECT DISTINCT table_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND table_catalog = current_database() AND column_name = 'participant' ORDER BY 1"
-    ).fetchall()]

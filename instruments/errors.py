@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from schemas.errors import FlourishError
 
-class InstrumentError(Exception):
+
+class InstrumentError(FlourishError):
     """Base class of every error raised by ``instruments``."""
 
 

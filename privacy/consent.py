@@ -25,6 +25,7 @@ from typing import Any, Literal
 import duckdb
 
 from privacy.errors import PrivacyError
+from schemas.sqltext import literal
 
 SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
 GENESIS = "0" * 64
@@ -38,7 +39,7 @@ def scope_summary_sql(scope: str | None) -> str:
     The ingest's consent gate reads it: a record needs ``scope`` in force at its time (the latest consent
     granted at or before it) and no withdrawal at or before it. Unless ``mixed``, "in force" is simply
     "at or after ``first_with_scope``"."""
-    s = "NULL" if scope is None else "'" + scope.replace("'", "''") + "'"
+    s = "NULL" if scope is None else literal(scope)
     return f"""SELECT participant, min(withdrawn_at) AS withdrawn_at,
                min(granted_at) FILTER (WHERE list_contains(scopes, {s})) AS first_with_scope,
                bool_or(list_contains(scopes, {s})) AND NOT bool_and(list_contains(scopes, {s})) AS mixed

@@ -3,7 +3,7 @@
 What erasure does, in order (``flows/privacy_flows.py`` runs the whole sequence):
 
 1. ``erase_rows`` (one transaction): DELETE the participant's rows from every table with a ``participant``
-   column (the caller passes ``flows.warehouse.participant_tables``, so tables added later are covered),
+   column (the caller passes ``schemas.warehouse.participant_tables``, so tables added later are covered),
    except ``tombstones`` and the consent ledger; replace the pseudonym by ``[erased]`` inside text columns
    of other tables (e.g. a JSON payload); redact the consent ledger (privacy/consent.py keeps its chain
    verifiable); write a tombstone; log the erasure.
@@ -44,6 +44,7 @@ from pathlib import Path
 import duckdb
 
 from privacy.consent import redact_participant
+from schemas.sqltext import ident
 
 TOMBSTONE_PREFIX = "flourish-tombstone-v1:"
 ERASED = "[erased]"
@@ -90,10 +91,6 @@ def _all_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
         "ORDER BY 1").fetchall()]
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def erase_rows(
     con: duckdb.DuckDBPyConnection,
     pseudonym: str,
@@ -115,20 +112,20 @@ def erase_rows(
         for table in participant_tables:
             if table in SPECIAL_TABLES:
                 continue
-            n = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE participant = ?", [pseudonym]).fetchone()[0]
+            n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE participant = ?", [pseudonym]).fetchone()[0]
             if n and table in KEEP_REDACTED:
-                con.execute(f"UPDATE {_q(table)} SET {KEEP_REDACTED[table]} WHERE participant = ?", [pseudonym])
+                con.execute(f"UPDATE {ident(table)} SET {KEEP_REDACTED[table]} WHERE participant = ?", [pseudonym])
                 redacted[table] = int(n)
             elif n:
-                con.execute(f"DELETE FROM {_q(table)} WHERE participant = ?", [pseudonym])
+                con.execute(f"DELETE FROM {ident(table)} WHERE participant = ?", [pseudonym])
                 deleted[table] = int(n)
         for table in _all_tables(con):
             if table in SPECIAL_TABLES:
                 continue
             for col in _text_columns(con, table):
-                n = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE contains({_q(col)}, ?)", [pseudonym]).fetchone()[0]
+                n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE contains({ident(col)}, ?)", [pseudonym]).fetchone()[0]
                 if n:
-                    con.execute(f"UPDATE {_q(table)} SET {_q(col)} = replace({_q(col)}, ?, ?) WHERE contains({_q(col)}, ?)",
+                    con.execute(f"UPDATE {ident(table)} SET {ident(col)} = replace({ident(col)}, ?, ?) WHERE contains({ident(col)}, ?)",
                                 [pseudonym, ERASED, pseudonym])
                     redacted[f"{table}.{col}"] = int(n)
         n = redact_participant(con, pseudonym)
@@ -245,7 +242,7 @@ def compact_database(path: str | Path) -> None:
         con.execute("CHECKPOINT")
         src = con.execute("SELECT current_database()").fetchone()[0]
         con.execute(f"ATTACH '{tmp}' AS flourish_compact")
-        con.execute(f"COPY FROM DATABASE {_q(src)} TO flourish_compact")
+        con.execute(f"COPY FROM DATABASE {ident(src)} TO flourish_compact")
         con.execute("DETACH flourish_compact")
     finally:
         con.close()
@@ -265,10 +262,10 @@ def _scrub_other_duckdb(path: Path, needles: Needles, reason: str) -> None:
             "AND column_name='participant'").fetchall()]
         con.execute("BEGIN TRANSACTION")
         for t in tables:
-            con.execute(f"DELETE FROM {_q(t)} WHERE participant = ?", [needles.pseudonym])
+            con.execute(f"DELETE FROM {ident(t)} WHERE participant = ?", [needles.pseudonym])
         for t in _all_tables(con):
             for col in _text_columns(con, t):
-                con.execute(f"UPDATE {_q(t)} SET {_q(col)} = replace({_q(col)}, ?, ?) WHERE contains({_q(col)}, ?)",
+                con.execute(f"UPDATE {ident(t)} SET {ident(col)} = replace({ident(col)}, ?, ?) WHERE contains({ident(col)}, ?)",
                             [needles.pseudonym, ERASED, needles.pseudonym])
         con.execute("COMMIT")
     finally:
@@ -328,7 +325,7 @@ def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
 
 
 # Participants with a consent withdrawal and no tombstone yet: erase_withdrawn erases them, and the
-# ingest withholds their newly accepted rows (flows/ingest.py).
+# ingest withholds their newly accepted rows (flows/ingest/batch.py).
 WITHDRAWN_NOT_ERASED = """SELECT DISTINCT participant FROM consents WHERE withdrawn_at IS NOT NULL
     AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)"""
 
@@ -350,23 +347,23 @@ def erase_withdrawn(
     pseudonyms = [r[0] for r in con.execute("SELECT participant FROM withdrawn_now").fetchall()]
     if not pseudonyms:
         return None
-    from flows.warehouse import participant_tables
+    from schemas.warehouse import participant_tables
 
     deleted: dict[str, int] = {}
     redacted: dict[str, int] = {}
     for table in participant_tables(con):
         if table in SPECIAL_TABLES:
             continue
-        n = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)"
+        n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)"
                         ).fetchone()[0]
         if not n:
             continue
         if table in KEEP_REDACTED:
-            con.execute(f"UPDATE {_q(table)} SET {KEEP_REDACTED[table]} "
+            con.execute(f"UPDATE {ident(table)} SET {KEEP_REDACTED[table]} "
                         "WHERE participant IN (SELECT participant FROM withdrawn_now)")
             redacted[table] = int(n)
         else:
-            con.execute(f"DELETE FROM {_q(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)")
+            con.execute(f"DELETE FROM {ident(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)")
             deleted[table] = int(n)
     for table, n in (withheld or {}).items():
         if n:

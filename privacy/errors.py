@@ -1,12 +1,14 @@
 """Errors of the privacy area. Each message is one sentence saying what and where (STYLE.md, habit 7).
 
-They subclass ValueError (not flows.errors: privacy never imports flows); the CLI turns them into one sentence.
+They subclass ``schemas.errors.FlourishError`` (and ValueError); the CLI turns them into one sentence.
 """
 
 from __future__ import annotations
 
+from schemas.errors import FlourishError
 
-class PrivacyError(ValueError):
+
+class PrivacyError(FlourishError, ValueError):
     """Base of every refusal the privacy area makes; nothing has been written when one is raised."""
 
 

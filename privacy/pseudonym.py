@@ -17,11 +17,12 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from schemas.errors import FlourishError
 
 MIN_KEY_CHARS = 16
 
 
-class PseudonymKeyError(RuntimeError):
+class PseudonymKeyError(FlourishError, RuntimeError):
     """No usable pseudonym key."""
 
 
@@ -48,18 +49,16 @@ def _check(key: str, where: str) -> bytes:
     return key.encode("utf-8")
 
 
-def load_key(key_file: str | Path | None = None, *, environ: dict[str, str] | None = None) -> bytes:
-    """The study key from (in order) an explicit key file, FLOURISH_PSEUDONYM_KEY, FLOURISH_PSEUDONYM_KEY_FILE."""
-    env = os.environ if environ is None else environ
+def load_key(key_file: str | Path | None = None, *, key_text: str | None = None, key_text_source: str = "the key") -> bytes:
+    """The study key from an explicit key file, else from the key's text (``flows.settings`` passes
+    FLOURISH_PSEUDONYM_KEY or the file named by FLOURISH_PSEUDONYM_KEY_FILE; this module reads no environment)."""
     if key_file is not None:
         p = Path(key_file)
         if not p.is_file():
             raise PseudonymKeyError(f"pseudonym key file {p} does not exist")
         return _check(p.read_text(encoding="utf-8"), f"key file {p}")
-    if env.get("FLOURISH_PSEUDONYM_KEY"):
-        return _check(env["FLOURISH_PSEUDONYM_KEY"], "FLOURISH_PSEUDONYM_KEY")
-    if env.get("FLOURISH_PSEUDONYM_KEY_FILE"):
-        return load_key(env["FLOURISH_PSEUDONYM_KEY_FILE"], environ={})
+    if key_text:
+        return _check(key_text, key_text_source)
     raise PseudonymKeyError(
         "no pseudonym key: set FLOURISH_PSEUDONYM_KEY (or FLOURISH_PSEUDONYM_KEY_FILE, or pass --key-file); "
         "ingest never stores raw participant ids, so it will not run without one"

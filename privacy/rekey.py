@@ -37,7 +37,8 @@ from datetime import UTC, datetime
 import duckdb
 
 from privacy.consent import reseal_chain
-from privacy.erasure import SPECIAL_TABLES, _q, _text_columns, tombstone_token
+from privacy.erasure import SPECIAL_TABLES, _text_columns, tombstone_token
+from schemas.sqltext import ident
 from privacy.errors import RekeyError
 from privacy.pseudonym import pseudonymize_many
 
@@ -93,7 +94,7 @@ def rekey(
     present: set[str] = set()
     for t in [*tables, "consent_ledger"]:
         present.update(r[0] for r in con.execute(
-            f"SELECT DISTINCT participant FROM {_q(t)} WHERE participant IS NOT NULL").fetchall())
+            f"SELECT DISTINCT participant FROM {ident(t)} WHERE participant IS NOT NULL").fetchall())
     missing = present - mapping.keys()
     if missing:
         raise RekeyError(
@@ -115,12 +116,12 @@ def rekey(
         con.execute("CREATE OR REPLACE TEMP TABLE _rekey_map (old VARCHAR PRIMARY KEY, new VARCHAR NOT NULL)")
         con.executemany("INSERT INTO _rekey_map VALUES (?, ?)", [[o, n] for o, n in mapping.items() if o in present])
         for t in tables:
-            n = con.execute(f"SELECT count(*) FROM {_q(t)} x JOIN _rekey_map m ON x.participant = m.old").fetchone()[0]
+            n = con.execute(f"SELECT count(*) FROM {ident(t)} x JOIN _rekey_map m ON x.participant = m.old").fetchone()[0]
             if not n:
                 continue
             text_cols = _text_columns(con, t)
-            sets = ", ".join(["participant = m.new"] + [f"{_q(c)} = replace({_q(c)}, m.old, m.new)" for c in text_cols])
-            con.execute(f"UPDATE {_q(t)} SET {sets} FROM _rekey_map m WHERE {_q(t)}.participant = m.old")
+            sets = ", ".join(["participant = m.new"] + [f"{ident(c)} = replace({ident(c)}, m.old, m.new)" for c in text_cols])
+            con.execute(f"UPDATE {ident(t)} SET {sets} FROM _rekey_map m WHERE {ident(t)}.participant = m.old")
             updated[t] = int(n)
         if tombs:
             con.execute("CREATE OR REPLACE TEMP TABLE _rekey_tomb (old VARCHAR, new VARCHAR)")

@@ -60,6 +60,8 @@ from privacy.budget import (
     rho_to_epsilon,
 )
 from privacy.errors import InvalidPrivacyParameter, PrivacyError, UnboundedColumn
+from schemas.sqltext import literal, number
+from schemas.warehouse import relations
 
 OPENDP_FEATURES = ("contrib",)
 DEFAULT_BANDS = 5
@@ -279,29 +281,21 @@ def split_budget(queries: Sequence[Query], total: float, weights: Mapping[str, f
 # Exact, contribution-bounded aggregates (DuckDB). Read-only.
 
 def _arm_view(con: duckdb.DuckDBPyConnection, protocol: Any) -> None:
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW _dp_arm AS "
-        "SELECT participant, arg_min(arm, assigned_at) AS arm, min(assigned_at) AS assigned_at "
-        "FROM assignments WHERE study_id = $study GROUP BY participant".replace("$study", _lit(protocol.study_id))
-    )
-
-
-def _lit(s: str) -> str:
-    return "'" + str(s).replace("'", "''") + "'"
+    """The arm of each participant (the canonical ``relations.study_arms``) as a temporary view."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _dp_arm AS SELECT participant, arm, assigned_at "
+                f"FROM {relations.study_arms(protocol.study_id)}")
 
 
 def _clip(expr: str, b: Bounds) -> str:
-    return f"greatest({b.lower!r}::DOUBLE, least({b.upper!r}::DOUBLE, {expr}))"
+    return f"greatest({number(float(b.lower))}::DOUBLE, least({number(float(b.upper))}::DOUBLE, {expr}))"
 
 
 def _scores_sql(protocol: Any, outcome: str, b: Bounds) -> str:
-    """One clipped score per participant x wave for the outcome (the latest scored), with the arm."""
+    """One clipped score per participant x wave for the outcome (the canonical ``relations.study_scores``, the
+    value the trusted tier reads too), with the arm."""
     return (
-        "SELECT s.participant, a.arm, s.wave, "
-        f"{_clip('arg_max(s.value, coalesce(epoch_us(s.scored_at), 0))', b)} AS v "
-        "FROM scores s JOIN _dp_arm a USING (participant) "
-        f"WHERE s.study_id = {_lit(protocol.study_id)} AND s.outcome = {_lit(outcome)} AND NOT isnan(s.value) "
-        "GROUP BY s.participant, a.arm, s.wave"
+        f"SELECT s.participant, a.arm, s.wave, {_clip('s.value', b)} AS v "
+        f"FROM {relations.study_scores(protocol.study_id, [outcome])} s JOIN _dp_arm a USING (participant)"
     )
 
 
@@ -313,8 +307,9 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) ->
         for arm, n in con.execute("SELECT arm, count(*) FROM _dp_arm GROUP BY arm").fetchall():
             got[(None, arm, None, "assigned")] = n
         for arm, wave, n in con.execute(
-            "SELECT a.arm, r.wave, count(DISTINCT r.participant) FROM responses r JOIN _dp_arm a USING (participant) "
-            f"WHERE r.study_id = {_lit(protocol.study_id)} GROUP BY a.arm, r.wave"
+            "SELECT a.arm, r.wave, count(DISTINCT r.participant) "
+            f"FROM {relations.latest_responses(protocol.study_id)} r JOIN _dp_arm a USING (participant) "
+            "GROUP BY a.arm, r.wave"
         ).fetchall():
             got[(None, arm, wave, "responded")] = n
     elif query.kind == "score_moments":
@@ -338,8 +333,8 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) ->
         sql = _scores_sql(protocol, query.outcome, query.value_bounds)
         for row in con.execute(
             f"WITH s AS ({sql}) SELECT y.arm, y.wave, count(*), sum(x.v), sum(y.v), sum(x.v*x.v), sum(y.v*y.v), "
-            f"sum(x.v*y.v) FROM s y JOIN s x ON x.participant = y.participant AND x.wave = {_lit(protocol.baseline_wave)} "
-            f"WHERE y.wave <> {_lit(protocol.baseline_wave)} GROUP BY y.arm, y.wave"
+            f"sum(x.v*y.v) FROM s y JOIN s x ON x.participant = y.participant AND x.wave = {literal(protocol.baseline_wave)} "
+            f"WHERE y.wave <> {literal(protocol.baseline_wave)} GROUP BY y.arm, y.wave"
         ).fetchall():
             arm, wave, *stats = row
             for stat, val in zip(PAIRED_STATISTICS, stats, strict=True):
@@ -356,21 +351,10 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) ->
 
 
 def _telemetry_sql(protocol: Any, s: Any, b: Bounds) -> str:
-    """One clipped summary per assigned participant over [assigned_at, assigned_at + window)."""
-    feature = f"AND e.feature = {_lit(s.feature)}" if s.feature else ""
-    agg = {
-        "count": "count(e.participant)::DOUBLE",
-        "count_per_week": f"count(e.participant) * 7.0 / {s.window_days}",
-        "sum_value": "coalesce(sum(e.value), 0)",
-        "mean_value": "avg(e.value)",
-    }[s.statistic]
-    keep = "HAVING count(e.value) > 0" if s.statistic == "mean_value" else ""
-    return (
-        f"SELECT a.participant, a.arm, {_clip(agg, b)} AS v FROM _dp_arm a LEFT JOIN events e "
-        f"ON e.participant = a.participant AND e.study_id = {_lit(protocol.study_id)} AND e.type = {_lit(s.event_type)} "
-        f"{feature} AND e.ts >= a.assigned_at AND e.ts < a.assigned_at + INTERVAL {int(s.window_days)} DAY "
-        f"AND (e.value IS NULL OR NOT isnan(e.value)) GROUP BY a.participant, a.arm {keep}"
-    )
+    """One clipped summary per randomised participant over [assigned_at, assigned_at + window) (the canonical
+    ``relations.telemetry_metric``; a ``mean_value`` without events is not a value and is left out)."""
+    return (f"SELECT participant, arm, {_clip('value', b)} AS v "
+            f"FROM {relations.telemetry_metric(protocol.study_id, s)} WHERE value IS NOT NULL")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -565,12 +549,3 @@ def release_standard_set(
     """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry)."""
     bounds = resolve_outcome_bounds(protocol, outcome_bounds)
     return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights)
-
-
-def score_range(scale_min: float, scale_max: float, n_items: int, aggregate: str, multiplier: float = 1.0,
-                offset: float = 0.0, name: str = "score") -> Bounds:
-    """Bounds of an instrument score from its item scale: a sum of n items in [min, max] (reverse keying
-    keeps each item in range) or their mean, then ``multiplier * x + offset`` (e.g. WHO-5 percent = 4 x raw)."""
-    lo, hi = (n_items * scale_min, n_items * scale_max) if aggregate == "sum" else (scale_min, scale_max)
-    a, b = multiplier * lo + offset, multiplier * hi + offset
-    return Bounds(min(a, b), max(a, b), name)

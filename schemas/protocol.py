@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.errors import FlourishError
+
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -228,7 +230,7 @@ class StudyProtocol(Contract):
         raise KeyError(f"wave {name!r} is not in the protocol; it has {self.wave_names}")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FlourishError, ValueError):
     """A protocol file that cannot be read or does not satisfy the contract."""
 
 

@@ -30,11 +30,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from schemas.errors import FlourishError
+
 PAIRED_STATISTICS: tuple[str, ...] = ("n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy")
 """Names of the paired statistics, as used in the ``release_values.statistic`` column."""
 
 
-class InsufficientData(ValueError):
+class InsufficientData(FlourishError, ValueError):
     """A statistic needs more rows than the cell has (e.g. a variance from fewer than 2 rows).
 
     Raised instead of returning a plausible default (a zero variance, a zero effect)."""

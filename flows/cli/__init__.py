@@ -1,0 +1,40 @@
+"""``flourish``: the command line, a thin face over the flows (STYLE.md, habit 12).
+
+A leaf: nothing in the project imports ``flows.cli``. Each area module (``spine``, ``instruments``,
+``privacy``, ``analysis``) defines its commands and a ``register(app)``; this file lists them. Every command
+is wrapped by :func:`flows.cli.errors.one_sentence`: Flourish's own errors become one sentence on stderr and
+exit code 2; anything else is a bug and keeps its traceback. Heavy libraries (pandas, PyMC, OpenDP, Prefect)
+are imported inside the commands, so ``flourish --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+import flows  # noqa: F401  (the quiet process defaults, before numpy or Prefect load)
+from flows.cli import analysis, instruments, privacy, spine
+
+app = typer.Typer(
+    name="flourish",
+    help="Flourish: longitudinal wellbeing field studies of AI-assistant features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _area in (spine, instruments, privacy, analysis):
+    _area.register(app)
+
+
+def main() -> None:
+    # PyTensor's C backend warns that it found no BLAS to link; our models are compiled by nutpie with
+    # numba, which does not use it, so the warning only alarms a reader.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation", category=UserWarning)
+    app(prog_name="flourish")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

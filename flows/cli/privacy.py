@@ -1,0 +1,161 @@
+"""CLI commands of the privacy area: consent status, erase, rekey, release, budget.
+
+A thin face over flows/privacy_flows.py (STYLE.md, habit 12); heavy imports (OpenDP) happen inside commands.
+Refusals from privacy/ (PrivacyError, a FlourishError) are printed as one sentence with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.errors import UserError, one_sentence
+
+WarehouseOpt = Annotated[Path, typer.Option("--warehouse", help="The study's DuckDB warehouse file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+consent_app = typer.Typer(help="The consent ledger (append-only, hash-chained).", no_args_is_help=True,
+                          add_completion=False, pretty_exceptions_enable=False)
+
+
+def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
+    """Consent per scope (active, withdrawn, entries) and whether the ledger's hash chain verifies.
+
+    New consent records ingested since the last call are first appended to the ledger.
+    """
+    from flows.privacy_flows import consent_status
+
+    if not warehouse.exists():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    status = consent_status(warehouse)
+    if json_out:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Consent ledger: {status['entries']} entries")
+        for col in ("scope", "active", "withdrawn", "entries"):
+            table.add_column(col)
+        for scope, s in status["scopes"].items():
+            table.add_row(scope, str(s["active"]), str(s["withdrawn"]), str(s["entries"]))
+        Console().print(table)
+        typer.echo("hash chain: " + ("verified" if status["chain_verified"] else
+                                     f"BROKEN at entry {status['first_bad_seq']} ({status['problem']})"))
+    if not status["chain_verified"]:
+        raise typer.Exit(code=1)
+
+
+def erase(
+    participant_id: Annotated[str, typer.Argument(help="The participant's RAW id (pseudonymized here, never stored).")],
+    warehouse: WarehouseOpt,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE]).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why: erasure_request, withdrawn, ...")] = "erasure_request",
+    study_folder: Annotated[Path | None, typer.Option(
+        "--study-folder", help="The study's folder to scrub and byte-scan (landing files, exports, caches); "
+                               "default: the warehouse's folder. It must contain the warehouse.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Erase a participant from every table and every file under the study's folder, leave a tombstone
+    so their late data are quarantined, and prove it with a byte scan. Published DP releases are not recalled."""
+    from flows.privacy_flows import erase_participant
+    from flows.settings import pseudonym_key
+    from privacy.pseudonym import pseudonymize
+
+    if not warehouse.exists():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    if study_folder is not None and not warehouse.resolve().is_relative_to(study_folder.resolve()):
+        raise UserError(f"--study-folder {study_folder} must contain the warehouse {warehouse}")
+    pseudonym = pseudonymize(participant_id, pseudonym_key(key_file))
+    r = erase_participant(warehouse, pseudonym, reason, raw_id=participant_id, study_folder=study_folder)
+    out = {"erasure_id": r.erasure_id, "rows_deleted": r.rows_deleted, "rows_redacted": r.rows_redacted,
+           "files_rewritten": list(r.files_rewritten), "files_deleted": list(r.files_deleted),
+           "compacted": r.compacted, "residual_files": list(r.residual_files)}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(f"erased: {r.total_deleted} rows in {len(r.rows_deleted)} tables, "
+                   f"{len(r.files_rewritten)} files rewritten, {len(r.files_deleted)} deleted; receipt {r.erasure_id}")
+        if not r.total_deleted:
+            typer.echo("note: no rows held this participant (wrong key, or already erased); a tombstone was written")
+    if r.residual_files:
+        raise UserError(f"the byte scan still finds the participant in {', '.join(r.residual_files)}")
+
+
+def rekey(
+    warehouse: WarehouseOpt,
+    old_key_file: Annotated[Path, typer.Option("--old-key-file", help="File holding the current key.")],
+    new_key_file: Annotated[Path, typer.Option("--new-key-file", help="File holding the new key.")],
+    ids_file: Annotated[Path, typer.Option("--ids-file", help="Raw participant ids, one per line, from the "
+                                           "recruiting system, INCLUDING withdrawn ones (HMAC cannot be inverted).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-key every pseudonym (all participant tables, tombstones, consent ledger) in one transaction."""
+    from flows.privacy_flows import rekey_warehouse
+    from privacy.pseudonym import load_key
+
+    if not warehouse.exists():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    if not ids_file.is_file():
+        raise UserError(f"raw-id file {ids_file} does not exist")
+    ids = ids_file.read_text(encoding="utf-8").splitlines()
+    r = rekey_warehouse(warehouse, load_key(old_key_file), load_key(new_key_file), ids)
+    out = {"rekey_id": r.rekey_id, "old_fingerprint": r.old_fingerprint, "new_fingerprint": r.new_fingerprint,
+           "participants": r.participants, "rows_updated": r.rows_updated, "tombstones": r.tombstones_rekeyed}
+    typer.echo(json.dumps(out, indent=2) if json_out else
+               f"re-keyed {r.participants} participants ({sum(r.rows_updated.values())} rows, "
+               f"{r.tombstones_rekeyed} tombstones); key {r.old_fingerprint} -> {r.new_fingerprint}")
+
+
+def release(
+    study: Annotated[Path, typer.Argument(help="The study protocol YAML.")],
+    warehouse: WarehouseOpt,
+    fraction: Annotated[float, typer.Option("--fraction", help="Share of the study's total budget this release "
+                                            "spends (1.0 = all; e.g. 0.25 for an interim release).")] = 1.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the protocol's standard DP releases (CONSORT counts, score moments and bands, paired moments,
+    telemetry means) with OpenDP; refused before any noise if the budget does not allow it."""
+    from flows.privacy_flows import instrument_bounds, release_protocol
+    from flows.study import load_study as load_protocol
+
+    protocol = load_protocol(study)
+    typer.echo(f"releasing {protocol.study_id} ({protocol.privacy.mechanism}, fraction {fraction})...", err=True)
+    r = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol), fraction=fraction)
+    out = {"release_id": r.release_id, "study_id": r.study_id, "mechanism": r.mechanism, "rho": r.rho,
+           "epsilon": r.epsilon, "delta": r.delta, "queries": list(r.queries), "values": len(r.rows),
+           "suppressed": sum(x.suppressed for x in r.rows), "values_sha256": r.values_sha256}
+    typer.echo(json.dumps(out, indent=2) if json_out else
+               f"released {out['values']} values ({out['suppressed']} suppressed) in {len(r.queries)} queries; "
+               f"epsilon {r.epsilon:.4g} (delta {r.delta:g}); release {r.release_id}")
+
+
+def budget(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
+    """Privacy budget per study: total, spent, remaining and number of releases."""
+    from flows.privacy_flows import budget as budget_status
+
+    if not warehouse.exists():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    status = budget_status(warehouse)
+    if json_out:
+        typer.echo(json.dumps({s: {"epsilon_total": b.epsilon_total, "epsilon_spent": b.epsilon_spent,
+                                   "releases": b.releases} for s, b in status.items()}))
+        return
+    if not status:
+        typer.echo("no releases yet")
+    for s, b in status.items():
+        extra = f", rho {b.rho_spent:.4g} of {b.rho_total:.4g}" if b.accounting == "zcdp" else ""
+        typer.echo(f"{s}: epsilon {b.epsilon_spent:.4g} of {b.epsilon_total:g} spent "
+                   f"({b.epsilon_remaining:.4g} left, delta {b.delta:g}, {b.accounting}{extra}); {b.releases} releases")
+
+
+def register(app: typer.Typer) -> None:
+    consent_app.command("status")(one_sentence(consent_status_cmd))
+    app.add_typer(consent_app, name="consent")
+    app.command("erase")(one_sentence(erase))
+    app.command("rekey")(one_sentence(rekey))
+    app.command("release")(one_sentence(release))
+    app.command("budget")(one_sentence(budget))

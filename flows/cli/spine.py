@@ -1,0 +1,178 @@
+"""CLI commands of the study spine: simulate, ingest, schema export, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli.errors import UserError, one_sentence
+
+schema_app = typer.Typer(help="Contracts as JSON Schema, for partners who produce landing files.", no_args_is_help=True)
+err = Console(stderr=True)
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(one_sentence(simulate))
+    app.command("ingest")(one_sentence(ingest))
+    app.command("demo")(one_sentence(demo))
+    schema_app.command("export")(one_sentence(schema_export))
+    app.add_typer(schema_app, name="schema")
+
+
+def simulate(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write landing/, study.yaml, truth.json into."),
+    participants: int = typer.Option(10_000, "--participants", min=6, help="Number of participants."),
+    seed: int = typer.Option(1, "--seed", help="Random seed; the same seed gives the same files."),
+    bad_rows: float = typer.Option(0.0, "--bad-rows", min=0.0, max=0.49,
+                                   help="Fraction of bad rows to inject, of every kind the ingest quarantines."),
+    formats: str = typer.Option("jsonl", "--formats", help="jsonl, or mixed (assignments as CSV, some events as Parquet)."),
+) -> None:
+    """Simulate a realistic three-arm field study as landing files, with its protocol and true effects."""
+    from flows.simulation import simulate as run_simulation
+
+    if formats not in ("jsonl", "mixed"):
+        raise UserError(f"--formats must be jsonl or mixed, not {formats!r}")
+    started = time.perf_counter()
+    with err.status(f"simulating {participants:,} participants ..."):
+        summary = run_simulation(out_dir, participants, seed, bad_rows=bad_rows, formats=formats)
+    err.print(f"wrote {summary['responses']:,} responses and {summary['events']:,} events for "
+              f"{participants:,} participants to {summary['landing']} in {time.perf_counter() - started:.1f} s")
+    if summary["injected"]:
+        err.print(f"injected bad rows: {summary['injected']}")
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    last = {"t": 0.0}
+
+    def progress(name: str, rows: int) -> None:
+        now = time.perf_counter()
+        if now - last["t"] >= 1.0:
+            err.print(f"  {name}: {rows:,} rows", highlight=False)
+            last["t"] = now
+
+    return progress
+
+
+def ingest(
+    landing: Path = typer.Argument(..., help="Landing folder holding consents*, assignments*, responses*, scores*, events* files."),
+    study: Path = typer.Option(..., "--study", help="The study protocol (YAML)."),
+    warehouse: Path = typer.Option(..., "--warehouse", help="The DuckDB warehouse file (created if missing)."),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE])."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: read, stored, quarantined."),
+) -> None:
+    """Validate, pseudonymize, consent-gate and store a landing batch; every row is stored or quarantined."""
+    from flows.pipeline import ingest_flow, orchestrator, run
+    from flows.settings import pseudonym_key
+    from flows.study import load_study as load_protocol
+
+    load_protocol(study)  # fail fast with one sentence
+    pseudonym_key(key_file)
+    if not landing.is_dir():
+        raise UserError(f"landing folder {landing} does not exist")
+    err.print(f"ingesting {landing} ({orchestrator()} orchestration) ...")
+    rec = run(ingest_flow, str(landing), str(study), str(warehouse), str(key_file) if key_file else None,
+              _progress_printer(as_json))
+    if as_json:
+        sys.stdout.write(json.dumps(rec.as_json()) + "\n")
+        return
+    _print_reconciliation(rec)
+
+
+def _print_reconciliation(rec) -> None:
+    table = Table(title=f"batch {rec.batch_id}: {rec.read:,} rows read in {rec.seconds:.1f} s")
+    table.add_column("where")
+    table.add_column("rows", justify="right")
+    for kind, n in rec.stored.items():
+        table.add_row(f"stored: {kind}", f"{n:,}")
+    for reason, n in rec.quarantined.items():
+        table.add_row(f"quarantined: {reason}", f"{n:,}")
+    stored = sum(rec.stored.values())
+    quarantined = sum(rec.quarantined.values())
+    table.add_row("[bold]read = stored + quarantined[/bold]",
+                  f"[bold]{rec.read:,} = {stored:,} + {quarantined:,}[/bold]")
+    out.print(table)
+    if rec.erased:
+        out.print(f"consent withdrawals in this batch erased their participants: {rec.erased['rows_deleted']:,} rows "
+                  f"deleted, {rec.erased['rows_redacted']:,} quarantine rows stripped of identifiers "
+                  f"(receipt {rec.erased['erasure_id']})")
+    skipped = [f.name for f in rec.files if f.skipped]
+    if skipped:
+        out.print(f"{len(skipped)} file(s) already ingested, skipped: {', '.join(skipped)}")
+
+
+def schema_export(directory: Path = typer.Argument(..., help="Folder to write the JSON Schema files into.")) -> None:
+    """Write the JSON Schema of the study protocol and of every landing record kind."""
+    from schemas.export import export_schemas
+
+    written = export_schemas(directory)
+    for path in written:
+        out.print(str(path))
+
+
+def demo(
+    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the simulated study, key and warehouse."),
+    participants: int = typer.Option(3000, "--participants", min=6),
+    seed: int = typer.Option(2026, "--seed"),
+    bad_rows: float = typer.Option(0.01, "--bad-rows", min=0.0, max=0.49),
+    analyze: bool = typer.Option(True, "--analyze/--no-analyze",
+                                 help="Also preregister and run the analysis plan, and make the DP releases."),
+) -> None:
+    """Simulate a study with some bad rows, ingest and score it, analyze it and release it with differential
+    privacy; show the long-run effects, the budget, and what landed and what was quarantined."""
+    import shutil
+
+    from flows.pipeline import demo_flow, orchestrator, run
+    from privacy.pseudonym import create_key_file
+
+    for sub in ("study", "warehouse"):
+        if (out_dir / sub).exists():
+            shutil.rmtree(out_dir / sub)
+    create_key_file(out_dir / "keys" / "pseudonym.key")  # outside the warehouse folder
+    started = time.perf_counter()
+    err.print(f"demo: {participants:,} participants, {bad_rows:.1%} bad rows, {orchestrator()} orchestration")
+    result = run(demo_flow, str(out_dir), participants, seed, bad_rows, _progress_printer(False), analyze)
+    _print_analysis(result, out_dir)
+    rec = result["reconciliation"]
+    _print_reconciliation(rec)
+    injected = result["simulation"]["injected"]
+    missing = {k: v for k, v in injected.items() if rec.quarantined.get(k, 0) < v}
+    out.print(f"injected bad rows by kind: {injected}")
+    if missing:
+        raise UserError(f"some injected bad rows were not quarantined with their reason: {missing}")
+    out.print("every injected bad-row kind is in quarantine with its reason")
+    out.print(f"scored: {result['scored']}")
+    out.print(f"warehouse: {result['warehouse']}  (key: {result['key_file']})  "
+              f"total {time.perf_counter() - started:.0f} s")
+
+
+def _print_analysis(result: dict, out_dir: Path) -> None:
+    if "analysis" not in result:
+        return
+    analysis = result["analysis"]
+    truth = json.loads((out_dir / "study" / "truth.json").read_text(encoding="utf-8"))
+    if "refused" in analysis:
+        out.print(f"analysis refused: {analysis['refused']}")
+    else:
+        table = Table(title=f"long-run effect vs control (locked plan {analysis['plan_hash'][:12]})")
+        for col in ("outcome", "arm", "estimate", "95% interval", "P(benefit)", "simulated truth"):
+            table.add_column(col, justify="right" if col != "outcome" else "left")
+        for r in analysis["long_run"]:
+            true = truth["arms"].get(r["arm"], {}).get("long_run", {}).get(r["outcome"])
+            table.add_row(r["outcome"], r["arm"], f"{r['estimate']:.2f}", f"[{r['lower']:.2f}, {r['upper']:.2f}]",
+                          f"{r['p_benefit']:.3f}" if r.get("p_benefit") is not None else "",
+                          f"{true:.2f}" if true is not None else "")
+        out.print(table)
+    budget = result["release"]["budget"]
+    for study, b in budget.items():
+        out.print(f"DP release {result['release']['release']}: {study} spent epsilon {b.epsilon_spent:.3f} "
+                  f"of {b.epsilon_total:.3f} in {b.releases} release(s)")

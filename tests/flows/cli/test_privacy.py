@@ -1,0 +1,89 @@
+"""The privacy CLI: budget --json's exact shape, refusals as one sentence (exit 2) that write nothing, erase."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.support.privacy import KEY, fill, make_protocol
+from flows.warehouse import connect
+from schemas.protocol import dump_protocol
+
+
+@pytest.fixture(scope="module")
+def app():
+    from flows import cli
+
+    return cli.app
+
+
+def _study(tmp_path, **kw):
+    db = tmp_path / "study" / "w.duckdb"
+    con = connect(db)
+    fill(con, 30)
+    con.close()
+    proto = tmp_path / "study.yaml"
+    data = make_protocol(**kw).model_dump(mode="json")
+    data["primary_outcome"]["lower_bound"], data["primary_outcome"]["upper_bound"] = 0, 100
+    proto.write_text(dump_protocol(make_protocol(**kw).model_validate(data)))
+    return db, proto
+
+
+def test_release_then_budget_json(app, tmp_path):
+    db, proto = _study(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db), "--fraction", "0.5", "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["budget", "--warehouse", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert list(out) == ["study-a"] and set(out["study-a"]) == {"epsilon_total", "epsilon_spent", "releases"}
+    assert out["study-a"]["epsilon_total"] == 2.0 and out["study-a"]["releases"] == 1
+    assert 0 < out["study-a"]["epsilon_spent"] < 2.0
+    # overrun: one sentence, exit 2, nothing written
+    con = connect(db)
+    before = con.execute("SELECT count(*) FROM release_values").fetchone()[0]
+    con.close()
+    r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db), "--fraction", "0.9"])
+    assert r.exit_code == 2 and "refused before any noise" in r.stderr and "Traceback" not in r.output
+    con = connect(db)
+    assert con.execute("SELECT count(*) FROM release_values").fetchone()[0] == before
+    con.close()
+
+
+def test_release_of_unbounded_outcome_is_refused(app, tmp_path):
+    db, proto = _study(tmp_path)
+    import yaml
+
+    data = yaml.safe_load(proto.read_text())
+    data["secondary_outcomes"][0]["upper_bound"] = None  # an external score without bounds
+    proto.write_text(yaml.safe_dump(data))
+    r = CliRunner().invoke(app, ["release", str(proto), "--warehouse", str(db)])
+    assert r.exit_code == 2 and "ext.score" in r.stderr and "clipping bounds" in r.stderr
+
+
+def test_erase_and_consent_status(app, tmp_path, monkeypatch):
+    db, _ = _study(tmp_path)
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY.decode())
+    runner = CliRunner()
+    r = runner.invoke(app, ["consent", "status", "--warehouse", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["scopes"]["surveys"]["active"] == 30
+    r = runner.invoke(app, ["erase", "raw-0004", "--warehouse", str(db), "--key-file", str(keyfile), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["residual_files"] == [] and out["rows_deleted"]["assignments"] == 1
+    r = runner.invoke(app, ["consent", "status", "--warehouse", str(db), "--json"])
+    status = json.loads(r.stdout)
+    assert status["chain_verified"] and status["scopes"]["surveys"]["active"] == 29 and status["redacted_entries"] == 2
+
+
+def test_statement_says_releases_are_not_recalled():
+    from privacy.statement import render_statement
+
+    text = render_statement(make_protocol(mechanism="laplace", epsilon=1.0))
+    assert "not recalled" in text and "Laplace" in text and "one participant" in text
+    assert "{" not in text  # every placeholder filled

@@ -1,0 +1,141 @@
+"""DP releases: contribution bounding, the sensitivity argument, refusals that write nothing, release rows."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import timedelta
+
+import pytest
+
+from tests.support.privacy import KEY, OUTCOME_BOUNDS, T0, add_extreme_participant, fill, make_protocol
+from privacy.budget import budget_json, epsilon_to_rho
+from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, UnboundedColumn
+from privacy.pseudonym import pseudonymize
+from privacy.release import (
+    Bounds,
+    exact_values,
+    release_standard_set,
+    resolve_outcome_bounds,
+    standard_plan,
+)
+
+TABLES = ("privacy_budgets", "privacy_ledger", "releases", "release_values")
+
+
+def _counts(con):
+    return tuple(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)
+
+
+def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensitivity(warehouse, protocol):
+    """The sensitivity argument of privacy/release.py, checked on adversarial participants:
+    ||delta / b||_2 <= sqrt(k) and ||delta / b||_1 <= k for every query of the standard plan."""
+    _, con = warehouse
+    fill(con, 20)
+    bounds = resolve_outcome_bounds(protocol, OUTCOME_BOUNDS)
+    queries = standard_plan(protocol, bounds)
+    assert {q.kind for q in queries} == {"consort_counts", "score_moments", "score_bands", "paired_moments",
+                                         "telemetry_means"}
+    rng = random.Random(7)
+    for trial in range(6):
+        before = [exact_values(con, protocol, q) for q in queries]
+        con.execute("BEGIN TRANSACTION")
+        add_extreme_participant(con, f"extreme-{trial}", rng.choice(["control", "coach"]), rng)
+        after = [exact_values(con, protocol, q) for q in queries]
+        con.execute("ROLLBACK")
+        for q, b, a in zip(queries, before, after, strict=True):
+            diff = [(y - x) / bound for x, y, bound in zip(b, a, q.bounds, strict=True)]
+            assert max(abs(d) for d in diff) <= 1 + 1e-9, q.name
+            assert math.sqrt(sum(d * d for d in diff)) <= math.sqrt(q.touches) + 1e-9, q.name
+            assert sum(abs(d) for d in diff) <= q.touches + 1e-9, q.name
+            # untouched cells may move by float rounding of DuckDB's parallel sums (~1e-15 relative), which the
+            # 1e-9 slack in calibrate() covers; count only real moves
+            assert sum(1 for d in diff if abs(d) > 1e-9) <= q.touches, q.name
+
+
+def test_paired_moments_equal_sums_over_clipped_raw_rows(warehouse, protocol):
+    _, con = warehouse
+    fill(con, 25)
+    q = next(q for q in standard_plan(protocol, resolve_outcome_bounds(protocol, OUTCOME_BOUNDS))
+             if q.name == "paired_moments:who5.percent")
+    got = dict(zip([(k.arm, k.wave, k.statistic) for k in q.keys], exact_values(con, protocol, q), strict=True))
+    rows = con.execute("SELECT a.arm, s.participant, s.wave, s.value FROM scores s JOIN assignments a USING (participant) "
+                       "WHERE s.outcome = 'who5.percent'").fetchall()
+    by = {}
+    for arm, p, w, v in rows:
+        by.setdefault((arm, p), {})[w] = min(100.0, max(0.0, v))
+    for arm in ("control", "coach"):
+        for wave in ("m1", "m3"):
+            pairs = [(d["baseline"], d[wave]) for (a, _), d in by.items() if a == arm and "baseline" in d and wave in d]
+            assert got[(arm, wave, "n")] == len(pairs)
+            assert got[(arm, wave, "sum_x")] == pytest.approx(sum(x for x, _ in pairs))
+            assert got[(arm, wave, "sum_yy")] == pytest.approx(sum(y * y for _, y in pairs))
+            assert got[(arm, wave, "sum_xy")] == pytest.approx(sum(x * y for x, y in pairs))
+
+
+def test_unbounded_outcome_is_refused_and_nothing_written(warehouse):
+    _, con = warehouse
+    fill(con, 10)
+    proto = make_protocol()
+    with pytest.raises(UnboundedColumn, match="who5.percent.*no declared clipping bounds"):
+        release_standard_set(con, proto)  # who5.percent has no bounds unless the instrument range is passed
+    with pytest.raises(UnboundedColumn):
+        release_standard_set(con, proto, outcome_bounds={"who5.percent": (0, float("inf"))})
+    with pytest.raises(UnboundedColumn):
+        Bounds(5.0, 5.0, "x")
+    assert _counts(con) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("fraction", [-0.5, 0.0, 1.5, float("nan")])
+def test_bad_fraction_is_refused_and_nothing_written(warehouse, fraction):
+    _, con = warehouse
+    with pytest.raises(InvalidPrivacyParameter):
+        release_standard_set(con, make_protocol(), outcome_bounds=OUTCOME_BOUNDS, fraction=fraction)
+    assert _counts(con) == (0, 0, 0, 0)
+
+
+def test_negative_epsilon_is_refused_by_the_protocol_contract():
+    with pytest.raises(ValueError, match="epsilon"):
+        make_protocol(epsilon=-1.0)
+
+
+def test_release_rows_ledger_and_overrun(warehouse, protocol):
+    _, con = warehouse
+    fill(con, 60)
+    r = release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.6)
+    n_rows = con.execute("SELECT count(*) FROM release_values WHERE release_id = ?", [r.release_id]).fetchone()[0]
+    assert n_rows == len(r.rows) > 100
+    assert con.execute("SELECT count(*) FROM release_values WHERE suppressed AND value IS NOT NULL").fetchone()[0] == 0
+    assert con.execute("SELECT min(noise_sd) FROM release_values").fetchone()[0] > 0
+    paired = con.execute("SELECT DISTINCT statistic FROM release_values WHERE query LIKE 'paired_moments:%'").fetchall()
+    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"}
+    ledger = con.execute("SELECT status, sum(rho) FROM privacy_ledger GROUP BY status").fetchall()
+    assert ledger == [("released", pytest.approx(0.6 * epsilon_to_rho(2.0, 1e-6)))]
+    assert budget_json(con)["study-a"]["releases"] == 1
+    before = _counts(con)
+    with pytest.raises(BudgetExceeded):
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.6)
+    assert _counts(con) == before
+    # what is left can still be spent, exactly
+    release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.4)
+    status = budget_json(con)["study-a"]
+    assert status["epsilon_spent"] == pytest.approx(2.0) and status["epsilon_spent"] <= 2.0
+
+
+def test_laplace_protocol_uses_pure_accounting(warehouse):
+    _, con = warehouse
+    fill(con, 30)
+    proto = make_protocol(mechanism="laplace", epsilon=1.0)
+    r = release_standard_set(con, proto, outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
+    assert r.accounting == "pure" and r.delta == 0.0
+    assert r.epsilon == pytest.approx(0.5)
+    assert budget_json(con) == {"study-a": {"epsilon_total": 1.0, "epsilon_spent": pytest.approx(0.5), "releases": 1}}
+    assert con.execute("SELECT DISTINCT mechanism FROM privacy_ledger").fetchall() == [("laplace",)]
+
+
+def test_instrument_bounds_come_from_the_instrument_scale():
+    """The DP clipping bounds of an instrument-scored outcome are the score's range (public information)."""
+    from flows.privacy_flows import instrument_bounds
+
+    bounds = instrument_bounds(make_protocol())
+    assert bounds == {"who5.percent": Bounds(0, 100, "who5.percent")}   # WHO-5 percent = 4 x (5 items x 0..5)
