@@ -175,6 +175,8 @@ def _ids(rng: np.random.Generator, n: int, prefix: str) -> np.ndarray:
 
 def _iso(ts_utc: np.ndarray, offset_min: np.ndarray) -> np.ndarray:
     """ISO 8601 local time with the participant's UTC offset, e.g. 2026-01-05T09:30:00+05:30."""
+    if ts_utc.size == 0:  # numpy's string functions cannot reduce an empty array (a study without withdrawals)
+        return np.array([], dtype=str)
     local = ts_utc + offset_min.astype("timedelta64[m]")
     text = np.datetime_as_string(local.astype("datetime64[s]"), unit="s")
     sign = np.where(offset_min < 0, "-", "+")
