@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, task
 
 from flows.ingest import Reconciliation, ingest_batch
+from flows.prefect_server import prefect_api
 from flows.settings import Settings, pseudonym_key
 from flows.study import load_study as load_protocol
 
@@ -29,10 +30,12 @@ def orchestrator() -> str:
 
 
 def run(flow_obj: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a flow under Prefect, or its plain function when FLOURISH_ORCHESTRATOR=inline."""
+    """Run a flow under Prefect (one local server for the whole call, flows/prefect_server.py), or its plain function
+    when FLOURISH_ORCHESTRATOR=inline."""
     if orchestrator() == "inline":
         return flow_obj.fn(*args, **kwargs)
-    return flow_obj(*args, **kwargs)
+    with prefect_api():
+        return flow_obj(*args, **kwargs)
 
 
 @task(name="ingest-landing-batch", persist_result=False, cache_policy=None)

@@ -89,6 +89,9 @@ PROCESS_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Prefect's console handler would print a traceback for every failed task before the command's own one-sentence
+    # error (D13); run logs still go to Prefect's API and UI
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
