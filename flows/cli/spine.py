@@ -14,6 +14,9 @@ from rich.table import Table
 
 from flows.cli.errors import UserError, one_sentence
 
+DEMO_MARKER = ".flourish-demo"
+"""A file the demo writes into its --out folder: only a folder holding it has its study/ and warehouse/ replaced."""
+
 schema_app = typer.Typer(help="Contracts as JSON Schema, for partners who produce landing files.", no_args_is_help=True)
 err = Console(stderr=True)
 out = Console()
@@ -134,9 +137,16 @@ def demo(
     from flows.pipeline import demo_flow, orchestrator, run
     from privacy.pseudonym import create_key_file
 
-    for sub in ("study", "warehouse"):
-        if (out_dir / sub).exists():
-            shutil.rmtree(out_dir / sub)
+    marker = out_dir / DEMO_MARKER
+    ours = [out_dir / sub for sub in ("study", "warehouse") if (out_dir / sub).exists()]
+    if ours and not marker.exists():
+        raise UserError(f"{out_dir} holds {', '.join(p.name for p in ours)} not made by flourish demo; "
+                        "choose another --out folder, or remove them yourself (the demo replaces only its own output)")
+    for path in ours:
+        shutil.rmtree(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("This folder was written by `flourish demo`; the demo replaces its study/ and warehouse/.\n",
+                      encoding="utf-8")
     create_key_file(out_dir / "keys" / "pseudonym.key")  # outside the warehouse folder
     started = time.perf_counter()
     err.print(f"demo: {participants:,} participants, {bad_rows:.1%} bad rows, {orchestrator()} orchestration")
