@@ -21,9 +21,10 @@ IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 
 
 class Contract(BaseModel):
-    """Base for every contract: unknown fields refused, values frozen."""
+    """Base for every contract: unknown fields refused, values frozen, types strict (``true`` is not a number and
+    ``1e30`` is not an integer) and numbers finite (``.inf`` cannot be hashed into a preregistration or released)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _identifier(value: str, what: str) -> str:
@@ -36,7 +37,7 @@ def _identifier(value: str, what: str) -> str:
 
 class Arm(Contract):
     name: str
-    allocation: float = Field(1.0, gt=0, description="Allocation ratio weight (e.g. 1, 1, 1 or 2, 1, 1).")
+    allocation: float = Field(1.0, gt=0, le=1000, description="Allocation ratio weight (e.g. 1, 1, 1 or 2, 1, 1).")
     control: bool = False
     features: dict[str, bool] = Field(default_factory=dict, description="Feature flags switched on in this arm.")
     description: str = ""
@@ -49,8 +50,8 @@ class Arm(Contract):
 
 class Wave(Contract):
     name: str
-    day: int = Field(ge=0, description="Day offset from the participant's assignment.")
-    window_days: int = Field(7, ge=0, description="Responses within day +/- window count for this wave.")
+    day: int = Field(ge=0, le=36_500, description="Day offset from the participant's assignment (at most 100 years).")
+    window_days: int = Field(7, ge=0, le=3_650, description="Responses within day +/- window count for this wave.")
     instruments: list[str] = Field(min_length=1)
 
     @field_validator("name")
@@ -65,6 +66,9 @@ class Wave(Contract):
 
 
 Direction = Literal["higher_is_better", "lower_is_better"]
+
+SUPPORTED_SUBGROUPS = ("baseline_tercile", "stratum")
+"""Prespecified subgroup variables the analysis can form: terciles of the outcome's baseline, the randomisation stratum."""
 
 
 class Outcome(Contract):
@@ -96,16 +100,17 @@ class SurrogateMetric(Contract):
     event_type: Literal["session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end"]
     feature: str | None = None
     statistic: Literal["count", "count_per_week", "sum_value", "mean_value"] = "count_per_week"
-    window_days: int = Field(28, gt=0)
+    window_days: int = Field(28, gt=0, le=3_650)
     lower_bound: float = 0.0
     upper_bound: float = Field(100.0, description="Clip bound per participant (public information for DP).")
 
 
 class PrivacySettings(Contract):
-    epsilon: float = Field(gt=0, description="Total privacy budget of the study (epsilon).")
+    epsilon: float = Field(gt=0, le=100, description="Total privacy budget of the study (epsilon); above 100 a DP "
+                           "guarantee says nothing, so a larger value is a typo.")
     delta: float = Field(1e-6, ge=0, lt=1)
     unit: Literal["participant"] = "participant"
-    min_cell_size: int = Field(10, ge=1)
+    min_cell_size: int = Field(10, ge=1, le=100_000)
     mechanism: Literal["gaussian", "laplace"] = "gaussian"
 
 
@@ -129,12 +134,12 @@ class AnalysisPlan(Contract):
     interval_level: float = Field(0.95, gt=0.5, lt=1)
     priors: Priors = Field(default_factory=Priors)
     subgroups: list[str] = Field(default_factory=list, description="Prespecified subgroup variables, e.g. baseline_tercile.")
-    chains: int = Field(4, ge=1)
-    draws: int = Field(1000, ge=100)
-    tune: int = Field(1000, ge=100)
-    seed: int = 20261122
-    rhat_max: float = 1.01
-    ess_bulk_min: float = 400.0
+    chains: int = Field(4, ge=1, le=64)
+    draws: int = Field(1000, ge=100, le=100_000)
+    tune: int = Field(1000, ge=100, le=100_000)
+    seed: int = Field(20261122, ge=0, lt=2**63)
+    rhat_max: float = Field(1.01, gt=1.0, le=1.2, description="Largest R-hat a confirmatory fit may have.")
+    ess_bulk_min: float = Field(400.0, gt=0, le=1e6, description="Smallest bulk effective sample size.")
 
 
 class InstrumentPermission(Contract):
@@ -187,6 +192,13 @@ class StudyProtocol(Contract):
                 raise ValueError(f"outcome {o.name!r} uses instrument {o.instrument!r}, which no wave administers")
         if self.analysis.baseline_wave is not None and self.analysis.baseline_wave not in wave_names:
             raise ValueError(f"analysis.baseline_wave {self.analysis.baseline_wave!r} is not one of {wave_names}")
+        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
+        if unknown:
+            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
+        unknown = [c for c in self.analysis.covariates if c not in outcome_names]
+        if unknown:
+            raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names "
+                             f"(its baseline value is the covariate), one of {outcome_names}")
         return self
 
     # -- convenience --------------------------------------------------------------------
@@ -241,6 +253,8 @@ def load_protocol(path: str | Path) -> StudyProtocol:
         raise ProtocolError(f"study protocol {p} does not exist")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"study protocol {p} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

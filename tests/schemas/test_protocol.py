@@ -1,0 +1,63 @@
+"""The study protocol refuses values that would crash, spin or mislead later (D18), with one sentence each."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from schemas.protocol import ProtocolError, load_protocol
+
+
+def _protocol(**over) -> dict:
+    base = {
+        "study_id": "s1", "title": "t",
+        "arms": [{"name": "control", "control": True}, {"name": "b"}],
+        "waves": [{"name": "baseline", "day": 0, "instruments": ["who5"]}, {"name": "m1", "day": 30, "instruments": ["who5"]}],
+        "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "m1"},
+        "privacy": {"epsilon": 1.0},
+    }
+    for dotted, value in over.items():
+        target = base
+        *path, last = dotted.split(".")
+        for key in path:
+            target = target[int(key)] if isinstance(target, list) else target.setdefault(key, {})
+        target[last] = value
+    return base
+
+
+def _load(tmp_path, data) -> object:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, bytes) else "", encoding="utf-8")
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    return load_protocol(path)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("privacy.epsilon", float("inf"), "finite"),                  # crashed preregister (JSON cannot hold inf)
+    ("arms.1.allocation", float("inf"), "finite"),
+    ("privacy.epsilon", True, "number"),                         # was taken as epsilon 1
+    ("privacy.epsilon", 1e308, "less than or equal"),            # release spun for ever in epsilon_to_rho
+    ("privacy.min_cell_size", 1e30, "integer"),                  # reserved the whole budget, then crashed
+    ("privacy.min_cell_size", 10**30, "less than or equal"),
+    ("analysis.draws", 10**12, "less than or equal"),            # aborted analyze allocating 40 TB
+    ("analysis.rhat_max", 0, "greater than"),
+    ("analysis.ess_bulk_min", -5, "greater than"),
+    ("waves.1.day", 10**18, "less than or equal"),
+    ("analysis.subgroups", ["no_such_subgroup"], "subgroup"),     # locked, then refused 17 s into analyze
+    ("analysis.covariates", ["no_such_covariate"], "covariate"),  # locked, then a misleading error in analyze
+])
+def test_values_that_break_later_are_refused_when_the_protocol_is_read(tmp_path, field, value, needle):
+    with pytest.raises(ProtocolError, match=needle):
+        _load(tmp_path, _protocol(**{field: value}))
+
+
+def test_a_protocol_that_is_not_utf8_is_one_sentence(tmp_path):
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        _load(tmp_path, b"study_id: s1\ntitle: caf\xe9\n")
+
+
+def test_sensible_values_still_load(tmp_path):
+    p = _load(tmp_path, _protocol(**{"privacy.epsilon": 8, "analysis.draws": 2000, "analysis.subgroups": ["stratum"],
+                                     "analysis.covariates": ["who5.percent"]}))
+    assert p.privacy.epsilon == 8.0 and p.analysis.draws == 2000
