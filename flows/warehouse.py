@@ -89,16 +89,21 @@ def connect(
     read_only: bool = False,
     wait_seconds: float = 120.0,
     apply_migrations: bool = True,
+    create: bool = True,
 ) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) the warehouse file, migrated to the latest schema.
+    """Open the warehouse file, migrated to the latest schema; with ``create`` (the ingest's default) a missing file
+    is created, otherwise (commands that only read or add to a study's data) it is refused, so a mistyped path is an
+    error rather than a new empty warehouse.
 
     Waits up to ``wait_seconds`` while another process holds the file's write lock.
     """
     p = Path(path)
+    if (read_only or not create) and not p.exists():
+        raise WarehouseError(f"warehouse {p} does not exist")
+    if p.exists() and not p.is_file():
+        raise WarehouseError(f"warehouse {p} is not a file")
     if not read_only:
         p.parent.mkdir(parents=True, exist_ok=True)
-    elif not p.exists():
-        raise WarehouseError(f"warehouse {p} does not exist")
     deadline = time.monotonic() + wait_seconds
     delay = 0.05
     while True:

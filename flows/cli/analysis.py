@@ -34,7 +34,7 @@ def preregister(
     from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
-    with open_warehouse(warehouse) as con:
+    with open_warehouse(warehouse, create=False) as con:
         entry = do_preregister(con, protocol, deviation_reason=deviation)
     row = entry.as_row()
     if json_out:
@@ -117,7 +117,7 @@ def analyze(
         raise typer.BadParameter("--tier must be trusted or public")
     protocol = load_protocol(study)
     say = (lambda m: typer.echo(m, err=True)) if not json_out else (lambda _m: None)
-    with open_warehouse(warehouse) as con:
+    with open_warehouse(warehouse, create=False) as con:
         run = run_analysis(
             con, protocol, tier=tier, exploratory=exploratory, progress=say, calibration_study=calibration_study,
             surrogate_waves=[w.strip() for w in surrogate_waves.split(",")] if surrogate_waves else None,
