@@ -29,6 +29,23 @@ for _area in (spine, instruments, privacy, analysis):
     _area.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"flourish {version('flourish')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("flourish (source tree, not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print Flourish's version and exit.")) -> None:
+    """Flourish: longitudinal wellbeing field studies of AI-assistant features."""
+
+
 def main() -> None:
     # PyTensor's C backend warns that it found no BLAS to link; our models are compiled by nutpie with
     # numba, which does not use it, so the warning only alarms a reader.
