@@ -1,27 +1,41 @@
-"""Prefect flows of the study spine: ingest a landing batch, and the demo pipeline.
+"""The study pipeline as Prefect flows: ingest, score, quality gates, analysis, DP release, reports.
 
-Tasks are thin: each calls one function that does the work (flows/ingest.py, flows/simulate.py,
-flows/scoring.py) and keeps the retry policy. Parameters are paths and ids, never participant
-data, so Prefect's own database holds nothing personal.
+``study_flow`` is what ``flourish run`` (and every scheduled run of ``flourish serve``) executes: each stage is
+one Prefect task that reads the warehouse, calls one function that does the work (flows/ingest, flows/scoring,
+flows/quality, flows/analysis_flows, flows/privacy_flows) and writes its result. A stage whose inputs have not
+changed is *cached* (flows/runs.py: explicit cache keys from the code version, the protocol's hash and lock, and
+the content hashes of the ingested batches), shown as a Prefect state named ``Cached``. A stage that fails stops
+the stages after it, which are recorded as skipped; a critical data-quality failure stops analysis and release.
+Every run is recorded in the warehouse (``pipeline_runs``, ``pipeline_stages``).
 
-Orchestration: by default a flow runs under Prefect (its ephemeral local server starts on first
-use; set ``PREFECT_API_URL`` to use a running ``prefect server start`` instead and skip the
-~20 s start-up). ``FLOURISH_ORCHESTRATOR=inline`` runs the same flow functions without Prefect,
-for quick scripts and unit tests; the CLI says which mode it used.
+Task parameters are paths, ids and flags, never participant data, so Prefect's own database holds nothing
+personal. Orchestration: by default the flows run under Prefect, one local server for the whole command
+(flows/prefect_server.py; or the server ``PREFECT_API_URL`` names); ``FLOURISH_ORCHESTRATOR=inline`` runs the same
+functions without Prefect.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
+from prefect.states import Completed, Failed, State
 
+from flows import runs
 from flows.ingest import Reconciliation, ingest_batch
 from flows.prefect_server import prefect_api
+from flows.runs import StageResult
 from flows.settings import Settings, pseudonym_key
 from flows.study import load_study as load_protocol
+from flows.warehouse import connect
+from schemas.errors import FlourishError
+
+AnalyzeWhen = Literal["auto", "always", "never"]
 
 
 def orchestrator() -> str:
@@ -38,7 +52,15 @@ def run(flow_obj: Any, *args: Any, **kwargs: Any) -> Any:
         return flow_obj(*args, **kwargs)
 
 
-@task(name="ingest-landing-batch", persist_result=False, cache_policy=None)
+def _sentence(exc: BaseException) -> str:
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The ingest on its own (``flourish ingest``)
+
+
+@task(name="ingest-landing-batch", persist_result=False, cache_policy=None, retries=0)
 def ingest_landing(landing: str, study: str, warehouse: str, key_file: str | None,
                    progress: Callable[[str, int], None] | None = None) -> Reconciliation:
     """Validate, pseudonymize, gate and store one landing batch (one transaction)."""
@@ -57,21 +79,247 @@ def ingest_flow(landing: str, study: str, warehouse: str, key_file: str | None =
     return ingest_landing(landing, study, warehouse, key_file, progress)
 
 
-@task(name="score-study", persist_result=False, cache_policy=None)
-def score_study_task(warehouse: str, study_id: str) -> dict[str, int]:
-    """Score every response of the study into the scores table (instruments' scoring)."""
-    from flows import scoring
+# ------------------------------------------------------------------------------------------------------------
+# Stages of the study pipeline
 
-    fn = getattr(scoring, "score_responses")
-    fn = getattr(fn, "fn", fn)
-    result = fn(warehouse, study_id)
-    return result if isinstance(result, dict) else {"scores": int(result or 0)}
+
+def _stage(stage: str, warehouse: str, study_id: str, key: str | None, body: Callable[[], dict[str, Any]],
+           key_after: Callable[[], str] | None = None) -> State:
+    """Run ``body`` unless a completed run of the stage had the same cache key; the result as a Prefect state
+    (``Cached``, ``Completed`` or ``Failed``) holding a :class:`StageResult`.
+
+    A stage that changes its own inputs (the ingest adds a batch, the analysis may lock the plan, the release fills
+    the ledger) records ``key_after()``, the key an identical later run computes, so that run finds it cached."""
+    started = time.perf_counter()
+    if key is not None:
+        con = connect(warehouse, create=False)
+        try:
+            hit = runs.cached_summary(con, study_id, stage, key)
+        finally:
+            con.close()
+        if hit is not None:
+            result = StageResult(stage, "cached", time.perf_counter() - started, hit, "inputs unchanged", key)
+            return Completed(name="Cached", message="inputs unchanged since a completed run", data=result)
+    try:
+        summary = body()
+    except FlourishError as exc:
+        result = StageResult(stage, "failed", time.perf_counter() - started, {}, _sentence(exc), key)
+        return Failed(message=result.message, data=result)
+    recorded = key_after() if key_after is not None else key
+    return Completed(data=StageResult(stage, "completed", time.perf_counter() - started, summary, None, recorded))
+
+
+@task(name="flourish-ingest-stage", persist_result=False, cache_policy=None)
+def ingest_stage(study: str, warehouse: str, landing: str, key_file: str | None,
+                 progress: Callable[[str, int], None] | None = None) -> State:
+    protocol = load_protocol(study)
+    listing = runs.landing_listing(landing)
+
+    def body() -> dict[str, Any]:
+        rec = ingest_landing.fn(landing, study, warehouse, key_file, progress)
+        return rec.as_json() | {"seconds": rec.seconds, "balanced": rec.balanced}
+
+    return _stage("ingest", warehouse, protocol.study_id, _data_key("ingest", protocol, warehouse, listing), body,
+                  key_after=lambda: _data_key("ingest", protocol, warehouse, listing))
+
+
+@task(name="flourish-score-stage", persist_result=False, cache_policy=None)
+def score_stage(study: str, warehouse: str) -> State:
+    from flows.scoring import compute_psychometrics, score_responses
+
+    protocol = load_protocol(study)
+    key = _data_key("score", protocol, warehouse)
+
+    def body() -> dict[str, Any]:
+        counts = score_responses.fn(warehouse, protocol.study_id)
+        counts["psychometrics"] = compute_psychometrics.fn(warehouse, protocol.study_id)
+        return counts
+
+    return _stage("score", warehouse, protocol.study_id, key, body)
+
+
+@task(name="flourish-analyze-stage", persist_result=False, cache_policy=None)
+def analyze_stage(study: str, warehouse: str, preregister_plan: bool, exploratory: bool) -> State:
+    from flows.analysis_flows import plan_lock, preregister, run_analysis
+
+    protocol = load_protocol(study)
+    key = _analyze_key(protocol, warehouse, exploratory)
+
+    def body() -> dict[str, Any]:
+        con = connect(warehouse, create=False)
+        try:
+            locked_now = False
+            if preregister_plan and not plan_lock(con, protocol).locked:
+                if con.execute("SELECT count(*) FROM plan_registry WHERE study_id = ?",
+                               [protocol.study_id]).fetchone()[0] == 0:
+                    preregister(con, protocol)  # the first run locks the plan, before any analysis of it
+                    locked_now = True
+            result = run_analysis(con, protocol, tier="trusted", exploratory=exploratory, store=True)
+        finally:
+            con.close()
+        rows = result.summary.to_records()
+        return {"run_id": result.run_id, "plan_hash": result.lock.plan_hash, "exploratory": result.exploratory,
+                "locked_by_this_run": locked_now, "rows": len(rows), "notes": list(result.notes),
+                "long_run": [r for r in rows if r.get("wave") == "long_run"]}
+
+    return _stage("analyze", warehouse, protocol.study_id, key, body,
+                  key_after=lambda: _analyze_key(protocol, warehouse, exploratory))
+
+
+@task(name="flourish-release-stage", persist_result=False, cache_policy=None)
+def release_stage(study: str, warehouse: str, now_iso: str) -> State:
+    from flows.privacy_flows import budget, instrument_bounds, release_protocol
+    from flows.schedules import due_releases, release_id
+
+    protocol = load_protocol(study)
+    now = datetime.fromisoformat(now_iso)
+    plan_hash = _plan_hash(protocol)
+    due = [(r, release_id(protocol, plan_hash, r)) for r in due_releases(protocol, now)]
+    con = connect(warehouse, create=False)
+    try:
+        made = {r[0] for r in con.execute("SELECT DISTINCT release_id FROM privacy_ledger WHERE study_id = ?",
+                                          [protocol.study_id]).fetchall()}
+    finally:
+        con.close()
+    todo = [(r, rid) for r, rid in due if rid not in made]
+    # the key is the set of due releases and whether any is still to make: when all are made the stage is cached,
+    # and a rerun never draws noise or spends budget again (the ledger refuses a release id it holds in any case)
+    key = runs.cache_key("release", plan_hash, sorted(rid for _, rid in due), bool(todo))
+
+    def body() -> dict[str, Any]:
+        made_now = []
+        bounds = instrument_bounds(protocol)
+        for planned, rid in todo:
+            result = release_protocol(protocol, warehouse, outcome_bounds=bounds, fraction=planned.share,
+                                      release_id=rid)
+            made_now.append({"release_id": result.release_id, "after_wave": planned.after_wave,
+                             "share": planned.share, "epsilon": result.epsilon, "values": len(result.rows)})
+        status = budget(warehouse).get(protocol.study_id)
+        return {"releases": made_now, "due": [rid for _, rid in due],
+                "epsilon_spent": None if status is None else status.epsilon_spent,
+                "epsilon_total": protocol.privacy.epsilon}
+
+    return _stage("release", warehouse, protocol.study_id, key, body,
+                  key_after=lambda: runs.cache_key("release", plan_hash, sorted(rid for _, rid in due), False))
+
+
+def _plan_hash(protocol) -> str:
+    from analysis.prereg import plan_hash
+
+    return plan_hash(protocol)
+
+
+def _analyze_key(protocol, warehouse: str, exploratory: bool) -> str:
+    """The analysis depends on the data, the protocol and the plan registry (a lock makes it confirmatory)."""
+    con = connect(warehouse, create=False)
+    try:
+        registry = con.execute("SELECT entry_hash FROM plan_registry WHERE study_id = ? ORDER BY seq",
+                               [protocol.study_id]).fetchall()
+    finally:
+        con.close()
+    return _data_key("analyze", protocol, warehouse, exploratory, registry)
+
+
+def _data_key(stage: str, protocol, warehouse: str, *extra: object) -> str:
+    con = connect(warehouse, create=False)
+    try:
+        return runs.cache_key(stage, _plan_hash(protocol), runs.data_version(con, protocol.study_id), *extra)
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The study pipeline (``flourish run``)
+
+
+def _call(task_obj: Any, *args: Any) -> State:
+    """Call a stage task under Prefect (its state, not raising) or as a plain function inline."""
+    if orchestrator() == "inline":
+        return task_obj.fn(*args)
+    return task_obj(*args, return_state=True)
+
+
+def _result(state: State) -> StageResult:
+    value = state.result(raise_on_failure=False)
+    if not isinstance(value, StageResult):  # a bug inside a stage (not a FlourishError): keep its traceback
+        raise value if isinstance(value, BaseException) else TypeError(f"stage returned {type(value).__name__}")
+    return value
+
+
+@flow(name="flourish-run", persist_result=False, log_prints=False)
+def study_flow(study: str, warehouse: str, landing: str | None = None, key_file: str | None = None,
+               analyze: AnalyzeWhen = "auto", release: bool = True, preregister_plan: bool = True,
+               exploratory: bool = False, trigger: str = "cli", now_iso: str | None = None,
+               progress: Callable[[str, int], None] | None = None,
+               on_stage: Callable[[StageResult], None] | None = None) -> dict[str, Any]:
+    """Run the study's pipeline once; return the run's record (stages with state, seconds and summary)."""
+    from flows.schedules import closed_waves
+
+    protocol = load_protocol(study)
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    con = connect(warehouse, create=landing is not None)
+    try:
+        run_id = runs.start_run(con, protocol.study_id, trigger)
+    finally:
+        con.close()
+
+    plan: list[tuple[str, Callable[[], State] | None, str | None]] = []
+    if landing is not None:
+        plan.append(("ingest", lambda: _call(ingest_stage, study, warehouse, landing, key_file, progress), None))
+    plan.append(("score", lambda: _call(score_stage, study, warehouse), None))
+    closed = closed_waves(protocol, now)
+    if analyze == "never":
+        plan.append(("analyze", None, "not asked for (--analyze never)"))
+    elif analyze == "auto" and not closed:
+        plan.append(("analyze", None, "no wave has closed yet (schedule)"))
+    else:
+        plan.append(("analyze", lambda: _call(analyze_stage, study, warehouse, preregister_plan, exploratory), None))
+    if release:
+        plan.append(("release", lambda: _call(release_stage, study, warehouse, now.isoformat()), None))
+    else:
+        plan.append(("release", None, "not asked for (--no-release)"))
+
+    results: list[StageResult] = []
+    stopped: str | None = None
+    for seq, (stage, call, skip) in enumerate(plan):
+        started_at = datetime.now(UTC)
+        if stopped is not None:
+            result = StageResult(stage, "skipped", 0.0, {}, stopped)
+        elif call is None:
+            result = StageResult(stage, "skipped", 0.0, {}, skip)
+        else:
+            result = _result(call())
+            if result.state == "failed":
+                stopped = f"stopped: the {stage} stage failed"
+        results.append(result)
+        con = connect(warehouse, create=False)
+        try:
+            runs.record_stage(con, run_id, seq, result, started_at)
+        finally:
+            con.close()
+        if on_stage is not None:
+            on_stage(result)
+
+    failed = [r for r in results if r.state == "failed"]
+    con = connect(warehouse, create=False)
+    try:
+        runs.finish_run(con, run_id, "failed" if failed else "completed",
+                        failed[0].message if failed else None)
+    finally:
+        con.close()
+    return {"run_id": run_id, "study_id": protocol.study_id, "state": "failed" if failed else "completed",
+            "stages": [asdict(r) for r in results]}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The demo: a simulated study through the same pipeline
 
 
 @flow(name="flourish-demo", persist_result=False)
 def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
-              progress: Callable[[str, int], None] | None = None, analyze: bool = True) -> dict[str, Any]:
-    """Simulate a study, ingest it, score it, analyze the primary outcome, release it with DP: the pipeline a
+              progress: Callable[[str, int], None] | None = None, analyze: bool = True,
+              on_stage: Callable[[StageResult], None] | None = None) -> dict[str, Any]:
+    """Simulate a study with bad rows, then run it through the study pipeline (``flourish run``): the pipeline a
     newcomer sees first."""
     from flows.simulation import simulate
 
@@ -79,47 +327,7 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
     sim = simulate(out_dir / "study", participants, seed, bad_rows=bad_rows, formats="mixed", truth_draws=100_000)
     key_file = str(out_dir / "keys" / "pseudonym.key")
     warehouse = str(out_dir / "warehouse" / "flourish.duckdb")
-    inline = orchestrator() == "inline"
-    call = (lambda t, *a: t.fn(*a)) if inline else (lambda t, *a: t(*a))  # noqa: E731
     study = str(out_dir / "study" / "study.yaml")
-    rec = call(ingest_landing, sim["landing"], study, warehouse, key_file, progress)
-    scored = call(score_study_task, warehouse, "flourish-sim")
-    result = {"simulation": sim, "reconciliation": rec, "scored": scored, "warehouse": warehouse, "key_file": key_file}
-    if analyze:
-        result["analysis"] = call(analyze_primary_task, study, warehouse)
-        result["release"] = call(release_task, study, warehouse)
-    return result
-
-
-@task(name="preregister-and-analyze-primary", persist_result=False, cache_policy=None)
-def analyze_primary_task(study: str, warehouse: str) -> dict[str, Any]:
-    """Lock the plan and run it (trusted tier); the primary outcome's long-run rows, or the refusal."""
-
-    from flows.analysis_flows import plan_lock, preregister, run_analysis
-    from schemas.errors import FlourishError
-    from flows.warehouse import connect
-
-    protocol = load_protocol(study)
-    con = connect(warehouse)
-    try:
-        if not plan_lock(con, protocol).locked:
-            preregister(con, protocol)
-        try:  # the whole locked plan (analysing a subset would change the plan's hash)
-            run = run_analysis(con, protocol, tier="trusted", exploratory=False, store=True)
-        except FlourishError as exc:  # a refusal (e.g. diagnostics) is a result the demo shows, not a crash
-            return {"refused": " ".join(str(exc).split())}
-        rows = [r for r in run.summary.to_records()
-                if r.get("wave") == "long_run" and r.get("outcome") == protocol.primary_outcome.name]
-        return {"long_run": rows, "plan_hash": run.lock.plan_hash}
-    finally:
-        con.close()
-
-
-@task(name="dp-release", persist_result=False, cache_policy=None)
-def release_task(study: str, warehouse: str) -> dict[str, Any]:
-    """The protocol's standard differentially private releases; what the budget ledger then says."""
-    from flows.privacy_flows import budget, instrument_bounds, release_protocol
-
-    protocol = load_protocol(study)
-    release = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol))
-    return {"release": str(getattr(release, "release_id", release)), "budget": budget(warehouse)}
+    record = study_flow.fn(study, warehouse, sim["landing"], key_file, analyze="always" if analyze else "never",
+                           release=analyze, trigger="demo", progress=progress, on_stage=on_stage)
+    return {"simulation": sim, "run": record, "warehouse": warehouse, "key_file": key_file, "study": study}

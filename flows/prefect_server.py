@@ -56,6 +56,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _drain_to(url: str) -> None:
+    """Send the logs and events Prefect still holds for this server before it stops (otherwise they are sent at
+    interpreter exit to a server that is gone, and Prefect prints an error about it)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
 @contextlib.contextmanager
 def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
     """Yield the API URL every flow of this block uses: ``PREFECT_API_URL``, or a local server started here."""
@@ -88,7 +98,10 @@ def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
                                          "start one with `prefect server start` and set PREFECT_API_URL")
             time.sleep(0.2)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_to(url)
     finally:
         proc.terminate()
         try:

@@ -102,13 +102,14 @@ def rekey_warehouse(path: str | Path, old_key: bytes, new_key: bytes, raw_ids: l
 
 
 def release_protocol(protocol: Any, warehouse: str | Path, *, outcome_bounds: Mapping[str, Any] | None = None,
-                     fraction: float = 1.0):
+                     fraction: float = 1.0, release_id: str | None = None):
     """The protocol's standard DP releases, written to ``releases``/``release_values``, spend in the ledger."""
     from privacy.release import release_standard_set
 
     con = connect(warehouse)
     try:
-        return release_standard_set(con, protocol, outcome_bounds=outcome_bounds, fraction=fraction)
+        return release_standard_set(con, protocol, outcome_bounds=outcome_bounds, fraction=fraction,
+                                    release_id=release_id)
     finally:
         con.close()
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 import duckdb
 
-from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, PrivacyError
+from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, PrivacyError, ReleaseAlreadyMade
 
 Accounting = Literal["zcdp", "pure"]
 Mechanism = Literal["gaussian", "laplace"]
@@ -189,6 +189,10 @@ def reserve(
         con.execute("BEGIN TRANSACTION")
         try:
             _ensure_row(con, study_id, float(epsilon_total), float(delta), accounting)
+            if con.execute("SELECT count(*) FROM privacy_ledger WHERE release_id = ?", [release_id]).fetchone()[0]:
+                # a rerun of a planned release (flows/schedules.release_id): its budget was spent once already
+                raise ReleaseAlreadyMade(f"release {release_id} of study {study_id!r} was already made; "
+                                         "nothing was spent again")
             accounting_row, rho_total, rho_spent, eps_spent = con.execute(
                 "SELECT accounting, rho_total, rho_spent, epsilon_spent_pure FROM privacy_budgets WHERE study_id = ?",
                 [study_id]).fetchone()

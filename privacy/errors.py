@@ -16,6 +16,10 @@ class BudgetExceeded(PrivacyError):
     """A release would spend more than the study's remaining privacy budget (refused before any noise)."""
 
 
+class ReleaseAlreadyMade(PrivacyError):
+    """A release with this id (a planned release's unique key) is in the ledger already: nothing is spent again."""
+
+
 class UnboundedColumn(PrivacyError):
     """A release was asked for a value with no declared clipping bounds."""
 

@@ -484,8 +484,12 @@ def release_queries(
     *,
     fraction: float = 1.0,
     weights: Mapping[str, float] | None = None,
+    release_id: str | None = None,
 ) -> ReleaseResult:
     """Release ``queries`` spending ``fraction`` of the study's total budget, split by ``weights``.
+
+    ``release_id`` names the release (a planned release's unique key, flows/schedules.release_id): the ledger
+    refuses an id it holds already (ReleaseAlreadyMade) before any spend, so a rerun never spends twice.
 
     Order (each step can refuse, and nothing is written before step 4): validate parameters and bounds;
     compute bounded exact aggregates; calibrate OpenDP measurements (no noise); reserve the whole spend in
@@ -507,7 +511,8 @@ def release_queries(
     exact = [exact_values(con, protocol, q) for q in queries]
     cals = [calibrate(q, mechanism, s) for q, s in zip(queries, shares, strict=True)]
     release_id, entry_ids = reserve(con, protocol.study_id, [c.spend for c in cals],
-                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting)
+                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting,
+                                    release_id=release_id)
     # ---- the budget is committed; from here on noise may be drawn ----
     per_query = [to_rows(c, draw(c, x), p.min_cell_size) for c, x in zip(cals, exact, strict=True)]
     rows = [r for rs in per_query for r in rs]
@@ -545,7 +550,9 @@ def release_standard_set(
     outcome_bounds: Mapping[str, Any] | None = None,
     fraction: float = 1.0,
     weights: Mapping[str, float] | None = None,
+    release_id: str | None = None,
 ) -> ReleaseResult:
     """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry)."""
     bounds = resolve_outcome_bounds(protocol, outcome_bounds)
-    return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights)
+    return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights,
+                           release_id=release_id)

@@ -9,11 +9,13 @@ fields and is frozen: a typo in a protocol is an error, never a silently ignored
 from __future__ import annotations
 
 import re
+from datetime import date, time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from schemas.errors import FlourishError
 
@@ -105,6 +107,16 @@ class SurrogateMetric(Contract):
     upper_bound: float = Field(100.0, description="Clip bound per participant (public information for DP).")
 
 
+class ReleasePlan(Contract):
+    """One planned DP release: made once, when its wave has closed, spending a fixed share of the study's budget
+    (privacy.md: plan continual releases in the protocol rather than ad hoc). The pipeline keys the release on the
+    study, the plan and this entry, so a rerun never spends the budget twice."""
+
+    after_wave: str = Field(description="The release is made once this wave has closed.")
+    share: float = Field(gt=0, le=1, description="Share of the study's total budget this release spends (as "
+                         "`flourish release --fraction` counts it).")
+
+
 class PrivacySettings(Contract):
     epsilon: float = Field(gt=0, le=100, description="Total privacy budget of the study (epsilon); above 100 a DP "
                            "guarantee says nothing, so a larger value is a typo.")
@@ -112,6 +124,8 @@ class PrivacySettings(Contract):
     unit: Literal["participant"] = "participant"
     min_cell_size: int = Field(10, ge=1, le=100_000)
     mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    releases: list[ReleasePlan] = Field(default_factory=list, description="Planned releases; none declared means one "
+                                        "release of the whole budget once the last wave has closed.")
 
 
 class Priors(Contract):
@@ -142,6 +156,47 @@ class AnalysisPlan(Contract):
     ess_bulk_min: float = Field(400.0, gt=0, le=1e6, description="Smallest bulk effective sample size.")
 
 
+_CRON = re.compile(r"^\S+(\s+\S+){4}$")
+LenientDate = Annotated[date, Strict(False)]  # YAML may quote a date; "2026-01-05" is still that date
+LenientTime = Annotated[time, Strict(False)]
+
+
+class Schedule(Contract):
+    """When the study runs itself (``flourish serve``): cron schedules read in the study's IANA time zone, so a
+    01:30 job runs once on the days clocks change (Prefect runs a cron with a time zone in local time)."""
+
+    timezone: str = Field(description="IANA time zone of the study, e.g. Europe/London.")
+    enrolment_start: LenientDate
+    enrolment_end: LenientDate = Field(description="Last day of randomisation; each wave closes its window after it.")
+    nightly_ingest: str = Field("0 2 * * *", description="Cron (5 fields, local time) of the landing folder's ingest.")
+    weekly_report: str = Field("0 6 * * 1", description="Cron (5 fields, local time) of the report refresh.")
+    wave_close_time: LenientTime = Field(time(3, 0), description="Local time of day of a wave-close run.")
+    late_runs: Literal["latest_only", "every_missed"] = Field(
+        "latest_only", description="After an outage: run only the latest missed run of a schedule, or every one.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {v!r} is not an IANA time zone name such as Europe/London") from None
+        return v
+
+    @field_validator("nightly_ingest", "weekly_report")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not _CRON.match(v.strip()):
+            raise ValueError(f"{v!r} is not a cron expression of five fields (minute hour day month weekday)")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _dates(self) -> Schedule:
+        if self.enrolment_end < self.enrolment_start:
+            raise ValueError("schedule.enrolment_end is before enrolment_start")
+        return self
+
+
 class InstrumentPermission(Contract):
     instrument: str
     reference: str = Field(min_length=1, description="Licence or permission reference held by the study.")
@@ -160,6 +215,8 @@ class StudyProtocol(Contract):
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
     instrument_permissions: list[InstrumentPermission] = Field(default_factory=list)
     strata: list[str] = Field(default_factory=list, description="Stratification variables for randomization.")
+    schedule: Schedule | None = Field(None, description="When the pipeline runs itself; without one, every wave "
+                                      "counts as closed when `flourish run` is called (an on-demand study).")
 
     @field_validator("study_id")
     @classmethod
@@ -192,6 +249,14 @@ class StudyProtocol(Contract):
                 raise ValueError(f"outcome {o.name!r} uses instrument {o.instrument!r}, which no wave administers")
         if self.analysis.baseline_wave is not None and self.analysis.baseline_wave not in wave_names:
             raise ValueError(f"analysis.baseline_wave {self.analysis.baseline_wave!r} is not one of {wave_names}")
+        planned = [r.after_wave for r in self.privacy.releases]
+        if [w for w in planned if w not in wave_names]:
+            raise ValueError(f"privacy.releases name waves {[w for w in planned if w not in wave_names]} that are not "
+                             f"one of {wave_names}")
+        if len(set(planned)) != len(planned):
+            raise ValueError("privacy.releases name a wave more than once")
+        if sum(r.share for r in self.privacy.releases) > 1 + 1e-9:
+            raise ValueError("privacy.releases spend more than the whole budget (their shares add up to more than 1)")
         unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
         if unknown:
             raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
@@ -234,6 +299,14 @@ class StudyProtocol(Contract):
             for i in w.instruments:
                 seen.setdefault(i, None)
         return list(seen)
+
+    def planned_releases(self) -> list[ReleasePlan]:
+        """The protocol's planned DP releases, in wave order; by default one release of the whole budget after the
+        last wave."""
+        if not self.privacy.releases:
+            return [ReleasePlan(after_wave=self.waves[-1].name, share=1.0)]
+        order = {w: i for i, w in enumerate(self.wave_names)}
+        return sorted(self.privacy.releases, key=lambda r: order[r.after_wave])
 
     def wave(self, name: str) -> Wave:
         for w in self.waves:

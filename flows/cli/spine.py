@@ -1,4 +1,4 @@
-"""CLI commands of the study spine: simulate, ingest, schema export, demo."""
+"""CLI commands of the study spine: simulate, ingest, schema export."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from rich.table import Table
 
 from flows.cli.errors import UserError, one_sentence
 
-DEMO_MARKER = ".flourish-demo"
-"""A file the demo writes into its --out folder: only a folder holding it has its study/ and warehouse/ replaced."""
-
 schema_app = typer.Typer(help="Contracts as JSON Schema, for partners who produce landing files.", no_args_is_help=True)
 err = Console(stderr=True)
 out = Console()
@@ -25,7 +22,6 @@ out = Console()
 def register(app: typer.Typer) -> None:
     app.command("simulate")(one_sentence(simulate))
     app.command("ingest")(one_sentence(ingest))
-    app.command("demo")(one_sentence(demo))
     schema_app.command("export")(one_sentence(schema_export))
     app.add_typer(schema_app, name="schema")
 
@@ -120,69 +116,3 @@ def schema_export(directory: Path = typer.Argument(..., help="Folder to write th
     written = export_schemas(directory)
     for path in written:
         out.print(str(path))
-
-
-def demo(
-    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the simulated study, key and warehouse."),
-    participants: int = typer.Option(3000, "--participants", min=6),
-    seed: int = typer.Option(2026, "--seed"),
-    bad_rows: float = typer.Option(0.01, "--bad-rows", min=0.0, max=0.49),
-    analyze: bool = typer.Option(True, "--analyze/--no-analyze",
-                                 help="Also preregister and run the analysis plan, and make the DP releases."),
-) -> None:
-    """Simulate a study with some bad rows, ingest and score it, analyze it and release it with differential
-    privacy; show the long-run effects, the budget, and what landed and what was quarantined."""
-    import shutil
-
-    from flows.pipeline import demo_flow, orchestrator, run
-    from privacy.pseudonym import create_key_file
-
-    marker = out_dir / DEMO_MARKER
-    ours = [out_dir / sub for sub in ("study", "warehouse") if (out_dir / sub).exists()]
-    if ours and not marker.exists():
-        raise UserError(f"{out_dir} holds {', '.join(p.name for p in ours)} not made by flourish demo; "
-                        "choose another --out folder, or remove them yourself (the demo replaces only its own output)")
-    for path in ours:
-        shutil.rmtree(path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text("This folder was written by `flourish demo`; the demo replaces its study/ and warehouse/.\n",
-                      encoding="utf-8")
-    create_key_file(out_dir / "keys" / "pseudonym.key")  # outside the warehouse folder
-    started = time.perf_counter()
-    err.print(f"demo: {participants:,} participants, {bad_rows:.1%} bad rows, {orchestrator()} orchestration")
-    result = run(demo_flow, str(out_dir), participants, seed, bad_rows, _progress_printer(False), analyze)
-    _print_analysis(result, out_dir)
-    rec = result["reconciliation"]
-    _print_reconciliation(rec)
-    injected = result["simulation"]["injected"]
-    missing = {k: v for k, v in injected.items() if rec.quarantined.get(k, 0) < v}
-    out.print(f"injected bad rows by kind: {injected}")
-    if missing:
-        raise UserError(f"some injected bad rows were not quarantined with their reason: {missing}")
-    out.print("every injected bad-row kind is in quarantine with its reason")
-    out.print(f"scored: {result['scored']}")
-    out.print(f"warehouse: {result['warehouse']}  (key: {result['key_file']})  "
-              f"total {time.perf_counter() - started:.0f} s")
-
-
-def _print_analysis(result: dict, out_dir: Path) -> None:
-    if "analysis" not in result:
-        return
-    analysis = result["analysis"]
-    truth = json.loads((out_dir / "study" / "truth.json").read_text(encoding="utf-8"))
-    if "refused" in analysis:
-        out.print(f"analysis refused: {analysis['refused']}")
-    else:
-        table = Table(title=f"long-run effect vs control (locked plan {analysis['plan_hash'][:12]})")
-        for col in ("outcome", "arm", "estimate", "95% interval", "P(benefit)", "simulated truth"):
-            table.add_column(col, justify="right" if col != "outcome" else "left")
-        for r in analysis["long_run"]:
-            true = truth["arms"].get(r["arm"], {}).get("long_run", {}).get(r["outcome"])
-            table.add_row(r["outcome"], r["arm"], f"{r['estimate']:.2f}", f"[{r['lower']:.2f}, {r['upper']:.2f}]",
-                          f"{r['p_benefit']:.3f}" if r.get("p_benefit") is not None else "",
-                          f"{true:.2f}" if true is not None else "")
-        out.print(table)
-    budget = result["release"]["budget"]
-    for study, b in budget.items():
-        out.print(f"DP release {result['release']['release']}: {study} spent epsilon {b.epsilon_spent:.3f} "
-                  f"of {b.epsilon_total:.3f} in {b.releases} release(s)")

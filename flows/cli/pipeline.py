@@ -1,0 +1,239 @@
+"""``flourish run | score | demo``: the study pipeline from the command line (flows/pipeline.py).
+
+``run`` executes the stages in order (ingest, score, quality gates, analysis, DP release, reports) and prints
+each stage's state and time; ``score`` scores a warehouse's responses on its own; ``demo`` simulates a study with
+bad rows and runs it through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from flows.cli.errors import UserError, one_sentence
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, width=140)
+
+DEMO_MARKER = ".flourish-demo"
+"""A file the demo writes into its --out folder: only a folder holding it has its study/ and warehouse/ replaced."""
+
+StudyArg = Annotated[Path, typer.Argument(help="The study protocol (YAML).")]
+WarehouseOpt = Annotated[Path, typer.Option("--warehouse", help="The study's DuckDB warehouse file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's record) for scripts.")]
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    last = {"t": 0.0}
+
+    def progress(name: str, rows: int) -> None:
+        now = time.perf_counter()
+        if now - last["t"] >= 1.0:
+            err.print(f"  ingesting {escape(name)}: {rows:,} rows")
+            last["t"] = now
+
+    return progress
+
+
+def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None) -> str:
+    if state in ("skipped", "failed"):
+        return message or ""
+    if stage == "ingest":
+        stored, quarantined = sum(summary.get("stored", {}).values()), sum(summary.get("quarantined", {}).values())
+        return f"read {summary.get('read', 0):,} = stored {stored:,} + quarantined {quarantined:,}"
+    if stage == "score":
+        return (f"{summary.get('scores', 0):,} scores, {summary.get('safety_flags', 0):,} safety flags, "
+                f"{summary.get('psychometrics', 0):,} reliability rows")
+    if stage == "quality":
+        return (f"{summary.get('passed', 0)} expectations passed, {summary.get('warnings', 0)} warnings, "
+                f"{summary.get('critical_failures', 0)} critical failures")
+    if stage == "analyze":
+        label = "exploratory" if summary.get("exploratory") else "confirmatory"
+        locked = ", plan locked by this run" if summary.get("locked_by_this_run") else ""
+        return f"{summary.get('rows', 0)} rows ({label}, plan {str(summary.get('plan_hash', ''))[:12]}{locked})"
+    if stage == "release":
+        made = summary.get("releases", [])
+        spent = summary.get("epsilon_spent")
+        budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
+        return f"{len(made)} release(s) made{budget}"
+    return ""
+
+
+def print_run(record: dict[str, Any], seconds: float) -> None:
+    """The run's stages as a table: state, time, what each did."""
+    table = Table(title=f"{record['study_id']}: run {record['run_id']} {record['state']} in {seconds:.1f} s")
+    for col in ("stage", "state", "seconds", "what it did"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for s in record["stages"]:
+        table.add_row(s["stage"], s["state"], f"{s['seconds']:.1f}",
+                      escape(_detail(s["stage"], s["state"], s["summary"], s["message"])))
+    out.print(table)
+
+
+def _finish(record: dict[str, Any], started: float, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record, default=str) + "\n")
+    else:
+        print_run(record, time.perf_counter() - started)
+    failed = [s for s in record["stages"] if s["state"] == "failed"]
+    if failed:
+        raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
+
+
+def run(
+    study: StudyArg,
+    warehouse: WarehouseOpt,
+    landing: Annotated[Path | None, typer.Option("--landing", help="Landing folder to ingest first (omit to run the "
+                                                 "stages after the ingest on the warehouse as it is).")] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else "
+                                                  "FLOURISH_PSEUDONYM_KEY[_FILE]); needed with --landing.")] = None,
+    analyze: Annotated[str, typer.Option("--analyze", help="auto (when a wave has closed; every wave of a study "
+                                         "without a schedule), always, or never.")] = "auto",
+    release: Annotated[bool, typer.Option("--release/--no-release", help="Make the protocol's planned DP releases "
+                                          "whose wave has closed (each once: a rerun never spends twice).")] = True,
+    preregister: Annotated[bool, typer.Option("--preregister/--no-preregister", help="Lock the plan at the first run "
+                                              "when it has never been locked.")] = True,
+    exploratory: Annotated[bool, typer.Option("--exploratory", help="Analyse a protocol that differs from the "
+                                              "locked plan; every row is labelled exploratory.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the study's pipeline: ingest, score, quality gates, analysis, DP release, reports. A stage whose inputs
+    have not changed is cached; a failed stage stops the ones after it."""
+    from flows.pipeline import orchestrator
+    from flows.pipeline import run as run_flow
+    from flows.pipeline import study_flow
+    from flows.settings import pseudonym_key
+    from flows.study import load_study
+
+    if analyze not in ("auto", "always", "never"):
+        raise UserError(f"--analyze must be auto, always or never, not {analyze!r}")
+    load_study(study)
+    if landing is not None:
+        if not landing.is_dir():
+            raise UserError(f"landing folder {landing} does not exist")
+        pseudonym_key(key_file)
+    elif not warehouse.is_file():
+        raise UserError(f"warehouse {warehouse} does not exist (give --landing to create it from a landing folder)")
+    started = time.perf_counter()
+    if not as_json:
+        err.print(f"running {escape(str(study))} ({orchestrator()} orchestration) ...")
+    on_stage = None if as_json else (lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
+    record = run_flow(study_flow, str(study), str(warehouse), str(landing) if landing else None,
+                      str(key_file) if key_file else None, analyze, release, preregister, exploratory, "cli", None,
+                      _progress(as_json), on_stage)
+    _finish(record, started, as_json)
+
+
+def score(study: StudyArg, warehouse: WarehouseOpt, as_json: JsonOpt = False) -> None:
+    """Score every response of the study in the warehouse (scores, safety flags, reliability per wave and arm)."""
+    from flows.pipeline import run as run_flow
+    from flows.pipeline import study_flow
+    from flows.study import load_study
+
+    load_study(study)
+    if not warehouse.is_file():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    started = time.perf_counter()
+    record = run_flow(study_flow, str(study), str(warehouse), None, None, "never", False, False, False, "cli:score")
+    record["stages"] = [s for s in record["stages"] if s["stage"] == "score"]
+    _finish(record, started, as_json)
+
+
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the simulated study, key and warehouse.")] = Path("demo-out"),
+    participants: Annotated[int, typer.Option("--participants", min=6)] = 3000,
+    seed: Annotated[int, typer.Option("--seed")] = 2026,
+    bad_rows: Annotated[float, typer.Option("--bad-rows", min=0.0, max=0.49)] = 0.01,
+    analyze: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Also preregister and run the analysis "
+                                          "plan, and make the planned DP releases.")] = True,
+) -> None:
+    """Simulate a study with some bad rows and run it through the study pipeline (`flourish run`): what landed and
+    what was quarantined, the long-run effects next to the simulated truth, the privacy budget."""
+    from flows.pipeline import demo_flow, orchestrator
+    from flows.pipeline import run as run_flow
+    from privacy.pseudonym import create_key_file
+
+    marker = out_dir / DEMO_MARKER
+    ours = [out_dir / sub for sub in ("study", "warehouse") if (out_dir / sub).exists()]
+    if ours and not marker.exists():
+        raise UserError(f"{out_dir} holds {', '.join(p.name for p in ours)} not made by flourish demo; "
+                        "choose another --out folder, or remove them yourself (the demo replaces only its own output)")
+    for path in ours:
+        shutil.rmtree(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("This folder was written by `flourish demo`; the demo replaces its study/ and warehouse/.\n",
+                      encoding="utf-8")
+    create_key_file(out_dir / "keys" / "pseudonym.key")  # outside the warehouse folder
+    started = time.perf_counter()
+    err.print(f"demo: {participants:,} participants, {bad_rows:.1%} bad rows, {orchestrator()} orchestration")
+    result = run_flow(demo_flow, str(out_dir), participants, seed, bad_rows, _progress(False), analyze,
+                      lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
+    record = result["run"]
+    print_run(record, time.perf_counter() - started)
+    stages = {s["stage"]: s for s in record["stages"]}
+    ingest = stages["ingest"]["summary"]
+    _print_ingest(ingest)
+    if stages.get("analyze", {}).get("state") in ("completed", "cached"):
+        _print_long_run(stages["analyze"]["summary"], out_dir)
+    injected = result["simulation"]["injected"]
+    quarantined = ingest.get("quarantined", {})
+    missing = {k: v for k, v in injected.items() if quarantined.get(k, 0) < v}
+    if missing:
+        raise UserError(f"some injected bad rows were not quarantined with their reason: {missing}")
+    out.print(f"every injected bad-row kind ({len(injected)} kinds, {sum(injected.values()):,} rows) is in quarantine "
+              "with its reason")
+    out.print(f"warehouse: {result['warehouse']}  (key: {result['key_file']})")
+    failed = [s for s in record["stages"] if s["state"] == "failed"]
+    if failed:
+        raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
+
+
+def _print_ingest(summary: dict[str, Any]) -> None:
+    table = Table(title=f"ingest: {summary.get('read', 0):,} rows read")
+    table.add_column("where")
+    table.add_column("rows", justify="right")
+    for kind, n in summary.get("stored", {}).items():
+        table.add_row(f"stored: {kind}", f"{n:,}")
+    for reason, n in summary.get("quarantined", {}).items():
+        table.add_row(f"quarantined: {reason}", f"{n:,}")
+    stored, quarantined = sum(summary.get("stored", {}).values()), sum(summary.get("quarantined", {}).values())
+    table.add_row("read = stored + quarantined", f"{summary.get('read', 0):,} = {stored:,} + {quarantined:,}")
+    out.print(table)
+
+
+def _print_long_run(summary: dict[str, Any], out_dir: Path) -> None:
+    truth = json.loads((out_dir / "study" / "truth.json").read_text(encoding="utf-8"))
+    rows = summary.get("long_run", [])
+    if not rows:
+        out.print("no long-run estimate (see the notes of `flourish analyze`)")
+        return
+    level = rows[0].get("interval_level") or 0.95
+    table = Table(title=f"long-run effect vs control (plan {str(summary.get('plan_hash', ''))[:12]})")
+    for col in ("outcome", "arm", "method", "estimate", f"{level:.0%} interval", "P(benefit)", "simulated truth"):
+        table.add_column(col, justify="left" if col in ("outcome", "arm", "method") else "right")
+    for r in rows:
+        true = truth["arms"].get(r["arm"], {}).get("long_run", {}).get(r["outcome"])
+        estimate = r.get("estimate")
+        table.add_row(r["outcome"], r["arm"], str(r.get("method", "")),
+                      "not estimable" if estimate is None else f"{estimate:.2f}",
+                      "" if r.get("lower") is None else f"[{r['lower']:.2f}, {r['upper']:.2f}]",
+                      "" if r.get("p_benefit") is None else f"{r['p_benefit']:.3f}",
+                      "" if true is None else f"{true:.2f}")
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(one_sentence(run))
+    app.command("score")(one_sentence(score))
+    app.command("demo")(one_sentence(demo))

@@ -1,0 +1,125 @@
+"""The study pipeline (`flourish run`, `flourish score`): stages in order, every run recorded, unchanged inputs
+cached, a rerun never spends privacy budget twice, a failed stage stops the ones after it.
+
+Runs inline (FLOURISH_ORCHESTRATOR=inline): the same stage functions Prefect runs, without a server; the Prefect
+path of the same commands is exercised by the demo test and tests/flows/test_prefect_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.simulation import simulate
+from tests.support.spine import KEY
+
+
+def _fast_plan(study: Path) -> None:
+    """The simulated protocol with a small sampler budget: these tests are about the pipeline, not the model."""
+    data = yaml.safe_load(study.read_text())
+    data["analysis"].update({"chains": 1, "draws": 200, "tune": 200, "rhat_max": 1.2, "ess_bulk_min": 20})
+    data["secondary_outcomes"] = []
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    simulate(root / "sim", 240, seed=4, truth_draws=2_000)
+    _fast_plan(root / "sim" / "study.yaml")
+    (root / "k.key").write_text(KEY.decode())
+    return root
+
+
+def _run(*args: object):
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    return res
+
+
+def _count(wh: Path, sql: str) -> int:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "w.duckdb"
+    first = _run("run", study / "sim" / "study.yaml", "--landing", study / "sim" / "landing", "--warehouse", wh,
+                 "--key-file", study / "k.key", "--json")
+    assert first.exit_code == 0, first.output
+    rec = json.loads(first.stdout)
+    assert [(s["stage"], s["state"]) for s in rec["stages"]] == [
+        ("ingest", "completed"), ("score", "completed"), ("analyze", "completed"), ("release", "completed")]
+    assert _count(wh, "SELECT count(*) FROM scores") > 0
+    assert _count(wh, "SELECT count(*) FROM analysis_summary") > 0
+    assert _count(wh, "SELECT count(*) FROM releases") == 1
+    ledger = _count(wh, "SELECT count(*) FROM privacy_ledger")
+    summaries = _count(wh, "SELECT count(*) FROM analysis_summary")
+
+    second = _run("run", study / "sim" / "study.yaml", "--landing", study / "sim" / "landing", "--warehouse", wh,
+                  "--key-file", study / "k.key", "--json")
+    assert second.exit_code == 0, second.output
+    assert {s["state"] for s in json.loads(second.stdout)["stages"]} == {"cached"}
+    assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger  # no budget spent twice
+    assert _count(wh, "SELECT count(*) FROM analysis_summary") == summaries
+    assert _count(wh, "SELECT count(*) FROM pipeline_runs WHERE state = 'completed'") == 2
+    assert _count(wh, "SELECT count(*) FROM pipeline_stages") == 8
+
+    # a new batch invalidates what depends on the data; the planned release is made already, so it stays cached
+    extra = study / "sim" / "landing" / "events-late.jsonl"
+    source = next((study / "sim" / "landing").glob("events*.jsonl")).read_text().splitlines()[:3]
+    extra.write_text("".join(json.dumps(json.loads(line) | {"event_id": f"late-{i}"}) + "\n"
+                             for i, line in enumerate(source)))
+    try:
+        third = _run("run", study / "sim" / "study.yaml", "--landing", study / "sim" / "landing", "--warehouse", wh,
+                     "--key-file", study / "k.key", "--json")
+    finally:
+        extra.unlink()
+    assert third.exit_code == 0, third.output
+    states = {s["stage"]: s["state"] for s in json.loads(third.stdout)["stages"]}
+    assert states == {"ingest": "completed", "score": "completed", "analyze": "completed", "release": "cached"}
+    assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger
+
+
+def test_ingest_then_score_then_analyze_as_separate_commands(study, monkeypatch):
+    """The new user's path of issue 17: `flourish ingest` of their own folder, then `score`, then `analyze`."""
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "separate.duckdb"
+    sim = study / "sim"
+    assert _run("ingest", sim / "landing", "--study", sim / "study.yaml", "--warehouse", wh, "--key-file",
+                study / "k.key", "--json").exit_code == 0
+    scored = _run("score", sim / "study.yaml", "--warehouse", wh, "--json")
+    assert scored.exit_code == 0, scored.output
+    assert [s["stage"] for s in json.loads(scored.stdout)["stages"]] == ["score"]
+    assert _count(wh, "SELECT count(*) FROM scores WHERE source = 'flourish'") > 0
+    analyzed = _run("analyze", sim / "study.yaml", "--warehouse", wh, "--exploratory", "--json")
+    assert analyzed.exit_code == 0, analyzed.output
+
+
+def test_a_failed_stage_stops_the_stages_after_it(study, monkeypatch):
+    """A protocol that does not match the locked plan: the analysis refuses, the release is not made."""
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "failing.duckdb"
+    sim = study / "sim"
+    shutil.copy(study / "w.duckdb", wh) if (study / "w.duckdb").exists() else None
+    changed = study / "changed.yaml"
+    data = yaml.safe_load((sim / "study.yaml").read_text())
+    data["title"] = "a different plan"
+    changed.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = _run("run", changed, "--landing", sim / "landing", "--warehouse", wh, "--key-file", study / "k.key",
+               "--no-preregister", "--json")
+    assert res.exit_code == 2
+    stages = {s["stage"]: s for s in json.loads(res.stdout)["stages"]}
+    assert stages["analyze"]["state"] == "failed" and "preregister" in stages["analyze"]["message"]
+    assert stages["release"]["state"] == "skipped" and "analyze stage failed" in stages["release"]["message"]
+    assert "error: the analyze stage failed" in res.stderr if hasattr(res, "stderr") else True
