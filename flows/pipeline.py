@@ -331,3 +331,53 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
     record = study_flow.fn(study, warehouse, sim["landing"], key_file, analyze="always" if analyze else "never",
                            release=analyze, trigger="demo", progress=progress, on_stage=on_stage)
     return {"simulation": sim, "run": record, "warehouse": warehouse, "key_file": key_file, "study": study}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What a deployment of ``flourish serve`` runs
+
+
+def _superseded_by_a_later_missed_run() -> bool:
+    """True when this scheduled run was missed (the serve process was down) and a later run of the same deployment
+    is also due: under ``late_runs: latest_only`` only the latest due run does the work."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import deployment, flow_run
+
+    from flows.schedules import late_runs_to_make
+
+    deployment_id, mine = deployment.id, flow_run.scheduled_start_time
+    if deployment_id is None or mine is None:
+        return False
+    with get_client(sync_client=True) as client:
+        due = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            state={"type": FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])},
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=mine, before_=datetime.now(UTC))))
+    later = [r.expected_start_time for r in due if str(r.id) != str(flow_run.id) and r.expected_start_time]
+    return late_runs_to_make("latest_only", [mine, *later]) != [mine]
+
+
+@flow(name="flourish-scheduled-run", persist_result=False, log_prints=False)
+def scheduled_run(study: str, landing: str, warehouse: str, key_file: str | None, kind: str,
+                  wave: str | None = None, late_runs: str = "latest_only") -> dict[str, Any] | State:
+    """One run of a served schedule (flows/schedules.planned_deployments): the nightly ingest (ingest, score,
+    quality), a wave's close (analysis and that wave's planned releases) or the weekly report refresh."""
+    from prefect.states import Cancelled
+
+    if late_runs == "latest_only" and _superseded_by_a_later_missed_run():
+        return Cancelled(message="skipped: a later missed run of this schedule covers it (late_runs: latest_only)")
+    trigger = f"schedule:{kind}" + (f":{wave}" if wave else "")
+    if kind == "nightly_ingest":
+        return study_flow.fn(study, warehouse, landing, key_file, analyze="never", release=False, trigger=trigger)
+    if kind == "wave_close":
+        return study_flow.fn(study, warehouse, landing, key_file, analyze="always", release=True, trigger=trigger)
+    if kind == "weekly_report":
+        return study_flow.fn(study, warehouse, None, None, analyze="never", release=False, trigger=trigger)
+    raise FlourishError(f"unknown scheduled run kind {kind!r}")

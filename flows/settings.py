@@ -100,7 +100,13 @@ PROCESS_DEFAULTS: dict[str, str] = {
 
 
 def quiet_process_defaults(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set every :data:`PROCESS_DEFAULTS` the user has not set; return what was set."""
+    """Set every :data:`PROCESS_DEFAULTS` the user has not set; return what was set.
+
+    Also silences one warning by its exact text: PyTensor's C backend says it found no BLAS to link, but our models
+    are compiled by nutpie with numba, which does not use it, so the warning only alarms a reader."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation", category=UserWarning)
     env = os.environ if environ is None else environ
     applied = {}
     for name, value in PROCESS_DEFAULTS.items():

@@ -10,7 +10,6 @@ are imported inside the commands, so ``flourish --help`` starts fast.
 from __future__ import annotations
 
 import sys
-import warnings
 
 import typer
 
@@ -47,9 +46,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    # PyTensor's C backend warns that it found no BLAS to link; our models are compiled by nutpie with
-    # numba, which does not use it, so the warning only alarms a reader.
-    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation", category=UserWarning)
     app(prog_name="flourish")
 
 

@@ -233,7 +233,108 @@ def _print_long_run(summary: dict[str, Any], out_dir: Path) -> None:
     out.print(table)
 
 
+def _waves_run(warehouse: Path, study_id: str) -> set[str]:
+    """Waves whose wave-close run has completed (from the pipeline's record)."""
+    from flows.warehouse import connect
+
+    if not warehouse.is_file():
+        return set()
+    con = connect(warehouse, create=False)
+    try:
+        rows = con.execute("SELECT trigger FROM pipeline_runs WHERE study_id = ? AND state = 'completed' "
+                           "AND trigger LIKE 'schedule:wave_close:%'", [study_id]).fetchall()
+    finally:
+        con.close()
+    return {t.split(":", 2)[2] for (t,) in rows}
+
+
+def serve(
+    study: StudyArg,
+    landing: Annotated[Path, typer.Option("--landing", help="The landing folder the nightly ingest reads.")],
+    warehouse: WarehouseOpt,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else "
+                                                  "FLOURISH_PSEUDONYM_KEY[_FILE]).")] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="Print the deployments and their next run times; do not "
+                                            "serve.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="With --list: plan as if it were this ISO 8601 time "
+                                              "(with offset), e.g. to check which waves will have closed.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve the study's schedules from its protocol (nightly ingest, a wave-close run when each wave's window
+    ends, a weekly report refresh) with Prefect, until stopped. Schedules stay active when this process stops."""
+    from datetime import UTC, datetime
+
+    from flows.schedules import planned_deployments
+    from flows.settings import pseudonym_key
+    from flows.study import load_study
+
+    protocol = load_study(study)
+    if as_of is not None and not list_only:
+        raise UserError("--as-of plans a what-if; use it with --list")
+    try:
+        now = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
+    except ValueError:
+        raise UserError(f"--as-of {as_of!r} is not an ISO 8601 time") from None
+    if now.tzinfo is None:
+        raise UserError("--as-of needs a UTC offset, e.g. 2027-06-01T09:00:00+01:00")
+    planned = planned_deployments(protocol, study=str(study.resolve()), landing=str(landing.resolve()),
+                                  warehouse=str(warehouse.resolve()),
+                                  key_file=str(key_file.resolve()) if key_file else None, now=now,
+                                  waves_run=_waves_run(warehouse, protocol.study_id))
+    if list_only:
+        _print_deployments(planned, now, as_json)
+        return
+    if not landing.is_dir():
+        raise UserError(f"landing folder {landing} does not exist")
+    pseudonym_key(key_file)
+    _serve(planned)
+
+
+def _print_deployments(planned, now, as_json: bool) -> None:
+    rows = [{"name": d.name, "kind": d.kind, "purpose": d.purpose, "cron": d.cron, "rrule": d.rrule,
+             "timezone": d.timezone, "due_now": d.due_now, "wave": d.parameters.get("wave"),
+             "next_runs": [] if d.due_now else [t.isoformat() for t in d.next_runs(now)]} for d in planned]
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title=f"deployments as of {now.isoformat()}")
+    for col in ("deployment", "schedule", "time zone", "next runs (local time)"):
+        table.add_column(col)
+    for r in rows:
+        when = "due now (its wave has closed)" if r["due_now"] else "\n".join(r["next_runs"])
+        schedule = r["cron"] if r["cron"] else f"once, when wave {r['wave']} closes"
+        table.add_row(escape(r["name"]), escape(schedule), r["timezone"], when)
+    out.print(table)
+
+
+def _serve(planned) -> None:
+    """Create the deployments, queue the runs that are due now, and serve them until interrupted."""
+    from prefect import serve as prefect_serve
+    from prefect.client.orchestration import get_client
+    from prefect.schedules import Cron, RRule
+
+    from flows.pipeline import scheduled_run
+    from flows.prefect_server import prefect_api
+
+    with prefect_api() as url:
+        deployments = []
+        for d in planned:
+            schedule = (Cron(d.cron, timezone=d.timezone, slug=d.kind) if d.cron is not None
+                        else RRule(d.rrule, timezone=d.timezone, slug=d.kind))
+            deployments.append(scheduled_run.to_deployment(
+                name=d.name, schedules=[schedule], parameters=d.parameters, description=d.purpose,
+                tags=["flourish", d.kind]))
+        ids = {d.name: dep.apply() for d, dep in zip(planned, deployments, strict=True)}
+        with get_client(sync_client=True) as client:
+            for d in planned:
+                if d.due_now:
+                    client.create_flow_run_from_deployment(ids[d.name])
+        err.print(f"serving {len(deployments)} deployments on {url} (Ctrl-C stops serving; schedules stay active)")
+        prefect_serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("serve")(one_sentence(serve))
     app.command("run")(one_sentence(run))
     app.command("score")(one_sentence(score))
     app.command("demo")(one_sentence(demo))
