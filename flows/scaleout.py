@@ -1,0 +1,168 @@
+"""Scale-out: a study's statistics computed per Parquet partition, on a Dask cluster through Prefect, and summed.
+
+The sufficient statistics add (``a + b`` pools disjoint sets of participants, schemas/suffstats.py), so a study
+too big for one machine is laid out as Parquet partitions that each hold whole participants, every partition is
+reduced to its statistics where it lies, and the results are summed. Nothing here is a scheduler of its own:
+partitions are Prefect tasks submitted to ``prefect_dask.DaskTaskRunner`` (a local cluster by default, an
+existing one with its scheduler's address).
+
+Layout (:func:`export_partitions`; hive-style, so any engine reads it)::
+
+    <root>/manifest.json                             study, buckets, what was exported and when
+    <root>/assignments/bucket=<k>/*.parquet          the study's assignments
+    <root>/scores/bucket=<k>/wave=<w>/*.parquet      the study's scores, one folder per wave
+    <root>/events/bucket=<k>/month=<YYYY-MM>/*.parquet
+
+A participant's bucket is ``hash(participant) % buckets``: every row of a participant lands in one bucket, so a
+bucket's statistics need no other bucket (the per-participant sums of the random-intercept and MMRM likelihoods
+are complete inside it). Partition columns are written into the files too, and each table has a zero-row
+``schema.parquet``, so an empty bucket still reads with the table's columns. Each bucket is read by a fresh
+single-threaded DuckDB connection through the same
+canonical relations and statistics SQL the warehouse path uses (views named ``scores`` and ``assignments`` over
+the bucket's files), and the buckets are summed in bucket order. Single-threaded, in a fixed order: the same
+floating-point sums in the same order, so the Dask result equals the one-process result exactly
+(``tests/flows/test_scaleout.py``), not only to rounding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import reduce
+from operator import add
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from prefect import flow, task
+
+from schemas.errors import FlourishError
+from schemas.protocol import StudyProtocol
+from schemas.sqltext import literal, number
+
+
+class ScaleOutError(FlourishError):
+    """The partitioned study cannot be read or reduced as asked."""
+
+
+def export_partitions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, root: str | Path,
+                      buckets: int = 16) -> Path:
+    """Write the study's assignments, scores and events from the warehouse as bucketed Parquet partitions."""
+    if not 1 <= buckets <= 4096:
+        raise ScaleOutError(f"buckets must be between 1 and 4096, not {buckets}")
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise ScaleOutError(f"{root} is not empty; export into a new folder")
+    root.mkdir(parents=True, exist_ok=True)
+    sid = literal(protocol.study_id)
+    bucket = f"(hash(participant) % {number(buckets)})::INTEGER AS bucket"
+    exports = {
+        "assignments": (f"SELECT *, {bucket} FROM assignments WHERE study_id = {sid}", "bucket"),
+        "scores": (f"SELECT *, {bucket} FROM scores WHERE study_id = {sid}", "bucket, wave"),
+        "events": (f"SELECT *, {bucket}, strftime(ts AT TIME ZONE 'UTC', '%Y-%m') AS month FROM events "
+                   f"WHERE study_id = {sid}", "bucket, month"),
+    }
+    counts = {}
+    for name, (select, partition_by) in exports.items():
+        counts[name] = con.execute(f"SELECT count(*) FROM ({select})").fetchone()[0]
+        (root / name).mkdir()
+        # the table's columns, with no rows: an empty bucket still reads as the right shape
+        con.execute(f"COPY (SELECT * FROM ({select}) LIMIT 0) TO {literal(str(root / name / 'schema.parquet'))} "
+                    "(FORMAT parquet)")
+        if counts[name]:
+            con.execute(f"COPY ({select}) TO {literal(str(root / name))} (FORMAT parquet, PARTITION_BY "
+                        f"({partition_by}), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE)")
+    manifest = {"study_id": protocol.study_id, "buckets": buckets, "rows": counts,
+                "exported_at": datetime.now(UTC).isoformat()}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return root
+
+
+def _manifest(root: Path) -> dict[str, Any]:
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise ScaleOutError(f"{root} holds no manifest.json; lay the study out with export_partitions first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def bucket_connection(root: str | Path, bucket: int) -> duckdb.DuckDBPyConnection:
+    """A fresh single-threaded in-memory DuckDB whose ``assignments``, ``scores`` and ``events`` are the bucket's
+    files: the canonical relations (schemas/warehouse/relations.py) read them as they read the warehouse."""
+    root = Path(root)
+    con = duckdb.connect(":memory:")
+    con.execute("SET threads = 1")  # one order of floating-point additions: results equal wherever they run
+    con.execute("SET TimeZone = 'UTC'")
+    for table in ("assignments", "scores", "events"):
+        files = [root / table / "schema.parquet", *sorted((root / table / f"bucket={bucket}").rglob("*.parquet"))]
+        paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
+        con.execute(f"CREATE VIEW {table} AS SELECT * EXCLUDE (bucket) FROM read_parquet({paths}, "
+                    "hive_partitioning = false, union_by_name = true)")
+    return con
+
+
+def longitudinal_bucket(root: str, bucket: int, protocol_json: str, outcome: str):
+    """The primary model's cross-products of one bucket (``flows.suffstats``' statistics SQL over its files)."""
+    from analysis.longitudinal import compute_longitudinal_stats
+    from flows.suffstats import design_spec, observations_sql
+
+    protocol = StudyProtocol.model_validate_json(protocol_json)
+    con = bucket_connection(root, bucket)
+    try:
+        covariates = list(protocol.analysis.covariates)
+        source = observations_sql(protocol, outcome, covariates)
+        if not con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]:
+            return None  # no follow-up row with a baseline in this bucket: nothing to add
+        return compute_longitudinal_stats(con, source, design_spec(protocol, covariates),
+                                          slopes=protocol.analysis.random_slopes)
+    finally:
+        con.close()
+
+
+def _pool(parts: list[Any], what: str) -> Any:
+    present = [p for p in parts if p is not None]
+    if not present:
+        raise ScaleOutError(f"no partition holds {what}")
+    return reduce(add, present)
+
+
+def statistics_in_process(root: str | Path, protocol: StudyProtocol, outcome: str,
+                          reducer: Callable[[str, int, str, str], Any] = longitudinal_bucket) -> Any:
+    """The statistics of every bucket, one after another in this process, summed in bucket order."""
+    buckets = _manifest(Path(root))["buckets"]
+    payload = protocol.model_dump_json()
+    return _pool([reducer(str(root), k, payload, outcome) for k in range(buckets)], f"{outcome} statistics")
+
+
+@task(name="flourish-partition-statistics", persist_result=False, cache_policy=None, retries=2)
+def _bucket_task(root: str, bucket: int, protocol_json: str, outcome: str) -> Any:
+    # idempotent (reads files, writes nothing), so a retry after a lost worker is safe (PrefectHQ/prefect#15442)
+    return longitudinal_bucket(root, bucket, protocol_json, outcome)
+
+
+def dask_task_runner(address: str | None = None, workers: int = 2):
+    """Prefect's Dask task runner: an existing cluster at ``address``, else a local one of ``workers`` processes
+    with one thread each (DuckDB runs single-threaded per partition)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+def statistics_on_dask(root: str | Path, protocol: StudyProtocol, outcome: str, *, address: str | None = None,
+                       workers: int = 2) -> Any:
+    """The same statistics with each bucket a Prefect task on a Dask cluster; summed in bucket order."""
+    buckets = _manifest(Path(root))["buckets"]
+    payload = protocol.model_dump_json()
+
+    @flow(name="flourish-partitioned-statistics", task_runner=dask_task_runner(address, workers), persist_result=False)
+    def partitioned() -> list[Any]:
+        futures = [_bucket_task.submit(str(root), k, payload, outcome) for k in range(buckets)]
+        return [f.result() for f in futures]
+
+    from flows.prefect_server import prefect_api
+
+    with prefect_api():  # the server PREFECT_API_URL names (inside a pipeline run), else one for this call
+        return _pool(partitioned(), f"{outcome} statistics")
