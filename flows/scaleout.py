@@ -93,6 +93,7 @@ def bucket_connection(root: str | Path, bucket: int) -> duckdb.DuckDBPyConnectio
     con = duckdb.connect(":memory:")
     con.execute("SET threads = 1")  # one order of floating-point additions: results equal wherever they run
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     for table in ("assignments", "scores", "events"):
         files = [root / table / "schema.parquet", *sorted((root / table / f"bucket={bucket}").rglob("*.parquet"))]
         paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"

@@ -115,6 +115,7 @@ def connect(
                 raise WarehouseError(f"cannot open warehouse {p}: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
+    con.execute("SET enable_progress_bar = false")  # commands print their own progress; DuckDB's bar is noise
     if apply_migrations and not read_only:
         migrate(con)
     elif read_only and schema_version(con) > latest_version():
