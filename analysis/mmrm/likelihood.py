@@ -216,9 +216,10 @@ class PatternLikelihood:
         wjw = np.einsum("kab,hbc,kcd->hkad", ev.weights, jac, ev.weights)
         return -np.stack([self._kron_sum(x) for x in wjw])
 
-    def q_and_r_matrices(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
-        """Q_hj and R_hj of Kenward-Roger, shapes (k, k, q, q)."""
-        jac, hess, w = self.structure.jacobian(ev.theta), self.structure.hessian(ev.theta), ev.weights
+    def q_and_r_matrices(self, ev: Evaluation, *, second_derivatives: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Q_hj and R_hj of Kenward-Roger, shapes (k, k, q, q); R is zero without ``second_derivatives``."""
+        jac, w = self.structure.jacobian(ev.theta), ev.weights
+        hess = self.structure.hessian(ev.theta) if second_derivatives else None
         wj = np.einsum("kab,hbc->hkac", w, jac)                      # W Sigma_h
         k_theta = jac.shape[0]
         q = np.empty((k_theta, k_theta, self.n_coef, self.n_coef))
@@ -227,7 +228,7 @@ class PatternLikelihood:
             for j in range(h, k_theta):
                 q[h, j] = self._kron_sum(wj[h] @ wj[j] @ w)
                 q[j, h] = q[h, j].T
-                r[h, j] = r[j, h] = self._kron_sum(w @ hess[h, j] @ w)
+                r[h, j] = r[j, h] = self._kron_sum(w @ hess[h, j] @ w) if hess is not None else 0.0
         return q, r
 
     def sandwich_meat(self, ev: Evaluation) -> np.ndarray:
