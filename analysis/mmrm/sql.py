@@ -134,11 +134,14 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
     p, n_w = len(design.z_columns), design.n_waves
     aggs = _aggregates(p, n_w, fourth_order)
     problems = dict.fromkeys(_PROBLEMS, 0)
+    for row in rows:  # refuse before reading any sum: a broken participant can make them NULL
+        for what, count in zip(_PROBLEMS, row[3:6], strict=True):
+            problems[what] += int(count or 0)
+    if any(problems.values()):
+        raise StatisticsInputError(problems)
     patterns = []
     for row in rows:
         mask, n = int(row[0]), int(row[1])
-        for what, count in zip(_PROBLEMS, row[3:6], strict=True):
-            problems[what] += int(count or 0)
         obs = tuple(t for t in range(n_w) if mask >> t & 1)
         by_kind: dict[str, dict[tuple[int, ...], float]] = {}
         index_iters = {
@@ -174,8 +177,6 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
                      "zzzy": _symmetric_from(pick("zzzy", (3,)), (p, p, p, m), (3, 1)),
                      "zzzz": _symmetric_from(by_kind["zzzz"], (p, p, p, p), (4,))}
         patterns.append(PatternStatistics(obs, n, szz, szy, syy, **extra))
-    if any(problems.values()):
-        raise StatisticsInputError(problems)
     return MMRMStatistics(design.z_columns, design.waves, tuple(patterns))
 
 
