@@ -216,7 +216,9 @@ def _arm_effect(fit: MMRMFit, design: MMRMDesign, arm: str, wave: str, label: st
 def _kenward_roger_covariance(lik: PatternLikelihood, ev: Evaluation, phi: np.ndarray, w: np.ndarray,
                               p_mats: np.ndarray, *, linear: bool) -> np.ndarray:
     q_mats, r_mats = lik.q_and_r_matrices(ev, second_derivatives=not linear)
-    inner = np.einsum("hj,hjab->ab", w, q_mats - 0.25 * r_mats) - np.einsum("hj,hab,bc,jcd->ad", w, p_mats, phi, p_mats)
+    weighted_p = np.einsum("hj,jcd->hcd", w, p_mats)  # sum_j W_hj P_j
+    inner = np.einsum("hj,hjab->ab", w, q_mats - 0.25 * r_mats) - np.einsum("hab,bc,hcd->ad", p_mats, phi, weighted_p,
+                                                                              optimize=True)
     adj = phi + 2.0 * phi @ inner @ phi
     return 0.5 * (adj + adj.T)
 
@@ -247,7 +249,8 @@ def contrast_estimate(fit: MMRMFit, l_vec: np.ndarray, *, name: str, level: floa
     est = float(l_vec @ fit.beta)
     var = float(l_vec @ phi @ l_vec)
     # f_h = L' dPhi/dtheta_h L = -L' Phi P_h Phi L
-    f = -np.einsum("a,ab,hbc,cd,d->h", l_vec, phi, fit.p_matrices, phi, l_vec)
+    phi_l = phi @ l_vec
+    f = -np.einsum("a,hab,b->h", phi_l, fit.p_matrices, phi_l)
     denom = float(f @ fit.theta_cov @ f)
     df_sat = 2 * var * var / denom if denom > 0 else math.inf
     model = Inference.of("model_based", est, var, df_sat, level, "satterthwaite")
