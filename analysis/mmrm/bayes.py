@@ -124,11 +124,8 @@ def standardisation(stats: MMRMStatistics, design: MMRMDesign) -> Standardisatio
 def _prior_sds(design: MMRMDesign, plan: AnalysisPlan) -> np.ndarray:
     pr = plan.priors
     arms = {arm_column(a) for a in design.treated}
-    out = []
-    for name in design.coefficient_names:
-        col = name.split(":")[0]
-        out.append(pr.intercept_sd if col == INTERCEPT else pr.effect_sd if col in arms else pr.coefficient_sd)
-    return np.array(out)
+    return np.array([pr.intercept_sd if col == INTERCEPT else pr.effect_sd if col in arms else pr.coefficient_sd
+                     for col in design.coefficient_columns])
 
 
 def _padded_data(std: MMRMStatistics, n_pad: int) -> dict[str, np.ndarray]:

@@ -109,6 +109,11 @@ class MMRMDesign:
     def coefficient_names(self) -> tuple[str, ...]:
         return tuple(name for col in self.z_columns for name in self._basis(col)[1])
 
+    @property
+    def coefficient_columns(self) -> tuple[str, ...]:
+        """The z-column each coefficient belongs to (parallel to ``coefficient_names``)."""
+        return tuple(col for col in self.z_columns for _ in self._basis(col)[1])
+
     def mean_map(self) -> np.ndarray:
         """M (T p x q) with vec(B) = M beta, vec stacking the columns of B (row index j T + t)."""
         n_w, cols = self.n_waves, self.z_columns

@@ -154,8 +154,6 @@ class MMRMFit:
             vec = np.array([float(weights.get(c, 0.0)) for c in self.coefficient_names])
         else:
             vec = np.asarray(weights, dtype=float).reshape(-1)
-        from analysis.mmrm.frequentist import contrast_estimate
-
         return contrast_estimate(self, vec, name=name, level=self.interval_level if level is None else level)
 
     @property
@@ -226,5 +224,47 @@ class MMRMPosterior:
         raise KeyError(f"no effect for arm {arm!r} at wave {wave!r}")
 
 
+def _kenward_roger_df(l_vec: np.ndarray, phi: np.ndarray, w: np.ndarray, p_mats: np.ndarray) -> float:
+    """KR denominator df m for one contrast row (Kenward & Roger 1997; ``mmrm``'s ``h_kr_df`` with c = 1)."""
+    c = 1
+    var = float(l_vec @ phi @ l_vec)
+    t = np.array([float(l_vec @ phi @ p @ phi @ l_vec) / var for p in p_mats])  # tr(M Phi P_h Phi)
+    a1 = float(t @ w @ t)
+    a2 = a1  # tr(M Phi P_h Phi M Phi P_j Phi) = t_h t_j for a one-row contrast
+    b = (a1 + 6 * a2) / (2 * c)
+    g = ((c + 1) * a1 - (c + 4) * a2) / ((c + 2) * a2)
+    denom = 3 * c + 2 - 2 * g
+    c1, c2, c3 = g / denom, (c - g) / denom, (c + 2 - g) / denom
+    e_star = 1 / (1 - a2 / c)
+    v_star = 2 / c * (1 + c1 * b) / (1 - c2 * b) ** 2 / (1 - c3 * b)
+    rho = v_star / (2 * e_star**2)
+    return 4 + (c + 2) / (c * rho - 1)
+
+
+def contrast_estimate(fit: MMRMFit, l_vec: np.ndarray, *, name: str, level: float) -> ContrastEstimate:
+    """Estimate, model-based / sandwich / Kenward-Roger inference of L'beta (module docstring)."""
+    l_vec = np.asarray(l_vec, dtype=float).reshape(-1)
+    if l_vec.size != fit.beta.size:
+        raise ValueError(f"the contrast has {l_vec.size} weights for {fit.beta.size} coefficients")
+    phi = fit.cov_model_based
+    est = float(l_vec @ fit.beta)
+    var = float(l_vec @ phi @ l_vec)
+    # f_h = L' dPhi/dtheta_h L = -L' Phi P_h Phi L
+    phi_l = phi @ l_vec
+    f = -np.einsum("a,hab,b->h", phi_l, fit.p_matrices, phi_l)
+    denom = float(f @ fit.theta_cov @ f)
+    df_sat = 2 * var * var / denom if denom > 0 else math.inf
+    model = Inference.of("model_based", est, var, df_sat, level, "satterthwaite")
+    sandwich = None
+    if fit.cov_sandwich is not None:
+        sandwich = Inference.of("sandwich", est, float(l_vec @ fit.cov_sandwich @ l_vec), df_sat, level,
+                                "satterthwaite_model_based")
+    kr = None
+    if fit.cov_kenward_roger is not None:
+        kr = Inference.of("kenward_roger", est, float(l_vec @ fit.cov_kenward_roger @ l_vec),
+                          _kenward_roger_df(l_vec, phi, fit.theta_cov, fit.p_matrices), level, "kenward_roger")
+    return ContrastEstimate(name, est, level, model, sandwich, kr)
+
+
 __all__ = ["ContrastEstimate", "Convergence", "CovarianceNotPositiveDefinite", "Inference", "MMRMFit",
-           "MMRMFitError", "MMRMPosterior", "NotConverged", "PosteriorContrast"]
+           "MMRMFitError", "MMRMPosterior", "NotConverged", "PosteriorContrast", "contrast_estimate"]
