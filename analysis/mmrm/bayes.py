@@ -142,30 +142,36 @@ def _padded_data(std: MMRMStatistics, n_pad: int) -> dict[str, np.ndarray]:
     }
 
 
-def _build_model(design: MMRMDesign, data: dict[str, np.ndarray], eta: float):
-    import pymc as pm
+def pattern_loglik(beta, sigma, data: dict[str, Any], mean_map: np.ndarray, n_z: int):
+    """log p(y | beta, Sigma) up to its 2 pi constant, as a PyTensor expression of ``beta`` (q), ``sigma``
+    (T x T) and the padded pattern data (module docstring)."""
     import pytensor.tensor as pt
 
-    n_w, p = design.n_waves, len(design.z_columns)
-    m_map = design.mean_map()
+    n_w = mean_map.shape[0] // n_z
+    b = pt.dot(pt.as_tensor_variable(mean_map), beta).reshape((n_z, n_w)).T       # B, T x p
+    mask = data["mask"]
+    outer = mask[:, :, None] * mask[:, None, :]
+    vstar = outer * sigma[None] + pt.eye(n_w)[None] * (1.0 - mask)[:, None, :]
+    bszy = pt.einsum("tp,kps->kts", b, data["szy"]) * mask[:, :, None]
+    resid = (data["syy"] - bszy - bszy.transpose(0, 2, 1)
+             + pt.einsum("ta,kab,sb->kts", b, data["szz"], b) * outer)
+    lv = pt.linalg.cholesky(vstar)
+    logdet = 2.0 * pt.log(pt.diagonal(lv, axis1=1, axis2=2)).sum(axis=1)
+    quad = pt.sum(pt.linalg.inv(vstar) * resid, axis=(1, 2))  # tr(V^{-1} R), both symmetric
+    return -0.5 * (pt.dot(data["n_participants"], logdet) + pt.sum(quad))
+
+
+def _build_model(design: MMRMDesign, data: dict[str, np.ndarray], eta: float):
+    import pymc as pm
+
+    n_w = design.n_waves
     coords = {"coefficient": list(design.coefficient_names), "wave": list(design.waves)}
     with pm.Model(coords=coords) as model:
         dd = {k: pm.Data(k, v) for k, v in data.items()}
         beta = pm.Normal("beta_std", 0.0, dd["prior_sd"], dims="coefficient")
         chol, _, _ = pm.LKJCholeskyCov("chol", n=n_w, eta=eta,
                                        sd_dist=pm.HalfNormal.dist(dd["sigma_scale"], shape=n_w), compute_corr=True)
-        sigma = chol @ chol.T
-        b = pt.dot(pt.as_tensor_variable(m_map), beta).reshape((p, n_w)).T       # B, T x p
-        mask = dd["mask"]
-        outer = mask[:, :, None] * mask[:, None, :]
-        vstar = outer * sigma[None] + pt.eye(n_w)[None] * (1.0 - mask)[:, None, :]
-        bszy = pt.einsum("tp,kps->kts", b, dd["szy"]) * mask[:, :, None]
-        resid = (dd["syy"] - bszy - bszy.transpose(0, 2, 1)
-                 + pt.einsum("ta,kab,sb->kts", b, dd["szz"], b) * outer)
-        lv = pt.linalg.cholesky(vstar)
-        logdet = 2.0 * pt.log(pt.diagonal(lv, axis1=1, axis2=2)).sum(axis=1)
-        quad = pt.sum(pt.linalg.inv(vstar) * resid, axis=(1, 2))  # tr(V^{-1} R), both symmetric
-        pm.Potential("loglik", -0.5 * (pt.dot(dd["n_participants"], logdet) + pt.sum(quad)))
+        pm.Potential("loglik", pattern_loglik(beta, chol @ chol.T, dd, design.mean_map(), len(design.z_columns)))
     return model
 
 
@@ -252,4 +258,4 @@ def fit_mmrm_bayes(stats: MMRMStatistics, design: MMRMDesign, plan: AnalysisPlan
         compile_seconds=compile_seconds, sampling_seconds=seconds, idata=idata)
 
 
-__all__ = ["Standardisation", "fit_mmrm_bayes", "standardisation"]
+__all__ = ["Standardisation", "fit_mmrm_bayes", "pattern_loglik", "standardisation"]

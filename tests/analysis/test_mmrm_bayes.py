@@ -67,3 +67,35 @@ def test_posterior_agrees_with_reml_and_a_second_fit_only_swaps_data():
     reml2 = fit_mmrm(second, DESIGN, kenward_roger=None).effect("coach")
     assert abs(again.effect("coach").mean - reml2.estimate) < 0.15 * reml2.model_based.se
     assert again.effect("coach").p_benefit > 0.99  # lower is better and the effect is negative
+
+
+def test_the_pytensor_likelihood_equals_the_numpy_pattern_likelihood():
+    """The sampled model's likelihood is the frequentist one (ML, without its 2 pi constant)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from analysis.mmrm.bayes import _padded_data, pattern_loglik
+    from analysis.mmrm.covariance import CovarianceStructure
+    from analysis.mmrm.likelihood import LOG_2PI, PatternLikelihood
+
+    stats = simulate(4, 300, 2.0)
+    rng = np.random.default_rng(5)
+    cov = CovarianceStructure("us", 4)
+    theta = cov.start(np.diag([60.0, 80.0, 100.0, 150.0]) + 30.0) + rng.normal(0, 0.1, cov.n_theta)
+    beta = rng.normal(0, 1, len(DESIGN.coefficient_names))
+    beta_var, sigma_var = pt.vector("beta"), pt.matrix("sigma")
+    data = {k: pt.as_tensor_variable(v) for k, v in _padded_data(stats, 8).items()}
+    fn = pytensor.function([beta_var, sigma_var], pattern_loglik(beta_var, sigma_var, data, DESIGN.mean_map(), 4))
+    lik = PatternLikelihood(stats, DESIGN, cov, reml=False)
+    sigma = cov.sigma(theta)
+    # the numpy likelihood profiles beta out; evaluate its quadratic form at this beta from the pieces
+    w, logdet = lik.weights(sigma)
+    b = lik.coefficient_matrix(beta)
+    d = lik.data
+    bszy = np.einsum("tp,kps->kts", b, d.szy)
+    resid = d.syy - bszy - bszy.transpose(0, 2, 1) + np.einsum("ta,kab,sb->kts", b, d.szz, b)
+    want = -0.5 * (d.n @ logdet + np.einsum("kts,kst->", w, resid))
+    assert float(fn(beta, sigma)) == pytest.approx(want, rel=1e-10)
+    # and at the profiled beta it is the ML log-likelihood plus N log(2 pi) / 2
+    ev = lik.evaluate(theta)
+    assert float(fn(ev.beta, sigma)) == pytest.approx(-0.5 * (ev.neg2_loglik - lik.n_obs * LOG_2PI), rel=1e-10)
