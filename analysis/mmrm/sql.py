@@ -52,20 +52,27 @@ def _ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def _sum(*factors: str) -> str:
+    """sum of the product of per-participant columns; z0 is the intercept (1), so it is left out of the
+    product (fewer multiplications on the hot path), and a product of intercepts only is the row count."""
+    kept = [f for f in factors if f != "z0"]
+    return f"sum({' * '.join(kept)})" if kept else "count(*)"
+
+
 def _aggregates(p: int, n_w: int, fourth_order: bool) -> list[tuple[str, str]]:
     """(kind, SQL expression) of every sum, in the order :func:`pattern_statistics_from_rows` reads them.
     Only the distinct entries of each symmetric array are summed."""
+    pairs_z = list(itertools.combinations_with_replacement(range(p), 2))
+    pairs_y = list(itertools.combinations_with_replacement(range(n_w), 2))
     out: list[tuple[str, str]] = []
-    out += [("zz", f"sum(z{a} * z{b})") for a, b in itertools.combinations_with_replacement(range(p), 2)]
-    out += [("zy", f"sum(z{a} * y{t})") for a in range(p) for t in range(n_w)]
-    out += [("yy", f"sum(y{s} * y{t})") for s, t in itertools.combinations_with_replacement(range(n_w), 2)]
+    out += [("zz", _sum(f"z{a}", f"z{b}")) for a, b in pairs_z]
+    out += [("zy", _sum(f"z{a}", f"y{t}")) for a in range(p) for t in range(n_w)]
+    out += [("yy", _sum(f"y{s}", f"y{t}")) for s, t in pairs_y]
     if fourth_order:
-        out += [("zzyy", f"sum(z{a} * z{b} * y{s} * y{t})")
-                for a, b in itertools.combinations_with_replacement(range(p), 2)
-                for s, t in itertools.combinations_with_replacement(range(n_w), 2)]
-        out += [("zzzy", f"sum(z{a} * z{b} * z{c} * y{t})")
+        out += [("zzyy", _sum(f"z{a}", f"z{b}", f"y{s}", f"y{t}")) for a, b in pairs_z for s, t in pairs_y]
+        out += [("zzzy", _sum(f"z{a}", f"z{b}", f"z{c}", f"y{t}"))
                 for a, b, c in itertools.combinations_with_replacement(range(p), 3) for t in range(n_w)]
-        out += [("zzzz", f"sum(z{a} * z{b} * z{c} * z{d})")
+        out += [("zzzz", _sum(f"z{a}", f"z{b}", f"z{c}", f"z{d}"))
                 for a, b, c, d in itertools.combinations_with_replacement(range(p), 4)]
     return out
 
@@ -95,12 +102,13 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
     z_exprs = ["CAST(1 AS DOUBLE)"]
     z_exprs += [f"CAST(any_value(arm) = {_lit(a)} AS DOUBLE)" for a in design.treated]
     z_exprs += [f"any_value({name})" for name, _ in fixed]
-    inconsistent = " OR ".join(["count(DISTINCT arm) <> 1", "count(arm) <> count(*)"] + [
+    # min <> max rather than count(DISTINCT ...): distinct aggregates need a hash set per participant
+    inconsistent = " OR ".join(["min(arm) <> max(arm)", "count(arm) <> count(*)"] + [
         f"count({name}) <> count(*) OR min({name}) <> max({name})" for name, _ in fixed])
     arms_in = ", ".join(_lit(a) for a in design.arms)
     per = ", ".join(
         ["bit_or(CAST(1 AS BIGINT) << t) AS pattern", "count(*) AS n_rows",
-         "count(*) <> count(DISTINCT t) AS duplicate",
+         "count(*) <> bit_count(bit_or(CAST(1 AS BIGINT) << t)) AS duplicate",
          f"bool_or(arm NOT IN ({arms_in})) AS unknown_arm",
          f"coalesce({inconsistent}, TRUE) AS inconsistent"]
         + [f"{e} AS z{a}" for a, e in enumerate(z_exprs)]
