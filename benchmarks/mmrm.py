@@ -86,8 +86,9 @@ def main() -> None:
 
     design = MMRMDesign(ARMS, WAVES, ("age",))
     con = duckdb.connect(":memory:")
+    # the machine is shared: the load average says how much the figures below were slowed by others
     print(f"DuckDB {duckdb.__version__}, threads {con.execute('SELECT current_setting(' + repr('threads') + ')').fetchone()[0]}, "
-          f"cores {os.cpu_count()}", flush=True)
+          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     seconds = build_table(con, args.participants)
     n_rows = con.execute("SELECT count(*) FROM obs").fetchone()[0]
     print(f"table: {args.participants:,} participants, {n_rows:,} outcome rows, built in {seconds:.1f} s", flush=True)
@@ -135,7 +136,7 @@ def main() -> None:
               f"{t_mixed:.1f} s (one fit; long-run coach {mixed_lr:.3f}) vs MMRM REML from statistics "
               f"{t_mmrm:.2f} s (long-run coach {sub_fit.effect('coach').estimate:.3f})", flush=True)
 
-    print(f"peak resident memory: {peak_rss_mib():,.0f} MiB", flush=True)
+    print(f"peak resident memory: {peak_rss_mib():,.0f} MiB; load average {os.getloadavg()[0]:.1f} at the end", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ Satterthwaite, Kenward & Roger 1997 for KR, Liang & Zeger 1986 for the sandwich)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -202,8 +203,7 @@ def fit_mmrm(stats: MMRMStatistics, design: MMRMDesign, *, structure: str = "us"
         for wave in design.waves:
             effects.append(_arm_effect(fit, design, arm, wave, wave, level))
         effects.append(_arm_effect(fit, design, arm, design.waves[-1], LONG_RUN, level))
-    object.__setattr__(fit, "effects", tuple(effects))
-    return fit
+    return dataclasses.replace(fit, effects=tuple(effects))
 
 
 def _arm_effect(fit: MMRMFit, design: MMRMDesign, arm: str, wave: str, label: str, level: float) -> ContrastEstimate:

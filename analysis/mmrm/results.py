@@ -19,6 +19,13 @@ import pandas as pd
 from analysis.results import LONG_RUN, Diagnostics
 
 
+def _freeze_arrays(result: object) -> None:
+    """Make a frozen result's arrays read-only too (the dataclass freezes the attributes, not the data)."""
+    for value in vars(result).values():
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+
+
 class MMRMFitError(RuntimeError):
     """The frequentist MMRM fit failed; ``reason`` says why (never a plausible default instead)."""
 
@@ -133,6 +140,9 @@ class MMRMFit:
     # dPhi/dtheta_h = -Phi P_h Phi; Kenward-Roger uses P_h itself)
     p_matrices: np.ndarray = field(repr=False, default=None)
 
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
     def coef(self, name: str) -> tuple[float, float]:
         """(estimate, model-based standard error) of one coefficient."""
         j = self.coefficient_names.index(name)
@@ -212,6 +222,9 @@ class MMRMPosterior:
     compile_seconds: float
     sampling_seconds: float
     idata: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
 
     @property
     def confirmatory(self) -> bool:
