@@ -121,6 +121,27 @@ def test_unstructured_reml_sigma_is_the_pooled_within_group_covariance(dental):
     np.testing.assert_allclose(reml.cov_kenward_roger, reml.cov_model_based, rtol=1e-6)
 
 
+def test_ml_growth_curve_with_unstructured_sigma_is_khatris_closed_form(dental):
+    """Jennrich & Schluchter's Model 2 for these data (the SAS example's mean model: a line in age per sex,
+    unstructured Sigma, ML). With complete data this is Potthoff & Roy's growth-curve model
+    E(Y) = P B A', whose ML estimates have a closed form (Khatri 1966, Ann Inst Stat Math 18:75):
+    B = (P'S^{-1}P)^{-1} P'S^{-1} Y A (A'A)^{-1} with S = Y (I - A(A'A)^{-1}A') Y', and
+    Sigma = (Y - P B A')(Y - P B A')' / n."""
+    z, y = dental
+    ages = np.array([8.0, 10.0, 12.0, 14.0])
+    design = MMRMDesign(("Female", "Male"), AGES, baseline=False, wave_times=tuple(ages),
+                        terms={"intercept": "linear_time", "arm[Male]": "linear_time"})
+    fit = fit_mmrm(MMRMStatistics.from_arrays(z, y, design.z_columns, design.waves), design, method="ml")
+    yt, a, p = y.T, z, np.column_stack([np.ones(4), ages])
+    s = yt @ (np.eye(27) - a @ np.linalg.solve(a.T @ a, a.T)) @ yt.T
+    s_inv = np.linalg.inv(s)
+    b = np.linalg.solve(p.T @ s_inv @ p, p.T @ s_inv @ yt @ a @ np.linalg.inv(a.T @ a))
+    resid = yt - p @ b @ a.T
+    # our coefficients: intercept, intercept:time, arm[Male], arm[Male]:time
+    np.testing.assert_allclose(fit.beta, [b[0, 0], b[1, 0], b[0, 1], b[1, 1]], rtol=1e-7)
+    np.testing.assert_allclose(fit.sigma, resid @ resid.T / 27, rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # An independent dense implementation: one covariance matrix per participant, no pattern statistics.
 # ------------------------------------------------------------------------------------------------
