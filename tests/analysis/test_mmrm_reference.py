@@ -295,6 +295,22 @@ def test_btheb_reml_fit_is_the_optimum_of_the_participant_level_likelihood(btheb
     assert effect.sandwich is not None and effect.kenward_roger is not None
 
 
+def test_with_one_follow_up_wave_the_mmrm_is_the_ancova(btheb):
+    """One wave: REML sigma^2 is the residual mean square and the estimates and SEs are OLS's (statsmodels),
+    with df = n - q exactly."""
+    import statsmodels.api as sm
+
+    z, y = btheb
+    final = ~np.isnan(y[:, 3])
+    design = MMRMDesign(("TAU", "BtheB"), ("bdi.8m",), ("drug_yes", "length_over_6m"))
+    fit = fit_mmrm(MMRMStatistics.from_arrays(z, y[:, [3]], design.z_columns, design.waves), design)
+    ols = sm.OLS(y[final, 3], z[final]).fit()
+    np.testing.assert_allclose(fit.beta, ols.params, rtol=1e-8)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.cov_model_based)), ols.bse, rtol=1e-6)
+    assert fit.sigma[0, 0] == pytest.approx(ols.scale, rel=1e-7)
+    assert fit.effect("BtheB").model_based.df == pytest.approx(ols.df_resid, rel=1e-4)
+
+
 def test_btheb_structures_nest_as_likelihoods_must(btheb):
     """Sub-models cannot fit better than the unstructured model (same REML fixed effects)."""
     z, y = btheb
