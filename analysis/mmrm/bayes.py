@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+from analysis.longitudinal import _check_threads
 from analysis.mmrm.design import BASELINE, INTERCEPT, MMRMDesign, arm_column
 from analysis.mmrm.likelihood import PaddedPatterns
 from analysis.mmrm.results import MMRMPosterior, PosteriorContrast
@@ -221,11 +222,7 @@ def fit_mmrm_bayes(stats: MMRMStatistics, design: MMRMDesign, plan: AnalysisPlan
         raise AnalysisInputError(f"direction must be higher_is_better or lower_is_better, got {direction!r}")
     if (stats.z_columns, stats.waves) != (design.z_columns, design.waves):
         raise AnalysisInputError("the statistics do not belong to this design")
-    if os.environ.get("OPENBLAS_NUM_THREADS") is None and os.environ.get("OMP_NUM_THREADS") is None:
-        import warnings
-
-        warnings.warn("OMP_NUM_THREADS / OPENBLAS_NUM_THREADS are not set; set them to 1 before Python starts "
-                      "for fast sampling (research/stack.md)", RuntimeWarning, stacklevel=2)
+    _check_threads()
     std_map = standardisation(stats, design)
     std = stats.second_order().transformed(std_map.z_map, std_map.y_scale, std_map.y_from_z)
     n_pad = max(8, 1 << (len(std.patterns) - 1).bit_length())

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+from analysis.longitudinal import _ident, _lit  # the house's SQL quoting, one copy
 from analysis.mmrm.design import BASELINE, MMRMDesign
 from schemas.mmrm_stats import MMRMStatistics, PatternStatistics
 
@@ -42,14 +43,6 @@ class StatisticsInputError(AnalysisInputError):
         self.problems = {k: v for k, v in problems.items() if v}
         super().__init__("the outcome rows cannot be summarised: " + "; ".join(
             f"{n} participants {what}" for what, n in self.problems.items()))
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _sum(*factors: str) -> str:
