@@ -50,18 +50,14 @@ def moment_start(lik: PatternLikelihood) -> np.ndarray:
     """A positive-definite start for Sigma: the available-case covariance of the residuals from the
     Sigma = I (ordinary least squares) fit, or its diagonal when that is not positive definite."""
     d = lik.data
-    w, _ = lik.weights(np.eye(lik.n_waves))
-    h = lik.information(w)
-    g = lik.m.T @ np.einsum("kts,kas->at", w, d.szy).reshape(-1)
+    h, g = lik.gls_system(lik.weights(np.eye(lik.n_waves))[0])
     try:
         beta = np.linalg.solve(h, g)
         np.linalg.cholesky(h)
     except np.linalg.LinAlgError:
         raise MMRMFitError("the fixed effects are not identified: X'X is singular (an arm or wave without "
                            "participants, or collinear covariates)") from None
-    b = lik.coefficient_matrix(beta)
-    bszy = np.einsum("tp,kps->kts", b, d.szy)
-    resid = d.syy - bszy - bszy.transpose(0, 2, 1) + np.einsum("ta,kab,sb->kts", b, d.szz, b)
+    resid = lik.residual_crossproducts(beta)
     pair = d.mask[:, :, None] * d.mask[:, None, :]
     sums = (pair * resid).sum(axis=0)
     counts = np.einsum("k,kts->ts", d.n, pair)

@@ -156,13 +156,23 @@ class PatternLikelihood:
         """B (T x p) from beta."""
         return (self.m @ beta).reshape(self.n_z, self.n_waves).T
 
+    def gls_system(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """H = X'V^{-1}X and g = X'V^{-1}y for padded inverses W_S."""
+        return self.information(weights), self.m.T @ np.einsum("kts,kas->at", weights, self.data.szy).reshape(-1)
+
+    def residual_crossproducts(self, beta: np.ndarray) -> np.ndarray:
+        """R_S(B) = sum_i r_i r_i' per pattern (K, T, T), padded; entries of unobserved waves are not zero
+        (B Szz B' fills them) and must meet a zero of W_S, as they do in W R W."""
+        d, b = self.data, self.coefficient_matrix(beta)
+        bszy = np.einsum("tp,kps->kts", b, d.szy)
+        return d.syy - bszy - bszy.transpose(0, 2, 1) + np.einsum("ta,kab,sb->kts", b, d.szz, b)
+
     # -- the objective ---------------------------------------------------------------------------
     def evaluate(self, theta: np.ndarray) -> Evaluation:
         theta = np.asarray(theta, dtype=float)
         sigma = self.structure.sigma(theta)
         w, logdet = self.weights(sigma)
-        h = self.information(w)
-        g = self.m.T @ np.einsum("kts,kas->at", w, self.data.szy).reshape(-1)
+        h, g = self.gls_system(w)
         try:
             chol_h = np.linalg.cholesky(h)
         except np.linalg.LinAlgError:
@@ -179,9 +189,8 @@ class PatternLikelihood:
 
     def gradient_matrix(self, ev: Evaluation) -> np.ndarray:
         """A (T x T) with d(-2 l)/dtheta_h = tr(A Sigma_h) (module docstring)."""
-        d, w, b = self.data, ev.weights, self.coefficient_matrix(ev.beta)
-        bszy = np.einsum("tp,kps->kts", b, d.szy)
-        resid = d.syy - bszy - bszy.transpose(0, 2, 1) + np.einsum("ta,kab,sb->kts", b, d.szz, b)
+        d, w = self.data, ev.weights
+        resid = self.residual_crossproducts(ev.beta)
         a = np.einsum("k,kts->ts", d.n, w) - (w @ resid @ w).sum(axis=0)
         if self.reml:
             c = (self.m @ np.linalg.solve(ev.information, self.m.T)).reshape(self.n_z, self.n_waves, self.n_z, self.n_waves)

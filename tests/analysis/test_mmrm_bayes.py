@@ -90,11 +90,7 @@ def test_the_pytensor_likelihood_equals_the_numpy_pattern_likelihood():
     sigma = cov.sigma(theta)
     # the numpy likelihood profiles beta out; evaluate its quadratic form at this beta from the pieces
     w, logdet = lik.weights(sigma)
-    b = lik.coefficient_matrix(beta)
-    d = lik.data
-    bszy = np.einsum("tp,kps->kts", b, d.szy)
-    resid = d.syy - bszy - bszy.transpose(0, 2, 1) + np.einsum("ta,kab,sb->kts", b, d.szz, b)
-    want = -0.5 * (d.n @ logdet + np.einsum("kts,kst->", w, resid))
+    want = -0.5 * (lik.data.n @ logdet + np.einsum("kts,kst->", w, lik.residual_crossproducts(beta)))
     assert float(fn(beta, sigma)) == pytest.approx(want, rel=1e-10)
     # and at the profiled beta it is the ML log-likelihood plus N log(2 pi) / 2
     ev = lik.evaluate(theta)
