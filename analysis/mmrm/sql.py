@@ -45,27 +45,34 @@ class StatisticsInputError(AnalysisInputError):
             f"{n} participants {what}" for what, n in self.problems.items()))
 
 
-def _sum(*factors: str) -> str:
-    """sum of the product of per-participant columns; z0 is the intercept (1), so it is left out of the
-    product (fewer multiplications on the hot path), and a product of intercepts only is the row count."""
+def _sum(factors: tuple[str, ...], arm_dummies: frozenset[str]) -> str:
+    """sum over participants of a product of per-participant columns, with the multiplications the design
+    makes pointless left out (this is the hot path: hundreds of sums over every participant): the intercept
+    z0 is 1; an arm dummy is 0/1, so a repeated one is itself; two different arms' dummies are never both 1,
+    so their product is 0 for everyone."""
     kept = [f for f in factors if f != "z0"]
+    arms = {f for f in kept if f in arm_dummies}
+    if len(arms) > 1:
+        return "CAST(0 AS DOUBLE)"
+    kept = sorted(arms) + [f for f in kept if f not in arm_dummies]
     return f"sum({' * '.join(kept)})" if kept else "count(*)"
 
 
-def _aggregates(p: int, n_w: int, fourth_order: bool) -> list[tuple[str, str]]:
+def _aggregates(p: int, n_w: int, fourth_order: bool, n_arm_dummies: int = 0) -> list[tuple[str, str]]:
     """(kind, SQL expression) of every sum, in the order :func:`pattern_statistics_from_rows` reads them.
-    Only the distinct entries of each symmetric array are summed."""
+    Only the distinct entries of each symmetric array are summed; z1..z{n_arm_dummies} are the arm dummies."""
+    arms = frozenset(f"z{a}" for a in range(1, n_arm_dummies + 1))
     pairs_z = list(itertools.combinations_with_replacement(range(p), 2))
     pairs_y = list(itertools.combinations_with_replacement(range(n_w), 2))
     out: list[tuple[str, str]] = []
-    out += [("zz", _sum(f"z{a}", f"z{b}")) for a, b in pairs_z]
-    out += [("zy", _sum(f"z{a}", f"y{t}")) for a in range(p) for t in range(n_w)]
-    out += [("yy", _sum(f"y{s}", f"y{t}")) for s, t in pairs_y]
+    out += [("zz", _sum((f"z{a}", f"z{b}"), arms)) for a, b in pairs_z]
+    out += [("zy", _sum((f"z{a}", f"y{t}"), arms)) for a in range(p) for t in range(n_w)]
+    out += [("yy", _sum((f"y{s}", f"y{t}"), arms)) for s, t in pairs_y]
     if fourth_order:
-        out += [("zzyy", _sum(f"z{a}", f"z{b}", f"y{s}", f"y{t}")) for a, b in pairs_z for s, t in pairs_y]
-        out += [("zzzy", _sum(f"z{a}", f"z{b}", f"z{c}", f"y{t}"))
+        out += [("zzyy", _sum((f"z{a}", f"z{b}", f"y{s}", f"y{t}"), arms)) for a, b in pairs_z for s, t in pairs_y]
+        out += [("zzzy", _sum((f"z{a}", f"z{b}", f"z{c}", f"y{t}"), arms))
                 for a, b, c in itertools.combinations_with_replacement(range(p), 3) for t in range(n_w)]
-        out += [("zzzz", _sum(f"z{a}", f"z{b}", f"z{c}", f"z{d}"))
+        out += [("zzzz", _sum((f"z{a}", f"z{b}", f"z{c}", f"z{d}"), arms))
                 for a, b, c, d in itertools.combinations_with_replacement(range(p), 4)]
     return out
 
@@ -107,7 +114,7 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
         + [f"{e} AS z{a}" for a, e in enumerate(z_exprs)]
         + [f"max(CASE WHEN t = {t} THEN y END) AS y{t}" for t in range(n_w)])
     per_participant = f"SELECT {per} FROM ({obs}) GROUP BY participant"
-    sums = ", ".join(expr for _, expr in _aggregates(len(z_exprs), n_w, fourth_order))
+    sums = ", ".join(expr for _, expr in _aggregates(len(z_exprs), n_w, fourth_order, len(design.treated)))
     return (f"SELECT pattern, count(*) AS n_participants, sum(n_rows) AS n_rows, "
             f"sum(CAST(duplicate AS INTEGER)), sum(CAST(unknown_arm AS INTEGER)), sum(CAST(inconsistent AS INTEGER)), "
             f"{sums} FROM ({per_participant}) GROUP BY pattern ORDER BY pattern")
@@ -133,7 +140,7 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
 
     Raises :class:`StatisticsInputError` when any participant broke the relation's contract."""
     p, n_w = len(design.z_columns), design.n_waves
-    aggs = _aggregates(p, n_w, fourth_order)
+    aggs = _aggregates(p, n_w, fourth_order, len(design.treated))
     problems = dict.fromkeys(_PROBLEMS, 0)
     for row in rows:  # refuse before reading any sum: a broken participant can make them NULL
         for what, count in zip(_PROBLEMS, row[3:6], strict=True):
