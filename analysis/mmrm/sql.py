@@ -14,8 +14,8 @@ source relation has one row per participant x follow-up wave with columns
 First each participant's rows collapse to one row (z and the outcome at each wave, NULL where not
 observed, and the pattern as a bit mask: bit t set when wave t was observed); then one GROUP BY
 pattern sums the products. Rows that would make the statistics wrong are counted, not dropped:
-a participant with two rows at one wave, an arm not in the design, or an arm, baseline or covariate
-that is missing or differs between its rows. :func:`pattern_statistics_from_rows` refuses such data
+a participant with two rows at one wave, an arm that is missing or not in the design, or an arm,
+baseline or covariate that differs between its rows (or a missing baseline or covariate). :func:`pattern_statistics_from_rows` refuses such data
 with :class:`StatisticsInputError`, which says how many participants and why.
 """
 
@@ -77,7 +77,7 @@ def _aggregates(p: int, n_w: int, fourth_order: bool, n_arm_dummies: int = 0) ->
     return out
 
 
-_PROBLEMS = ("have two or more rows at one wave", "have an arm that is not in the design",
+_PROBLEMS = ("have two or more rows at one wave", "have an arm that is missing or not in the design",
              "have an arm, baseline or covariate that is missing or differs between their rows")
 
 
@@ -92,7 +92,11 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
     # participant-level columns that must agree between a participant's rows
     fixed = ([("b", "CAST(baseline AS DOUBLE)")] if design.baseline else []) + [
         (f"c{k}", f"CAST({_ident(c)} AS DOUBLE)") for k, c in enumerate(design.covariates)]
-    obs_cols = ", ".join(["participant", "CAST(arm AS VARCHAR) AS arm", f"{wave_index} AS t", "CAST(y AS DOUBLE) AS y"]
+    # the arm as its index in the design (-1: not a design arm, or missing): integer aggregates per
+    # participant instead of string ones, which were most of the query's time
+    arm_index = "CASE CAST(arm AS VARCHAR) " + " ".join(
+        f"WHEN {_lit(a)} THEN {k}" for k, a in enumerate(design.arms)) + " ELSE -1 END"
+    obs_cols = ", ".join(["participant", f"{arm_index} AS arm", f"{wave_index} AS t", "CAST(y AS DOUBLE) AS y"]
                          + [f"{expr} AS {name}" for name, expr in fixed])
     waves_in = ", ".join(_lit(w) for w in design.waves)
     obs = f"SELECT {obs_cols} FROM {source} WHERE y IS NOT NULL AND CAST(wave AS VARCHAR) IN ({waves_in})"
@@ -100,16 +104,15 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
     # z columns in design order: intercept, arm dummies, baseline, covariates (all DOUBLE: SQL number
     # literals are DECIMALs, whose sums of products overflow at scale)
     z_exprs = ["CAST(1 AS DOUBLE)"]
-    z_exprs += [f"CAST(any_value(arm) = {_lit(a)} AS DOUBLE)" for a in design.treated]
+    z_exprs += [f"CAST(any_value(arm) = {k} AS DOUBLE)" for k in range(1, len(design.arms))]
     z_exprs += [f"any_value({name})" for name, _ in fixed]
     # min <> max rather than count(DISTINCT ...): distinct aggregates need a hash set per participant
-    inconsistent = " OR ".join(["min(arm) <> max(arm)", "count(arm) <> count(*)"] + [
+    inconsistent = " OR ".join(["min(arm) <> max(arm)"] + [
         f"count({name}) <> count(*) OR min({name}) <> max({name})" for name, _ in fixed])
-    arms_in = ", ".join(_lit(a) for a in design.arms)
     per = ", ".join(
         ["bit_or(CAST(1 AS BIGINT) << t) AS pattern", "count(*) AS n_rows",
          "count(*) <> bit_count(bit_or(CAST(1 AS BIGINT) << t)) AS duplicate",
-         f"bool_or(arm NOT IN ({arms_in})) AS unknown_arm",
+         "min(arm) < 0 AS unknown_arm",
          f"coalesce({inconsistent}, TRUE) AS inconsistent"]
         + [f"{e} AS z{a}" for a, e in enumerate(z_exprs)]
         + [f"max(CASE WHEN t = {t} THEN y END) AS y{t}" for t in range(n_w)])

@@ -107,7 +107,8 @@ def test_a_participant_with_two_rows_at_one_wave_is_refused():
 
 
 @pytest.mark.parametrize("column, values, reason", [
-    ("arm", ["c", "zz", "t"], "an arm that is not in the design"),
+    ("arm", ["c", "zz", "t"], "an arm that is missing or not in the design"),
+    ("arm", [None, None, "t"], "an arm that is missing or not in the design"),
     ("arm", ["c", "t", "t"], "missing or differs"),           # participant a switches arm
     ("baseline", [1.0, 2.0, 3.0], "missing or differs"),       # participant a's baseline differs between rows
     ("baseline", [None, None, 3.0], "missing or differs"),     # participant a has no baseline
