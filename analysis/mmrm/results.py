@@ -2,8 +2,8 @@
 
 Every number is in outcome units unless its name says otherwise. A contrast row carries one
 :class:`Inference` per covariance estimate of beta-hat: ``model_based`` (inverse information,
-Satterthwaite df), ``sandwich`` (CR0 empirical, Bell-McCaffrey df; present when the statistics carry the
-fourth-order sums; its degrees of freedom are the model-based Satterthwaite ones, see
+Satterthwaite df), ``sandwich`` (CR0 empirical; present when the statistics carry the fourth-order sums;
+its degrees of freedom are the model-based Satterthwaite ones, not ``mmrm``'s Bell-McCaffrey ones, see
 ``analysis/mmrm/frequentist.py``) and ``kenward_roger`` (REML only).
 """
 
