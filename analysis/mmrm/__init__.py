@@ -62,7 +62,6 @@ _EXPORTS: dict[str, str] = {
     "MMRMPosterior": "analysis.mmrm.results",
     "ContrastEstimate": "analysis.mmrm.results",
     "Inference": "analysis.mmrm.results",
-    "PosteriorContrast": "analysis.mmrm.results",
     "MMRMFitError": "analysis.mmrm.results",
     "NotConverged": "analysis.mmrm.results",
     "CovarianceNotPositiveDefinite": "analysis.mmrm.results",

@@ -45,8 +45,8 @@ from analysis.errors import AnalysisInputError
 from analysis.longitudinal import _check_threads
 from analysis.mmrm.design import BASELINE, INTERCEPT, MMRMDesign, arm_column
 from analysis.mmrm.likelihood import PaddedPatterns
-from analysis.mmrm.results import MMRMPosterior, PosteriorContrast
-from analysis.results import LONG_RUN, Diagnostics
+from analysis.mmrm.results import MMRMPosterior
+from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import AnalysisPlan
 from schemas.suffstats import InsufficientData
@@ -208,12 +208,14 @@ def _compiled_model(design: MMRMDesign, data: dict[str, np.ndarray], eta: float)
 
 
 def fit_mmrm_bayes(stats: MMRMStatistics, design: MMRMDesign, plan: AnalysisPlan | None = None, *,
-                   direction: str = "higher_is_better", eta: float = 2.0, progress_bar: bool = False) -> MMRMPosterior:
+                   outcome: str = "outcome", direction: str = "higher_is_better", mcid: float | None = None,
+                   rope: float | None = None, eta: float = 2.0, progress_bar: bool = False) -> MMRMPosterior:
     """Sample the Bayesian MMRM (module docstring) and summarise each arm-vs-control difference.
 
     ``plan`` supplies the priors, chains/draws/tune/seed, the interval level and the diagnostics gate
     (``schemas.protocol.AnalysisPlan``). ``direction`` (higher_is_better / lower_is_better) defines
-    P(benefit). The result's ``diagnostics`` may have failed: check ``result.confirmatory``.
+    P(benefit); with an ``mcid`` (outcome units) each row also has P(benefit > MCID) and with a ``rope``
+    half-width P(|effect| < rope). The result's ``diagnostics`` may have failed: check ``result.confirmatory``.
     """
     import nutpie
 
@@ -252,10 +254,15 @@ def fit_mmrm_bayes(stats: MMRMStatistics, design: MMRMDesign, plan: AnalysisPlan
     for arm in design.treated:
         for wave, label in [*((w, w) for w in design.waves), (design.waves[-1], LONG_RUN)]:
             draws = beta @ design.arm_effect_weights(arm, wave)
-            effects.append(PosteriorContrast(
-                arm=arm, control=design.control, wave=label, mean=float(draws.mean()), sd=float(draws.std(ddof=1)),
-                lower=float(np.quantile(draws, (1 - level) / 2)), upper=float(np.quantile(draws, (1 + level) / 2)),
-                interval_level=level, p_benefit=float(np.mean(sign * draws > 0)), direction=direction))
+            good = sign * draws
+            effects.append(EffectEstimate(
+                outcome=outcome, arm=arm, control=design.control, wave=label, mean=float(draws.mean()),
+                sd=float(draws.std(ddof=1)), lower=float(np.quantile(draws, (1 - level) / 2)),
+                upper=float(np.quantile(draws, (1 + level) / 2)), interval_level=level,
+                p_benefit=float(np.mean(good > 0)),
+                p_above_mcid=None if mcid is None else float(np.mean(good > mcid)),
+                p_in_rope=None if rope is None else float(np.mean(np.abs(draws) < rope)),
+                direction=direction, method="bayes_mmrm_unstructured"))
     return MMRMPosterior(
         coefficient_names=design.coefficient_names, waves=design.waves, beta_mean=beta.mean(axis=0),
         beta_sd=beta.std(axis=0, ddof=1), sigma_mean=sigma.mean(axis=0), effects=tuple(effects),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.results import LONG_RUN, Diagnostics
+from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
 
 
 def _freeze_arrays(result: object) -> None:
@@ -85,6 +85,15 @@ class ContrastEstimate:
     arm: str | None = None
     control: str | None = None
     wave: str | None = None
+
+    def to_effect(self, outcome: str, direction: str = "higher_is_better", method: str = "model_based") -> EffectEstimate:
+        """The house's effect row (``sd`` is the standard error, probabilities None as for every frequentist
+        row), for the side-by-side tables and reports that read :class:`~analysis.results.EffectEstimate`."""
+        inf = self.inference(method)
+        return EffectEstimate(outcome=outcome, arm=self.arm or self.name, control=self.control or "", wave=self.wave or "",
+                              mean=self.estimate, sd=inf.se, lower=inf.lower, upper=inf.upper,
+                              interval_level=self.interval_level, p_benefit=None, p_above_mcid=None, p_in_rope=None,
+                              direction=direction, method=f"mmrm_{method}")
 
     def inference(self, method: str = "model_based") -> Inference:
         found = getattr(self, method, None)
@@ -183,26 +192,13 @@ class MMRMFit:
         return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class PosteriorContrast:
-    """Posterior summary of one arm-vs-control difference (outcome units): mean, SD, equal-tailed interval
-    and P(benefit), the posterior probability that the difference points in the outcome's good direction."""
-
-    arm: str
-    control: str
-    wave: str
-    mean: float
-    sd: float
-    lower: float
-    upper: float
-    interval_level: float
-    p_benefit: float
-    direction: str
-
-
 @dataclass(frozen=True, eq=False)
 class MMRMPosterior:
     """A Bayesian MMRM fit from pattern statistics (``analysis.mmrm.fit_mmrm_bayes``).
+
+    ``effects`` are the house's :class:`~analysis.results.EffectEstimate` rows (posterior mean, SD,
+    equal-tailed interval, P(benefit), P(benefit > MCID), P(|effect| < ROPE)), one per arm x wave plus
+    the long-run rows, so they go wherever the random-intercept model's rows go.
 
     ``sigma_mean`` is the posterior mean of Sigma (outcome units^2); ``beta_mean``/``beta_sd`` of the fixed
     effects. ``diagnostics`` is the house gate (R-hat, bulk ESS, divergences); a result that failed it is
@@ -215,7 +211,7 @@ class MMRMPosterior:
     beta_mean: np.ndarray = field(repr=False)
     beta_sd: np.ndarray = field(repr=False)
     sigma_mean: np.ndarray = field(repr=False)
-    effects: tuple[PosteriorContrast, ...]
+    effects: tuple[EffectEstimate, ...]
     diagnostics: Diagnostics
     n_participants: int
     n_obs: int
@@ -230,7 +226,7 @@ class MMRMPosterior:
     def confirmatory(self) -> bool:
         return self.diagnostics.passed
 
-    def effect(self, arm: str, wave: str = LONG_RUN) -> PosteriorContrast:
+    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
         for e in self.effects:
             if e.arm == arm and e.wave == wave:
                 return e
@@ -280,4 +276,4 @@ def contrast_estimate(fit: MMRMFit, l_vec: np.ndarray, *, name: str, level: floa
 
 
 __all__ = ["ContrastEstimate", "Convergence", "CovarianceNotPositiveDefinite", "Inference", "MMRMFit",
-           "MMRMFitError", "MMRMPosterior", "NotConverged", "PosteriorContrast", "contrast_estimate"]
+           "MMRMFitError", "MMRMPosterior", "NotConverged", "contrast_estimate"]

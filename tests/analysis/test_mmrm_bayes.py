@@ -48,7 +48,7 @@ def test_the_standardisation_maps_back_exactly():
 def test_posterior_agrees_with_reml_and_a_second_fit_only_swaps_data():
     plan = AnalysisPlan()
     first = simulate(2, 4000, 3.0)
-    post = fit_mmrm_bayes(first, DESIGN, plan)
+    post = fit_mmrm_bayes(first, DESIGN, plan, outcome="who5_percent", mcid=2.0, rope=0.5)
     assert post.diagnostics.passed, post.diagnostics.reasons
     reml = fit_mmrm(first, DESIGN, kenward_roger=None)
     for wave in (*DESIGN.waves, "long_run"):
@@ -58,6 +58,8 @@ def test_posterior_agrees_with_reml_and_a_second_fit_only_swaps_data():
     np.testing.assert_allclose(post.sigma_mean, reml.sigma, rtol=0.1)
     long_run = post.effect("coach")
     assert long_run.p_benefit > 0.99 and long_run.lower < long_run.mean < long_run.upper
+    assert 0 <= long_run.p_above_mcid <= long_run.p_benefit and long_run.p_in_rope is not None
+    assert (long_run.outcome, long_run.method) == ("who5_percent", "bayes_mmrm_unstructured")
 
     # same design shape, other data: no compilation, and the result follows the new data
     second = simulate(3, 3000, -3.0)
