@@ -40,7 +40,10 @@ Public API::
     pattern_statistics_from_rows(design, rows, ...)      its rows -> schemas.mmrm_stats.MMRMStatistics
     pattern_statistics(con, source, design, ...)         both, on an open DuckDB connection
     fit_mmrm(stats, design, structure="us", method="reml", level=0.95, kenward_roger="linear") -> MMRMFit
-    fit_mmrm_bayes(stats, design, plan=AnalysisPlan(), direction="higher_is_better") -> MMRMPosterior
+    fit_mmrm_bayes(stats, design, plan=None, outcome=, direction=, mcid=, rope=, eta=2) -> MMRMPosterior
+    MMRMFit.effects / .effect(arm, wave) / .contrast(weights)  ContrastEstimate (model_based, sandwich,
+                                                         kenward_roger Inference); .to_effect() -> EffectEstimate
+    MMRMPosterior.effects / .effect(arm, wave)             analysis.results.EffectEstimate rows
 """
 
 from __future__ import annotations
