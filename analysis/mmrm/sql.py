@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
-from analysis.longitudinal import _ident, _lit  # the house's SQL quoting, one copy
+from schemas.sqltext import ident as _ident
+from schemas.sqltext import literal as _lit
 from analysis.mmrm.design import BASELINE, MMRMDesign
 from schemas.mmrm_stats import MMRMStatistics, PatternStatistics
 
