@@ -100,7 +100,10 @@ def protocol(epsilon: float = 4.0) -> StudyProtocol:
              "window_days": 28, "lower_bound": 0, "upper_bound": 100},
         ],
         "privacy": {"epsilon": epsilon, "delta": 1e-6, "unit": "participant", "min_cell_size": 10,
-                    "mechanism": "gaussian"},
+                    "mechanism": "gaussian",
+                    # two planned releases (an interim at 3 months, the long run at 12), a fifth of the budget
+                    # left for a privacy officer's ad hoc release
+                    "releases": [{"after_wave": "m3", "share": 0.3}, {"after_wave": "m12", "share": 0.5}]},
         "analysis": {"effect_shape": "per_wave", "time_trend": "per_wave"},
         "strata": ["site"],
     })

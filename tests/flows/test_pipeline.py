@@ -62,7 +62,7 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
         ("ingest", "completed"), ("score", "completed"), ("analyze", "completed"), ("release", "completed")]
     assert _count(wh, "SELECT count(*) FROM scores") > 0
     assert _count(wh, "SELECT count(*) FROM analysis_summary") > 0
-    assert _count(wh, "SELECT count(*) FROM releases") == 1
+    assert _count(wh, "SELECT count(*) FROM releases") == 2  # the protocol plans two (after m3 and m12)
     ledger = _count(wh, "SELECT count(*) FROM privacy_ledger")
     summaries = _count(wh, "SELECT count(*) FROM analysis_summary")
 
