@@ -1,0 +1,189 @@
+"""The warehouse reduced, in DuckDB, to the small frames the quality rules judge.
+
+Great Expectations validates pandas frames (its SQL data source fails on DuckDB: research/stack.md), and a
+million participants hold tens of millions of scores and item answers and hundreds of millions of events:
+too many rows for pandas in seconds. So every rule is judged on an exact reduction whose size does not grow
+with the number of participants:
+
+- a *histogram* of the judged values with a count ``n`` of the warehouse rows behind each (the values of a
+  score, an item, an arm; rows per participant x wave x outcome); a rule on values is then exactly the rule
+  on the rows, and its unexpected count is the sum of ``n`` over the unexpected values;
+- for the time rules, each row's whole days outside its window or period (0 inside), computed from
+  :func:`flows.quality.rules.wave_window` and :func:`flows.quality.rules.study_period`, again as a histogram;
+- an aggregate for the rules that are about aggregates (the sample-ratio test, completeness per wave).
+
+Readers use the canonical relations (``schemas.warehouse.relations``) for the house's concepts: the arm of
+a participant (``study_arms``), the response that counts (``latest_responses``), the score of a participant
+at a wave (``study_scores``). Rules about *every stored row* (an item or a score off its scale, an unknown
+outcome, two rows for one key) read the tables themselves, because a bad row the canonical relation happens
+not to choose is still bad data (and an injected row may be chosen next time).
+
+No frame has a participant column: what reaches Great Expectations, the results table and the page are
+counts per value or cell, never a pseudonym.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flows.quality.rules import QualitySettings, primary_waves, study_period, wave_window
+from schemas.warehouse.relations import latest_responses, study_arms, study_scores
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import pandas as pd
+
+    from schemas.protocol import StudyProtocol
+
+DAY_SECONDS = 86400.0
+
+
+def _values(rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """A ``VALUES`` relation of bound parameters: ``(VALUES (?::T, ...), ...) AS v(c, ...)`` and its values."""
+    one = "(" + ", ".join(f"?::{t}" for _, t in columns) + ")"
+    sql = f"(VALUES {', '.join([one] * len(rows))}) AS v({', '.join(c for c, _ in columns)})"
+    return sql, [x for r in rows for x in r]
+
+
+def _days_outside(x: str, lo: str, hi: str) -> str:
+    """Signed whole days outside ``[lo, hi]`` (negative early, positive late, 0 inside, NULL unknown); any
+    part of a day outside counts as a day, so 0 means inside exactly."""
+    return (f"CASE WHEN {x} IS NULL OR {lo} IS NULL THEN NULL WHEN {x} < {lo} THEN -ceil({lo} - {x}) "
+            f"WHEN {x} > {hi} THEN ceil({x} - {hi}) ELSE 0 END::DOUBLE")
+
+
+def item_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``instrument, item_code, value, n``: every stored item answer (NULL = skipped)."""
+    return con.execute(
+        "SELECT instrument, item_code, value::DOUBLE AS value, count(*) AS n FROM response_items "
+        "WHERE study_id = ? GROUP BY ALL ORDER BY ALL", [protocol.study_id]).df()
+
+
+def score_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``outcome, wave, value, n``: every stored score, whatever its source."""
+    return con.execute(
+        "SELECT outcome, wave, value, count(*) AS n FROM scores WHERE study_id = ? GROUP BY ALL ORDER BY ALL",
+        [protocol.study_id]).df()
+
+
+def score_keys(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``outcome, wave, rows_per_key, n``: how many participant x wave x outcome keys hold 1, 2, ... rows."""
+    return con.execute(
+        "SELECT outcome, wave, rows_per_key, count(*) AS n FROM (SELECT outcome, wave, count(*) AS rows_per_key "
+        "FROM scores WHERE study_id = ? GROUP BY participant, wave, outcome) GROUP BY ALL ORDER BY ALL",
+        [protocol.study_id]).df()
+
+
+def latest_response_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``wave, instrument, randomized, days_outside_window, n`` of the responses that count
+    (``latest_responses``), joined to the participant's assignment (``study_arms``)."""
+    windows = [wave_window(w) for w in protocol.waves]
+    rel, params = _values([(w.wave, w.opens_days, w.closes_days) for w in windows],
+                          [("wave", "VARCHAR"), ("opens_days", "DOUBLE"), ("closes_days", "DOUBLE")])
+    sid = protocol.study_id
+    offset = f"(epoch(r.submitted_at) - epoch(a.assigned_at)) / {DAY_SECONDS}"
+    return con.execute(
+        f"SELECT r.wave, r.instrument, a.participant IS NOT NULL AS randomized, "
+        f"{_days_outside(offset, 'v.opens_days', 'v.closes_days')} AS days_outside_window, count(*) AS n "
+        f"FROM {latest_responses(sid)} r LEFT JOIN {study_arms(sid)} a ON a.participant = r.participant "
+        f"LEFT JOIN {rel} ON v.wave = r.wave GROUP BY ALL ORDER BY ALL", params).df()
+
+
+def submissions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``wave, instrument, submissions_per_key, latest_tied, n``: per participant x wave x instrument, how many
+    submissions are stored and whether the two latest share their time."""
+    return con.execute(
+        "SELECT wave, instrument, k AS submissions_per_key, coalesce(k > 1 AND top[1] = top[2], false) AS latest_tied, "
+        "count(*) AS n FROM (SELECT wave, instrument, count(*) AS k, max(submitted_at, 2) AS top FROM responses "
+        "WHERE study_id = ? GROUP BY participant, wave, instrument) GROUP BY ALL ORDER BY ALL",
+        [protocol.study_id]).df()
+
+
+def assignment_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``arm, arms_per_participant, n``: every stored assignment, with the number of distinct arms its
+    participant holds."""
+    return con.execute(
+        "SELECT arm, arms_per_participant, count(*) AS n FROM (SELECT arm, count(DISTINCT arm) OVER "
+        "(PARTITION BY participant) AS arms_per_participant FROM assignments WHERE study_id = ?) "
+        "GROUP BY ALL ORDER BY ALL", [protocol.study_id]).df()
+
+
+def allocation(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, settings: QualitySettings) -> pd.DataFrame:
+    """One row ``participants, chi_square, p_value, counts`` of ``analysis.randomization.srm_test`` on the
+    randomised participants' arms (``study_arms``) against the allocation ratios; no row before anyone is
+    randomised. Participants in an arm the protocol lacks are left to ``assignment_arm_allowed``."""
+    import pandas as pd
+
+    from analysis.randomization import srm_test
+
+    counts = dict(con.execute(f"SELECT arm, count(*) FROM {study_arms(protocol.study_id)} GROUP BY arm").fetchall())
+    known = {a.name: int(counts.get(a.name, 0)) for a in protocol.arms}
+    columns = ["participants", "chi_square", "p_value", "counts"]
+    if sum(known.values()) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "counts" else float) for c in columns})
+    srm = srm_test(known, {a.name: a.allocation for a in protocol.arms}, threshold=settings.srm_threshold)
+    return pd.DataFrame([{"participants": sum(known.values()), "chi_square": srm.chi_square,
+                          "p_value": srm.p_value, "counts": known}], columns=columns)
+
+
+def completeness(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of: datetime) -> pd.DataFrame:
+    """``wave, due, scored, completeness`` for each wave measuring the primary outcome: of the randomised
+    participants whose window for the wave has closed by ``as_of`` (``wave_window``), how many have a score of
+    the primary outcome there (``study_scores``). A wave due for no one has completeness NaN (not judged):
+    counting participants whose window is still open would call every running wave incomplete."""
+    import pandas as pd
+
+    waves = primary_waves(protocol)
+    windows = [wave_window(w) for w in waves]
+    rel, params = _values([(w.wave, w.closes_days) for w in windows], [("wave", "VARCHAR"), ("closes_days", "DOUBLE")])
+    sid, primary = protocol.study_id, protocol.primary_outcome.name
+    rows = con.execute(
+        f"WITH due AS (SELECT a.participant, v.wave FROM {study_arms(sid)} a CROSS JOIN {rel} "
+        f"WHERE epoch(a.assigned_at) + v.closes_days * {DAY_SECONDS} <= epoch(?::TIMESTAMPTZ)) "
+        f"SELECT due.wave, count(*) AS due, count(s.participant) AS scored FROM due "
+        f"LEFT JOIN {study_scores(sid, outcomes=[primary], waves=[w.name for w in waves])} s "
+        f"ON s.participant = due.participant AND s.wave = due.wave GROUP BY due.wave",
+        [*params, as_of]).fetchall()
+    got = {w: (int(d), int(s)) for w, d, s in rows}
+    out = []
+    for w in waves:
+        due, scored = got.get(w.name, (0, 0))
+        out.append({"wave": w.name, "due": due, "scored": scored, "completeness": scored / due if due else float("nan")})
+    return pd.DataFrame(out, columns=["wave", "due", "scored", "completeness"])
+
+
+def event_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[pd.DataFrame, dict[str, str] | None]:
+    """``type, days_outside_period, n`` of every stored event, and the study period judged (None before anyone
+    is randomised: then no event is judged)."""
+    first, last = con.execute(f"SELECT min(assigned_at), max(assigned_at) FROM {study_arms(protocol.study_id)}").fetchone()
+    period = study_period(protocol, first, last) if first is not None else None
+    starts, ends = (period.starts, period.ends) if period else (None, None)
+    frame = con.execute(
+        f"WITH p AS (SELECT epoch(?::TIMESTAMPTZ) / {DAY_SECONDS} AS lo, epoch(?::TIMESTAMPTZ) / {DAY_SECONDS} AS hi) "
+        f"SELECT e.type, {_days_outside(f'epoch(e.ts) / {DAY_SECONDS}', 'p.lo', 'p.hi')} AS days_outside_period, "
+        "count(*) AS n FROM events e CROSS JOIN p WHERE e.study_id = ? GROUP BY ALL ORDER BY ALL",
+        [starts, ends, protocol.study_id]).df()
+    return frame, ({"starts": starts.isoformat(), "ends": ends.isoformat()} if period else None)
+
+
+def reduce_warehouse(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, as_of: datetime,
+                     settings: QualitySettings) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every frame the rules name, and context the report shows (the study period judged)."""
+    events, period = event_cells(con, protocol)
+    frames = {
+        "item_values": item_values(con, protocol),
+        "score_values": score_values(con, protocol),
+        "score_keys": score_keys(con, protocol),
+        "latest_responses": latest_response_cells(con, protocol),
+        "submissions": submissions(con, protocol),
+        "assignments": assignment_cells(con, protocol),
+        "allocation": allocation(con, protocol, settings),
+        "completeness": completeness(con, protocol, as_of),
+        "events": events,
+    }
+    for name, frame in frames.items():
+        assert "participant" not in frame.columns, f"frame {name} must not carry participants"
+        frame.reset_index(drop=True, inplace=True)
+    return frames, {"study_period": period}
