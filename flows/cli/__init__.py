@@ -15,7 +15,7 @@ import warnings
 import typer
 
 import flows  # noqa: F401  (the quiet process defaults, before numpy or Prefect load)
-from flows.cli import analysis, instruments, privacy, spine
+from flows.cli import analysis, instruments, privacy, quality, spine
 
 app = typer.Typer(
     name="flourish",
@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _area in (spine, instruments, privacy, analysis):
+for _area in (spine, instruments, privacy, analysis, quality):
     _area.register(app)
 
 

@@ -297,7 +297,7 @@ def build_rules(protocol: StudyProtocol, settings: QualitySettings | None = None
             kwargs, "scores", f"{outcome} scores lie in {_fmt(b.lower)}..{_fmt(b.upper)} ({b.source})",
             ("outcome", outcome))
     add("score_unique", "score_keys", "scores", "participant, wave, outcome", "ExpectColumnValuesToBeBetween",
-        {"column": "rows_per_key", "min_value": 1, "max_value": 1}, "participant x wave x outcome keys",
+        {"column": "rows_per_key", "min_value": 1, "max_value": 1}, "score keys",
         "one stored score per participant x wave x outcome (resubmissions are resolved before scoring)")
 
     pairs = sorted({(w.name, i) for w in protocol.waves for i in w.instruments})
@@ -313,11 +313,11 @@ def build_rules(protocol: StudyProtocol, settings: QualitySettings | None = None
         "ExpectColumnValuesToBeInSet", {"column": "randomized", "value_set": [True]}, "responses",
         "every response is from a randomised participant (others cannot enter the analysis)")
     add("response_latest_unambiguous", "submissions", "responses", "submitted_at", "ExpectColumnValuesToBeInSet",
-        {"column": "latest_tied", "value_set": [False]}, "participant x wave x instrument keys",
+        {"column": "latest_tied", "value_set": [False]}, "response keys",
         "no two submissions of a participant x wave x instrument share the latest time (the response id "
         "would decide which counts)")
     add("response_resubmitted", "submissions", "responses", "response_id", "ExpectColumnValuesToBeBetween",
-        {"column": "submissions_per_key", "min_value": 1, "max_value": 1}, "participant x wave x instrument keys",
+        {"column": "submissions_per_key", "min_value": 1, "max_value": 1}, "response keys",
         "resubmissions (allowed: the latest counts)")
 
     add("assignment_arm_allowed", "assignments", "assignments", "arm", "ExpectColumnValuesToBeInSet",

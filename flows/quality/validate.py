@@ -141,12 +141,21 @@ def _observed(rule: Rule, judged: pd.DataFrame) -> Any:
     return {"distinct": len(items), "values": items[:MAX_OBSERVED_VALUES]}
 
 
+MEASURES = frozenset({"value", "rows_per_key", "days_outside_window", "randomized", "submissions_per_key",
+                      "latest_tied", "arms_per_participant", "days_outside_period"})
+"""Columns of the frames that are measurements rather than dimensions: an example shows one only when the rule
+judges it (an unknown outcome's examples are per outcome and wave, not per score value)."""
+
+
 def _examples(rule: Rule, unexpected: pd.DataFrame) -> tuple[dict[str, Any], ...]:
     """The unexpected cells holding most rows, each with its count and without the condition column."""
     if not len(unexpected):
         return ()
-    keep = [c for c in unexpected.columns if c != "n" and (rule.where is None or c != rule.where[0])]
-    top = unexpected.sort_values("n", ascending=False, kind="stable").head(MAX_EXAMPLES)
+    judged = set(_judged_columns(rule))
+    keep = [c for c in unexpected.columns if c != "n" and (rule.where is None or c != rule.where[0])
+            and (c in judged or c not in MEASURES)]
+    cells = unexpected.groupby(keep, sort=True, dropna=False)["n"].sum().reset_index()
+    top = cells.sort_values("n", ascending=False, kind="stable").head(MAX_EXAMPLES)
     return tuple({**{c: _plain(row[c]) for c in keep}, "rows": int(row["n"])} for _, row in top.iterrows())
 
 
