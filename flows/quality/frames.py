@@ -13,8 +13,9 @@ with the number of participants:
 - an aggregate for the rules that are about aggregates (the sample-ratio test, completeness per wave).
 
 Readers use the canonical relations (``schemas.warehouse.relations``) for the house's concepts: the arm of
-a participant (``study_arms``), the response that counts (``latest_responses``), the score of a participant
-at a wave (``study_scores``). Rules about *every stored row* (an item or a score off its scale, an unknown
+a participant (``study_arms``), the score of a participant at a wave (``study_scores``). The response that
+counts (``latest_responses``) is judged by its time only, which one GROUP BY gives at a quarter of the
+relation's cost (see :func:`response_cells`; a test holds the two equal). Rules about *every stored row* (an item or a score off its scale, an unknown
 outcome, two rows for one key) read the tables themselves, because a bad row the canonical relation happens
 not to choose is still bad data (and an injected row may be chosen next time).
 
@@ -29,7 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flows.quality.rules import QualitySettings, primary_waves, study_period, wave_window
-from schemas.warehouse.relations import latest_responses, study_arms, study_scores
+from schemas.warehouse.relations import study_arms, study_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -76,29 +77,35 @@ def score_keys(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.Da
         [protocol.study_id]).df()
 
 
-def latest_response_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
-    """``wave, instrument, randomized, days_outside_window, n`` of the responses that count
-    (``latest_responses``), joined to the participant's assignment (``study_arms``)."""
+def response_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
+    """``wave, instrument, randomized, days_outside_window, submissions_per_key, latest_tied, n``: one row per
+    participant x wave x instrument key reduced to a histogram, in one pass over ``responses``.
+
+    The response that counts is ``latest_responses``' (latest ``submitted_at``, then the larger response id).
+    The window rule needs only its *time*, which by that order is the key's largest ``submitted_at`` (a tie
+    has one time), so a GROUP BY gives it together with the resubmission count: the relation's window sort
+    costs about four times as much at a million participants (README, "Data-quality gates").
+    ``tests/flows/quality/test_frames.py`` holds this reduction equal to one built on ``latest_responses``.
+    ``latest_tied``: the key's two latest submissions share their time (the response id decides which
+    counts); found by joining back only the keys with more than one submission."""
     windows = [wave_window(w) for w in protocol.waves]
     rel, params = _values([(w.wave, w.opens_days, w.closes_days) for w in windows],
                           [("wave", "VARCHAR"), ("opens_days", "DOUBLE"), ("closes_days", "DOUBLE")])
     sid = protocol.study_id
-    offset = f"(epoch(r.submitted_at) - epoch(a.assigned_at)) / {DAY_SECONDS}"
+    offset = f"(epoch(k.latest_at) - epoch(a.assigned_at)) / {DAY_SECONDS}"
     return con.execute(
-        f"SELECT r.wave, r.instrument, a.participant IS NOT NULL AS randomized, "
-        f"{_days_outside(offset, 'v.opens_days', 'v.closes_days')} AS days_outside_window, count(*) AS n "
-        f"FROM {latest_responses(sid)} r LEFT JOIN {study_arms(sid)} a ON a.participant = r.participant "
-        f"LEFT JOIN {rel} ON v.wave = r.wave GROUP BY ALL ORDER BY ALL", params).df()
-
-
-def submissions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
-    """``wave, instrument, submissions_per_key, latest_tied, n``: per participant x wave x instrument, how many
-    submissions are stored and whether the two latest share their time."""
-    return con.execute(
-        "SELECT wave, instrument, k AS submissions_per_key, coalesce(k > 1 AND top[1] = top[2], false) AS latest_tied, "
-        "count(*) AS n FROM (SELECT wave, instrument, count(*) AS k, max(submitted_at, 2) AS top FROM responses "
-        "WHERE study_id = ? GROUP BY participant, wave, instrument) GROUP BY ALL ORDER BY ALL",
-        [protocol.study_id]).df()
+        f"WITH k AS MATERIALIZED (SELECT participant, wave, instrument, count(*) AS submissions, "
+        f"max(submitted_at) AS latest_at FROM responses WHERE study_id = ? GROUP BY ALL), "
+        f"tied AS (SELECT r.participant, r.wave, r.instrument FROM responses r JOIN k ON k.submissions > 1 "
+        f"AND r.participant = k.participant AND r.wave = k.wave AND r.instrument = k.instrument "
+        f"AND r.submitted_at = k.latest_at WHERE r.study_id = ? GROUP BY ALL HAVING count(*) > 1) "
+        f"SELECT k.wave, k.instrument, a.participant IS NOT NULL AS randomized, "
+        f"{_days_outside(offset, 'v.opens_days', 'v.closes_days')} AS days_outside_window, "
+        f"k.submissions AS submissions_per_key, t.participant IS NOT NULL AS latest_tied, count(*) AS n "
+        f"FROM k LEFT JOIN {study_arms(sid)} a ON a.participant = k.participant "
+        f"LEFT JOIN {rel} ON v.wave = k.wave "
+        f"LEFT JOIN tied t ON t.participant = k.participant AND t.wave = k.wave AND t.instrument = k.instrument "
+        f"GROUP BY ALL ORDER BY ALL", [sid, sid, *params]).df()
 
 
 def assignment_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
@@ -110,15 +117,24 @@ def assignment_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) ->
         "GROUP BY ALL ORDER BY ALL", [protocol.study_id]).df()
 
 
-def allocation(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, settings: QualitySettings) -> pd.DataFrame:
+def arm_counts(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[dict[str, int], Any, Any]:
+    """Randomised participants per arm (``study_arms``), and the first and last assignment time."""
+    rows = con.execute(f"SELECT arm, count(*), min(assigned_at), max(assigned_at) FROM {study_arms(protocol.study_id)} "
+                       "GROUP BY arm").fetchall()
+    counts = {arm: int(n) for arm, n, _, _ in rows}
+    first = min((r[2] for r in rows), default=None)
+    last = max((r[3] for r in rows), default=None)
+    return counts, first, last
+
+
+def allocation(counts: dict[str, int], protocol: StudyProtocol, settings: QualitySettings) -> pd.DataFrame:
     """One row ``participants, chi_square, p_value, counts`` of ``analysis.randomization.srm_test`` on the
-    randomised participants' arms (``study_arms``) against the allocation ratios; no row before anyone is
-    randomised. Participants in an arm the protocol lacks are left to ``assignment_arm_allowed``."""
+    randomised participants' arms against the allocation ratios; no row before anyone is randomised.
+    Participants in an arm the protocol lacks are left to ``assignment_arm_allowed``."""
     import pandas as pd
 
     from analysis.randomization import srm_test
 
-    counts = dict(con.execute(f"SELECT arm, count(*) FROM {study_arms(protocol.study_id)} GROUP BY arm").fetchall())
     known = {a.name: int(counts.get(a.name, 0)) for a in protocol.arms}
     columns = ["participants", "chi_square", "p_value", "counts"]
     if sum(known.values()) == 0:
@@ -154,10 +170,10 @@ def completeness(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of:
     return pd.DataFrame(out, columns=["wave", "due", "scored", "completeness"])
 
 
-def event_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[pd.DataFrame, dict[str, str] | None]:
-    """``type, days_outside_period, n`` of every stored event, and the study period judged (None before anyone
-    is randomised: then no event is judged)."""
-    first, last = con.execute(f"SELECT min(assigned_at), max(assigned_at) FROM {study_arms(protocol.study_id)}").fetchone()
+def event_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, first: datetime | None,
+                last: datetime | None) -> tuple[pd.DataFrame, dict[str, str] | None]:
+    """``type, days_outside_period, n`` of every stored event, and the study period judged from the first and
+    last assignment (None before anyone is randomised: then no event is judged)."""
     period = study_period(protocol, first, last) if first is not None else None
     starts, ends = (period.starts, period.ends) if period else (None, None)
     frame = con.execute(
@@ -171,19 +187,19 @@ def event_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tupl
 def reduce_warehouse(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, as_of: datetime,
                      settings: QualitySettings) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Every frame the rules name, and context the report shows (the study period judged)."""
-    events, period = event_cells(con, protocol)
+    counts, first, last = arm_counts(con, protocol)
+    events, period = event_cells(con, protocol, first, last)
     frames = {
         "item_values": item_values(con, protocol),
         "score_values": score_values(con, protocol),
         "score_keys": score_keys(con, protocol),
-        "latest_responses": latest_response_cells(con, protocol),
-        "submissions": submissions(con, protocol),
+        "responses": response_cells(con, protocol),
         "assignments": assignment_cells(con, protocol),
-        "allocation": allocation(con, protocol, settings),
+        "allocation": allocation(counts, protocol, settings),
         "completeness": completeness(con, protocol, as_of),
         "events": events,
     }
     for name, frame in frames.items():
         assert "participant" not in frame.columns, f"frame {name} must not carry participants"
-        frame.reset_index(drop=True, inplace=True)
-    return frames, {"study_period": period}
+    # GX names unexpected rows by index label: a plain 0..n-1 index makes them row positions
+    return {name: frame.reset_index(drop=True) for name, frame in frames.items()}, {"study_period": period}

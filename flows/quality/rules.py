@@ -301,22 +301,22 @@ def build_rules(protocol: StudyProtocol, settings: QualitySettings | None = None
         "one stored score per participant x wave x outcome (resubmissions are resolved before scoring)")
 
     pairs = sorted({(w.name, i) for w in protocol.waves for i in w.instruments})
-    add("response_wave_instrument_known", "latest_responses", "latest_responses", "wave, instrument",
+    add("response_wave_instrument_known", "responses", "latest_responses", "wave, instrument",
         "ExpectColumnPairValuesToBeInSet",
         {"column_A": "wave", "column_B": "instrument", "value_pairs_set": pairs}, "responses",
         "every response is to an instrument its wave administers")
-    add("response_in_wave_window", "latest_responses", "latest_responses", "submitted_at",
+    add("response_in_wave_window", "responses", "latest_responses", "submitted_at",
         "ExpectColumnValuesToBeBetween", {"column": "days_outside_window", "min_value": 0, "max_value": 0},
         "responses", "the response that counts (the latest) was submitted inside its wave's window "
         "(day +/- window_days from assignment); the figure is whole days outside")
-    add("response_participant_randomized", "latest_responses", "latest_responses", "participant",
+    add("response_participant_randomized", "responses", "latest_responses", "participant",
         "ExpectColumnValuesToBeInSet", {"column": "randomized", "value_set": [True]}, "responses",
         "every response is from a randomised participant (others cannot enter the analysis)")
-    add("response_latest_unambiguous", "submissions", "responses", "submitted_at", "ExpectColumnValuesToBeInSet",
+    add("response_latest_unambiguous", "responses", "responses", "submitted_at", "ExpectColumnValuesToBeInSet",
         {"column": "latest_tied", "value_set": [False]}, "response keys",
         "no two submissions of a participant x wave x instrument share the latest time (the response id "
         "would decide which counts)")
-    add("response_resubmitted", "submissions", "responses", "response_id", "ExpectColumnValuesToBeBetween",
+    add("response_resubmitted", "responses", "responses", "response_id", "ExpectColumnValuesToBeBetween",
         {"column": "submissions_per_key", "min_value": 1, "max_value": 1}, "response keys",
         "resubmissions (allowed: the latest counts)")
 
