@@ -35,8 +35,10 @@ def quality(
     from rich.text import Text
 
     from flows.quality import load_reports, new_run_id, render_quality_page, run_quality_gates
+    from flows.settings import Settings
     from flows.study import load_study
     from flows.warehouse import open_warehouse
+    from schemas.sqltext import literal
 
     moment = None
     if as_of is not None:
@@ -51,6 +53,7 @@ def quality(
     protocol = load_study(study)
     err = Console(stderr=True)
     with open_warehouse(warehouse) as con:
+        con.execute(f"SET memory_limit = {literal(Settings.from_env().duckdb_memory_limit)}")  # as the ingest does
         with err.status("validating (Great Expectations takes about 10 s to load) ...") if not json_out else nullcontext():
             report = run_quality_gates(con, protocol, run_id=new_run_id(), as_of=moment, raise_on_critical=False)
         if html is not None:

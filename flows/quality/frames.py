@@ -14,8 +14,9 @@ with the number of participants:
 
 Readers use the canonical relations (``schemas.warehouse.relations``) for the house's concepts: the arm of
 a participant (``study_arms``), the score of a participant at a wave (``study_scores``). The response that
-counts (``latest_responses``) is judged by its time only, which one GROUP BY gives at a quarter of the
-relation's cost (see :func:`response_cells`; a test holds the two equal). Rules about *every stored row* (an item or a score off its scale, an unknown
+counts (``latest_responses``) is judged by its time only, which a hash-screened GROUP BY gives at a sixth of
+the relation's CPU (see :func:`response_cells`; a test holds the two equal). Counting rows per key (scores,
+responses) is screened by a 64-bit hash of the key and made exact by recounting the rare repeated hashes. Rules about *every stored row* (an item or a score off its scale, an unknown
 outcome, two rows for one key) read the tables themselves, because a bad row the canonical relation happens
 not to choose is still bad data (and an injected row may be chosen next time).
 
@@ -70,42 +71,56 @@ def score_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.
 
 
 def score_keys(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
-    """``outcome, wave, rows_per_key, n``: how many participant x wave x outcome keys hold 1, 2, ... rows."""
+    """``outcome, wave, rows_per_key, n``: how many participant x wave x outcome keys hold 1, 2, ... rows.
+
+    Counting rows per key is a GROUP BY over every score (27 million at a million participants), so it is
+    screened by a 64-bit hash of the key: a key whose hash occurs once holds one row (the screen's one row
+    with NULL outcome and wave counts them); the rows of every hash that occurs more than once (a repeated key,
+    or two keys sharing a hash) are counted again by the key itself. Exact, and half the CPU of grouping by
+    the key's text."""
     return con.execute(
-        "SELECT outcome, wave, rows_per_key, count(*) AS n FROM (SELECT outcome, wave, count(*) AS rows_per_key "
-        "FROM scores WHERE study_id = ? GROUP BY participant, wave, outcome) GROUP BY ALL ORDER BY ALL",
-        [protocol.study_id]).df()
+        "WITH repeated AS MATERIALIZED (SELECT h, k FROM (SELECT hash(participant, wave, outcome) AS h, count(*) AS k "
+        "FROM scores WHERE study_id = $study GROUP BY 1) WHERE k > 1), "
+        "exact AS (SELECT outcome, wave, count(*) AS rows_per_key FROM scores WHERE study_id = $study "
+        "AND hash(participant, wave, outcome) IN (SELECT h FROM repeated) GROUP BY participant, wave, outcome) "
+        "SELECT * FROM (SELECT NULL::VARCHAR AS outcome, NULL::VARCHAR AS wave, 1::BIGINT AS rows_per_key, "
+        "(SELECT count(*) FROM scores WHERE study_id = $study) - (SELECT coalesce(sum(k), 0) FROM repeated) AS n "
+        "UNION ALL SELECT outcome, wave, rows_per_key, count(*) FROM exact GROUP BY ALL) WHERE n > 0 ORDER BY ALL",
+        {"study": protocol.study_id}).df()
 
 
 def response_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
-    """``wave, instrument, randomized, days_outside_window, submissions_per_key, latest_tied, n``: one row per
-    participant x wave x instrument key reduced to a histogram, in one pass over ``responses``.
+    """``wave, instrument, randomized, days_outside_window, submissions_per_key, latest_tied, n``: every
+    participant x wave x instrument key, reduced to a histogram.
 
     The response that counts is ``latest_responses``' (latest ``submitted_at``, then the larger response id).
     The window rule needs only its *time*, which by that order is the key's largest ``submitted_at`` (a tie
-    has one time), so a GROUP BY gives it together with the resubmission count: the relation's window sort
-    costs about four times as much at a million participants (README, "Data-quality gates").
-    ``tests/flows/quality/test_frames.py`` holds this reduction equal to one built on ``latest_responses``.
-    ``latest_tied``: the key's two latest submissions share their time (the response id decides which
-    counts); found by joining back only the keys with more than one submission."""
+    has one time): for a key with one submission, that submission's time; for a resubmitted key, its maximum.
+    Keys are screened by a 64-bit hash as in :func:`score_keys`: rows whose key hash occurs once are keys with
+    one submission and are judged row by row; the rows of repeated hashes are grouped by the key itself
+    (count, latest time, and ``latest_tied``: the two latest submissions share their time, so the response id
+    decides which counts). The relation's window sort plus a GROUP BY cost about six times the CPU at a million
+    participants; ``tests/flows/quality/test_frames.py`` holds this reduction equal to one built on
+    ``latest_responses``."""
     windows = [wave_window(w) for w in protocol.waves]
     rel, params = _values([(w.wave, w.opens_days, w.closes_days) for w in windows],
                           [("wave", "VARCHAR"), ("opens_days", "DOUBLE"), ("closes_days", "DOUBLE")])
     sid = protocol.study_id
+    key = "hash(participant, wave, instrument)"
     offset = f"(epoch(k.latest_at) - epoch(a.assigned_at)) / {DAY_SECONDS}"
     return con.execute(
-        f"WITH k AS MATERIALIZED (SELECT participant, wave, instrument, count(*) AS submissions, "
-        f"max(submitted_at) AS latest_at FROM responses WHERE study_id = ? GROUP BY ALL), "
-        f"tied AS (SELECT r.participant, r.wave, r.instrument FROM responses r JOIN k ON k.submissions > 1 "
-        f"AND r.participant = k.participant AND r.wave = k.wave AND r.instrument = k.instrument "
-        f"AND r.submitted_at = k.latest_at WHERE r.study_id = ? GROUP BY ALL HAVING count(*) > 1) "
+        f"WITH repeated AS MATERIALIZED (SELECT h FROM (SELECT {key} AS h, count(*) AS k FROM responses "
+        f"WHERE study_id = ? GROUP BY 1) WHERE k > 1), "
+        f"k AS (SELECT participant, wave, instrument, submitted_at AS latest_at, 1::BIGINT AS submissions, "
+        f"false AS latest_tied FROM responses WHERE study_id = ? AND {key} NOT IN (SELECT h FROM repeated) "
+        f"UNION ALL SELECT participant, wave, instrument, max(submitted_at), count(*), "
+        f"coalesce(count(*) > 1 AND max(submitted_at, 2)[1] = max(submitted_at, 2)[2], false) FROM responses "
+        f"WHERE study_id = ? AND {key} IN (SELECT h FROM repeated) GROUP BY participant, wave, instrument) "
         f"SELECT k.wave, k.instrument, a.participant IS NOT NULL AS randomized, "
         f"{_days_outside(offset, 'v.opens_days', 'v.closes_days')} AS days_outside_window, "
-        f"k.submissions AS submissions_per_key, t.participant IS NOT NULL AS latest_tied, count(*) AS n "
-        f"FROM k LEFT JOIN {study_arms(sid)} a ON a.participant = k.participant "
-        f"LEFT JOIN {rel} ON v.wave = k.wave "
-        f"LEFT JOIN tied t ON t.participant = k.participant AND t.wave = k.wave AND t.instrument = k.instrument "
-        f"GROUP BY ALL ORDER BY ALL", [sid, sid, *params]).df()
+        f"k.submissions AS submissions_per_key, k.latest_tied, count(*) AS n "
+        f"FROM k LEFT JOIN {study_arms(sid)} a ON a.participant = k.participant LEFT JOIN {rel} ON v.wave = k.wave "
+        f"GROUP BY ALL ORDER BY ALL", [sid, sid, sid, *params]).df()
 
 
 def assignment_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
@@ -155,18 +170,21 @@ def completeness(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of:
     windows = [wave_window(w) for w in waves]
     rel, params = _values([(w.wave, w.closes_days) for w in windows], [("wave", "VARCHAR"), ("closes_days", "DOUBLE")])
     sid, primary = protocol.study_id, protocol.primary_outcome.name
+    due = f"epoch(a.assigned_at) + v.closes_days * {DAY_SECONDS} <= epoch(?::TIMESTAMPTZ)"
+    scores = study_scores(sid, outcomes=[primary], waves=[w.name for w in waves])
     rows = con.execute(
-        f"WITH due AS (SELECT a.participant, v.wave FROM {study_arms(sid)} a CROSS JOIN {rel} "
-        f"WHERE epoch(a.assigned_at) + v.closes_days * {DAY_SECONDS} <= epoch(?::TIMESTAMPTZ)) "
-        f"SELECT due.wave, count(*) AS due, count(s.participant) AS scored FROM due "
-        f"LEFT JOIN {study_scores(sid, outcomes=[primary], waves=[w.name for w in waves])} s "
-        f"ON s.participant = due.participant AND s.wave = due.wave GROUP BY due.wave",
-        [*params, as_of]).fetchall()
+        f"WITH a AS MATERIALIZED (SELECT participant, assigned_at FROM {study_arms(sid)}), "
+        f"d AS (SELECT v.wave, count(*) AS due FROM a CROSS JOIN {rel} WHERE {due} GROUP BY v.wave), "
+        f"s AS (SELECT v.wave, count(*) AS scored FROM {scores} s JOIN a ON a.participant = s.participant "
+        f"JOIN {rel} ON v.wave = s.wave WHERE {due} GROUP BY v.wave) "
+        f"SELECT d.wave, d.due, coalesce(s.scored, 0) FROM d LEFT JOIN s ON s.wave = d.wave",
+        [*params, as_of, *params, as_of]).fetchall()
     got = {w: (int(d), int(s)) for w, d, s in rows}
     out = []
     for w in waves:
-        due, scored = got.get(w.name, (0, 0))
-        out.append({"wave": w.name, "due": due, "scored": scored, "completeness": scored / due if due else float("nan")})
+        due_n, scored = got.get(w.name, (0, 0))
+        out.append({"wave": w.name, "due": due_n, "scored": scored,
+                    "completeness": scored / due_n if due_n else float("nan")})
     return pd.DataFrame(out, columns=["wave", "due", "scored", "completeness"])
 
 
