@@ -203,6 +203,17 @@ def test_resubmissions_are_noted_and_only_the_latest_is_judged(small):
     assert (tied.severity, tied.success, tied.unexpected_count) == ("warning", False, 1)
 
 
+def test_responses_from_participants_never_randomised_are_a_warning(small):
+    con, protocol, _ = small
+    con.execute("INSERT INTO responses VALUES ('r-x', ?, 's1', 'who5', '1', 'baseline', ?, 5, 'b2')", [pid(777), T0])
+    report = _run(con, protocol)
+    r = report.result("response_participant_randomized")
+    assert (r.severity, r.success, r.unexpected_count) == ("warning", False, 1)
+    assert r.examples == ({"wave": "baseline", "instrument": "who5", "randomized": False, "rows": 1},)
+    assert report.result("response_in_wave_window").success  # no assignment: its window is not judged
+    assert report.passed
+
+
 def test_two_scores_for_one_key_fail_critically(small):
     con, protocol, people = small
     con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES ('s1', ?, 'm1', 'who5.raw', 16)",
