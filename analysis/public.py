@@ -51,9 +51,9 @@ import numpy as np
 from analysis.errors import AnalysisInputError, InsufficientData
 from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
 from schemas.protocol import AnalysisPlan
-from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
+from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments, PairedMoments
 
-__all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd"]
+__all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd", "paired_moments_from_frame"]
 
 
 def gaussian_mechanism_sd(l2_sensitivity: float, epsilon: float, delta: float) -> float:
@@ -274,3 +274,13 @@ def cells_from_release_rows(rows: Sequence[Mapping[str, object]], outcome: str) 
             continue
         grouped.setdefault((str(r["arm"]), str(r["wave"])), []).append(r)
     return {k: NoisyPairedMoments.from_release_rows(v) for k, v in grouped.items()}
+
+
+def paired_moments_from_frame(frame, *, value: str = "outcome") -> dict[tuple[str, str], PairedMoments]:
+    """Per (arm, wave), sorted, the paired moments (x = ``baseline``, y = ``value``) of a long frame's rows with
+    an outcome: the cells the privacy tier releases, for simulations and tests (the warehouse's reader is
+    ``flows.statistics.paired_moments``)."""
+    f = frame[["arm", "wave", value, "baseline"]]
+    f = f[f[value].notna()].astype({"arm": str, "wave": str})
+    return {(str(arm), str(wave)): PairedMoments.from_arrays(g["baseline"], g[value])
+            for (arm, wave), g in sorted(f.groupby(["arm", "wave"], sort=True), key=lambda kv: kv[0])}

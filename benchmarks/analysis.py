@@ -6,7 +6,7 @@
 For each size: write a DuckDB warehouse file (3 arms, baseline + 5 follow-up waves = 6 waves,
 15% of follow-up rows missing), then time, in this process,
   1. sufficient statistics: the cross-products SQL over ``scores`` joined to ``assignments``
-     (``flows.suffstats.longitudinal_stats``),
+     (``flows.statistics.longitudinal_stats``),
   2. compile (first size only: the compiled model is reused by ``with_data`` afterwards),
   3. sampling 4 chains x 1,000 draws (+1,000 tuning) with nutpie, and the diagnostics,
 and print each figure and the end-to-end sum. Peak resident memory is the process maximum
@@ -95,7 +95,8 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     import nutpie
 
     import analysis.longitudinal as L
-    from flows.suffstats import longitudinal_stats
+    from analysis.longitudinal import model as M
+    from flows.statistics import longitudinal_stats
     from flows.warehouse import open_warehouse
 
     out: dict[str, float] = {}
@@ -105,11 +106,11 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     out["suffstats_s"] = time.perf_counter() - t0
     plan = proto.analysis
     t1 = time.perf_counter()
-    std, *_ = L._standardise(stats)
-    data = L._model_data(std, stats.spec, plan)
-    cached = len(L._COMPILE_CACHE)
-    L._compiled_model(stats.spec, plan, data)
-    out["compile_s"] = time.perf_counter() - t1 if len(L._COMPILE_CACHE) > cached else 0.0
+    std = M.standardise(stats)
+    data = M.model_data(std.cross, stats.spec, plan)
+    cached = len(M.COMPILE_CACHE)
+    M.compiled_model(stats.spec, plan, data)
+    out["compile_s"] = time.perf_counter() - t1 if len(M.COMPILE_CACHE) > cached else 0.0
     t2 = time.perf_counter()
     result = L.fit_from_crossproducts(stats, plan, outcome="who5.percent")
     out["sample_and_diagnostics_s"] = time.perf_counter() - t2
@@ -127,7 +128,7 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
 
 
 def long_frame(path: Path, proto: StudyProtocol):
-    from flows.suffstats import observations_sql
+    from flows.statistics import observations_sql
     from flows.warehouse import open_warehouse
 
     with open_warehouse(path, read_only=True) as con:

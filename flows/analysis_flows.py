@@ -9,7 +9,7 @@ enforces the preregistration lock, and stores the outcome summary.
 - :func:`randomize_csv`: stratified permuted blocks for a participants CSV.
 - :func:`srm_check`, :func:`baseline_balance`: on the ingested assignments and baseline scores.
 - :func:`run_analysis`: the locked plan — primary and secondary outcomes with the longitudinal
-  model (cross-products from ``flows.suffstats``), the final-wave ANCOVA with Holm across secondary
+  model (cross-products from ``flows.statistics``), the final-wave ANCOVA with Holm across secondary
   outcomes x arms, the tipping point, prespecified subgroups with partial pooling, CUPED telemetry
   metrics, and (with a calibration study) the surrogate-index forecast — into one
   :class:`OutcomeSummary`. ``tier="public"`` fits the noise-aware model to the latest DP release of
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import FlourishError
-from schemas.sqltext import ident, literal
-from schemas.warehouse import relations
+from flows import statistics
+from flows.statistics import OutcomeHasNoData
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -51,29 +51,12 @@ class PlanNotLocked(FlourishError):
     """A confirmatory analysis was asked of a protocol that is not the locked plan."""
 
 
-class OutcomeHasNoData(FlourishError):
-    """The plan names an outcome with no rows for this study in the warehouse."""
-
-
 class AnalysisRefused(FlourishError):
     """A model failed its diagnostics or its inputs; nothing was published."""
 
 
 class RandomizationRefused(FlourishError):
     """The participants file cannot be randomized as given."""
-
-
-# ----------------------------------------------------------------------------------------------
-# SQL helpers
-# ----------------------------------------------------------------------------------------------
-def _scores(study_id: str) -> str:
-    """One value per participant x wave x outcome (schemas.warehouse.relations.study_scores)."""
-    return relations.study_scores(study_id)
-
-
-def _assignments(study_id: str) -> str:
-    """One arm per participant (schemas.warehouse.relations.study_arms)."""
-    return relations.study_arms(study_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,7 +150,7 @@ def srm_check(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol):
     """Sample-ratio-mismatch test of the ingested assignments against the protocol's ratios."""
     from analysis.randomization import RandomizationError, srm_test
 
-    counts = dict(con.execute(f"SELECT arm, count(*) FROM {_assignments(protocol.study_id)} GROUP BY arm").fetchall())
+    counts = statistics.arm_counts(con, protocol)
     try:
         return srm_test(counts, {a.name: a.allocation for a in protocol.arms})
     except RandomizationError as exc:
@@ -177,167 +160,8 @@ def srm_check(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol):
 def baseline_balance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
     """Per outcome x arm mean/SD of the baseline wave and SMD vs control, from GROUP BY moments."""
     from analysis.randomization import balance_from_moments
-    from schemas.suffstats import Moments
 
-    names = [o.name for o in protocol.outcomes]
-    rows = con.execute(
-        f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
-        f"FROM {_scores(protocol.study_id)} s JOIN {_assignments(protocol.study_id)} a USING (participant) "
-        f"WHERE s.wave = {literal(protocol.baseline_wave)} AND s.outcome IN ({', '.join(map(literal, names))}) "
-        "GROUP BY 1, 2"
-    ).fetchall()
-    cells: dict[str, dict[str, Moments]] = {}
-    for outcome, arm, n, s, ss in rows:
-        cells.setdefault(outcome, {})[arm] = Moments(int(n), float(s), float(ss))
-    if not cells:
-        raise OutcomeHasNoData(f"no baseline ({protocol.baseline_wave}) scores for study {protocol.study_id}")
-    return balance_from_moments(cells, control=protocol.control_arm)
-
-
-# ----------------------------------------------------------------------------------------------
-# Sufficient statistics for the analyses
-# ----------------------------------------------------------------------------------------------
-def _require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
-    n = con.execute(
-        "SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]
-    ).fetchone()[0]
-    if not n:
-        raise OutcomeHasNoData(
-            f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
-        )
-
-
-def _followup_waves(protocol: StudyProtocol, outcome: Outcome) -> list[str]:
-    """Follow-up waves up to the outcome's wave of interest (the long-run horizon for the primary)."""
-    names = protocol.wave_names
-    last = names.index(outcome.wave) if outcome.wave else len(names) - 1
-    return [w for w in names[: last + 1] if w != protocol.baseline_wave]
-
-
-def _final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
-    return outcome.wave or protocol.wave_names[-1]
-
-
-def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> list[str]:
-    """Follow-up waves (protocol order) at which ``outcome`` has at least one score in the warehouse."""
-    have = {r[0] for r in con.execute(
-        "SELECT DISTINCT wave FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]).fetchall()}
-    return [w for w in protocol.wave_names if w != protocol.baseline_wave and w in have]
-
-
-def longitudinal_statistics(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, waves: Sequence[str] | None = None
-):
-    """The primary model's sufficient statistics from the warehouse: ``flows.suffstats.longitudinal_stats``
-    (the one way in to those cross-products), after checking the outcome has rows at all."""
-    from flows.suffstats import longitudinal_stats
-
-    _require_rows(con, protocol, outcome)
-    return longitudinal_stats(con, protocol, outcome=outcome.name, waves=waves)
-
-
-def final_wave_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, dict]:
-    """Per arm: PairedMoments (baseline, final wave) of completers, and Moments of the dropouts' baseline."""
-    from schemas.suffstats import Moments, PairedMoments
-
-    _require_rows(con, protocol, outcome)
-    sid = protocol.study_id
-    sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
-        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [_final_wave(protocol, outcome)])}) "
-        "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
-        "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
-        "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
-        f"FROM {relations.study_arms(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
-    )
-    obs, miss = {}, {}
-    for r in con.execute(sql).fetchall():
-        v = [0.0 if x is None else x for x in r[1:]]
-        obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
-        miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
-    return obs, miss
-
-
-def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
-    """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
-    from analysis.missing import statistics_from_moments
-
-    obs, miss = final_wave_cells(con, protocol, outcome)
-    if protocol.control_arm not in obs:
-        raise OutcomeHasNoData(f"outcome {outcome.name!r} has no baseline scores in the control arm")
-    return statistics_from_moments(obs, miss, control=protocol.control_arm)
-
-
-def subgroup_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, subgroup: str) -> dict:
-    """Per subgroup level x arm PairedMoments (baseline, final wave) of completers.
-
-    Supported prespecified subgroups: ``baseline_tercile`` (terciles of this outcome's baseline over all
-    randomized participants — pre-treatment, so valid) and ``stratum``.
-    """
-    from schemas.suffstats import PairedMoments
-
-    sid = protocol.study_id
-    if subgroup == "baseline_tercile":
-        level = "'T' || CAST(ntile(3) OVER (ORDER BY base.b, base.participant) AS VARCHAR)"
-    elif subgroup == "stratum":
-        level = "coalesce(a.stratum, 'none')"
-    else:
-        raise AnalysisRefused(f"prespecified subgroup {subgroup!r} is not supported; use baseline_tercile or stratum")
-    sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(protocol.baseline_wave)}), "
-        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(_final_wave(protocol, outcome))}), "
-        f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {_assignments(sid)} a "
-        "USING (participant)) "
-        "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
-        "FROM lv JOIN fin USING (participant) GROUP BY 1, 2"
-    )
-    cells: dict[str, dict[str, PairedMoments]] = {}
-    for r in con.execute(sql).fetchall():
-        cells.setdefault(str(r[0]), {})[r[1]] = PairedMoments(int(r[2]), *(float(x) for x in r[3:]))
-    return cells
-
-
-def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric) -> dict:
-    """Per arm PairedMoments of (pre-period, in-study) values of one telemetry metric.
-
-    The in-study window is [assigned_at, assigned_at + window_days); the pre-period is the window of the
-    same length before assignment (CUPED's covariate; Deng et al. 2013). A participant with no events
-    in a window has a count of 0 (``mean_value``: participants without events in both windows drop out).
-    """
-    from schemas.suffstats import PairedMoments
-
-    sql = (
-        "SELECT arm, count(*), sum(pre_value), sum(value), sum(pre_value * pre_value), sum(value * value), "
-        f"sum(pre_value * value) FROM {relations.telemetry_metric(protocol.study_id, metric)} "
-        "WHERE pre_value IS NOT NULL AND value IS NOT NULL GROUP BY arm"
-    )
-    return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
-
-
-def surrogate_frame(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, study_id: str, surrogate_waves: Sequence[str],
-) -> pd.DataFrame:
-    """One row per randomized participant of ``study_id``: arm, baseline and early-wave scores of the
-    primary outcome, in-study telemetry metrics of the protocol, and the long-run outcome (primary at its
-    wave; NaN where not yet observed). Conditional aggregation in DuckDB, no Python loop."""
-    o = protocol.primary_outcome
-    bw, lw = protocol.baseline_wave, _final_wave(protocol, o)
-
-    def pick(wave: str, name: str) -> str:
-        return (f"max(CASE WHEN sc.wave = {literal(wave)} AND sc.outcome = {literal(o.name)} THEN sc.value END) "
-                f"AS {ident(name)}")
-
-    cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
-    tel_sel, tel_join = [], []
-    for i, m in enumerate(protocol.surrogates):
-        tel_join.append(f"LEFT JOIN (SELECT participant, value AS v FROM {relations.telemetry_metric(study_id, m)}) t{i} "
-                        "USING (participant)")
-        tel_sel.append(f"any_value(t{i}.v) AS {ident(m.name)}")
-    sql = (f"SELECT a.participant, a.arm, {', '.join(cols + tel_sel)} FROM {_assignments(study_id)} a "
-           f"LEFT JOIN {_scores(study_id)} sc USING (participant) {' '.join(tel_join)} GROUP BY a.participant, a.arm")
-    return con.execute(sql).df()
+    return balance_from_moments(statistics.baseline_moments(con, protocol), control=protocol.control_arm)
 
 
 def surrogate_forecast(
@@ -353,7 +177,7 @@ def surrogate_forecast(
     from analysis.surrogate import SurrogateError, fit_surrogate_index, surrogate_index_effects
 
     o = protocol.primary_outcome
-    waves = list(surrogate_waves) if surrogate_waves else _followup_waves(protocol, o)[:1]
+    waves = list(surrogate_waves) if surrogate_waves else statistics.followup_waves(protocol, o)[:1]
     unknown = [w for w in waves if w not in protocol.wave_names]
     if unknown:
         raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
@@ -362,8 +186,8 @@ def surrogate_forecast(
     if not n_cal:
         raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
     surrogates = [f"{o.name}@{w}" for w in waves] + [m.name for m in protocol.surrogates]
-    calib = surrogate_frame(con, protocol, calibration_study, waves)
-    study = surrogate_frame(con, protocol, protocol.study_id, waves).dropna(subset=[*surrogates, "baseline"])
+    calib = statistics.surrogate_frame(con, protocol, calibration_study, waves)
+    study = statistics.surrogate_frame(con, protocol, protocol.study_id, waves).dropna(subset=[*surrogates, "baseline"])
     try:
         model = fit_surrogate_index(calib, long_run="long_run", surrogates=surrogates, covariates=["baseline"])
         return surrogate_index_effects(model, study, control=protocol.control_arm, interval_level=interval_level)
@@ -405,7 +229,7 @@ def run_analysis(
     its diagnostics. ``fit`` defaults to ``analysis.longitudinal.fit_from_crossproducts``.
     """
     from analysis.errors import AnalysisInputError, DiagnosticsFailed, InsufficientData
-    from analysis.missing import ancova_effects, tipping_point
+    from analysis.missing import ancova_effects, statistics_from_moments, tipping_point
     from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
     from analysis.results import LONG_RUN, PLATEAU
     from analysis.summary import (
@@ -430,7 +254,7 @@ def run_analysis(
         from analysis.longitudinal import fit_from_crossproducts as fit
 
     for o in protocol.outcomes:  # refuse before any sampling if an outcome has no data
-        _require_rows(con, protocol, o)
+        statistics.require_rows(con, protocol, o)
 
     rows, notes, tips, results = [], [], [], {}
     ancova_by_outcome = {}
@@ -442,10 +266,10 @@ def run_analysis(
         progress(f"fitting the longitudinal model of {o.name}")
         # A running study: the model covers the follow-up waves with data so far; a long-run wave
         # without data has no estimate (only its prior), so no long-run row comes from the model.
-        observed = observed_followup_waves(con, protocol, o)
+        observed = statistics.observed_followup_waves(con, protocol, o)
         if not observed:
             raise AnalysisRefused(f"outcome {o.name} has no follow-up scores yet (only the baseline); nothing to analyse")
-        final = _final_wave(protocol, o)
+        final = statistics.final_wave(protocol, o)
         running = final not in observed
         if running:
             notes.append(
@@ -453,7 +277,7 @@ def run_analysis(
                 f"effects cover {', '.join(observed)} only; no long-run estimate until that wave closes"
                 + ("" if calibration_study else " (a surrogate-index forecast needs --calibration-study)"))
         try:
-            stats = longitudinal_statistics(con, protocol, o, waves=observed)
+            stats = statistics.longitudinal_stats(con, protocol, outcome=o.name, waves=observed)
             res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
                                         rope=o.rope)
             res.require_passed()
@@ -470,7 +294,10 @@ def run_analysis(
         if running:
             continue  # the final-wave ANCOVA and the tipping point need the final wave
         try:
-            fw = final_wave_statistics(con, protocol, o)
+            obs, miss = statistics.final_wave_cells(con, protocol, o)
+            if protocol.control_arm not in obs:
+                raise OutcomeHasNoData(f"outcome {o.name!r} has no baseline scores in the control arm")
+            fw = statistics_from_moments(obs, miss, control=protocol.control_arm)
             ancova_by_outcome[o.name] = (fw, ancova_effects(fw, interval_level=plan.interval_level))
         except (InsufficientData, ValueError) as exc:
             notes.append(f"final-wave ANCOVA of {o.name} not available: {exc}")
@@ -484,7 +311,7 @@ def run_analysis(
             continue
         fw, effs = ancova_by_outcome[o.name]
         adj = {arm: adjusted[(o.name, arm)] for (name, arm) in adjusted if name == o.name}
-        rows += rows_from_ancova(effs, outcome=o.name, wave=_final_wave(protocol, o), plan_hash=h,
+        rows += rows_from_ancova(effs, outcome=o.name, wave=statistics.final_wave(protocol, o), plan_hash=h,
                                  exploratory=is_expl, p_adjusted=adj or None, tier=tier)
 
     # Tipping point of the primary outcome.
@@ -493,16 +320,16 @@ def run_analysis(
         tp = tipping_point(ancova_by_outcome[primary.name][0], direction=primary.direction, outcome=primary.name,
                            interval_level=plan.interval_level, control=protocol.control_arm)
         tips.extend(tp)
-        rows += rows_from_tipping(tp, wave=_final_wave(protocol, primary), plan_hash=h, exploratory=is_expl, tier=tier)
+        rows += rows_from_tipping(tp, wave=statistics.final_wave(protocol, primary), plan_hash=h, exploratory=is_expl, tier=tier)
 
     # Prespecified subgroups of the primary outcome, partially pooled per arm.
     for sg in plan.subgroups:
         try:
-            cells = subgroup_cells(con, protocol, primary, sg)
+            cells = statistics.subgroup_cells(con, protocol, primary, sg)
             raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm)
             for arm in sorted({e.arm for e in raw}):
                 pooled = partial_pool([e for e in raw if e.arm == arm], interval_level=plan.interval_level)
-                rows += rows_from_subgroups(pooled, outcome=primary.name, wave=_final_wave(protocol, primary),
+                rows += rows_from_subgroups(pooled, outcome=primary.name, wave=statistics.final_wave(protocol, primary),
                                             plan_hash=h, exploratory=is_expl, tier=tier)
         except (InsufficientData, ValueError) as exc:
             notes.append(f"subgroup {sg} of {primary.name} not available: {exc}")
@@ -512,7 +339,7 @@ def run_analysis(
 
     for m in protocol.surrogates:
         try:
-            cells = telemetry_cells(con, protocol, m)
+            cells = statistics.telemetry_cells(con, protocol, m)
             est = cuped_effects(cells, control=protocol.control_arm, metric=m.name, interval_level=plan.interval_level)
             rows += rows_from_cuped(est, wave=f"first_{m.window_days}_days", plan_hash=h, exploratory=is_expl, tier=tier)
         except (InsufficientData, ValueError) as exc:
@@ -543,35 +370,6 @@ def _finish(con, protocol, lock, is_expl, rows, tips, notes, results, *, store, 
     return AnalysisRun(run_id, summary, lock, is_expl, tuple(tips), tuple(notes), results)
 
 
-def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, list[str]]:
-    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
-    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier)."""
-    from schemas.suffstats import NoisyPairedMoments
-
-    query = f"paired_moments:{outcome.name}"
-    latest = con.execute(
-        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
-        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
-        [protocol.study_id, query],
-    ).fetchone()
-    if latest is None:
-        raise OutcomeHasNoData(
-            f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
-            "run `flourish release` first"
-        )
-    rows = con.execute(
-        "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
-        "WHERE release_id = ? AND query = ?", [latest[0], query],
-    ).fetchall()
-    by_cell: dict[tuple[str, str], list[dict]] = {}
-    for arm, wave, stat, value, sd, suppressed in rows:
-        by_cell.setdefault((arm, wave), []).append(
-            {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
-    waves = [w for w in _followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
-    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
-    return cells, waves
-
-
 def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> AnalysisRun:
     """Public tier: the noise-aware model (analysis.public.fit_public) on DP releases only.
 
@@ -586,7 +384,7 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
     for o in protocol.outcomes:
         progress(f"fitting the noise-aware model of {o.name} to its DP release")
         try:
-            cells, waves = released_cells(con, protocol, o)
+            cells, waves = statistics.released_cells(con, protocol, o)
             res = fit(cells, plan, control=protocol.control_arm, waves=waves, outcome=o.name,
                       direction=o.direction, mcid=o.mcid, rope=o.rope)
         except (AnalysisInputError, InsufficientData) as exc:

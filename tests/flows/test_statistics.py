@@ -1,16 +1,27 @@
 """The warehouse path (scores joined to assignments, in DuckDB) gives the same sufficient statistics as
-the frame path and as numpy on the raw rows; inputs that do not fit the plan are refused clearly."""
+the frame paths (the same SQL on an in-memory frame, and analysis's numpy) and as numpy on the raw rows;
+inputs that do not fit the plan are refused clearly."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis.errors import AnalysisInputError
 from analysis.longitudinal import crossproducts_from_frame, design_spec_from_frame, fit_longitudinal
-from flows.suffstats import coverage, design_spec, longitudinal_stats, paired_moments, paired_moments_from_frame
+from analysis.public import paired_moments_from_frame
+from flows.statistics import (
+    coverage,
+    design_spec,
+    longitudinal_stats,
+    longitudinal_stats_from_frame,
+    paired_moments,
+)
 from flows.warehouse import open_warehouse
 from schemas.protocol import AnalysisPlan, StudyProtocol
-from schemas.suffstats import PairedMoments
+from schemas.suffstats import CrossProducts, PairedMoments
+from tests.support.longitudinal import SPEC, numpy_design, random_long
 
 PROTOCOL = StudyProtocol.model_validate({
     "study_id": "s1",
@@ -63,6 +74,7 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
     assert spec.months == tuple(d / 30.4375 for d in (30, 91, 182))
     from_frame = crossproducts_from_frame(frame, spec)
     assert stats.cross.allclose(from_frame.cross)
+    assert stats.cross.allclose(longitudinal_stats_from_frame(frame, spec).cross)
     assert stats.baseline.n == frame["participant"].nunique()
     assert stats.cross.n_obs == len(frame)
     assert int(cov["without_baseline"].sum()) == 0
@@ -73,13 +85,55 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
         with_slopes = longitudinal_stats(con, slopes_protocol)
     assert with_slopes.cross.slope_groups
     assert with_slopes.cross.allclose(crossproducts_from_frame(frame, spec, slopes=True).cross)
+    assert with_slopes.cross.allclose(longitudinal_stats_from_frame(frame, spec, slopes=True).cross)
     for (arm, wave), pm_ in cells.items():
         sub = frame[(frame["arm"] == arm) & (frame["wave"] == wave)]
         ref = PairedMoments.from_arrays(sub["baseline"], sub["outcome"])
         assert pm_.n == ref.n
         assert np.allclose([pm_.sum_x, pm_.sum_y, pm_.sum_xx, pm_.sum_yy, pm_.sum_xy],
                            [ref.sum_x, ref.sum_y, ref.sum_xx, ref.sum_yy, ref.sum_xy])
-    assert paired_moments_from_frame(frame).keys() == cells.keys()
+    numpy_cells = paired_moments_from_frame(frame)
+    assert list(numpy_cells) == list(cells)
+    for key, cell in cells.items():
+        assert np.allclose(list(cell.as_dict().values()), list(numpy_cells[key].as_dict().values()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 25), st.integers(2, 25))
+def test_sql_and_numpy_frame_paths_equal_the_hand_built_design_and_add(seed, n1, n2):
+    """The design's SQL text (run by flows on a frame) and its numpy evaluation (analysis's frame path) give
+    the cross-products of the design built by hand, categorical covariate included; statistics of two sets
+    of participants add up to those of both."""
+    rng = np.random.default_rng(seed)
+    f1, f2 = random_long(rng, n1), random_long(rng, n2, offset=1000)
+    if f1.empty or f2.empty:
+        return
+    both = pd.concat([f1, f2], ignore_index=True)
+    ref = CrossProducts.from_arrays(numpy_design(both), both["outcome"], both["participant"], SPEC.column_names())
+    for path in (longitudinal_stats_from_frame, crossproducts_from_frame):
+        assert path(both, SPEC).cross.allclose(ref), path.__name__
+        pooled = path(f1, SPEC) + path(f2, SPEC)
+        assert pooled.cross.allclose(ref) and pooled.baseline.n == both["participant"].nunique(), path.__name__
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 20), st.integers(2, 20))
+def test_sql_slope_groups_equal_numpy_and_add(seed, n1, n2):
+    rng = np.random.default_rng(seed)
+    f1, f2 = random_long(rng, n1), random_long(rng, n2, offset=1000)
+    if f1.empty or f2.empty:
+        return
+    both = pd.concat([f1, f2], ignore_index=True)
+    months = both["wave"].map(dict(zip(SPEC.waves, SPEC.months, strict=True))).to_numpy(float)
+    ref = CrossProducts.from_arrays(numpy_design(both), both["outcome"], both["participant"], SPEC.column_names(),
+                                    time=months)
+    assert ref.slope_groups
+    for path in (longitudinal_stats_from_frame, crossproducts_from_frame):
+        assert path(both, SPEC, slopes=True).cross.allclose(ref), path.__name__
+        pooled = path(f1, SPEC, slopes=True) + path(f2, SPEC, slopes=True)
+        assert pooled.cross.allclose(ref), path.__name__
+        with pytest.raises(ValueError, match="slope groups"):
+            path(f1, SPEC, slopes=True) + path(f2, SPEC)
 
 
 def test_inputs_that_do_not_fit_the_plan_are_refused():
