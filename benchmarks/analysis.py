@@ -6,7 +6,8 @@
 For each size: write a DuckDB warehouse file (3 arms, baseline + 5 follow-up waves = 6 waves,
 15% of follow-up rows missing), then time, in this process,
   1. sufficient statistics: the cross-products SQL over ``scores`` joined to ``assignments``
-     (``flows.statistics.longitudinal_stats``),
+     (``flows.statistics.longitudinal_stats``, on one DuckDB thread so that sums are reproducible; the
+     same SQL on all threads is timed beside it),
   2. compile (first size only: the compiled model is reused by ``with_data`` afterwards),
   3. sampling 4 chains x 1,000 draws (+1,000 tuning) with nutpie, and the diagnostics,
 and print each figure and the end-to-end sum. Peak resident memory is the process maximum
@@ -104,6 +105,11 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     with open_warehouse(path, read_only=True) as con:
         stats = longitudinal_stats(con, proto)
     out["suffstats_s"] = time.perf_counter() - t0
+    # same run: the same SQL on all of DuckDB's threads (not reproducible to the last bit: flows.statistics._one_thread)
+    t0 = time.perf_counter()
+    with open_warehouse(path, read_only=True) as con:
+        longitudinal_stats.__wrapped__(con, proto)
+    out["suffstats_all_threads_s"] = time.perf_counter() - t0
     plan = proto.analysis
     t1 = time.perf_counter()
     std = M.standardise(stats)
@@ -211,7 +217,8 @@ def main() -> None:
     for n in args.sizes:
         path = warehouse(n)
         r = primary(path, proto)
-        print(f"[{n:>9,} participants] primary model: sufficient statistics {r['suffstats_s']:.2f} s, compile "
+        print(f"[{n:>9,} participants] primary model: sufficient statistics {r['suffstats_s']:.2f} s (one thread, "
+              f"reproducible; all threads {r['suffstats_all_threads_s']:.2f} s), compile "
               f"{r['compile_s']:.1f} s, sampling 4x1000 {r['sampling_s']:.2f} s (+ diagnostics/summary "
               f"{r['sample_and_diagnostics_s'] - r['sampling_s']:.2f} s) => end to end {r['total_s']:.1f} s; "
               f"R-hat max {r['rhat_max']:.4f}, bulk ESS min {r['ess_bulk_min']:.0f}, divergences {r['divergences']:.0f}, "

@@ -18,6 +18,9 @@ connection is the caller's (``flows.warehouse.open_warehouse``); nothing here fi
 - per arm x wave paired moments (:func:`paired_moments`, what the DP release publishes with noise) and, for
   the public tier, the released cells themselves (:func:`released_cells`, release tables only).
 
+Every reader of floating-point sums runs on one DuckDB thread (:func:`_one_thread`), so the same warehouse gives
+the same statistics to the last bit, and a fixed seed the same posterior draws (hardening finding D15).
+
 The baseline is the outcome's value at the protocol's baseline wave (``StudyProtocol.baseline_wave``); a
 participant without a baseline value is left out of the longitudinal and paired statistics (counted by
 :func:`coverage`). Covariates named in the plan are read from ``scores`` at the baseline wave with
@@ -26,8 +29,10 @@ participant without a baseline value is left out of the longitudinal and paired 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import duckdb
 
@@ -42,7 +47,7 @@ from analysis.longitudinal import (
 )
 from schemas.errors import FlourishError
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
-from schemas.sqltext import ident, literal
+from schemas.sqltext import ident, literal, number
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 from schemas.warehouse import relations
 
@@ -76,6 +81,43 @@ SUBGROUPS = ("baseline_tercile", "stratum")
 
 class OutcomeHasNoData(FlourishError):
     """The plan names an outcome (or a release, or a calibration study) with no rows in the warehouse."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproducible sums
+# ----------------------------------------------------------------------------------------------
+@contextmanager
+def _one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the block's queries on one DuckDB thread, then restore the connection's setting.
+
+    Why: DuckDB aggregates in parallel and adds the threads' partial sums in the order the threads finish;
+    floating-point addition is not associative, so a sum's last bits changed from one read to the next. NUTS
+    turns any change in its input into different draws, so two analyses of the same warehouse with the same
+    seed gave different estimates (D15: 12 of 62 differed in the third digit). One thread reads in storage
+    order: the same file gives the same bits. The cost is small on this shared 2-core machine: the primary
+    model's statistics at 1,000,000 participants x 6 waves took 20-23 s on one thread and 20-25 s on two, and
+    7.2 vs 6.5 s at 200,000 (``benchmarks/analysis.py`` times both in the same run)."""
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    con.execute("SET threads TO 1")
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads TO {number(threads)}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reproducible(reader: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A reader whose first argument is the connection, run under :func:`_one_thread`."""
+
+    @functools.wraps(reader)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _one_thread(args[0]):  # type: ignore[arg-type]
+            return reader(*args, **kwargs)
+
+    return run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,6 +220,7 @@ def _run_design_sql(con: duckdb.DuckDBPyConnection, source: str, spec: DesignSpe
     return stats_from_rows(spec, global_row, group_rows, baseline_row, slope_rows)
 
 
+@_reproducible
 def longitudinal_stats(
     con: duckdb.DuckDBPyConnection,
     protocol: StudyProtocol,
@@ -222,6 +265,7 @@ _PAIRED_SELECT = (
 )
 
 
+@_reproducible
 def paired_moments(
     con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outcome: str | None = None
 ) -> dict[tuple[str, str], PairedMoments]:
@@ -231,6 +275,7 @@ def paired_moments(
     return {(str(r[0]), str(r[1])): PairedMoments(int(r[2]), *(float(v) for v in r[3:])) for r in rows}
 
 
+@_reproducible
 def final_wave_cells(
     con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome
 ) -> tuple[dict[str, PairedMoments], dict[str, Moments]]:
@@ -255,6 +300,7 @@ def final_wave_cells(
     return obs, miss
 
 
+@_reproducible
 def subgroup_cells(
     con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, subgroup: str
 ) -> dict[str, dict[str, PairedMoments]]:
@@ -285,6 +331,7 @@ def subgroup_cells(
     return cells
 
 
+@_reproducible
 def telemetry_cells(
     con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric
 ) -> dict[str, PairedMoments]:
@@ -305,6 +352,7 @@ def arm_counts(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[
         f"SELECT arm, count(*) FROM {relations.study_arms(protocol.study_id)} GROUP BY arm").fetchall()}
 
 
+@_reproducible
 def baseline_moments(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, dict[str, Moments]]:
     """Per outcome x arm Moments of the baseline wave (the balance table's statistics)."""
     sid = protocol.study_id
@@ -325,6 +373,7 @@ def baseline_moments(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) ->
 # ----------------------------------------------------------------------------------------------
 # The surrogate index's participant rows
 # ----------------------------------------------------------------------------------------------
+@_reproducible
 def surrogate_frame(
     con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, study_id: str, surrogate_waves: Sequence[str],
 ) -> pd.DataFrame:
