@@ -21,12 +21,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from schemas.results import Effect
 from schemas.suffstats import InsufficientData, PairedMoments
 
 
 @dataclass(frozen=True)
 class CupedEstimate:
-    """Adjusted difference ``arm`` minus ``control`` of one telemetry metric."""
+    """The CUPED details of one arm's telemetry effect; ``effect`` is the adjusted difference ``arm`` minus
+    ``control`` (its ``method`` says whether a pre-period adjusted it)."""
 
     metric: str
     arm: str
@@ -34,21 +36,11 @@ class CupedEstimate:
     theta: float
     mean_arm_adjusted: float
     mean_control_adjusted: float
-    difference: float
-    lower: float
-    upper: float
-    se: float
     difference_unadjusted: float
     se_unadjusted: float
     variance_reduction: float  # 1 - var(adjusted difference) / var(unadjusted difference)
-    n_arm: int
-    n_control: int
-    interval_level: float
-    adjusted: bool = True  # False when the pre-period metric is constant (e.g. no pre-period telemetry)
-
-    @property
-    def method(self) -> str:
-        return "cuped" if self.adjusted else "difference_in_means_no_pre_period"
+    adjusted: bool  # False when the pre-period metric is constant (e.g. no pre-period telemetry)
+    effect: Effect
 
 
 def cuped_theta(pooled: PairedMoments) -> float:
@@ -68,9 +60,11 @@ def cuped_effects(
     *,
     control: str,
     metric: str = "metric",
+    wave: str = "in_study",
     interval_level: float = 0.95,
 ) -> list[CupedEstimate]:
-    """CUPED-adjusted difference of every non-control arm against ``control``."""
+    """CUPED-adjusted difference of every non-control arm against ``control``; ``wave`` labels the in-study
+    window the metric covers (e.g. ``first_14_days``)."""
     from scipy.stats import norm
 
     if control not in arms:
@@ -100,12 +94,14 @@ def cuped_effects(
         var = adjusted_variance(cell, theta) / cell.n + adjusted_variance(c, theta) / c.n
         var_raw = cell.y.variance / cell.n + c.y.variance / c.n
         se = math.sqrt(var)
+        effect = Effect(outcome=metric, arm=a, control=control, wave=wave,
+                        method="cuped" if adjusted else "difference_in_means_no_pre_period",
+                        estimate=diff, sd=se, lower=diff - z * se, upper=diff + z * se, interval_level=interval_level,
+                        n_arm=cell.n, n_control=c.n)
         out.append(CupedEstimate(
             metric=metric, arm=a, control=control, theta=theta,
             mean_arm_adjusted=adj_mean(cell), mean_control_adjusted=adj_mean(c),
-            difference=diff, lower=diff - z * se, upper=diff + z * se, se=se,
             difference_unadjusted=cell.y.mean - c.y.mean, se_unadjusted=math.sqrt(var_raw),
-            variance_reduction=1.0 - var / var_raw if var_raw > 0 else 0.0,
-            n_arm=cell.n, n_control=c.n, interval_level=interval_level, adjusted=adjusted,
+            variance_reduction=1.0 - var / var_raw if var_raw > 0 else 0.0, adjusted=adjusted, effect=effect,
         ))
     return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,13 +232,6 @@ def run_analysis(
     from analysis.missing import ancova_effects, statistics_from_moments, tipping_point
     from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
     from analysis.results import LONG_RUN, PLATEAU
-    from analysis.summary import (
-        rows_from_ancova,
-        rows_from_cuped,
-        rows_from_effects,
-        rows_from_subgroups,
-        rows_from_tipping,
-    )
 
     if tier not in ("trusted", "public"):
         raise AnalysisRefused(f"tier must be 'trusted' or 'public', got {tier!r}")
@@ -246,7 +239,6 @@ def run_analysis(
     if not lock.locked and not exploratory:
         raise PlanNotLocked(f"{lock.explanation}; preregister it, or run with --exploratory (labelled so in every row)")
     is_expl = not lock.locked or exploratory
-    h = lock.plan_hash
     plan = protocol.analysis
     if tier == "public":
         return _run_public(con, protocol, lock, is_expl, store=store, fit=fit, progress=progress, now=now)
@@ -290,7 +282,7 @@ def run_analysis(
             raise AnalysisRefused(f"the model of {o.name} could not be fitted ({first}); nothing was published") from None
         results[o.name] = res
         effects = [e for e in res.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
-        rows += rows_from_effects(effects, plan_hash=h, exploratory=is_expl, tier=tier)
+        rows += effects
         if running:
             continue  # the final-wave ANCOVA and the tipping point need the final wave
         try:
@@ -298,39 +290,40 @@ def run_analysis(
             if protocol.control_arm not in obs:
                 raise OutcomeHasNoData(f"outcome {o.name!r} has no baseline scores in the control arm")
             fw = statistics_from_moments(obs, miss, control=protocol.control_arm)
-            ancova_by_outcome[o.name] = (fw, ancova_effects(fw, interval_level=plan.interval_level))
+            ancova_by_outcome[o.name] = (fw, ancova_effects(fw, outcome=o.name, wave=statistics.final_wave(protocol, o),
+                                                            direction=o.direction, interval_level=plan.interval_level))
         except (InsufficientData, ValueError) as exc:
             notes.append(f"final-wave ANCOVA of {o.name} not available: {exc}")
 
     # Holm across the secondary outcomes (x arms); the primary is tested alone.
     secondary = {o.name for o in protocol.secondary_outcomes}
-    family = {(name, e.arm): e.p_value for name, (_, effs) in ancova_by_outcome.items() if name in secondary for e in effs}
+    family = {(name, e.arm): e.p_value for name, (_, effs) in ancova_by_outcome.items() if name in secondary for e in effs
+              if e.estimable}
     adjusted = {(r.name[0], r.name[1]): r.p_adjusted for r in holm({k: v for k, v in family.items()})} if family else {}
     for o in protocol.outcomes:
         if o.name not in ancova_by_outcome:
             continue
         fw, effs = ancova_by_outcome[o.name]
-        adj = {arm: adjusted[(o.name, arm)] for (name, arm) in adjusted if name == o.name}
-        rows += rows_from_ancova(effs, outcome=o.name, wave=statistics.final_wave(protocol, o), plan_hash=h,
-                                 exploratory=is_expl, p_adjusted=adj or None, tier=tier)
+        rows += [replace(e, p_adjusted=adjusted[(o.name, e.arm)]) if (o.name, e.arm) in adjusted else e for e in effs]
 
     # Tipping point of the primary outcome.
     primary = protocol.primary_outcome
     if primary.name in ancova_by_outcome:
         tp = tipping_point(ancova_by_outcome[primary.name][0], direction=primary.direction, outcome=primary.name,
-                           interval_level=plan.interval_level, control=protocol.control_arm)
+                           interval_level=plan.interval_level, wave=statistics.final_wave(protocol, primary))
         tips.extend(tp)
-        rows += rows_from_tipping(tp, wave=statistics.final_wave(protocol, primary), plan_hash=h, exploratory=is_expl, tier=tier)
+        rows += [t.effect for t in tp]
 
     # Prespecified subgroups of the primary outcome, partially pooled per arm.
     for sg in plan.subgroups:
         try:
             cells = statistics.subgroup_cells(con, protocol, primary, sg)
-            raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm)
+            raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm, outcome=primary.name,
+                                                wave=statistics.final_wave(protocol, primary), direction=primary.direction,
+                                                interval_level=plan.interval_level)
             for arm in sorted({e.arm for e in raw}):
                 pooled = partial_pool([e for e in raw if e.arm == arm], interval_level=plan.interval_level)
-                rows += rows_from_subgroups(pooled, outcome=primary.name, wave=statistics.final_wave(protocol, primary),
-                                            plan_hash=h, exploratory=is_expl, tier=tier)
+                rows += [g.effect for g in pooled]
         except (InsufficientData, ValueError) as exc:
             notes.append(f"subgroup {sg} of {primary.name} not available: {exc}")
 
@@ -340,18 +333,17 @@ def run_analysis(
     for m in protocol.surrogates:
         try:
             cells = statistics.telemetry_cells(con, protocol, m)
-            est = cuped_effects(cells, control=protocol.control_arm, metric=m.name, interval_level=plan.interval_level)
-            rows += rows_from_cuped(est, wave=f"first_{m.window_days}_days", plan_hash=h, exploratory=is_expl, tier=tier)
+            est = cuped_effects(cells, control=protocol.control_arm, metric=m.name, wave=f"first_{m.window_days}_days",
+                                interval_level=plan.interval_level)
+            rows += [c.effect for c in est]
         except (InsufficientData, ValueError) as exc:
             notes.append(f"telemetry metric {m.name} not analysable with CUPED: {exc}")
 
     # Surrogate-index forecast of the primary's long-run effect, when a calibration cohort is named.
     if calibration_study:
-        from analysis.summary import rows_from_surrogate
-
         progress(f"surrogate index calibrated on {calibration_study}")
         forecast = surrogate_forecast(con, protocol, calibration_study, surrogate_waves, plan.interval_level)
-        rows += rows_from_surrogate(forecast, plan_hash=h, exploratory=is_expl, tier=tier)
+        rows += [f.effect for f in forecast]
         results["surrogate_index"] = forecast
         if forecast:
             notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
@@ -362,7 +354,7 @@ def run_analysis(
 def _finish(con, protocol, lock, is_expl, rows, tips, notes, results, *, store, now) -> AnalysisRun:
     from analysis.summary import OutcomeSummary
 
-    summary = OutcomeSummary.of(rows)
+    summary = OutcomeSummary.of(rows, plan_hash=lock.plan_hash, exploratory=is_expl)
     created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     run_id = hashlib.sha256(f"{protocol.study_id}|{lock.plan_hash}|{created.isoformat()}".encode()).hexdigest()[:16]
     if store:
@@ -376,7 +368,6 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
     The ANCOVA/Holm, tipping point, subgroups and CUPED need participant-level statistics, so they
     run in the trusted tier only; the run says so in its notes."""
     from analysis.errors import AnalysisInputError, InsufficientData
-    from analysis.summary import rows_from_effects
 
     if fit is None:
         from analysis.public import fit_public as fit
@@ -399,7 +390,7 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
                 f"the public-tier model of {o.name} failed its diagnostics: {'; '.join(res.diagnostics.reasons)}; "
                 "nothing was published")
         results[o.name] = res
-        rows += rows_from_effects(res.effects, plan_hash=lock.plan_hash, exploratory=is_expl, tier="public")
+        rows += res.effects
     notes = ["public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
              "statistics and are reported by the trusted tier only"]
     return _finish(con, protocol, lock, is_expl, rows, [], notes, results, store=store, now=now)
@@ -407,15 +398,15 @@ def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> A
 
 def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,
                   created_at: datetime) -> None:
+    """Append the run's rows to ``analysis_summary`` (one transaction)."""
+    from analysis.summary import COLUMNS
     from schemas.warehouse import transaction
 
-    cols = ("outcome", "arm", "wave", "estimate", "lower", "upper", "p_benefit", "p_above_mcid", "p_in_rope",
-            "method", "tier", "plan_hash", "exploratory", "subgroup", "p_value", "p_adjusted")
-    data = [[run_id, study_id, *[getattr(r, c) for c in cols], created_at] for r in summary.rows]
+    data = [[run_id, study_id, *[r[c] for c in COLUMNS], created_at] for r in summary.to_records()]
     with transaction(con):
         con.executemany(
-            f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(cols)}, created_at) "
-            f"VALUES ({', '.join(['?'] * (len(cols) + 3))})", data,
+            f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(COLUMNS)}, created_at) "
+            f"VALUES ({', '.join(['?'] * (len(COLUMNS) + 3))})", data,
         )
 
 

@@ -154,17 +154,29 @@ class LongitudinalStats:
             raise ValueError("cannot pool statistics of different designs")
         return LongitudinalStats(self.spec, self.cross + other.cross, self.baseline + other.baseline)
 
-    def n_at(self, arm: str, wave: str) -> int:
-        """Participants of ``arm`` with an outcome at ``wave`` (each has at most one row a wave): read off
-        X'X, whose diagonal counts the rows of each indicator column."""
+    def _indicator_rows(self, xx: np.ndarray, arm: str, wave: str) -> float:
+        """Rows (or, in a group's S_xx, participants) of ``arm`` at ``wave``: the diagonal of X'X (S_xx) at the
+        indicator columns, the control arm's being the wave's minus the treated arms'."""
         cols = list(self.cross.columns)
-        wave_rows = self.cross.xtx[cols.index(f"wave[{wave}]")][cols.index(f"wave[{wave}]")]
+
+        def diag(name: str) -> float:
+            j = cols.index(name)
+            return float(xx[j, j])
+
         if arm != self.spec.control:
-            j = cols.index(f"arm[{arm}]:wave[{wave}]")
-            return int(round(self.cross.xtx[j, j]))
-        treated = sum(self.cross.xtx[cols.index(f"arm[{a}]:wave[{wave}]")][cols.index(f"arm[{a}]:wave[{wave}]")]
-                      for a in self.spec.treated)
-        return int(round(wave_rows - treated))
+            return diag(f"arm[{arm}]:wave[{wave}]")
+        return diag(f"wave[{wave}]") - sum(diag(f"arm[{a}]:wave[{wave}]") for a in self.spec.treated)
+
+    def n_at(self, arm: str, wave: str) -> int:
+        """Participants of ``arm`` with an outcome at ``wave`` (each has at most one row a wave)."""
+        return int(round(self._indicator_rows(self.cross.xtx, arm, wave)))
+
+    def n_participants(self, arm: str) -> int:
+        """Participants of ``arm`` in the statistics: a participant with m rows contributes m to the diagonal of
+        its group's S_xx summed over the arm's indicator columns (its column sums are its rows at each wave)."""
+        total = sum(self._indicator_rows(g.sxsx, arm, w) / g.rows_per_participant
+                    for g in self.cross.groups for w in self.spec.waves)
+        return int(round(total))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import numpy as np
 
 from analysis.longitudinal.design import LongitudinalStats
 from analysis.longitudinal.model import Standardisation
-from analysis.results import LONG_RUN, PLATEAU, Diagnostics, EffectEstimate, LongitudinalResult, ParameterEstimate
+from analysis.results import Diagnostics, LongitudinalResult, ParameterEstimate
 from schemas.protocol import AnalysisPlan
+from schemas.results import LONG_RUN, PLATEAU, Effect
 
 __all__ = ["OutcomeTerms", "summarise"]
 
@@ -77,30 +78,31 @@ def summarise(
     level = plan.interval_level
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     sign = 1.0 if outcome.direction == "higher_is_better" else -1.0
-    effects: list[EffectEstimate] = []
+    effects: list[Effect] = []
     cols = list(stats.cross.columns)
+    method = "bayes_random_slopes_marginal" if plan.random_slopes else "bayes_random_intercept_marginal"
 
-    def est(arm: str, wave: str, draws_: np.ndarray) -> EffectEstimate:
+    def est(arm: str, wave: str, draws_: np.ndarray, n_arm: int, n_control: int) -> Effect:
         good = sign * draws_
-        return EffectEstimate(
-            outcome=outcome.name, arm=arm, control=spec.control, wave=wave,
-            mean=float(draws_.mean()), sd=float(draws_.std(ddof=1)),
+        return Effect(
+            outcome=outcome.name, arm=arm, control=spec.control, wave=wave, method=method, tier="trusted",
+            estimate=float(draws_.mean()), sd=float(draws_.std(ddof=1)),
             lower=float(np.quantile(draws_, lo_q)), upper=float(np.quantile(draws_, hi_q)),
             interval_level=level, p_benefit=float((good > 0).mean()),
             p_above_mcid=None if outcome.mcid is None else float((good > outcome.mcid).mean()),
             p_in_rope=None if outcome.rope is None else float((np.abs(draws_) < outcome.rope).mean()),
-            direction=outcome.direction,
-            method="bayes_random_slopes_marginal" if plan.random_slopes else "bayes_random_intercept_marginal",
+            n_arm=n_arm, n_control=n_control, direction=outcome.direction,
         )
 
     effect_draws = np.zeros((beta.shape[0], n_t, n_w))
+    final = spec.waves[-1]
     for ai, a in enumerate(spec.treated):
         for wi, w in enumerate(spec.waves):
             effect_draws[:, ai, wi] = beta[:, cols.index(f"arm[{a}]:wave[{w}]")]
-            effects.append(est(a, w, effect_draws[:, ai, wi]))
-        effects.append(est(a, LONG_RUN, effect_draws[:, ai, -1]))
+            effects.append(est(a, w, effect_draws[:, ai, wi], stats.n_at(a, w), stats.n_at(spec.control, w)))
+        effects.append(est(a, LONG_RUN, effect_draws[:, ai, -1], stats.n_at(a, final), stats.n_at(spec.control, final)))
         if plan.effect_shape == "saturating":
-            effects.append(est(a, PLATEAU, sb * eff[:, ai]))
+            effects.append(est(a, PLATEAU, sb * eff[:, ai], stats.n_participants(a), stats.n_participants(spec.control)))
 
     def par(name: str, x: np.ndarray) -> ParameterEstimate:
         return ParameterEstimate(name, float(x.mean()), float(x.std(ddof=1)), float(np.quantile(x, lo_q)),

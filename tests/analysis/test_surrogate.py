@@ -29,15 +29,16 @@ def test_recovers_known_long_run_effect_with_first_stage_uncertainty():
     study["arm"] = np.where(arm == 1, "coach", "control")
     (eff,) = surrogate_index_effects(model, study, control="control")
     truth = 0.8 * 4.0 + 1.5 * 1.0  # = 4.7 WHO-5 points, by construction
-    assert eff.lower < truth < eff.upper
-    assert abs(eff.estimate - truth) < 3 * eff.se
-    assert eff.se_first_stage > 0 and eff.se > eff.se_second_stage
+    assert eff.effect.lower < truth < eff.effect.upper
+    assert abs(eff.effect.estimate - truth) < 3 * eff.effect.sd
+    assert eff.se_first_stage > 0 and eff.effect.sd > eff.se_second_stage
+    assert (eff.effect.wave, eff.effect.n_arm + eff.effect.n_control) == ("long_run", 4000)
     assert eff.assumptions == SURROGACY_ASSUMPTIONS and "surrogacy" in eff.assumptions[0]
     # the bootstrap over both samples agrees with the delta method
     (boot,) = surrogate_index_effects(model, study, control="control", method="bootstrap", calibration=calib,
                                       n_boot=300, seed=1)
-    assert boot.se == pytest.approx(eff.se, rel=0.2)
-    assert boot.estimate == eff.estimate
+    assert boot.effect.sd == pytest.approx(eff.effect.sd, rel=0.2)
+    assert boot.effect.estimate == eff.effect.estimate
 
 
 def test_coverage_over_repeated_studies():
@@ -52,5 +53,5 @@ def test_coverage_over_repeated_studies():
         study = _world(rng, 600, (2.0, 0.5), arm)
         study["arm"] = np.where(arm == 1, "t", "c")
         (e,) = surrogate_index_effects(model, study, control="c")
-        hits += e.lower < truth < e.upper
+        hits += e.effect.lower < truth < e.effect.upper
     assert 52 <= hits <= 60

@@ -164,7 +164,7 @@ def test_one_follow_up_row_per_participant_is_the_ancova():
     ols = smf.ols("outcome ~ C(arm, Treatment('control')) + baseline", frame).fit()
     m, s = ols.params.iloc[1], ols.bse.iloc[1]
     eff = res.effect("coach", "w1")
-    assert abs(eff.mean - m) < 0.1 * s and 0.9 < eff.sd / s < 1.15
+    assert abs(eff.estimate - m) < 0.1 * s and 0.9 < eff.sd / s < 1.15
     assert {v.name: v.mean for v in res.variance_components}["tau"] == 0.0
 
 

@@ -118,7 +118,7 @@ def test_bayesian_random_slopes_agree_with_ml_and_statsmodels():
         if e.wave == "long_run":
             continue
         m, s = ml.coef(f"arm[{e.arm}]:wave[{e.wave}]")
-        assert abs(e.mean - m) < 0.1 * s, (e, m, s)
+        assert abs(e.estimate - m) < 0.1 * s, (e, m, s)
         assert 0.9 < e.sd / s < 1.1, (e, s)
         assert e.method == "bayes_random_slopes_marginal"
     vc = {v.name: v for v in res.variance_components}

@@ -92,18 +92,21 @@ def _ml_fit(stats, plan, *, outcome, direction, mcid=None, rope=None):
     from scipy.stats import norm
 
     from analysis.longitudinal import ml_fit
-    from analysis.results import Diagnostics, EffectEstimate, LongitudinalResult
+    from analysis.results import Diagnostics, LongitudinalResult
+    from schemas.results import Effect
 
     ml = ml_fit(stats.cross)
     spec, sign, effects = stats.spec, (1 if direction == "higher_is_better" else -1), []
     for a in spec.treated:
         for w in (*spec.waves, "long_run"):
-            m, s = ml.coef(f"arm[{a}]:wave[{spec.waves[-1] if w == 'long_run' else w}]")
-            effects.append(EffectEstimate(
-                outcome, a, spec.control, w, m, s, m - 1.96 * s, m + 1.96 * s, 0.95, float(norm.cdf(sign * m / s)),
-                None if mcid is None else float(norm.cdf((sign * m - mcid) / s)),
-                None if rope is None else float(norm.cdf((rope - m) / s) - norm.cdf((-rope - m) / s)),
-                direction, "ml_stand_in"))
+            at = spec.waves[-1] if w == "long_run" else w
+            m, s = ml.coef(f"arm[{a}]:wave[{at}]")
+            effects.append(Effect(
+                outcome=outcome, arm=a, control=spec.control, wave=w, method="ml_stand_in", estimate=m, sd=s,
+                lower=m - 1.96 * s, upper=m + 1.96 * s, interval_level=0.95, p_benefit=float(norm.cdf(sign * m / s)),
+                p_above_mcid=None if mcid is None else float(norm.cdf((sign * m - mcid) / s)),
+                p_in_rope=None if rope is None else float(norm.cdf((rope - m) / s) - norm.cdf((-rope - m) / s)),
+                n_arm=stats.n_at(a, at), n_control=stats.n_at(spec.control, at), direction=direction))
     return LongitudinalResult(outcome, direction, spec.control, spec.arms, spec.waves, plan.effect_shape,
                               plan.time_trend, tuple(effects), (), (), Diagnostics(True, 1.0, 1000.0, 0),
                               stats.cross.n_participants, stats.cross.n_obs)
@@ -182,7 +185,8 @@ def test_end_to_end(study, fast_fit):
 
 
 def test_outcome_without_rows_and_failed_diagnostics_are_refused(study):
-    from flows.analysis_flows import AnalysisRefused, OutcomeHasNoData, run_analysis
+    from flows.analysis_flows import AnalysisRefused, run_analysis
+    from flows.statistics import OutcomeHasNoData
     from schemas.protocol import StudyProtocol
 
     d, _ = study
@@ -244,8 +248,10 @@ def test_primary_model_from_warehouse(study):
 
 def test_public_tier_reads_only_dp_releases(study):
     """--tier public: cells come from release_values (latest release), the model is the noise-aware one."""
-    from analysis.results import Diagnostics, EffectEstimate
-    from flows.analysis_flows import OutcomeHasNoData, run_analysis
+    from analysis.results import Diagnostics
+    from flows.analysis_flows import run_analysis
+    from flows.statistics import OutcomeHasNoData
+    from schemas.results import Effect
     from schemas.protocol import StudyProtocol
     from schemas.suffstats import PAIRED_STATISTICS
 
@@ -255,8 +261,9 @@ def test_public_tier_reads_only_dp_releases(study):
 
     def stub_public(cells, plan, *, control, waves, outcome, direction, mcid, rope):
         seen.update(cells=cells, waves=waves, control=control)
-        e = EffectEstimate(outcome, "coach", control, "long_run", 7.5, 2.0, 3.6, 11.4, 0.95, 0.99, 0.2, 0.0,
-                           direction, "bayes_noise_aware_ancova", "public")
+        e = Effect(outcome=outcome, arm="coach", control=control, wave="long_run", method="bayes_noise_aware_ancova",
+                   tier="public", estimate=7.5, sd=2.0, lower=3.6, upper=11.4, interval_level=0.95, p_benefit=0.99,
+                   p_above_mcid=0.2, p_in_rope=0.0, direction=direction)
         return type("R", (), {"effects": (e,), "diagnostics": Diagnostics(True, 1.0, 900.0, 0)})()
 
     with open_warehouse(d / "wh.duckdb") as con:
@@ -272,7 +279,7 @@ def test_public_tier_reads_only_dp_releases(study):
     assert seen["waves"] == ["w1", "w3"] and seen["control"] == "control"
     cell = seen["cells"][("coach", "w3")]
     assert (cell.n, cell.sum_xy, cell.noise_sd_sum_y) == (100.0, 105.0, 1.5)
-    assert [(r.tier, r.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
+    assert [(r.effect.tier, r.effect.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
     assert "trusted tier only" in run.notes[0]
 
 
@@ -308,8 +315,8 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
             con.register("e_df", ev)
             con.execute(f"INSERT INTO events SELECT e, p, '{sid}', ts, 's', 'session_start', NULL, NULL, 'b' FROM e_df")
         (eff,) = surrogate_forecast(con, proto, "calib-study")
-    assert eff.arm == "coach" and eff.method == "surrogate_index_delta"
-    assert eff.lower < 5.7 < eff.upper and abs(eff.estimate - 5.7) < 3 * eff.se
+    assert eff.arm == "coach" and eff.effect.method == "surrogate_index_delta"
+    assert eff.effect.lower < 5.7 < eff.effect.upper and abs(eff.effect.estimate - 5.7) < 3 * eff.effect.sd
     assert eff.se_first_stage > 0 and "surrogacy" in eff.assumptions[0]
 
 
@@ -356,7 +363,7 @@ def test_running_study_reports_observed_waves_and_no_long_run_estimate(tmp_path,
     with open_warehouse(tmp_path / "wh.duckdb") as con:
         con.execute("DELETE FROM scores WHERE wave = 'w3'")
         run = run_analysis(con, StudyProtocol.model_validate(PROTOCOL), exploratory=True, store=False)
-    rows = pd.DataFrame([r.__dict__ for r in run.summary.rows])
+    rows = run.summary.to_frame()
     model_rows = rows[rows.method == "ml_stand_in"]
     assert set(model_rows.wave) == {"w1"} and set(model_rows.outcome) == {"who5.percent", "phq9.total", "swls.total"}
     assert not (rows.wave == "long_run").any() and not (rows.wave == "w3").any()
