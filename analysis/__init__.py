@@ -18,6 +18,7 @@ Public API (see each module's docstring for the method and its citation)::
     statistics_from_moments, ancova_effects         analysis.missing        delta-adjusted tipping point
     holm, partial_pool,
     subgroup_effects_from_moments                   analysis.multiplicity
+    run_plan, run_public_plan, PlanStatistics       analysis.plan           the preregistered plan
     OutcomeSummary, SummaryRow                      analysis.summary        the tidy outcome table
     Effect                                          schemas.results         one effect type for every method
 """
@@ -76,6 +77,11 @@ _EXPORTS: dict[str, str] = {
     "holm": "analysis.multiplicity",
     "partial_pool": "analysis.multiplicity",
     "subgroup_effects_from_moments": "analysis.multiplicity",
+    # the plan
+    "run_plan": "analysis.plan",
+    "run_public_plan": "analysis.plan",
+    "PlanStatistics": "analysis.plan",
+    "PlanResult": "analysis.plan",
     # outcome summary
     "OutcomeSummary": "analysis.summary",
     "SummaryRow": "analysis.summary",

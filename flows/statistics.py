@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import duckdb
 
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, AnalysisRefused, InsufficientData
 from analysis.longitudinal import (
     DesignSpec,
     LongitudinalStats,
@@ -44,6 +44,16 @@ from analysis.longitudinal import (
     crossproducts_sql,
     slope_groups_sql,
     stats_from_rows,
+)
+from analysis.plan import (
+    FinalWaveCells,
+    OutcomeStatistics,
+    PlanStatistics,
+    ReleasedCells,
+    SurrogateInputs,
+    Unavailable,
+    final_wave,
+    followup_waves,
 )
 from schemas.errors import FlourishError
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
@@ -60,18 +70,19 @@ __all__ = [
     "baseline_moments",
     "coverage",
     "design_spec",
-    "final_wave",
     "final_wave_cells",
-    "followup_waves",
     "longitudinal_stats",
     "longitudinal_stats_from_frame",
     "observations_sql",
     "observed_followup_waves",
     "paired_moments",
+    "plan_statistics",
     "released_cells",
+    "released_statistics",
     "require_rows",
     "subgroup_cells",
     "surrogate_frame",
+    "surrogate_inputs",
     "telemetry_cells",
 ]
 
@@ -126,18 +137,6 @@ def _reproducible(reader: Callable[_P, _R]) -> Callable[_P, _R]:
 def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
     """The protocol's follow-up waves (after the baseline wave), or those of them named in ``waves``."""
     return [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
-
-
-def final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
-    """The outcome's wave of interest (its long-run horizon), by default the protocol's last wave."""
-    return outcome.wave or protocol.wave_names[-1]
-
-
-def followup_waves(protocol: StudyProtocol, outcome: Outcome) -> list[str]:
-    """Follow-up waves up to the outcome's wave of interest (the long-run horizon for the primary)."""
-    names = protocol.wave_names
-    last = names.index(outcome.wave) if outcome.wave else len(names) - 1
-    return [w for w in names[: last + 1] if w != protocol.baseline_wave]
 
 
 def require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
@@ -407,11 +406,10 @@ def surrogate_frame(
 # ----------------------------------------------------------------------------------------------
 # The public tier: DP releases only
 # ----------------------------------------------------------------------------------------------
-def released_cells(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome
-) -> tuple[dict[tuple[str, str], NoisyPairedMoments], list[str]]:
+def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> ReleasedCells:
     """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
-    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier)."""
+    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier); a suppressed
+    or incomplete cell raises InsufficientData."""
     query = f"paired_moments:{outcome.name}"
     latest = con.execute(
         "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
@@ -433,4 +431,78 @@ def released_cells(
             {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
     waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
     cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
-    return cells, waves
+    return ReleasedCells(cells, tuple(waves))
+
+
+def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, ReleasedCells | Unavailable]:
+    """Every outcome's latest release (the public tier's only input). An outcome without a release refuses the
+    run (``flourish release`` comes first); a release whose cells cannot be used is that outcome's failure."""
+    out: dict[str, ReleasedCells | Unavailable] = {}
+    for o in protocol.outcomes:
+        try:
+            out[o.name] = released_cells(con, protocol, o)
+        except InsufficientData as exc:
+            out[o.name] = Unavailable(f"its DP release cannot be used: {exc}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Everything the plan needs, read before any model runs
+# ----------------------------------------------------------------------------------------------
+def surrogate_inputs(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, calibration_study: str,
+    surrogate_waves: Sequence[str] | None = None,
+) -> SurrogateInputs:
+    """The calibration cohort's and this study's surrogate rows. Surrogates: the primary outcome at
+    ``surrogate_waves`` (default: the first follow-up wave) and the protocol's telemetry metrics."""
+    o = protocol.primary_outcome
+    waves = list(surrogate_waves) if surrogate_waves else followup_waves(protocol, o)[:1]
+    unknown = [w for w in waves if w not in protocol.wave_names]
+    if unknown:
+        raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
+    n_cal = con.execute("SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?",
+                        [calibration_study, o.name]).fetchone()[0]
+    if not n_cal:
+        raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
+    return SurrogateInputs(calibration_study, tuple(waves), surrogate_frame(con, protocol, calibration_study, waves),
+                           surrogate_frame(con, protocol, protocol.study_id, waves))
+
+
+def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, o: Outcome) -> OutcomeStatistics:
+    observed = observed_followup_waves(con, protocol, o)
+    if not observed:
+        longitudinal: LongitudinalStats | Unavailable = Unavailable(
+            f"{o.name} has no follow-up scores yet (only the baseline)")
+    else:
+        try:
+            longitudinal = longitudinal_stats(con, protocol, outcome=o.name, waves=observed)
+        except (AnalysisInputError, InsufficientData) as exc:  # the outcome's failure, reported by the plan
+            longitudinal = Unavailable(str(exc))
+    if final_wave(protocol, o) not in observed:
+        return OutcomeStatistics(o.name, tuple(observed), longitudinal)
+    fw = FinalWaveCells(*final_wave_cells(con, protocol, o))
+    subgroups = ({sg: subgroup_cells(con, protocol, o, sg) for sg in protocol.analysis.subgroups}
+                 if o.name == protocol.primary_outcome.name else {})
+    return OutcomeStatistics(o.name, tuple(observed), longitudinal, fw, subgroups)
+
+
+def plan_statistics(
+    con: duckdb.DuckDBPyConnection,
+    protocol: StudyProtocol,
+    *,
+    calibration_study: str | None = None,
+    surrogate_waves: Sequence[str] | None = None,
+) -> PlanStatistics:
+    """Everything ``analysis.plan.run_plan`` needs. Refuses, before reading anything else, a plan that names a
+    subgroup the warehouse cannot form or an outcome it has no score of."""
+    unknown = [sg for sg in protocol.analysis.subgroups if sg not in SUBGROUPS]
+    if unknown:
+        raise AnalysisRefused(f"prespecified subgroup(s) {unknown} are not supported; use {' or '.join(SUBGROUPS)}")
+    for o in protocol.outcomes:
+        require_rows(con, protocol, o)
+    return PlanStatistics(
+        outcomes=tuple(_outcome_statistics(con, protocol, o) for o in protocol.outcomes),
+        arm_counts=arm_counts(con, protocol),
+        telemetry={m.name: telemetry_cells(con, protocol, m) for m in protocol.surrogates},
+        surrogate=surrogate_inputs(con, protocol, calibration_study, surrogate_waves) if calibration_study else None,
+    )

@@ -19,7 +19,12 @@ from analysis.results import Diagnostics, LongitudinalResult, ParameterEstimate
 from schemas.protocol import AnalysisPlan
 from schemas.results import LONG_RUN, PLATEAU, Effect
 
-__all__ = ["OutcomeTerms", "summarise"]
+__all__ = ["OutcomeTerms", "method_of", "summarise"]
+
+
+def method_of(plan: AnalysisPlan) -> str:
+    """The method label of the plan's longitudinal model (what every row it gives says it is)."""
+    return "bayes_random_slopes_marginal" if plan.random_slopes else "bayes_random_intercept_marginal"
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def summarise(
     sign = 1.0 if outcome.direction == "higher_is_better" else -1.0
     effects: list[Effect] = []
     cols = list(stats.cross.columns)
-    method = "bayes_random_slopes_marginal" if plan.random_slopes else "bayes_random_intercept_marginal"
+    method = method_of(plan)
 
     def est(arm: str, wave: str, draws_: np.ndarray, n_arm: int, n_control: int) -> Effect:
         good = sign * draws_

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli.analysis import register
 from flows.warehouse import open_warehouse
+from tests.support.plan import ml_fit_stand_in
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -86,37 +87,11 @@ def study(tmp_path_factory):
     return d, app
 
 
-def _ml_fit(stats, plan, *, outcome, direction, mcid=None, rope=None):
-    """Fast stand-in for the Bayesian fit in the CLI plumbing test: the ML fit on the same cross-products
-    with normal-approximation probabilities (the real sampler runs in test_primary_model_from_warehouse)."""
-    from scipy.stats import norm
-
-    from analysis.longitudinal import ml_fit
-    from analysis.results import Diagnostics, LongitudinalResult
-    from schemas.results import Effect
-
-    ml = ml_fit(stats.cross)
-    spec, sign, effects = stats.spec, (1 if direction == "higher_is_better" else -1), []
-    for a in spec.treated:
-        for w in (*spec.waves, "long_run"):
-            at = spec.waves[-1] if w == "long_run" else w
-            m, s = ml.coef(f"arm[{a}]:wave[{at}]")
-            effects.append(Effect(
-                outcome=outcome, arm=a, control=spec.control, wave=w, method="ml_stand_in", estimate=m, sd=s,
-                lower=m - 1.96 * s, upper=m + 1.96 * s, interval_level=0.95, p_benefit=float(norm.cdf(sign * m / s)),
-                p_above_mcid=None if mcid is None else float(norm.cdf((sign * m - mcid) / s)),
-                p_in_rope=None if rope is None else float(norm.cdf((rope - m) / s) - norm.cdf((-rope - m) / s)),
-                n_arm=stats.n_at(a, at), n_control=stats.n_at(spec.control, at), direction=direction))
-    return LongitudinalResult(outcome, direction, spec.control, spec.arms, spec.waves, plan.effect_shape,
-                              plan.time_trend, tuple(effects), (), (), Diagnostics(True, 1.0, 1000.0, 0),
-                              stats.cross.n_participants, stats.cross.n_obs)
-
-
 @pytest.fixture()
 def fast_fit(monkeypatch):
     import analysis.longitudinal
 
-    monkeypatch.setattr(analysis.longitudinal, "fit_from_crossproducts", _ml_fit)
+    monkeypatch.setattr(analysis.longitudinal, "fit_from_crossproducts", ml_fit_stand_in)
 
 
 def _run(app, *args):
@@ -199,7 +174,7 @@ def test_outcome_without_rows_and_failed_diagnostics_are_refused(study):
         from analysis.results import Diagnostics
 
         def failing_fit(*args, **kwargs):
-            return replace(_ml_fit(*args, **kwargs), diagnostics=Diagnostics(False, 1.05, 80.0, 3, ("R-hat 1.050 > 1.01",)))
+            return replace(ml_fit_stand_in(*args, **kwargs), diagnostics=Diagnostics(False, 1.05, 80.0, 3, ("R-hat 1.050 > 1.01",)))
 
         before = con.execute("SELECT count(*) FROM analysis_summary").fetchone()[0]
         with pytest.raises(AnalysisRefused, match="failed its diagnostics: R-hat 1.050.*nothing was published"):
@@ -287,7 +262,8 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
     """A running study at w1 (no w3 yet) and an earlier study with w3 observed. By construction
     Y_w3 = 10 + 0.8 S_w1 + 1.0 sessions_per_week + 0.1 baseline + noise, the arm moves S_w1 by +6 and
     sessions by +30% (+0.9/week on average), so the true long-run effect is 0.8*6 + 0.9 = 5.7 points."""
-    from flows.analysis_flows import surrogate_forecast
+    from analysis.plan import surrogate_forecast
+    from flows.statistics import surrogate_inputs
     from schemas.protocol import StudyProtocol
 
     rng = np.random.default_rng(11)
@@ -314,8 +290,8 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
                                "ts": assigned[who] + pd.to_timedelta(rng.uniform(0.01, 13.9, who.size), unit="D")})
             con.register("e_df", ev)
             con.execute(f"INSERT INTO events SELECT e, p, '{sid}', ts, 's', 'session_start', NULL, NULL, 'b' FROM e_df")
-        (eff,) = surrogate_forecast(con, proto, "calib-study")
-    assert eff.arm == "coach" and eff.effect.method == "surrogate_index_delta"
+        (eff,) = surrogate_forecast(surrogate_inputs(con, proto, "calib-study"), proto)
+    assert eff.arm == "coach" and eff.effect.method == "surrogate_index_delta" and eff.effect.outcome == "who5.percent"
     assert eff.effect.lower < 5.7 < eff.effect.upper and abs(eff.effect.estimate - 5.7) < 3 * eff.effect.sd
     assert eff.se_first_stage > 0 and "surrogacy" in eff.assumptions[0]
 
@@ -330,7 +306,7 @@ def test_srm_note_and_tampered_registry(tmp_path):
         # 80 extra control assignments: 200 vs 120 against 1:1 -> chi-square 2 * 40^2 / 160 = 20, p = 7.7e-6
         con.executemany("INSERT INTO assignments VALUES (?, 'cli-study', 'control', ?, NULL, 'b2')",
                         [(f"extra{i}", T0) for i in range(80)])
-        run = run_analysis(con, proto, exploratory=True, fit=_ml_fit, store=False)
+        run = run_analysis(con, proto, exploratory=True, fit=ml_fit_stand_in, store=False)
         assert any(n.startswith("SAMPLE RATIO MISMATCH") and "p = 7.7e-06" in n for n in run.notes)
         # the registry is append-only: an edited row breaks the chain and every later read refuses
         preregister(con, proto)
