@@ -160,7 +160,12 @@ def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, fl
         raise InsufficientData("the final-wave ANCOVA", p + 1, stats.n_observed, "completers of each arm")
     xtx_o_inv = np.linalg.inv(stats.xtx_observed)
     beta = xtx_o_inv @ stats.xty_observed
-    rss = max(stats.yty_observed - float(beta @ stats.xty_observed), 0.0)
+    rss = stats.yty_observed - float(beta @ stats.xty_observed)
+    # From sums, RSS = y'y - beta'X'y is a difference of two large numbers: within a few ulps of y'y it is rounding,
+    # not residual variance (an exact fit, or a residual below the precision of the sums). It is then 0, and the
+    # callers report no standard error rather than a spurious, tiny one.
+    if rss <= 64 * np.finfo(float).eps * stats.yty_observed:
+        rss = 0.0
     return beta, xtx_o_inv, rss / df, df
 
 
@@ -192,7 +197,7 @@ def ancova_effects(
         if not se > 0:
             out.append(Effect(**where, interval_level=interval_level,
                               reason=f"the completers' ANCOVA has no residual variance ({stats.n_observed} completers "
-                                     "fit exactly), so it gives no standard error"))
+                                     "fit exactly, within the precision of the sums), so it gives no standard error"))
             continue
         p = float(2 * student_t.sf(abs(est / se), df))
         out.append(Effect(**where, estimate=est, sd=se, lower=est - tq * se, upper=est + tq * se,
@@ -283,7 +288,13 @@ def tipping_point(
         row = dict(outcome=outcome, arm=a, control=ctl, wave=wave, method="tipping_point_delta",
                    n_arm=stats.n_observed_in(a) + n_missing_arm, n_control=stats.n_observed_in(ctl) + n_missing_control,
                    direction=direction)
-        effect = Effect(**row, estimate=tip) if tip is not None else Effect(**row, reason=statement)
+        if not se > 0:  # no interval, so no bound to cross 0
+            effect = Effect(**row, reason=f"the final-wave ANCOVA of {outcome} has no residual variance, so its "
+                                          "interval, and the delta at which it crosses 0, are not defined")
+        elif tip is None:
+            effect = Effect(**row, reason=statement)
+        else:
+            effect = Effect(**row, estimate=tip)
         out.append(TippingPoint(
             outcome=outcome, arm=a, direction=direction, estimate_mar=est, se=se, lower_mar=lo, upper_mar=hi,
             benefit_shown_mar=bool(shown), effect_per_delta=-k, tipping_delta=tip, n_observed=stats.n_observed,

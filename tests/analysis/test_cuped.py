@@ -66,3 +66,15 @@ def test_constant_pre_period_falls_back_to_labelled_difference_in_means():
     assert est.effect.estimate == pytest.approx(y1.mean() - y0.mean())
     assert est.effect.sd == pytest.approx(np.sqrt(y1.var(ddof=1) / 500 + y0.var(ddof=1) / 500))
     assert est.variance_reduction == pytest.approx(0.0)
+
+
+def test_a_metric_without_telemetry_is_not_estimable_never_a_certain_zero():
+    """A study with no telemetry gives every participant 0 sessions before and after assignment. The difference
+    0 - 0 has no spread to estimate a standard error from; it used to be published as 0.0 with interval [0, 0]."""
+    zeros = PairedMoments.from_arrays(np.zeros(300), np.zeros(300))
+    (est,) = cuped_effects({"c": zeros, "t": zeros}, control="c", metric="sessions_per_week", wave="first_14_days")
+    e = est.effect
+    assert not e.estimable and (e.estimate, e.sd, e.lower, e.upper) == (None, None, None, None)
+    assert "sessions_per_week does not vary" in e.reason and "no standard error" in e.reason
+    assert (e.n_arm, e.n_control, e.wave) == (300, 300, "first_14_days")
+    assert est.variance_reduction is None  # no variance to reduce: not a reduction of 0

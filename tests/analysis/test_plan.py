@@ -186,3 +186,29 @@ def test_the_public_plan_reports_a_failed_outcome_and_publishes_the_others():
     assert _rows(result, outcome="who5.percent")[0].estimable
     with pytest.raises(AnalysisRefused, match="nothing was published"):
         run_public_plan({k: Unavailable("no usable cell") for k in released}, PROTOCOL, fit=stub)
+
+
+def test_every_quantity_that_cannot_be_estimated_says_why_and_has_no_number(statistics):
+    """The paths that used to give a plausible default or nothing: the primary's final wave without control
+    completers (ANCOVA and tipping point), a telemetry metric without a control arm, a metric the warehouse
+    could not read, subgroup levels that cannot be pooled (a note: the levels are unknown, so no row)."""
+    prim = statistics.outcome("who5.percent")
+    fw = replace(prim.final_wave, completers={"coach": prim.final_wave.completers["coach"]})
+    one_level = {"T1": prim.subgroups["baseline_tercile"]["T1"]}
+    stats = replace(statistics, outcomes=tuple(
+        replace(o, final_wave=fw, subgroups={"baseline_tercile": one_level}) if o is prim else o
+        for o in statistics.outcomes), telemetry={"sessions": {"coach": statistics.telemetry["sessions"]["coach"]}})
+    result = run_plan(stats, PROTOCOL, fit=ml_fit_stand_in)
+    for method in ("ancova_final_wave", "tipping_point_delta"):
+        (row,) = _rows(result, outcome="who5.percent", method=method)
+        assert not row.estimable and row.estimate is None and "final-wave ANCOVA of who5.percent" in row.reason
+    (cuped,) = _rows(result, outcome="sessions")
+    assert not cuped.estimable and "control arm 'control' has no statistics" in cuped.reason
+    assert not _rows(result, method="ancova_subgroup_partial_pooling")
+    assert any(n.startswith("subgroup baseline_tercile of who5.percent not available: partial pooling needs")
+               for n in result.notes)
+    unread = run_plan(replace(statistics, telemetry={"sessions": Unavailable("events table unreadable")}), PROTOCOL,
+                      fit=ml_fit_stand_in)
+    assert _rows(unread, outcome="sessions")[0].reason == "telemetry metric sessions: events table unreadable"
+    for e in (*result.effects, *unread.effects):  # the invariant, on every row the plan gave
+        assert e.estimable == (e.estimate is not None) and (e.reason is None) == e.estimable

@@ -345,3 +345,27 @@ def test_running_study_reports_observed_waves_and_no_long_run_estimate(tmp_path,
     assert not (rows.wave == "long_run").any() and not (rows.wave == "w3").any()
     assert any("STUDY RUNNING" in n and "who5.percent" in n and "w3" in n for n in run.notes)
     assert (rows.method == "cuped").any()  # telemetry does not wait for the final wave
+
+
+def test_analyze_without_telemetry_publishes_no_number_for_the_metric(tmp_path, fast_fit):
+    """Issue 15: on a study with no telemetry, analyze --json printed CUPED rows with estimate 0.0 and interval
+    [0.0, 0.0]. The metric's rows are now marked not estimable with the reason and carry no number."""
+    _fill(tmp_path / "wh.duckdb")
+    with open_warehouse(tmp_path / "wh.duckdb") as con:
+        con.execute("DELETE FROM events")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(PROTOCOL, sort_keys=False))
+    app = typer.Typer()
+    register(app)
+    r = _run(app, "analyze", tmp_path / "study.yaml", "--warehouse", tmp_path / "wh.duckdb", "--exploratory", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    metric = [row for row in rows if row["outcome"] == "sessions_per_week"]
+    assert metric and all(not row["estimable"] and row["estimate"] is None and row["lower"] is None
+                          and row["upper"] is None and row["sd"] is None and "does not vary" in row["reason"]
+                          for row in metric)
+    # every other row is estimable and carries its uncertainty, interval level and n per arm
+    for row in rows:
+        if row["outcome"] != "sessions_per_week" and row["method"] != "tipping_point_delta":
+            assert row["estimable"] and row["sd"] > 0 and row["interval_level"] == 0.95, row
+            assert row["n_arm"] > 0 and row["n_control"] > 0, row
+
