@@ -91,7 +91,7 @@ class LongitudinalResult:
     diagnostics: Diagnostics
     n_participants: int
     n_obs: int
-    method: str = "bayes_random_intercept_marginal"
+    method: str  # what the model is (e.g. bayes_random_slopes_marginal); every effect says the same
     tier: str = "trusted"
     idata: Any = field(default=None, compare=False, repr=False)
 

@@ -140,5 +140,5 @@ def summarise(
         outcome=outcome.name, direction=outcome.direction, control=spec.control, arms=spec.arms, waves=spec.waves,
         effect_shape=plan.effect_shape, time_trend=plan.time_trend, effects=tuple(effects),
         fixed_effects=tuple(fixed), variance_components=tuple(variances), diagnostics=diagnostics,
-        n_participants=stats.cross.n_participants, n_obs=stats.cross.n_obs, idata=idata,
+        n_participants=stats.cross.n_participants, n_obs=stats.cross.n_obs, method=method, idata=idata,
     )

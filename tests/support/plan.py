@@ -36,7 +36,7 @@ def ml_fit_stand_in(stats, plan, *, outcome, direction, mcid=None, rope=None):
                 n_arm=stats.n_at(a, at), n_control=stats.n_at(spec.control, at), direction=direction))
     return LongitudinalResult(outcome, direction, spec.control, spec.arms, spec.waves, plan.effect_shape,
                               plan.time_trend, tuple(effects), (), (), Diagnostics(True, 1.0, 1000.0, 0),
-                              stats.cross.n_participants, stats.cross.n_obs)
+                              stats.cross.n_participants, stats.cross.n_obs, "ml_stand_in")
 
 
 def simulated_scores(rng: np.random.Generator, protocol: StudyProtocol, n: int = 240,
