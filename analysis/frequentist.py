@@ -8,8 +8,8 @@
 - :func:`fit_ancova`: the final wave regressed on arm, baseline and covariates by OLS with
   cluster-robust (participant) standard errors (one row per participant at a single wave, so this is
   the CR/HC sandwich; it stays valid if several rows per participant are passed).
-- :func:`compare`: one row per arm at the long-run horizon, flagging sign disagreement or disjoint
-  intervals between the Bayesian and a frequentist estimate.
+- :func:`compare`: one row per arm at the long-run horizon (and per wave where both have one), flagging sign
+  disagreement or disjoint intervals between the Bayesian and a frequentist estimate.
 """
 
 from __future__ import annotations
@@ -194,9 +194,3 @@ def compare(bayes: LongitudinalResult, *freq: FrequentistFit) -> tuple[Compariso
                 intervals_disjoint=bool(be.upper < fe.lower or fe.upper < be.lower),
             ))
     return tuple(rows)
-
-
-def comparison_frame(rows: Sequence[Comparison]) -> pd.DataFrame:
-    from dataclasses import asdict
-
-    return pd.DataFrame([{**asdict(r), "flagged": r.flagged} for r in rows])

@@ -52,7 +52,7 @@ from analysis.errors import AnalysisInputError, InsufficientData
 from analysis.results import Diagnostics
 from schemas.protocol import AnalysisPlan
 from schemas.results import LONG_RUN, Effect
-from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments, PairedMoments
+from schemas.suffstats import NoisyPairedMoments, PairedMoments
 
 __all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd", "paired_moments_from_frame"]
 
@@ -269,17 +269,6 @@ def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, nois
                 ))
     return PublicResult(outcome, arms[0], tuple(arms), tuple(waves), tuple(effects),
                         diagnostics, noise_aware, idata)
-
-
-def cells_from_release_rows(rows: Sequence[Mapping[str, object]], outcome: str) -> dict[tuple[str, str], NoisyPairedMoments]:
-    """Group ``release_values`` rows (outcome, arm, wave, statistic, value, noise_sd, suppressed) of one
-    outcome into cells."""
-    grouped: dict[tuple[str, str], list[Mapping[str, object]]] = {}
-    for r in rows:
-        if r["outcome"] != outcome or r["statistic"] not in PAIRED_STATISTICS:
-            continue
-        grouped.setdefault((str(r["arm"]), str(r["wave"])), []).append(r)
-    return {k: NoisyPairedMoments.from_release_rows(v) for k, v in grouped.items()}
 
 
 def paired_moments_from_frame(frame, *, value: str = "outcome") -> dict[tuple[str, str], PairedMoments]:

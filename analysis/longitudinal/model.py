@@ -26,7 +26,6 @@ design and plan shape is kept (:func:`compiled_model`) and later fits swap their
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any

@@ -164,10 +164,14 @@ def _print_analysis(result: dict, out_dir: Path) -> None:
         out.print(f"analysis refused: {analysis['refused']}")
     else:
         table = Table(title=f"long-run effect vs control (locked plan {analysis['plan_hash'][:12]})")
-        for col in ("outcome", "arm", "estimate", "95% interval", "P(benefit)", "simulated truth"):
+        level = next((r["interval_level"] for r in analysis["long_run"] if r.get("interval_level")), None)
+        for col in ("outcome", "arm", "estimate", f"{level:.0%} interval" if level else "interval", "P(benefit)", "simulated truth"):
             table.add_column(col, justify="right" if col != "outcome" else "left")
         for r in analysis["long_run"]:
             true = truth["arms"].get(r["arm"], {}).get("long_run", {}).get(r["outcome"])
+            if not r.get("estimable", True):  # a failed model's row: its reason, no number
+                table.add_row(r["outcome"], r["arm"], "not estimable", r["reason"], "", f"{true:.2f}" if true is not None else "")
+                continue
             table.add_row(r["outcome"], r["arm"], f"{r['estimate']:.2f}", f"[{r['lower']:.2f}, {r['upper']:.2f}]",
                           f"{r['p_benefit']:.3f}" if r.get("p_benefit") is not None else "",
                           f"{true:.2f}" if true is not None else "")
