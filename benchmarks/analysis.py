@@ -128,7 +128,7 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     out["passed"] = float(result.diagnostics.passed)
     out["n_participants"] = stats.cross.n_participants
     out["n_obs"] = stats.cross.n_obs
-    out["long_run_coach"] = result.effect("coach").mean
+    out["long_run_coach"] = result.effect("coach").estimate
     del nutpie
     return out
 

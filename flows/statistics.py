@@ -16,7 +16,9 @@ connection is the caller's (``flows.warehouse.open_warehouse``); nothing here fi
   its docstring);
 - the sample-ratio check and baseline balance: :func:`arm_counts`, :func:`baseline_moments`;
 - per arm x wave paired moments (:func:`paired_moments`, what the DP release publishes with noise) and, for
-  the public tier, the released cells themselves (:func:`released_cells`, release tables only).
+  the public tier, the released cells themselves (:func:`released_cells`, :func:`released_statistics`; release
+  tables only);
+- :func:`plan_statistics`: all of the above that ``analysis.plan.run_plan`` takes, read before any model runs.
 
 Every reader of floating-point sums runs on one DuckDB thread (:func:`_one_thread`), so the same warehouse gives
 the same statistics to the last bit, and a fixed seed the same posterior draws (hardening finding D15).
@@ -106,8 +108,9 @@ def _one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     turns any change in its input into different draws, so two analyses of the same warehouse with the same
     seed gave different estimates (D15: 12 of 62 differed in the third digit). One thread reads in storage
     order: the same file gives the same bits. The cost is small on this shared 2-core machine: the primary
-    model's statistics at 1,000,000 participants x 6 waves took 20-23 s on one thread and 20-25 s on two, and
-    7.2 vs 6.5 s at 200,000 (``benchmarks/analysis.py`` times both in the same run)."""
+    model's statistics at 1,000,000 participants x 6 waves took 27.9 s on one thread and 38.3 s on all threads in
+    the same run of ``benchmarks/analysis.py`` (20-23 s and 20-25 s in an earlier pair of runs), 7.2 vs 6.5 s at
+    200,000."""
     threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     con.execute("SET threads TO 1")
     try:
