@@ -211,12 +211,12 @@ def run_plan(
         tips, tip_rows = _tipping_point(primary_stats, primary, protocol, treated)
         effects += tip_rows
         for sg in plan.subgroups:
-            rows, note = _subgroup(primary_stats.subgroups.get(sg, Unavailable("not read")), sg, primary, protocol)
+            rows, note = _subgroup(primary_stats.subgroups.get(sg, Unavailable("the statistics hold no cells for it")), sg, primary, protocol)
             effects += rows
             notes += [note] if note else []
 
     for m in protocol.surrogates:
-        effects += _cuped(statistics.telemetry.get(m.name, Unavailable("not read")), m.name,
+        effects += _cuped(statistics.telemetry.get(m.name, Unavailable("the statistics hold no cells for it")), m.name,
                           f"first_{m.window_days}_days", protocol, treated)
 
     if statistics.surrogate is not None:

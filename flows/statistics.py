@@ -144,9 +144,7 @@ def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
 
 def require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
     """Refuse an outcome the plan names but the warehouse has no score of (a misspelt name, a missing feed)."""
-    n = con.execute(
-        "SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]
-    ).fetchone()[0]
+    n = con.execute(f"SELECT count(*) FROM {relations.study_scores(protocol.study_id, [outcome.name])}").fetchone()[0]
     if not n:
         raise OutcomeHasNoData(
             f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
@@ -463,8 +461,7 @@ def surrogate_inputs(
     unknown = [w for w in waves if w not in protocol.wave_names]
     if unknown:
         raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
-    n_cal = con.execute("SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?",
-                        [calibration_study, o.name]).fetchone()[0]
+    n_cal = con.execute(f"SELECT count(*) FROM {relations.study_scores(calibration_study, [o.name])}").fetchone()[0]
     if not n_cal:
         raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
     return SurrogateInputs(calibration_study, tuple(waves), surrogate_frame(con, protocol, calibration_study, waves),

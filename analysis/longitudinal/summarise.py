@@ -49,57 +49,74 @@ def summarise(
     sampling_seconds: float | None = None,
 ) -> LongitudinalResult:
     """The result of one fit from its InferenceData (the outcome-unit quantities are added to it)."""
-    import xarray as xr
-
-    spec = stats.spec
-    sb = standardisation.baseline_sd
-    n_w, n_t = len(spec.waves), len(spec.treated)
     post = idata.posterior
-    chains, draws = post.sizes["chain"], post.sizes["draw"]
-    flat = lambda v: np.asarray(post[v]).reshape(chains * draws, -1)  # noqa: E731
-    trend = flat("trend")
+    beta, trend, eff = _coefficient_draws(post, stats, plan, standardisation)
+    var_names = (["trend", "effect_std", "coef", "sigma_std"] + (["tau_std"] if "tau_std" in post else [])
+                 + (["rate_months"] if plan.effect_shape == "saturating" else [])
+                 + (["tau_slope_std", "rho"] if plan.random_slopes else []))
+    diagnostics = Diagnostics.of(idata, var_names, plan, sampling_seconds)
+    effects, effect_draws = _effects(beta, eff * standardisation.baseline_sd, stats, plan, outcome)
+    fixed, variances, sigma, tau = _parameters(post, beta, trend, eff, stats, plan, standardisation.baseline_sd)
+    _keep_outcome_units(post, stats, effect_draws, beta, sigma, tau)
+    return LongitudinalResult(
+        outcome=outcome.name, direction=outcome.direction, control=stats.spec.control, arms=stats.spec.arms,
+        waves=stats.spec.waves, effect_shape=plan.effect_shape, time_trend=plan.time_trend, effects=tuple(effects),
+        fixed_effects=tuple(fixed), variance_components=tuple(variances), diagnostics=diagnostics,
+        n_participants=stats.cross.n_participants, n_obs=stats.cross.n_obs, method=method_of(plan), idata=idata,
+    )
+
+
+def _flat(post, name: str) -> np.ndarray:
+    """A variable's draws, chains stacked: (chains x draws, size)."""
+    return np.asarray(post[name]).reshape(post.sizes["chain"] * post.sizes["draw"], -1)
+
+
+def _coefficient_draws(post, stats: LongitudinalStats, plan: AnalysisPlan,
+                       standardisation: Standardisation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draws of the design's coefficients in outcome units (the plan's parameters mapped to every column:
+    trend per wave or linear in months, effects per wave, constant or saturating), and of the standardised
+    trend and effect parameters themselves."""
+    spec = stats.spec
+    n_w, n_t = len(spec.waves), len(spec.treated)
     months = np.array(spec.months)
+    trend = _flat(post, "trend")
     mu_w = trend if plan.time_trend == "per_wave" else trend[:, [0]] + trend[:, [1]] * months[None, :]
-    eff = flat("effect_std")
+    eff = _flat(post, "effect_std")
     if plan.effect_shape == "per_wave":
         eff_aw = eff
     elif plan.effect_shape == "constant":
         eff_aw = np.repeat(eff, n_w, axis=1)
     else:
-        rate = flat("rate_months")
+        rate = _flat(post, "rate_months")
         eff_aw = (eff[:, :, None] * (1 - np.exp(-months[None, None, :] / rate[:, :, None]))).reshape(-1, n_t * n_w)
-    coef = flat("coef")
-    beta = standardisation.to_outcome_units(np.concatenate([mu_w, eff_aw, coef], axis=1))
-    sigma = flat("sigma_std")[:, 0] * sb
-    tau = flat("tau_std")[:, 0] * sb if "tau_std" in post else np.zeros(chains * draws)
+    beta = standardisation.to_outcome_units(np.concatenate([mu_w, eff_aw, _flat(post, "coef")], axis=1))
+    return beta, trend, eff
 
-    # --- diagnostics gate -------------------------------------------------------------------
-    var_names = (["trend", "effect_std", "coef", "sigma_std"] + (["tau_std"] if "tau_std" in post else [])
-                 + (["rate_months"] if plan.effect_shape == "saturating" else [])
-                 + (["tau_slope_std", "rho"] if plan.random_slopes else []))
-    diagnostics = Diagnostics.of(idata, var_names, plan, sampling_seconds)
 
-    # --- effects in outcome units -------------------------------------------------------------
+def _effects(beta: np.ndarray, plateau: np.ndarray, stats: LongitudinalStats, plan: AnalysisPlan,
+             outcome: OutcomeTerms) -> tuple[list[Effect], np.ndarray]:
+    """Each treated arm's effect at each wave, in the long run (the final wave) and, for a saturating shape, at
+    its plateau (``plateau``: its draws in outcome units); and the (draw, arm, wave) array of effect draws."""
+    spec = stats.spec
     level = plan.interval_level
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     sign = 1.0 if outcome.direction == "higher_is_better" else -1.0
-    effects: list[Effect] = []
     cols = list(stats.cross.columns)
-    method = method_of(plan)
 
-    def est(arm: str, wave: str, draws_: np.ndarray, n_arm: int, n_control: int) -> Effect:
-        good = sign * draws_
+    def est(arm: str, wave: str, draws: np.ndarray, n_arm: int, n_control: int) -> Effect:
+        good = sign * draws
         return Effect(
-            outcome=outcome.name, arm=arm, control=spec.control, wave=wave, method=method, tier="trusted",
-            estimate=float(draws_.mean()), sd=float(draws_.std(ddof=1)),
-            lower=float(np.quantile(draws_, lo_q)), upper=float(np.quantile(draws_, hi_q)),
+            outcome=outcome.name, arm=arm, control=spec.control, wave=wave, method=method_of(plan), tier="trusted",
+            estimate=float(draws.mean()), sd=float(draws.std(ddof=1)),
+            lower=float(np.quantile(draws, lo_q)), upper=float(np.quantile(draws, hi_q)),
             interval_level=level, p_benefit=float((good > 0).mean()),
             p_above_mcid=None if outcome.mcid is None else float((good > outcome.mcid).mean()),
-            p_in_rope=None if outcome.rope is None else float((np.abs(draws_) < outcome.rope).mean()),
+            p_in_rope=None if outcome.rope is None else float((np.abs(draws) < outcome.rope).mean()),
             n_arm=n_arm, n_control=n_control, direction=outcome.direction,
         )
 
-    effect_draws = np.zeros((beta.shape[0], n_t, n_w))
+    effects: list[Effect] = []
+    effect_draws = np.zeros((beta.shape[0], len(spec.treated), len(spec.waves)))
     final = spec.waves[-1]
     for ai, a in enumerate(spec.treated):
         for wi, w in enumerate(spec.waves):
@@ -107,38 +124,53 @@ def summarise(
             effects.append(est(a, w, effect_draws[:, ai, wi], stats.n_at(a, w), stats.n_at(spec.control, w)))
         effects.append(est(a, LONG_RUN, effect_draws[:, ai, -1], stats.n_at(a, final), stats.n_at(spec.control, final)))
         if plan.effect_shape == "saturating":
-            effects.append(est(a, PLATEAU, sb * eff[:, ai], stats.n_participants(a), stats.n_participants(spec.control)))
+            effects.append(est(a, PLATEAU, plateau[:, ai], stats.n_participants(a), stats.n_participants(spec.control)))
+    return effects, effect_draws
+
+
+def _parameters(post, beta: np.ndarray, trend: np.ndarray, eff: np.ndarray, stats: LongitudinalStats,
+                plan: AnalysisPlan, sb: float) -> tuple[list[ParameterEstimate], list[ParameterEstimate], np.ndarray,
+                                                        np.ndarray]:
+    """The fixed effects (every design column, and the plan's own parameters) and the variance components in
+    outcome units; with the residual and intercept SD draws."""
+    level = plan.interval_level
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    spec = stats.spec
 
     def par(name: str, x: np.ndarray) -> ParameterEstimate:
         return ParameterEstimate(name, float(x.mean()), float(x.std(ddof=1)), float(np.quantile(x, lo_q)),
                                  float(np.quantile(x, hi_q)))
 
-    fixed = [par(c, beta[:, j]) for j, c in enumerate(cols)]
+    fixed = [par(c, beta[:, j]) for j, c in enumerate(stats.cross.columns)]
     if plan.time_trend == "linear_months":
         fixed.append(par("time_months", sb * trend[:, 1]))
     if plan.effect_shape == "constant":
         fixed += [par(f"arm[{a}]", sb * eff[:, i]) for i, a in enumerate(spec.treated)]
     if plan.effect_shape == "saturating":
-        rate = flat("rate_months")
+        rate = _flat(post, "rate_months")
         fixed += [par(f"rate_months[{a}]", rate[:, i]) for i, a in enumerate(spec.treated)]
+    sigma = _flat(post, "sigma_std")[:, 0] * sb
+    # with one follow-up row per participant the model fixes tau = 0 (the ANCOVA, analysis.longitudinal.model)
+    tau = _flat(post, "tau_std")[:, 0] * sb if "tau_std" in post else np.zeros(sigma.size)
     variances = [par("sigma", sigma), par("tau", tau), par("sigma2", sigma**2), par("tau2", tau**2)]
     if plan.random_slopes:  # slope SD in outcome units per month; correlation of intercept and slope
-        tau_slope = flat("tau_slope_std")[:, 0] * sb
-        variances += [par("tau_slope", tau_slope), par("tau_slope2", tau_slope**2), par("rho", flat("rho")[:, 0])]
+        tau_slope = _flat(post, "tau_slope_std")[:, 0] * sb
+        variances += [par("tau_slope", tau_slope), par("tau_slope2", tau_slope**2), par("rho", _flat(post, "rho")[:, 0])]
+    return fixed, variances, sigma, tau
 
-    # --- keep the outcome-unit quantities in the InferenceData too ------------------------------------
-    shape = (chains, draws)
+
+def _keep_outcome_units(post, stats: LongitudinalStats, effect_draws: np.ndarray, beta: np.ndarray,
+                        sigma: np.ndarray, tau: np.ndarray) -> None:
+    """Add the outcome-unit quantities to the posterior, so a saved InferenceData holds them too."""
+    import xarray as xr
+
+    spec = stats.spec
+    shape = (post.sizes["chain"], post.sizes["draw"])
     post["effect"] = xr.DataArray(
-        effect_draws.reshape(*shape, n_t, n_w), dims=("chain", "draw", "arm", "wave"),
+        effect_draws.reshape(*shape, len(spec.treated), len(spec.waves)), dims=("chain", "draw", "arm", "wave"),
         coords={"arm": list(spec.treated), "wave": list(spec.waves)},
     )
-    post["beta"] = xr.DataArray(beta.reshape(*shape, -1), dims=("chain", "draw", "column"), coords={"column": cols})
+    post["beta"] = xr.DataArray(beta.reshape(*shape, -1), dims=("chain", "draw", "column"),
+                                coords={"column": list(stats.cross.columns)})
     post["sigma"] = xr.DataArray(sigma.reshape(shape), dims=("chain", "draw"))
     post["tau"] = xr.DataArray(tau.reshape(shape), dims=("chain", "draw"))
-
-    return LongitudinalResult(
-        outcome=outcome.name, direction=outcome.direction, control=spec.control, arms=spec.arms, waves=spec.waves,
-        effect_shape=plan.effect_shape, time_trend=plan.time_trend, effects=tuple(effects),
-        fixed_effects=tuple(fixed), variance_components=tuple(variances), diagnostics=diagnostics,
-        n_participants=stats.cross.n_participants, n_obs=stats.cross.n_obs, method=method, idata=idata,
-    )
