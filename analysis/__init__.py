@@ -16,10 +16,11 @@ Public API (see each module's docstring for the method and its citation)::
     fit_surrogate_index, surrogate_index_effects    analysis.surrogate      Athey et al. 2019
     tipping_point, statistics_from_frame,
     statistics_from_moments, ancova_effects         analysis.missing        delta-adjusted tipping point
-    holm, partial_pool, subgroup_ancova,
-    subgroup_effects_from_moments,
-    baseline_terciles                               analysis.multiplicity
+    holm, partial_pool,
+    subgroup_effects_from_moments                   analysis.multiplicity
+    run_plan, run_public_plan, PlanStatistics       analysis.plan           the preregistered plan
     OutcomeSummary, SummaryRow                      analysis.summary        the tidy outcome table
+    Effect                                          schemas.results         one effect type for every method
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "fit_mixedlm": "analysis.frequentist",
     "fit_ancova": "analysis.frequentist",
     "compare": "analysis.frequentist",
-    "EffectEstimate": "analysis.results",
+    "Effect": "schemas.results",
     "AnalysisInputError": "analysis.errors",
     "DiagnosticsFailed": "analysis.errors",
     "InsufficientData": "analysis.errors",
@@ -75,9 +76,12 @@ _EXPORTS: dict[str, str] = {
     # multiplicity and subgroups
     "holm": "analysis.multiplicity",
     "partial_pool": "analysis.multiplicity",
-    "subgroup_ancova": "analysis.multiplicity",
-    "baseline_terciles": "analysis.multiplicity",
     "subgroup_effects_from_moments": "analysis.multiplicity",
+    # the plan
+    "run_plan": "analysis.plan",
+    "run_public_plan": "analysis.plan",
+    "PlanStatistics": "analysis.plan",
+    "PlanResult": "analysis.plan",
     # outcome summary
     "OutcomeSummary": "analysis.summary",
     "SummaryRow": "analysis.summary",

@@ -9,7 +9,8 @@ assignment, so independent of arm) and Y the metric during the study,
     var(mean Y_cv) = var(Y) (1 - rho^2) / n    (eq. 5; rho = corr(X, Y))
 
 so the arm difference of adjusted means keeps its expectation and loses the share rho^2 of its
-variance. Everything here is computed from one :class:`schemas.suffstats.PairedMoments` per arm
+variance. A metric that does not vary within the arms (a study with no telemetry gives every participant
+0 before and after) has no standard error: its effect is reported not estimable, never as a certain zero. Everything here is computed from one :class:`schemas.suffstats.PairedMoments` per arm
 (x = pre-period, y = in-study), so it runs on GROUP BY results, never on participant rows.
 Intervals are Welch-type normal intervals of the adjusted difference; the within-arm variance of
 Y_cv is  var(Y) + theta^2 var(X) - 2 theta cov(X, Y)  (exact for the fixed theta).
@@ -21,12 +22,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from schemas.results import Effect
 from schemas.suffstats import InsufficientData, PairedMoments
 
 
 @dataclass(frozen=True)
 class CupedEstimate:
-    """Adjusted difference ``arm`` minus ``control`` of one telemetry metric."""
+    """The CUPED details of one arm's telemetry effect; ``effect`` is the adjusted difference ``arm`` minus
+    ``control`` (its ``method`` says whether a pre-period adjusted it)."""
 
     metric: str
     arm: str
@@ -34,21 +37,11 @@ class CupedEstimate:
     theta: float
     mean_arm_adjusted: float
     mean_control_adjusted: float
-    difference: float
-    lower: float
-    upper: float
-    se: float
     difference_unadjusted: float
     se_unadjusted: float
-    variance_reduction: float  # 1 - var(adjusted difference) / var(unadjusted difference)
-    n_arm: int
-    n_control: int
-    interval_level: float
-    adjusted: bool = True  # False when the pre-period metric is constant (e.g. no pre-period telemetry)
-
-    @property
-    def method(self) -> str:
-        return "cuped" if self.adjusted else "difference_in_means_no_pre_period"
+    variance_reduction: float | None  # 1 - var(adjusted) / var(unadjusted difference); None: nothing varies
+    adjusted: bool  # False when the pre-period metric is constant (e.g. no pre-period telemetry)
+    effect: Effect
 
 
 def cuped_theta(pooled: PairedMoments) -> float:
@@ -68,9 +61,11 @@ def cuped_effects(
     *,
     control: str,
     metric: str = "metric",
+    wave: str = "in_study",
     interval_level: float = 0.95,
 ) -> list[CupedEstimate]:
-    """CUPED-adjusted difference of every non-control arm against ``control``."""
+    """CUPED-adjusted difference of every non-control arm against ``control``; ``wave`` labels the in-study
+    window the metric covers (e.g. ``first_14_days``)."""
     from scipy.stats import norm
 
     if control not in arms:
@@ -100,12 +95,22 @@ def cuped_effects(
         var = adjusted_variance(cell, theta) / cell.n + adjusted_variance(c, theta) / c.n
         var_raw = cell.y.variance / cell.n + c.y.variance / c.n
         se = math.sqrt(var)
+        where = dict(outcome=metric, arm=a, control=control, wave=wave, interval_level=interval_level,
+                     method="cuped" if adjusted else "difference_in_means_no_pre_period", n_arm=cell.n, n_control=c.n)
+        if se > 0:
+            effect = Effect(**where, estimate=diff, sd=se, lower=diff - z * se, upper=diff + z * se)
+        elif var_raw == 0:
+            effect = Effect(**where, reason=(
+                f"{metric} does not vary: every participant in {a} has {cell.y.mean:g} and every one in {control} "
+                f"{c.y.mean:g} over the window (no telemetry?), so the difference has no standard error"))
+        else:
+            effect = Effect(**where, reason=(
+                f"the pre-period predicts {metric} exactly within {a} and {control}: the adjusted metric does not "
+                "vary, so the difference has no standard error"))
         out.append(CupedEstimate(
             metric=metric, arm=a, control=control, theta=theta,
             mean_arm_adjusted=adj_mean(cell), mean_control_adjusted=adj_mean(c),
-            difference=diff, lower=diff - z * se, upper=diff + z * se, se=se,
             difference_unadjusted=cell.y.mean - c.y.mean, se_unadjusted=math.sqrt(var_raw),
-            variance_reduction=1.0 - var / var_raw if var_raw > 0 else 0.0,
-            n_arm=cell.n, n_control=c.n, interval_level=interval_level, adjusted=adjusted,
+            variance_reduction=1.0 - var / var_raw if var_raw > 0 else None, adjusted=adjusted, effect=effect,
         ))
     return out

@@ -25,4 +25,9 @@ class DiagnosticsFailed(FlourishError, RuntimeError):
         super().__init__(f"the model of {outcome} failed its diagnostics: " + "; ".join(reasons))
 
 
-__all__ = ["AnalysisInputError", "DiagnosticsFailed", "InsufficientData"]
+class AnalysisRefused(FlourishError):
+    """The plan cannot publish anything honest (every outcome's model failed, the sample-ratio check or the
+    surrogate index cannot run on the inputs given); nothing was published."""
+
+
+__all__ = ["AnalysisInputError", "AnalysisRefused", "DiagnosticsFailed", "InsufficientData"]

@@ -8,8 +8,8 @@
 - :func:`fit_ancova`: the final wave regressed on arm, baseline and covariates by OLS with
   cluster-robust (participant) standard errors (one row per participant at a single wave, so this is
   the CR/HC sandwich; it stays valid if several rows per participant are passed).
-- :func:`compare`: one row per arm at the long-run horizon, flagging sign disagreement or disjoint
-  intervals between the Bayesian and a frequentist estimate.
+- :func:`compare`: one row per arm at the long-run horizon (and per wave where both have one), flagging sign
+  disagreement or disjoint intervals between the Bayesian and a frequentist estimate.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.errors import AnalysisInputError
-from analysis.results import LONG_RUN, Comparison, EffectEstimate, LongitudinalResult
+from analysis.results import Comparison, LongitudinalResult
 from schemas.protocol import AnalysisPlan
+from schemas.results import LONG_RUN, Effect
 
 __all__ = ["FrequentistFit", "compare", "fit_ancova", "fit_mixedlm"]
 
@@ -36,7 +37,7 @@ class FrequentistFit:
     method: str
     params: Mapping[str, float]
     bse: Mapping[str, float]
-    effects: tuple[EffectEstimate, ...]
+    effects: tuple[Effect, ...]
     loglik: float | None = None
     subject_variance: float | None = None
     residual_variance: float | None = None
@@ -120,18 +121,22 @@ def fit_mixedlm(
         raise RuntimeError(f"statsmodels MixedLM did not converge for {outcome} (log-likelihood {res.llf})")
     params, bse = res.fe_params, res.bse_fe
     z = float(sps.norm.ppf(1 - (1 - plan.interval_level) / 2))
-    effects: list[EffectEstimate] = []
+    effects: list[Effect] = []
+    n_at = f.groupby(["arm", "wave"], observed=True).size()  # rows per arm x wave: participants at that wave
 
-    def row(arm: str, wave: str, name: str) -> EffectEstimate:
+    def row(arm: str, wave: str, label: str, name: str) -> Effect:
         m, s = float(params[name]), float(bse[name])
-        return EffectEstimate(outcome, arm, control, wave, m, s, m - z * s, m + z * s, plan.interval_level,
-                              None, None, None, direction, "mixedlm_ml")
+        return Effect(outcome=outcome, arm=arm, control=control, wave=label, method="mixedlm_ml",
+                      estimate=m, sd=s, lower=m - z * s, upper=m + z * s, interval_level=plan.interval_level,
+                      p_value=float(2 * sps.norm.sf(abs(m / s))) if s > 0 else None,
+                      n_arm=int(n_at.get((arm, wave), 0)), n_control=int(n_at.get((control, wave), 0)),
+                      direction=direction)
 
     for a in f["arm"].cat.categories[1:]:
         names = [f"arm[T.{a}]" if plan.effect_shape == "constant" else f"eff_{_safe(a)}_{_safe(w)}" for w in order]
         for w, name in zip(order, names, strict=True):
-            effects.append(row(a, w, name))
-        effects.append(row(a, LONG_RUN, names[-1]))
+            effects.append(row(a, w, w, name))
+        effects.append(row(a, order[-1], LONG_RUN, names[-1]))
     return FrequentistFit(
         "mixedlm_ml", dict(params), dict(bse), tuple(effects), float(res.llf),
         float(res.cov_re.iloc[0, 0]), float(res.scale), int(res.nobs), int(f["participant"].nunique()),
@@ -160,10 +165,14 @@ def fit_ancova(
     res = smf.ols(" + ".join(["y ~ arm", "baseline", *cov_terms]), f).fit(cov_type="cluster", cov_kwds={"groups": codes})
     z = float(sps.norm.ppf(1 - (1 - plan.interval_level) / 2))
     effects = []
+    n_of = f.groupby("arm", observed=True)["participant"].nunique()
     for a in f["arm"].cat.categories[1:]:
         m, s = float(res.params[f"arm[T.{a}]"]), float(res.bse[f"arm[T.{a}]"])
-        effects.append(EffectEstimate(outcome, a, control, LONG_RUN, m, s, m - z * s, m + z * s, plan.interval_level,
-                                      None, None, None, direction, "ancova_final_wave_cluster_robust"))
+        effects.append(Effect(outcome=outcome, arm=a, control=control, wave=LONG_RUN,
+                              method="ancova_final_wave_cluster_robust", estimate=m, sd=s, lower=m - z * s,
+                              upper=m + z * s, interval_level=plan.interval_level,
+                              p_value=float(res.pvalues[f"arm[T.{a}]"]), n_arm=int(n_of.get(a, 0)),
+                              n_control=int(n_of.get(control, 0)), direction=direction))
     return FrequentistFit("ancova_final_wave_cluster_robust", dict(res.params), dict(res.bse), tuple(effects),
                           float(res.llf), None, float(res.scale), int(res.nobs), int(f["participant"].nunique()),
                           str(res.summary()))
@@ -180,14 +189,8 @@ def compare(bayes: LongitudinalResult, *freq: FrequentistFit) -> tuple[Compariso
             except KeyError:
                 continue
             rows.append(Comparison(
-                bayes.outcome, fe.arm, fe.wave, be.mean, be.lower, be.upper, fit.method, fe.mean, fe.lower, fe.upper,
-                sign_disagrees=bool(np.sign(be.mean) != np.sign(fe.mean)),
+                bayes.outcome, fe.arm, fe.wave, be.estimate, be.lower, be.upper, fit.method, fe.estimate, fe.lower,
+                fe.upper, sign_disagrees=bool(np.sign(be.estimate) != np.sign(fe.estimate)),
                 intervals_disjoint=bool(be.upper < fe.lower or fe.upper < be.lower),
             ))
     return tuple(rows)
-
-
-def comparison_frame(rows: Sequence[Comparison]) -> pd.DataFrame:
-    from dataclasses import asdict
-
-    return pd.DataFrame([{**asdict(r), "flagged": r.flagged} for r in rows])

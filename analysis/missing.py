@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from schemas.results import LONG_RUN, Effect
 from schemas.suffstats import InsufficientData, Moments, PairedMoments
 
 
@@ -39,7 +40,8 @@ from schemas.suffstats import InsufficientData, Moments, PairedMoments
 class AncovaStatistics:
     """Sufficient statistics of the final-wave ANCOVA with a missing-outcome split.
 
-    ``columns`` name the design; ``arm_columns`` maps each non-control arm to its dummy column.
+    ``columns`` name the design; ``arm_columns`` maps each non-control arm to its dummy column; ``control``
+    names the reference arm.
     ``*_observed`` are over completers; ``xtx_missing`` over participants missing the outcome;
     ``missing_sums[arm]`` is the column sum of the design rows of that arm's missing participants.
     """
@@ -53,6 +55,14 @@ class AncovaStatistics:
     xtx_missing: np.ndarray
     missing_sums: dict[str, np.ndarray]
     n_missing: dict[str, int]
+    control: str
+
+    def n_observed_in(self, arm: str) -> int:
+        """Completers of ``arm``: the diagonal of X'X at its dummy (the control arm's: all the others' rest)."""
+        if arm != self.control:
+            j = self.arm_columns[arm]
+            return int(round(self.xtx_observed[j, j]))
+        return self.n_observed - sum(self.n_observed_in(a) for a in self.arm_columns)
 
 
 def statistics_from_moments(
@@ -105,7 +115,7 @@ def statistics_from_moments(
         sums[a] = v
         n_missing[a] = m.n
     return AncovaStatistics(cols, {a: 2 + i for i, a in enumerate(treat)}, n_o, xtx_o, xty_o, yty, xtx_m, sums,
-                            n_missing)
+                            n_missing, control)
 
 
 def statistics_from_frame(
@@ -140,7 +150,7 @@ def statistics_from_frame(
     n_missing = {a: int((arm_vals == a).sum()) for a in arms}
     k0 = 2 + len(covariates)
     return AncovaStatistics(cols, {a: k0 + i for i, a in enumerate(treat)}, int(obs.sum()), xo.T @ xo,
-                            xo.T @ y[obs], float(y[obs] @ y[obs]), xm.T @ xm, sums, n_missing)
+                            xo.T @ y[obs], float(y[obs] @ y[obs]), xm.T @ xm, sums, n_missing, control)
 
 
 def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -150,27 +160,31 @@ def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, fl
         raise InsufficientData("the final-wave ANCOVA", p + 1, stats.n_observed, "completers of each arm")
     xtx_o_inv = np.linalg.inv(stats.xtx_observed)
     beta = xtx_o_inv @ stats.xty_observed
-    rss = max(stats.yty_observed - float(beta @ stats.xty_observed), 0.0)
+    rss = stats.yty_observed - float(beta @ stats.xty_observed)
+    # From sums, RSS = y'y - beta'X'y is a difference of two large numbers: within a few ulps of y'y it is rounding,
+    # not residual variance (an exact fit, or a residual below the precision of the sums). It is then 0, and the
+    # callers report no standard error rather than a spurious, tiny one.
+    if rss <= 64 * np.finfo(float).eps * stats.yty_observed:
+        rss = 0.0
     return beta, xtx_o_inv, rss / df, df
 
 
-@dataclass(frozen=True)
-class AncovaEffect:
-    """Final-wave ANCOVA (complete cases) effect of one arm vs control, outcome units, classical OLS SE."""
-
-    arm: str
-    estimate: float
-    se: float
-    lower: float
-    upper: float
-    p_value: float  # two-sided t-test of no effect
-    df: int
-    n_observed: int
-
-
-def ancova_effects(stats: AncovaStatistics, *, interval_level: float = 0.95) -> list[AncovaEffect]:
+def ancova_effects(
+    stats: AncovaStatistics,
+    *,
+    outcome: str = "outcome",
+    wave: str = LONG_RUN,
+    direction: str | None = None,
+    interval_level: float = 0.95,
+    method: str = "ancova_final_wave",
+    subgroup: str | None = None,
+) -> list[Effect]:
     """OLS of the final-wave outcome on 1 + baseline (+ covariates) + arm dummies, completers only
-    (valid under MAR given those; Vickers & Altman 2001, BMJ 323:1123 on ANCOVA over change scores)."""
+    (valid under MAR given those; Vickers & Altman 2001, BMJ 323:1123 on ANCOVA over change scores).
+
+    Each arm's effect carries the classical OLS standard error (``sd``), a t interval and the two-sided t-test
+    p-value. When the residual variance is zero (the outcome is an exact function of baseline and arm, so the
+    data hold no error to measure) there is no interval or p-value to give: the effect says so."""
     from scipy.stats import t as student_t
 
     beta, xtx_o_inv, sigma2, df = _completers_ols(stats)
@@ -178,8 +192,16 @@ def ancova_effects(stats: AncovaStatistics, *, interval_level: float = 0.95) -> 
     out = []
     for a, j in stats.arm_columns.items():
         est, se = float(beta[j]), math.sqrt(sigma2 * xtx_o_inv[j, j])
-        p = float(2 * student_t.sf(abs(est / se), df)) if se > 0 else float("nan")
-        out.append(AncovaEffect(a, est, se, est - tq * se, est + tq * se, p, df, stats.n_observed))
+        where = dict(outcome=outcome, arm=a, control=stats.control, wave=wave, method=method, subgroup=subgroup,
+                     n_arm=stats.n_observed_in(a), n_control=stats.n_observed_in(stats.control), direction=direction)
+        if not se > 0:
+            out.append(Effect(**where, interval_level=interval_level,
+                              reason=f"the completers' ANCOVA has no residual variance ({stats.n_observed} completers "
+                                     "fit exactly, within the precision of the sums), so it gives no standard error"))
+            continue
+        p = float(2 * student_t.sf(abs(est / se), df))
+        out.append(Effect(**where, estimate=est, sd=se, lower=est - tq * se, upper=est + tq * se,
+                          interval_level=interval_level, p_value=p))
     return out
 
 
@@ -210,6 +232,7 @@ class TippingPoint:
     interval_level: float
     grid: tuple[tuple[float, float, float, float], ...]  # (delta, estimate, lower, upper)
     statement: str
+    effect: Effect  # the summary row: estimate = the tipping delta, or not estimable (nothing can tip)
 
 
 def tipping_point(
@@ -218,7 +241,7 @@ def tipping_point(
     direction: str,
     outcome: str = "outcome",
     interval_level: float = 0.95,
-    control: str | None = None,
+    wave: str = LONG_RUN,
     deltas: Sequence[float] | None = None,
 ) -> list[TippingPoint]:
     """Tipping point per treatment arm; see the module docstring for the algebra."""
@@ -234,7 +257,7 @@ def tipping_point(
     s_vec = sum((stats.missing_sums[a] for a in treat_arms), np.zeros(p))
     shift = xtx_all_inv @ s_vec  # d beta / d(raw shift of treatment imputations)
     tq = float(student_t.ppf(0.5 + interval_level / 2.0, df))
-    ctl = control or next((a for a in stats.missing_sums if a not in stats.arm_columns), "control")
+    ctl = stats.control
     out = []
     for a, j in stats.arm_columns.items():
         est = float(beta[j])
@@ -261,10 +284,21 @@ def tipping_point(
         else:
             statement = (f"benefit of {a} is not shown under MAR; it would be shown only if {a}'s missing outcomes were "
                          f"better than MAR predicts by more than {-tip:.3g} {outcome} units")
+        n_missing_arm, n_missing_control = int(stats.n_missing.get(a, 0)), int(stats.n_missing.get(ctl, 0))
+        row = dict(outcome=outcome, arm=a, control=ctl, wave=wave, method="tipping_point_delta",
+                   n_arm=stats.n_observed_in(a) + n_missing_arm, n_control=stats.n_observed_in(ctl) + n_missing_control,
+                   direction=direction)
+        if not se > 0:  # no interval, so no bound to cross 0
+            effect = Effect(**row, reason=f"the final-wave ANCOVA of {outcome} has no residual variance, so its "
+                                          "interval, and the delta at which it crosses 0, are not defined")
+        elif tip is None:
+            effect = Effect(**row, reason=statement)
+        else:
+            effect = Effect(**row, estimate=tip)
         out.append(TippingPoint(
             outcome=outcome, arm=a, direction=direction, estimate_mar=est, se=se, lower_mar=lo, upper_mar=hi,
             benefit_shown_mar=bool(shown), effect_per_delta=-k, tipping_delta=tip, n_observed=stats.n_observed,
-            n_missing_arm=int(stats.n_missing.get(a, 0)), n_missing_control=int(stats.n_missing.get(ctl, 0)),
-            interval_level=interval_level, grid=grid, statement=statement,
+            n_missing_arm=n_missing_arm, n_missing_control=n_missing_control,
+            interval_level=interval_level, grid=grid, statement=statement, effect=effect,
         ))
     return out

@@ -12,18 +12,20 @@
   B_j = s_j^2 / (s_j^2 + tau^2) (Morris 1983, JASA 78:47, sec. 3; the second term carries the
   uncertainty of mu_hat). Subgroups with noisy estimates shrink toward the overall effect, so a
   lucky small subgroup is not reported as a discovery.
-- :func:`subgroup_ancova`: the raw per-subgroup effects: within each subgroup, the final-wave
-  ANCOVA arm difference (outcome ~ arm + baseline) with its classical OLS standard error.
+- :func:`subgroup_effects_from_moments`: the raw per-subgroup effects: within each subgroup level, the
+  final-wave ANCOVA arm difference (outcome ~ arm + baseline) with its classical OLS standard error, from the
+  level x arm moments one GROUP BY gives.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
+
+from schemas.results import LONG_RUN, Effect
 
 
 @dataclass(frozen=True)
@@ -52,42 +54,28 @@ def holm(p_values: Mapping[str, float], *, alpha: float = 0.05) -> list[HolmResu
 
 
 @dataclass(frozen=True)
-class SubgroupEstimate:
-    """One subgroup's raw effect (arm minus control, outcome units) and its standard error."""
-
-    subgroup: str
-    level: str
-    arm: str
-    estimate: float
-    se: float
-    n: int
-
-
-@dataclass(frozen=True)
 class PooledSubgroup:
-    subgroup: str
-    level: str
-    arm: str
-    raw_estimate: float
-    raw_se: float
-    estimate: float      # partially pooled (posterior mean)
-    sd: float            # posterior SD
-    lower: float
-    upper: float
+    """One subgroup's partially pooled effect (``effect``: posterior mean and SD, method
+    ``ancova_subgroup_partial_pooling``) beside its own ANCOVA effect (``raw``)."""
+
+    effect: Effect
+    raw: Effect
     shrinkage: float     # B_j: 0 = no pooling, 1 = complete pooling to the overall effect
     overall: float       # mu_hat
     tau: float           # between-subgroup SD of true effects (DerSimonian-Laird)
-    n: int
 
 
-def partial_pool(estimates: Sequence[SubgroupEstimate], *, interval_level: float = 0.95) -> list[PooledSubgroup]:
+def partial_pool(estimates: Sequence[Effect], *, interval_level: float = 0.95) -> list[PooledSubgroup]:
     """Normal-normal empirical-Bayes shrinkage of one arm's subgroup effects (see module docstring)."""
     from scipy.stats import norm
 
     if len(estimates) < 2:
         raise ValueError("partial pooling needs at least two subgroup levels")
+    if not all(e.estimable for e in estimates):
+        raise ValueError("every subgroup needs an effect: " + "; ".join(
+            f"{e.subgroup}: {e.reason}" for e in estimates if not e.estimable))
     y = np.array([e.estimate for e in estimates], dtype=float)
-    s2 = np.array([e.se for e in estimates], dtype=float) ** 2
+    s2 = np.array([e.sd for e in estimates], dtype=float) ** 2
     if np.any(~np.isfinite(y)) or np.any(~(s2 > 0)):
         raise ValueError("every subgroup needs a finite estimate and a positive standard error")
     k = y.size
@@ -105,65 +93,31 @@ def partial_pool(estimates: Sequence[SubgroupEstimate], *, interval_level: float
     out = []
     for j, e in enumerate(estimates):
         sd = math.sqrt(post_var[j])
-        out.append(PooledSubgroup(
-            subgroup=e.subgroup, level=e.level, arm=e.arm, raw_estimate=float(y[j]), raw_se=e.se,
-            estimate=float(post_mean[j]), sd=sd, lower=float(post_mean[j] - z * sd),
-            upper=float(post_mean[j] + z * sd), shrinkage=float(b[j]), overall=mu, tau=math.sqrt(tau2), n=e.n,
-        ))
-    return out
-
-
-def baseline_terciles(baseline: pd.Series) -> pd.Series:
-    """'T1' (lowest third) .. 'T3' of the baseline outcome; ties broken by rank so groups stay near equal."""
-    ranks = baseline.rank(method="first")
-    return pd.Series(pd.qcut(ranks, 3, labels=["T1", "T2", "T3"]).astype(str), index=baseline.index)
-
-
-def subgroup_ancova(
-    wide: pd.DataFrame,
-    *,
-    subgroup: str,
-    control: str,
-    outcome_col: str = "outcome",
-    baseline_col: str = "baseline",
-    arm_col: str = "arm",
-) -> list[SubgroupEstimate]:
-    """Per subgroup level and arm: OLS of outcome on arm dummies + baseline, within the level.
-
-    ``wide`` has one row per participant with the final-wave outcome (NaN rows are dropped:
-    complete cases, valid under MAR given baseline and arm).
-    """
-    d = wide.dropna(subset=[outcome_col, baseline_col])
-    arms = [a for a in sorted(d[arm_col].unique()) if a != control]
-    out: list[SubgroupEstimate] = []
-    for level, g in d.groupby(subgroup, sort=True):
-        x_cols = [np.ones(len(g)), g[baseline_col].to_numpy(float)]
-        x_cols += [(g[arm_col] == a).to_numpy(float) for a in arms]
-        x = np.column_stack(x_cols)
-        y = g[outcome_col].to_numpy(float)
-        n, p = x.shape
-        if n <= p or np.linalg.matrix_rank(x) < p:
-            raise ValueError(f"subgroup {subgroup}={level} has too few participants per arm for an ANCOVA")
-        xtx_inv = np.linalg.inv(x.T @ x)
-        beta = xtx_inv @ x.T @ y
-        resid = y - x @ beta
-        sigma2 = float(resid @ resid) / (n - p)
-        for i, a in enumerate(arms):
-            out.append(SubgroupEstimate(subgroup, str(level), a, float(beta[2 + i]),
-                                        math.sqrt(sigma2 * xtx_inv[2 + i, 2 + i]), int(n)))
+        pooled = replace(e, method="ancova_subgroup_partial_pooling", estimate=float(post_mean[j]), sd=sd,
+                         lower=float(post_mean[j] - z * sd), upper=float(post_mean[j] + z * sd),
+                         interval_level=interval_level, p_value=None, p_adjusted=None)
+        out.append(PooledSubgroup(effect=pooled, raw=e, shrinkage=float(b[j]), overall=mu, tau=math.sqrt(tau2)))
     return out
 
 
 def subgroup_effects_from_moments(
-    cells: Mapping[str, Mapping[str, object]], *, subgroup: str, control: str
-) -> list[SubgroupEstimate]:
-    """The same per-subgroup ANCOVA from statistics: ``cells[level][arm]`` is a PairedMoments of
-    (baseline, final-wave outcome) over that level's completers (one GROUP BY level, arm in SQL)."""
+    cells: Mapping[str, Mapping[str, object]],
+    *,
+    subgroup: str,
+    control: str,
+    outcome: str = "outcome",
+    wave: str = LONG_RUN,
+    direction: str | None = None,
+    interval_level: float = 0.95,
+) -> list[Effect]:
+    """Per subgroup level and arm: the final-wave ANCOVA (outcome ~ 1 + baseline + arm) within the level, from
+    statistics: ``cells[level][arm]`` is a PairedMoments of (baseline, final-wave outcome) over that level's
+    completers (one GROUP BY level, arm in SQL). Each effect is labelled ``subgroup="<subgroup>=<level>"``."""
     from analysis.missing import ancova_effects, statistics_from_moments
 
-    out: list[SubgroupEstimate] = []
+    out: list[Effect] = []
     for level in sorted(cells):
         stats = statistics_from_moments(cells[level], {}, control=control)  # type: ignore[arg-type]
-        for e in ancova_effects(stats):
-            out.append(SubgroupEstimate(subgroup, str(level), e.arm, e.estimate, e.se, e.n_observed))
+        out += ancova_effects(stats, outcome=outcome, wave=wave, direction=direction, interval_level=interval_level,
+                              method="ancova_subgroup", subgroup=f"{subgroup}={level}")
     return out

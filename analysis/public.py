@@ -49,11 +49,12 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError, InsufficientData
-from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
+from analysis.results import Diagnostics
 from schemas.protocol import AnalysisPlan
-from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
+from schemas.results import LONG_RUN, Effect
+from schemas.suffstats import NoisyPairedMoments, PairedMoments
 
-__all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd"]
+__all__ = ["PublicResult", "fit_public", "gaussian_mechanism_sd", "paired_moments_from_frame"]
 
 
 def gaussian_mechanism_sd(l2_sensitivity: float, epsilon: float, delta: float) -> float:
@@ -71,7 +72,7 @@ class PublicResult:
     control: str
     arms: tuple[str, ...]
     waves: tuple[str, ...]
-    effects: tuple[EffectEstimate, ...]
+    effects: tuple[Effect, ...]
     diagnostics: Diagnostics
     noise_aware: bool
     idata: Any = field(default=None, compare=False, repr=False)
@@ -80,7 +81,7 @@ class PublicResult:
     def confirmatory(self) -> bool:
         return self.diagnostics.passed and self.noise_aware
 
-    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
+    def effect(self, arm: str, wave: str = LONG_RUN) -> Effect:
         for e in self.effects:
             if e.arm == arm and e.wave == wave:
                 return e
@@ -235,10 +236,14 @@ def fit_public(
                           seed=plan.seed, progress_bar=False, cores=min(n_chains, os.cpu_count() or 1),
                           low_rank_modified_mass_matrix=True, target_accept=0.95)
     seconds = time.perf_counter() - t0
-    return _summarise(idata, plan, arms, list(waves), s, outcome, direction, mcid, rope, noise_aware, seconds)
+    # the released counts are noisy (DP); rounding them for the rows is post-processing and costs no privacy
+    released_n = {k: max(0, int(round(cells[k].n))) for k in order}
+    return _summarise(idata, plan, arms, list(waves), s, outcome, direction, mcid, rope, noise_aware, seconds,
+                      released_n)
 
 
-def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, noise_aware, seconds) -> PublicResult:
+def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, noise_aware, seconds,
+               released_n) -> PublicResult:
     post = idata.posterior
     ch, dr = post.sizes["chain"], post.sizes["draw"]
     eff = np.asarray(post["effect_std"]).reshape(ch * dr, len(arms) - 1, len(waves)) * s
@@ -253,24 +258,24 @@ def _summarise(idata, plan, arms, waves, s, outcome, direction, mcid, rope, nois
             x = eff[:, ai, wi]
             good = sign * x
             for label in ([w, LONG_RUN] if wi == len(waves) - 1 else [w]):
-                effects.append(EffectEstimate(
-                    outcome, a, arms[0], label, float(x.mean()), float(x.std(ddof=1)),
-                    float(np.quantile(x, lo_q)), float(np.quantile(x, hi_q)), level,
-                    float((good > 0).mean()),
-                    None if mcid is None else float((good > mcid).mean()),
-                    None if rope is None else float((np.abs(x) < rope).mean()),
-                    direction, method, "public",
+                effects.append(Effect(
+                    outcome=outcome, arm=a, control=arms[0], wave=label, method=method, tier="public",
+                    estimate=float(x.mean()), sd=float(x.std(ddof=1)),
+                    lower=float(np.quantile(x, lo_q)), upper=float(np.quantile(x, hi_q)), interval_level=level,
+                    p_benefit=float((good > 0).mean()),
+                    p_above_mcid=None if mcid is None else float((good > mcid).mean()),
+                    p_in_rope=None if rope is None else float((np.abs(x) < rope).mean()),
+                    n_arm=released_n[(a, w)], n_control=released_n[(arms[0], w)], direction=direction,
                 ))
     return PublicResult(outcome, arms[0], tuple(arms), tuple(waves), tuple(effects),
                         diagnostics, noise_aware, idata)
 
 
-def cells_from_release_rows(rows: Sequence[Mapping[str, object]], outcome: str) -> dict[tuple[str, str], NoisyPairedMoments]:
-    """Group ``release_values`` rows (outcome, arm, wave, statistic, value, noise_sd, suppressed) of one
-    outcome into cells."""
-    grouped: dict[tuple[str, str], list[Mapping[str, object]]] = {}
-    for r in rows:
-        if r["outcome"] != outcome or r["statistic"] not in PAIRED_STATISTICS:
-            continue
-        grouped.setdefault((str(r["arm"]), str(r["wave"])), []).append(r)
-    return {k: NoisyPairedMoments.from_release_rows(v) for k, v in grouped.items()}
+def paired_moments_from_frame(frame, *, value: str = "outcome") -> dict[tuple[str, str], PairedMoments]:
+    """Per (arm, wave), sorted, the paired moments (x = ``baseline``, y = ``value``) of a long frame's rows with
+    an outcome: the cells the privacy tier releases, for simulations and tests (the warehouse's reader is
+    ``flows.statistics.paired_moments``)."""
+    f = frame[["arm", "wave", value, "baseline"]]
+    f = f[f[value].notna()].astype({"arm": str, "wave": str})
+    return {(str(arm), str(wave)): PairedMoments.from_arrays(g["baseline"], g[value])
+            for (arm, wave), g in sorted(f.groupby(["arm", "wave"], sort=True), key=lambda kv: kv[0])}

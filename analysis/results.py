@@ -1,8 +1,10 @@
 """Frozen result values of the analysis models (STYLE.md habit 1: data in, frozen results out).
 
-Every estimate says its outcome, arm and wave, its units (outcome units unless named otherwise),
-the method and the trust tier it came from. Long-run rows carry ``wave="long_run"`` (the final
-wave's effect); a saturating trajectory also reports ``wave="plateau"``.
+The effects themselves are :class:`schemas.results.Effect` values, one type for every method and tier: each
+says its outcome, arm and wave, its units (outcome units unless named otherwise), the method and the trust
+tier it came from. Long-run rows carry ``wave="long_run"`` (the final wave's effect, ``LONG_RUN``); a
+saturating trajectory also reports ``wave="plateau"``. This module holds what a model returns around them:
+parameters, the convergence gate, the longitudinal result and the Bayesian-vs-frequentist comparison.
 """
 
 from __future__ import annotations
@@ -14,37 +16,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import DiagnosticsFailed
+from schemas.results import LONG_RUN, PLATEAU, Effect
 
-LONG_RUN = "long_run"
-PLATEAU = "plateau"
-
-
-@dataclass(frozen=True)
-class EffectEstimate:
-    """Arm vs control difference in the outcome (outcome units), with decision probabilities.
-
-    ``p_benefit`` is P(the effect points in the outcome's good direction); ``p_above_mcid`` is
-    P(benefit larger than the minimum clinically important difference) or None without an MCID;
-    ``p_in_rope`` is P(|effect| < rope half-width) or None without a ROPE. For a frequentist row the
-    probabilities are None.
-    """
-
-    outcome: str
-    arm: str
-    control: str
-    wave: str
-    mean: float
-    sd: float
-    lower: float
-    upper: float
-    interval_level: float
-    p_benefit: float | None
-    p_above_mcid: float | None
-    p_in_rope: float | None
-    direction: str
-    method: str
-    tier: str = "trusted"
-
+__all__ = ["LONG_RUN", "PLATEAU", "Comparison", "Diagnostics", "LongitudinalResult", "ParameterEstimate"]
 
 @dataclass(frozen=True)
 class ParameterEstimate:
@@ -111,13 +85,13 @@ class LongitudinalResult:
     waves: tuple[str, ...]
     effect_shape: str
     time_trend: str
-    effects: tuple[EffectEstimate, ...]
+    effects: tuple[Effect, ...]
     fixed_effects: tuple[ParameterEstimate, ...]
     variance_components: tuple[ParameterEstimate, ...]
     diagnostics: Diagnostics
     n_participants: int
     n_obs: int
-    method: str = "bayes_random_intercept_marginal"
+    method: str  # what the model is (e.g. bayes_random_slopes_marginal); every effect says the same
     tier: str = "trusted"
     idata: Any = field(default=None, compare=False, repr=False)
 
@@ -131,14 +105,14 @@ class LongitudinalResult:
             raise DiagnosticsFailed(self.outcome, self.diagnostics.reasons)
         return self
 
-    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
+    def effect(self, arm: str, wave: str = LONG_RUN) -> Effect:
         for e in self.effects:
             if e.arm == arm and e.wave == wave:
                 return e
         raise KeyError(f"no effect for arm {arm!r} at wave {wave!r}")
 
     @property
-    def long_run(self) -> tuple[EffectEstimate, ...]:
+    def long_run(self) -> tuple[Effect, ...]:
         return tuple(e for e in self.effects if e.wave == LONG_RUN)
 
     def fixed(self, name: str) -> ParameterEstimate:
@@ -148,15 +122,8 @@ class LongitudinalResult:
         raise KeyError(f"no parameter {name!r}; have {[f.name for f in (*self.fixed_effects, *self.variance_components)]}")
 
     def summary_frame(self) -> pd.DataFrame:
-        """Tidy table: one row per effect (outcome, arm, wave, estimate, lower, upper, probabilities,
-        method, tier, diagnostics_passed)."""
-        rows = []
-        for e in self.effects:
-            row = asdict(e)
-            row["estimate"] = row.pop("mean")
-            row["diagnostics_passed"] = self.diagnostics.passed
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """Tidy table: one row per effect (the :class:`Effect` fields) and ``diagnostics_passed``."""
+        return pd.DataFrame([{**e.as_record(), "diagnostics_passed": self.diagnostics.passed} for e in self.effects])
 
     def parameters_frame(self) -> pd.DataFrame:
         rows = [{"kind": "fixed", **asdict(f)} for f in self.fixed_effects]
@@ -191,7 +158,7 @@ class Comparison:
     outcome: str
     arm: str
     wave: str
-    bayes_mean: float
+    bayes_estimate: float
     bayes_lower: float
     bayes_upper: float
     freq_method: str

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from schemas.errors import FlourishError
+from schemas.results import LONG_RUN, Effect
 
 SURROGACY_ASSUMPTIONS = (
     "surrogacy: given the surrogates and baseline covariates, the arm carries no further information about "
@@ -104,22 +106,17 @@ def fit_surrogate_index(
 
 @dataclass(frozen=True)
 class SurrogateEffect:
-    """Forecast long-run effect (arm minus control, in the long-run outcome's units)."""
+    """The forecast long-run effect (``effect``: arm minus control in the long-run outcome's units, wave
+    ``long_run``, method ``surrogate_index_<delta|bootstrap>``), with the two parts of its standard error, the
+    size of the calibration cohort and the assumptions it rests on."""
 
     long_run: str
     arm: str
     control: str
-    estimate: float
-    se: float
-    lower: float
-    upper: float
     se_first_stage: float
     se_second_stage: float
-    n_arm: int
-    n_control: int
     n_calibration: int
-    method: str
-    interval_level: float
+    effect: Effect
     assumptions: tuple[str, ...] = SURROGACY_ASSUMPTIONS
 
 
@@ -177,11 +174,12 @@ def surrogate_index_effects(
             draws = boot[a]
             se = float(draws.std(ddof=1))
             lo, hi = (float(q) for q in np.quantile(draws, [0.5 - interval_level / 2, 0.5 + interval_level / 2]))
+        effect = Effect(outcome=model.long_run, arm=a, control=control, wave=LONG_RUN,
+                        method=f"surrogate_index_{method}", estimate=est, sd=se, lower=lo, upper=hi,
+                        interval_level=interval_level, n_arm=int(sel.sum()), n_control=int(ctl.sum()))
         out.append(SurrogateEffect(
-            long_run=model.long_run, arm=a, control=control, estimate=est, se=se, lower=lo, upper=hi,
-            se_first_stage=math.sqrt(v1), se_second_stage=math.sqrt(v2), n_arm=int(sel.sum()),
-            n_control=int(ctl.sum()), n_calibration=model.n_calibration, method=f"surrogate_index_{method}",
-            interval_level=interval_level,
+            long_run=model.long_run, arm=a, control=control, se_first_stage=math.sqrt(v1),
+            se_second_stage=math.sqrt(v2), n_calibration=model.n_calibration, effect=effect,
         ))
     return out
 

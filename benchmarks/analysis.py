@@ -6,7 +6,8 @@
 For each size: write a DuckDB warehouse file (3 arms, baseline + 5 follow-up waves = 6 waves,
 15% of follow-up rows missing), then time, in this process,
   1. sufficient statistics: the cross-products SQL over ``scores`` joined to ``assignments``
-     (``flows.suffstats.longitudinal_stats``),
+     (``flows.statistics.longitudinal_stats``, on one DuckDB thread so that sums are reproducible; the
+     same SQL on all threads is timed beside it),
   2. compile (first size only: the compiled model is reused by ``with_data`` afterwards),
   3. sampling 4 chains x 1,000 draws (+1,000 tuning) with nutpie, and the diagnostics,
 and print each figure and the end-to-end sum. Peak resident memory is the process maximum
@@ -95,7 +96,8 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     import nutpie
 
     import analysis.longitudinal as L
-    from flows.suffstats import longitudinal_stats
+    from analysis.longitudinal import model as M
+    from flows.statistics import longitudinal_stats
     from flows.warehouse import open_warehouse
 
     out: dict[str, float] = {}
@@ -103,13 +105,18 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     with open_warehouse(path, read_only=True) as con:
         stats = longitudinal_stats(con, proto)
     out["suffstats_s"] = time.perf_counter() - t0
+    # same run: the same SQL on all of DuckDB's threads (not reproducible to the last bit: flows.statistics._one_thread)
+    t0 = time.perf_counter()
+    with open_warehouse(path, read_only=True) as con:
+        longitudinal_stats.__wrapped__(con, proto)
+    out["suffstats_all_threads_s"] = time.perf_counter() - t0
     plan = proto.analysis
     t1 = time.perf_counter()
-    std, *_ = L._standardise(stats)
-    data = L._model_data(std, stats.spec, plan)
-    cached = len(L._COMPILE_CACHE)
-    L._compiled_model(stats.spec, plan, data)
-    out["compile_s"] = time.perf_counter() - t1 if len(L._COMPILE_CACHE) > cached else 0.0
+    std = M.standardise(stats)
+    data = M.model_data(std.cross, stats.spec, plan)
+    cached = len(M.COMPILE_CACHE)
+    M.compiled_model(stats.spec, plan, data)
+    out["compile_s"] = time.perf_counter() - t1 if len(M.COMPILE_CACHE) > cached else 0.0
     t2 = time.perf_counter()
     result = L.fit_from_crossproducts(stats, plan, outcome="who5.percent")
     out["sample_and_diagnostics_s"] = time.perf_counter() - t2
@@ -121,13 +128,13 @@ def primary(path: Path, proto: StudyProtocol) -> dict[str, float]:
     out["passed"] = float(result.diagnostics.passed)
     out["n_participants"] = stats.cross.n_participants
     out["n_obs"] = stats.cross.n_obs
-    out["long_run_coach"] = result.effect("coach").mean
+    out["long_run_coach"] = result.effect("coach").estimate
     del nutpie
     return out
 
 
 def long_frame(path: Path, proto: StudyProtocol):
-    from flows.suffstats import observations_sql
+    from flows.statistics import observations_sql
     from flows.warehouse import open_warehouse
 
     with open_warehouse(path, read_only=True) as con:
@@ -210,7 +217,8 @@ def main() -> None:
     for n in args.sizes:
         path = warehouse(n)
         r = primary(path, proto)
-        print(f"[{n:>9,} participants] primary model: sufficient statistics {r['suffstats_s']:.2f} s, compile "
+        print(f"[{n:>9,} participants] primary model: sufficient statistics {r['suffstats_s']:.2f} s (one thread, "
+              f"reproducible; all threads {r['suffstats_all_threads_s']:.2f} s), compile "
               f"{r['compile_s']:.1f} s, sampling 4x1000 {r['sampling_s']:.2f} s (+ diagnostics/summary "
               f"{r['sample_and_diagnostics_s'] - r['sampling_s']:.2f} s) => end to end {r['total_s']:.1f} s; "
               f"R-hat max {r['rhat_max']:.4f}, bulk ESS min {r['ess_bulk_min']:.0f}, divergences {r['divergences']:.0f}, "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flows  # noqa: E402,F401  (quiet process defaults)
 from benchmarks.analysis import build_warehouse, protocol  # noqa: E402
 from flows.scaleout import export_partitions, statistics_in_process, statistics_on_dask  # noqa: E402
-from flows.suffstats import longitudinal_stats  # noqa: E402
+from flows.statistics import longitudinal_stats  # noqa: E402
 from flows.warehouse import open_warehouse  # noqa: E402
 
 

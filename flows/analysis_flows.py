@@ -1,20 +1,16 @@
 """Analysis flows: read the warehouse, call one pure function from ``analysis``, write the result.
 
-Everything statistical lives in ``analysis/``; this module only reduces warehouse tables to
-sufficient statistics with DuckDB GROUP BYs (no participant rows pulled into Python loops),
-enforces the preregistration lock, and stores the outcome summary.
+Everything statistical lives in ``analysis/`` (the plan itself in ``analysis.plan``); this module enforces the
+preregistration lock, has ``flows.statistics`` read the statistics, hands them to the plan, and stores the
+outcome summary.
 
 - :func:`preregister` / :func:`registry_history` / :func:`plan_lock`: the append-only, hash-chained
   ``plan_registry`` table (migration 0030).
 - :func:`randomize_csv`: stratified permuted blocks for a participants CSV.
 - :func:`srm_check`, :func:`baseline_balance`: on the ingested assignments and baseline scores.
-- :func:`run_analysis`: the locked plan — primary and secondary outcomes with the longitudinal
-  model (cross-products from ``flows.suffstats``), the final-wave ANCOVA with Holm across secondary
-  outcomes x arms, the tipping point, prespecified subgroups with partial pooling, CUPED telemetry
-  metrics, and (with a calibration study) the surrogate-index forecast — into one
-  :class:`OutcomeSummary`. ``tier="public"`` fits the noise-aware model to the latest DP release of
-  paired moments only (``release_values``), never to participant-level tables.
-- :func:`analyze_flow`: the same as a Prefect flow, for schedules.
+- :func:`run_analysis`: the locked plan (``analysis.plan.run_plan``) on the trusted tier's statistics, or with
+  ``tier="public"`` the noise-aware model on the latest DP releases only (``analysis.plan.run_public_plan``),
+  into one :class:`OutcomeSummary`, stored in ``analysis_summary``.
 """
 
 from __future__ import annotations
@@ -26,22 +22,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.errors import AnalysisRefused
+from flows import statistics
+from flows.statistics import OutcomeHasNoData
 from schemas.errors import FlourishError
-from schemas.sqltext import ident, literal
-from schemas.warehouse import relations
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
     import pandas as pd
 
-    from analysis.missing import AncovaStatistics
+    from analysis.plan import PlanResult
     from analysis.prereg import LockStatus, RegistryEntry
     from analysis.summary import OutcomeSummary
-    from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
+    from schemas.protocol import StudyProtocol
+
+__all__ = [
+    "AnalysisRefused",
+    "AnalysisRun",
+    "OutcomeHasNoData",
+    "PlanNotLocked",
+    "PreregistrationRefused",
+    "RandomizationRefused",
+    "baseline_balance",
+    "plan_lock",
+    "preregister",
+    "randomize_csv",
+    "registry_history",
+    "run_analysis",
+    "srm_check",
+    "store_summary",
+]
 
 
 # ----------------------------------------------------------------------------------------------
-# Errors the CLI prints as one sentence
+# Errors the CLI prints as one sentence (AnalysisRefused comes from analysis.errors: the plan raises it)
 # ----------------------------------------------------------------------------------------------
 class PreregistrationRefused(FlourishError):
     """The registry refused the entry (already locked, change without --deviation, broken chain)."""
@@ -51,29 +65,8 @@ class PlanNotLocked(FlourishError):
     """A confirmatory analysis was asked of a protocol that is not the locked plan."""
 
 
-class OutcomeHasNoData(FlourishError):
-    """The plan names an outcome with no rows for this study in the warehouse."""
-
-
-class AnalysisRefused(FlourishError):
-    """A model failed its diagnostics or its inputs; nothing was published."""
-
-
 class RandomizationRefused(FlourishError):
     """The participants file cannot be randomized as given."""
-
-
-# ----------------------------------------------------------------------------------------------
-# SQL helpers
-# ----------------------------------------------------------------------------------------------
-def _scores(study_id: str) -> str:
-    """One value per participant x wave x outcome (schemas.warehouse.relations.study_scores)."""
-    return relations.study_scores(study_id)
-
-
-def _assignments(study_id: str) -> str:
-    """One arm per participant (schemas.warehouse.relations.study_arms)."""
-    return relations.study_arms(study_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,7 +160,7 @@ def srm_check(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol):
     """Sample-ratio-mismatch test of the ingested assignments against the protocol's ratios."""
     from analysis.randomization import RandomizationError, srm_test
 
-    counts = dict(con.execute(f"SELECT arm, count(*) FROM {_assignments(protocol.study_id)} GROUP BY arm").fetchall())
+    counts = statistics.arm_counts(con, protocol)
     try:
         return srm_test(counts, {a.name: a.allocation for a in protocol.arms})
     except RandomizationError as exc:
@@ -177,198 +170,8 @@ def srm_check(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol):
 def baseline_balance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> pd.DataFrame:
     """Per outcome x arm mean/SD of the baseline wave and SMD vs control, from GROUP BY moments."""
     from analysis.randomization import balance_from_moments
-    from schemas.suffstats import Moments
 
-    names = [o.name for o in protocol.outcomes]
-    rows = con.execute(
-        f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
-        f"FROM {_scores(protocol.study_id)} s JOIN {_assignments(protocol.study_id)} a USING (participant) "
-        f"WHERE s.wave = {literal(protocol.baseline_wave)} AND s.outcome IN ({', '.join(map(literal, names))}) "
-        "GROUP BY 1, 2"
-    ).fetchall()
-    cells: dict[str, dict[str, Moments]] = {}
-    for outcome, arm, n, s, ss in rows:
-        cells.setdefault(outcome, {})[arm] = Moments(int(n), float(s), float(ss))
-    if not cells:
-        raise OutcomeHasNoData(f"no baseline ({protocol.baseline_wave}) scores for study {protocol.study_id}")
-    return balance_from_moments(cells, control=protocol.control_arm)
-
-
-# ----------------------------------------------------------------------------------------------
-# Sufficient statistics for the analyses
-# ----------------------------------------------------------------------------------------------
-def _require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
-    n = con.execute(
-        "SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]
-    ).fetchone()[0]
-    if not n:
-        raise OutcomeHasNoData(
-            f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
-        )
-
-
-def _followup_waves(protocol: StudyProtocol, outcome: Outcome) -> list[str]:
-    """Follow-up waves up to the outcome's wave of interest (the long-run horizon for the primary)."""
-    names = protocol.wave_names
-    last = names.index(outcome.wave) if outcome.wave else len(names) - 1
-    return [w for w in names[: last + 1] if w != protocol.baseline_wave]
-
-
-def _final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
-    return outcome.wave or protocol.wave_names[-1]
-
-
-def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> list[str]:
-    """Follow-up waves (protocol order) at which ``outcome`` has at least one score in the warehouse."""
-    have = {r[0] for r in con.execute(
-        "SELECT DISTINCT wave FROM scores WHERE study_id = ? AND outcome = ?", [protocol.study_id, outcome.name]).fetchall()}
-    return [w for w in protocol.wave_names if w != protocol.baseline_wave and w in have]
-
-
-def longitudinal_statistics(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, waves: Sequence[str] | None = None
-):
-    """The primary model's sufficient statistics from the warehouse: ``flows.suffstats.longitudinal_stats``
-    (the one way in to those cross-products), after checking the outcome has rows at all."""
-    from flows.suffstats import longitudinal_stats
-
-    _require_rows(con, protocol, outcome)
-    return longitudinal_stats(con, protocol, outcome=outcome.name, waves=waves)
-
-
-def final_wave_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, dict]:
-    """Per arm: PairedMoments (baseline, final wave) of completers, and Moments of the dropouts' baseline."""
-    from schemas.suffstats import Moments, PairedMoments
-
-    _require_rows(con, protocol, outcome)
-    sid = protocol.study_id
-    sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
-        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [_final_wave(protocol, outcome)])}) "
-        "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
-        "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
-        "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
-        f"FROM {relations.study_arms(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
-    )
-    obs, miss = {}, {}
-    for r in con.execute(sql).fetchall():
-        v = [0.0 if x is None else x for x in r[1:]]
-        obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
-        miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
-    return obs, miss
-
-
-def final_wave_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> AncovaStatistics:
-    """Per arm: PairedMoments (baseline, final wave) of completers and Moments of dropouts' baseline."""
-    from analysis.missing import statistics_from_moments
-
-    obs, miss = final_wave_cells(con, protocol, outcome)
-    if protocol.control_arm not in obs:
-        raise OutcomeHasNoData(f"outcome {outcome.name!r} has no baseline scores in the control arm")
-    return statistics_from_moments(obs, miss, control=protocol.control_arm)
-
-
-def subgroup_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, subgroup: str) -> dict:
-    """Per subgroup level x arm PairedMoments (baseline, final wave) of completers.
-
-    Supported prespecified subgroups: ``baseline_tercile`` (terciles of this outcome's baseline over all
-    randomized participants — pre-treatment, so valid) and ``stratum``.
-    """
-    from schemas.suffstats import PairedMoments
-
-    sid = protocol.study_id
-    if subgroup == "baseline_tercile":
-        level = "'T' || CAST(ntile(3) OVER (ORDER BY base.b, base.participant) AS VARCHAR)"
-    elif subgroup == "stratum":
-        level = "coalesce(a.stratum, 'none')"
-    else:
-        raise AnalysisRefused(f"prespecified subgroup {subgroup!r} is not supported; use baseline_tercile or stratum")
-    sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(protocol.baseline_wave)}), "
-        f"fin AS (SELECT participant, value AS y FROM {_scores(sid)} WHERE outcome = {literal(outcome.name)} "
-        f"AND wave = {literal(_final_wave(protocol, outcome))}), "
-        f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {_assignments(sid)} a "
-        "USING (participant)) "
-        "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
-        "FROM lv JOIN fin USING (participant) GROUP BY 1, 2"
-    )
-    cells: dict[str, dict[str, PairedMoments]] = {}
-    for r in con.execute(sql).fetchall():
-        cells.setdefault(str(r[0]), {})[r[1]] = PairedMoments(int(r[2]), *(float(x) for x in r[3:]))
-    return cells
-
-
-def telemetry_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric) -> dict:
-    """Per arm PairedMoments of (pre-period, in-study) values of one telemetry metric.
-
-    The in-study window is [assigned_at, assigned_at + window_days); the pre-period is the window of the
-    same length before assignment (CUPED's covariate; Deng et al. 2013). A participant with no events
-    in a window has a count of 0 (``mean_value``: participants without events in both windows drop out).
-    """
-    from schemas.suffstats import PairedMoments
-
-    sql = (
-        "SELECT arm, count(*), sum(pre_value), sum(value), sum(pre_value * pre_value), sum(value * value), "
-        f"sum(pre_value * value) FROM {relations.telemetry_metric(protocol.study_id, metric)} "
-        "WHERE pre_value IS NOT NULL AND value IS NOT NULL GROUP BY arm"
-    )
-    return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
-
-
-def surrogate_frame(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, study_id: str, surrogate_waves: Sequence[str],
-) -> pd.DataFrame:
-    """One row per randomized participant of ``study_id``: arm, baseline and early-wave scores of the
-    primary outcome, in-study telemetry metrics of the protocol, and the long-run outcome (primary at its
-    wave; NaN where not yet observed). Conditional aggregation in DuckDB, no Python loop."""
-    o = protocol.primary_outcome
-    bw, lw = protocol.baseline_wave, _final_wave(protocol, o)
-
-    def pick(wave: str, name: str) -> str:
-        return (f"max(CASE WHEN sc.wave = {literal(wave)} AND sc.outcome = {literal(o.name)} THEN sc.value END) "
-                f"AS {ident(name)}")
-
-    cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
-    tel_sel, tel_join = [], []
-    for i, m in enumerate(protocol.surrogates):
-        tel_join.append(f"LEFT JOIN (SELECT participant, value AS v FROM {relations.telemetry_metric(study_id, m)}) t{i} "
-                        "USING (participant)")
-        tel_sel.append(f"any_value(t{i}.v) AS {ident(m.name)}")
-    sql = (f"SELECT a.participant, a.arm, {', '.join(cols + tel_sel)} FROM {_assignments(study_id)} a "
-           f"LEFT JOIN {_scores(study_id)} sc USING (participant) {' '.join(tel_join)} GROUP BY a.participant, a.arm")
-    return con.execute(sql).df()
-
-
-def surrogate_forecast(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, calibration_study: str,
-    surrogate_waves: Sequence[str] | None = None, interval_level: float = 0.95,
-) -> list:
-    """Surrogate-index forecast of the primary outcome's long-run effect (Athey et al. 2019).
-
-    First stage on ``calibration_study`` (participants whose long-run outcome is observed), second stage
-    on this study's participants with all surrogates observed. Surrogates: the primary outcome at
-    ``surrogate_waves`` (default: the first follow-up wave) and the protocol's telemetry metrics;
-    covariate: the baseline score."""
-    from analysis.surrogate import SurrogateError, fit_surrogate_index, surrogate_index_effects
-
-    o = protocol.primary_outcome
-    waves = list(surrogate_waves) if surrogate_waves else _followup_waves(protocol, o)[:1]
-    unknown = [w for w in waves if w not in protocol.wave_names]
-    if unknown:
-        raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
-    n_cal = con.execute("SELECT count(*) FROM scores WHERE study_id = ? AND outcome = ?",
-                        [calibration_study, o.name]).fetchone()[0]
-    if not n_cal:
-        raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
-    surrogates = [f"{o.name}@{w}" for w in waves] + [m.name for m in protocol.surrogates]
-    calib = surrogate_frame(con, protocol, calibration_study, waves)
-    study = surrogate_frame(con, protocol, protocol.study_id, waves).dropna(subset=[*surrogates, "baseline"])
-    try:
-        model = fit_surrogate_index(calib, long_run="long_run", surrogates=surrogates, covariates=["baseline"])
-        return surrogate_index_effects(model, study, control=protocol.control_arm, interval_level=interval_level)
-    except SurrogateError as exc:
-        raise AnalysisRefused(f"surrogate index: {exc}") from None
+    return balance_from_moments(statistics.baseline_moments(con, protocol), control=protocol.control_arm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,6 +186,7 @@ class AnalysisRun:
     tipping_points: tuple = ()
     notes: tuple[str, ...] = ()
     results: dict = field(default_factory=dict, compare=False, repr=False)
+    failed: tuple[str, ...] = ()  # outcomes whose model failed (their rows say why)
 
 
 def run_analysis(
@@ -400,255 +204,50 @@ def run_analysis(
 ) -> AnalysisRun:
     """Run the preregistered plan against the warehouse and return (and store) the outcome summary.
 
-    Refuses (raising a FlourishError, storing nothing) when the plan is not locked and
-    ``exploratory`` is False, when an outcome the plan names has no rows, or when any model fails
-    its diagnostics. ``fit`` defaults to ``analysis.longitudinal.fit_from_crossproducts``.
+    Refuses (raising a FlourishError, storing nothing) when the plan is not locked and ``exploratory`` is
+    False, when an outcome the plan names has no rows, or when every outcome's model fails (one that fails
+    is reported failed in its rows and notes while the others publish: ``analysis.plan``). ``fit`` defaults
+    to ``analysis.longitudinal.fit_from_crossproducts`` (``analysis.public.fit_public`` for the public tier).
     """
-    from analysis.errors import AnalysisInputError, DiagnosticsFailed, InsufficientData
-    from analysis.missing import ancova_effects, tipping_point
-    from analysis.multiplicity import holm, partial_pool, subgroup_effects_from_moments
-    from analysis.results import LONG_RUN, PLATEAU
-    from analysis.summary import (
-        rows_from_ancova,
-        rows_from_cuped,
-        rows_from_effects,
-        rows_from_subgroups,
-        rows_from_tipping,
-    )
+    from analysis.plan import run_plan, run_public_plan
 
     if tier not in ("trusted", "public"):
         raise AnalysisRefused(f"tier must be 'trusted' or 'public', got {tier!r}")
     lock = plan_lock(con, protocol)
     if not lock.locked and not exploratory:
         raise PlanNotLocked(f"{lock.explanation}; preregister it, or run with --exploratory (labelled so in every row)")
-    is_expl = not lock.locked or exploratory
-    h = lock.plan_hash
-    plan = protocol.analysis
     if tier == "public":
-        return _run_public(con, protocol, lock, is_expl, store=store, fit=fit, progress=progress, now=now)
-    if fit is None:
-        from analysis.longitudinal import fit_from_crossproducts as fit
-
-    for o in protocol.outcomes:  # refuse before any sampling if an outcome has no data
-        _require_rows(con, protocol, o)
-
-    rows, notes, tips, results = [], [], [], {}
-    ancova_by_outcome = {}
-    srm = srm_check(con, protocol)
-    if srm.mismatch:
-        notes.append(f"SAMPLE RATIO MISMATCH: assignments {srm.observed} vs planned ratios (chi-square {srm.chi_square:.2f}, "
-                     f"p = {srm.p_value:.2g}); randomization or ingest may be broken, interpret every effect with care")
-    for o in protocol.outcomes:
-        progress(f"fitting the longitudinal model of {o.name}")
-        # A running study: the model covers the follow-up waves with data so far; a long-run wave
-        # without data has no estimate (only its prior), so no long-run row comes from the model.
-        observed = observed_followup_waves(con, protocol, o)
-        if not observed:
-            raise AnalysisRefused(f"outcome {o.name} has no follow-up scores yet (only the baseline); nothing to analyse")
-        final = _final_wave(protocol, o)
-        running = final not in observed
-        if running:
-            notes.append(
-                f"STUDY RUNNING: {o.name} has no scores at its long-run wave {final} yet; per-wave "
-                f"effects cover {', '.join(observed)} only; no long-run estimate until that wave closes"
-                + ("" if calibration_study else " (a surrogate-index forecast needs --calibration-study)"))
-        try:
-            stats = longitudinal_statistics(con, protocol, o, waves=observed)
-            res = fit(stats, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
-                                        rope=o.rope)
-            res.require_passed()
-        except DiagnosticsFailed as exc:
-            raise AnalysisRefused(f"{exc}; nothing was published") from None
-        except (AnalysisInputError, InsufficientData) as exc:
-            raise AnalysisRefused(f"outcome {o.name}: {exc}") from None
-        except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AnalysisRefused(f"the model of {o.name} could not be fitted ({first}); nothing was published") from None
-        results[o.name] = res
-        effects = [e for e in res.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
-        rows += rows_from_effects(effects, plan_hash=h, exploratory=is_expl, tier=tier)
-        if running:
-            continue  # the final-wave ANCOVA and the tipping point need the final wave
-        try:
-            fw = final_wave_statistics(con, protocol, o)
-            ancova_by_outcome[o.name] = (fw, ancova_effects(fw, interval_level=plan.interval_level))
-        except (InsufficientData, ValueError) as exc:
-            notes.append(f"final-wave ANCOVA of {o.name} not available: {exc}")
-
-    # Holm across the secondary outcomes (x arms); the primary is tested alone.
-    secondary = {o.name for o in protocol.secondary_outcomes}
-    family = {(name, e.arm): e.p_value for name, (_, effs) in ancova_by_outcome.items() if name in secondary for e in effs}
-    adjusted = {(r.name[0], r.name[1]): r.p_adjusted for r in holm({k: v for k, v in family.items()})} if family else {}
-    for o in protocol.outcomes:
-        if o.name not in ancova_by_outcome:
-            continue
-        fw, effs = ancova_by_outcome[o.name]
-        adj = {arm: adjusted[(o.name, arm)] for (name, arm) in adjusted if name == o.name}
-        rows += rows_from_ancova(effs, outcome=o.name, wave=_final_wave(protocol, o), plan_hash=h,
-                                 exploratory=is_expl, p_adjusted=adj or None, tier=tier)
-
-    # Tipping point of the primary outcome.
-    primary = protocol.primary_outcome
-    if primary.name in ancova_by_outcome:
-        tp = tipping_point(ancova_by_outcome[primary.name][0], direction=primary.direction, outcome=primary.name,
-                           interval_level=plan.interval_level, control=protocol.control_arm)
-        tips.extend(tp)
-        rows += rows_from_tipping(tp, wave=_final_wave(protocol, primary), plan_hash=h, exploratory=is_expl, tier=tier)
-
-    # Prespecified subgroups of the primary outcome, partially pooled per arm.
-    for sg in plan.subgroups:
-        try:
-            cells = subgroup_cells(con, protocol, primary, sg)
-            raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm)
-            for arm in sorted({e.arm for e in raw}):
-                pooled = partial_pool([e for e in raw if e.arm == arm], interval_level=plan.interval_level)
-                rows += rows_from_subgroups(pooled, outcome=primary.name, wave=_final_wave(protocol, primary),
-                                            plan_hash=h, exploratory=is_expl, tier=tier)
-        except (InsufficientData, ValueError) as exc:
-            notes.append(f"subgroup {sg} of {primary.name} not available: {exc}")
-
-    # CUPED telemetry metrics.
-    from analysis.cuped import cuped_effects
-
-    for m in protocol.surrogates:
-        try:
-            cells = telemetry_cells(con, protocol, m)
-            est = cuped_effects(cells, control=protocol.control_arm, metric=m.name, interval_level=plan.interval_level)
-            rows += rows_from_cuped(est, wave=f"first_{m.window_days}_days", plan_hash=h, exploratory=is_expl, tier=tier)
-        except (InsufficientData, ValueError) as exc:
-            notes.append(f"telemetry metric {m.name} not analysable with CUPED: {exc}")
-
-    # Surrogate-index forecast of the primary's long-run effect, when a calibration cohort is named.
-    if calibration_study:
-        from analysis.summary import rows_from_surrogate
-
-        progress(f"surrogate index calibrated on {calibration_study}")
-        forecast = surrogate_forecast(con, protocol, calibration_study, surrogate_waves, plan.interval_level)
-        rows += rows_from_surrogate(forecast, plan_hash=h, exploratory=is_expl, tier=tier)
-        results["surrogate_index"] = forecast
-        if forecast:
-            notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
-
-    return _finish(con, protocol, lock, is_expl, rows, tips, notes, results, store=store, now=now)
+        result = run_public_plan(statistics.released_statistics(con, protocol), protocol, fit=fit, progress=progress)
+    else:
+        stats = statistics.plan_statistics(con, protocol, calibration_study=calibration_study,
+                                           surrogate_waves=surrogate_waves)
+        result = run_plan(stats, protocol, fit=fit, progress=progress)
+    return _finish(con, protocol, lock, not lock.locked or exploratory, result, store=store, now=now)
 
 
-def _finish(con, protocol, lock, is_expl, rows, tips, notes, results, *, store, now) -> AnalysisRun:
+def _finish(con, protocol: StudyProtocol, lock: LockStatus, exploratory: bool, result: PlanResult, *, store: bool,
+            now: datetime | None) -> AnalysisRun:
     from analysis.summary import OutcomeSummary
 
-    summary = OutcomeSummary.of(rows)
+    summary = OutcomeSummary.of(result.effects, plan_hash=lock.plan_hash, exploratory=exploratory)
     created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     run_id = hashlib.sha256(f"{protocol.study_id}|{lock.plan_hash}|{created.isoformat()}".encode()).hexdigest()[:16]
     if store:
         store_summary(con, run_id, protocol.study_id, summary, created)
-    return AnalysisRun(run_id, summary, lock, is_expl, tuple(tips), tuple(notes), results)
-
-
-def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> tuple[dict, list[str]]:
-    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
-    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier)."""
-    from schemas.suffstats import NoisyPairedMoments
-
-    query = f"paired_moments:{outcome.name}"
-    latest = con.execute(
-        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
-        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
-        [protocol.study_id, query],
-    ).fetchone()
-    if latest is None:
-        raise OutcomeHasNoData(
-            f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
-            "run `flourish release` first"
-        )
-    rows = con.execute(
-        "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
-        "WHERE release_id = ? AND query = ?", [latest[0], query],
-    ).fetchall()
-    by_cell: dict[tuple[str, str], list[dict]] = {}
-    for arm, wave, stat, value, sd, suppressed in rows:
-        by_cell.setdefault((arm, wave), []).append(
-            {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
-    waves = [w for w in _followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
-    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
-    return cells, waves
-
-
-def _run_public(con, protocol, lock, is_expl, *, store, fit, progress, now) -> AnalysisRun:
-    """Public tier: the noise-aware model (analysis.public.fit_public) on DP releases only.
-
-    The ANCOVA/Holm, tipping point, subgroups and CUPED need participant-level statistics, so they
-    run in the trusted tier only; the run says so in its notes."""
-    from analysis.errors import AnalysisInputError, InsufficientData
-    from analysis.summary import rows_from_effects
-
-    if fit is None:
-        from analysis.public import fit_public as fit
-    plan, rows, results = protocol.analysis, [], {}
-    for o in protocol.outcomes:
-        progress(f"fitting the noise-aware model of {o.name} to its DP release")
-        try:
-            cells, waves = released_cells(con, protocol, o)
-            res = fit(cells, plan, control=protocol.control_arm, waves=waves, outcome=o.name,
-                      direction=o.direction, mcid=o.mcid, rope=o.rope)
-        except (AnalysisInputError, InsufficientData) as exc:
-            raise AnalysisRefused(f"outcome {o.name} (public tier): {exc}") from None
-        except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AnalysisRefused(
-                f"the public-tier model of {o.name} could not be fitted to its DP release ({first}); nothing was published"
-            ) from None
-        if not res.diagnostics.passed:
-            raise AnalysisRefused(
-                f"the public-tier model of {o.name} failed its diagnostics: {'; '.join(res.diagnostics.reasons)}; "
-                "nothing was published")
-        results[o.name] = res
-        rows += rows_from_effects(res.effects, plan_hash=lock.plan_hash, exploratory=is_expl, tier="public")
-    notes = ["public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
-             "statistics and are reported by the trusted tier only"]
-    return _finish(con, protocol, lock, is_expl, rows, [], notes, results, store=store, now=now)
+    return AnalysisRun(run_id, summary, lock, exploratory, result.tipping_points, result.notes, dict(result.results),
+                       result.failed)
 
 
 def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,
                   created_at: datetime) -> None:
+    """Append the run's rows to ``analysis_summary`` (one transaction)."""
+    from analysis.summary import COLUMNS
+    from schemas.sqltext import ident
     from schemas.warehouse import transaction
 
-    cols = ("outcome", "arm", "wave", "estimate", "lower", "upper", "p_benefit", "p_above_mcid", "p_in_rope",
-            "method", "tier", "plan_hash", "exploratory", "subgroup", "p_value", "p_adjusted")
-    data = [[run_id, study_id, *[getattr(r, c) for c in cols], created_at] for r in summary.rows]
+    data = [[run_id, study_id, *[r[c] for c in COLUMNS], created_at] for r in summary.to_records()]
     with transaction(con):
         con.executemany(
-            f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(cols)}, created_at) "
-            f"VALUES ({', '.join(['?'] * (len(cols) + 3))})", data,
+            f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(map(ident, COLUMNS))}, created_at) "
+            f"VALUES ({', '.join(['?'] * (len(COLUMNS) + 3))})", data,
         )
-
-
-def outcomes_in(protocol: StudyProtocol) -> Sequence[str]:
-    return [o.name for o in protocol.outcomes]
-
-
-# ----------------------------------------------------------------------------------------------
-# Prefect
-# ----------------------------------------------------------------------------------------------
-def analyze_flow():
-    """The Prefect flow ``flourish-analyze`` (for a wave-close or study-end schedule).
-
-    Built on first use so importing this module (and the CLI) does not import Prefect. Parameters are
-    paths and flags, never participant data; the result is the outcome summary (aggregates only).
-    The task is thin: it opens the warehouse and calls :func:`run_analysis`.
-    """
-    from prefect import flow, task
-
-    @task(name="run-preregistered-analysis", persist_result=False, cache_policy=None)
-    def run_task(warehouse_path: str, study_path: str, tier: str, exploratory: bool) -> list[dict]:
-        from flows.warehouse import open_warehouse
-        from flows.study import load_study as load_protocol
-
-        protocol = load_protocol(study_path)
-        with open_warehouse(warehouse_path) as con:
-            return run_analysis(con, protocol, tier=tier, exploratory=exploratory).summary.to_records()
-
-    @flow(name="flourish-analyze", persist_result=False)
-    def flourish_analyze(warehouse_path: str, study_path: str, tier: str = "trusted",
-                         exploratory: bool = False) -> list[dict]:
-        return run_task(warehouse_path, study_path, tier, exploratory)
-
-    return flourish_analyze

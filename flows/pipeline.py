@@ -2,7 +2,9 @@
 
 ``study_flow`` is what ``flourish run`` (and every scheduled run of ``flourish serve``) executes: each stage is
 one Prefect task that reads the warehouse, calls one function that does the work (flows/ingest, flows/scoring,
-flows/quality, flows/analysis_flows, flows/privacy_flows) and writes its result. A stage whose inputs have not
+flows/quality, flows/analysis_flows, flows/privacy_flows) and writes its result; a stage's failure (a
+``FlourishError``, such as a critical data-quality failure naming its expectations) is the stage's one-sentence
+message. A stage whose inputs have not
 changed is *cached* (flows/runs.py: explicit cache keys from the code version, the protocol's hash and lock, and
 the content hashes of the ingested batches), shown as a Prefect state named ``Cached``. A stage that fails stops
 the stages after it, which are recorded as skipped; a critical data-quality failure stops analysis and release.
@@ -135,7 +137,32 @@ def score_stage(study: str, warehouse: str) -> State:
         counts["psychometrics"] = compute_psychometrics.fn(warehouse, protocol.study_id)
         return counts
 
-    return _stage("score", warehouse, protocol.study_id, key, body)
+    return _stage("score", warehouse, protocol.study_id, key, body,
+                  key_after=lambda: _data_key("score", protocol, warehouse))
+
+
+@task(name="flourish-quality-stage", persist_result=False, cache_policy=None)
+def quality_stage(study: str, warehouse: str, run_id: str, now_iso: str) -> State:
+    """The data-quality gates (flows/quality): a critical failure fails the stage, so analysis and release do not
+    run; warnings are recorded in the stage's summary and the run goes on."""
+    from flows.quality import run_quality_gates
+
+    protocol = load_protocol(study)
+    # completeness counts participants whose wave window has closed by now: the day is an input too
+    key = _data_key("quality", protocol, warehouse, now_iso[:10])
+
+    def body() -> dict[str, Any]:
+        con = connect(warehouse, create=False)
+        try:
+            report = run_quality_gates(con, protocol, run_id=f"quality-{run_id}",
+                                       as_of=datetime.fromisoformat(now_iso))
+        finally:
+            con.close()
+        return {"quality_run": report.run_id, "passed": sum(r.success for r in report.results),
+                "warnings": len(report.warnings), "critical_failures": len(report.critical_failures),
+                "verdict": report.verdict, "failed": [r.name for r in report.results if not r.success]}
+
+    return _stage("quality", warehouse, protocol.study_id, key, body)
 
 
 @task(name="flourish-analyze-stage", persist_result=False, cache_policy=None)
@@ -221,9 +248,12 @@ def _analyze_key(protocol, warehouse: str, exploratory: bool) -> str:
 
 
 def _data_key(stage: str, protocol, warehouse: str, *extra: object) -> str:
+    """The stage's key from the data: the batches, erasures and re-keyings, and (for every stage but the ingest,
+    which writes no scores) the stored scores."""
     con = connect(warehouse, create=False)
     try:
-        return runs.cache_key(stage, _plan_hash(protocol), runs.data_version(con, protocol.study_id), *extra)
+        scores = runs.scores_fingerprint(con, protocol.study_id) if stage != "ingest" else None
+        return runs.cache_key(stage, _plan_hash(protocol), runs.data_version(con, protocol.study_id), scores, *extra)
     finally:
         con.close()
 
@@ -251,8 +281,10 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
                analyze: AnalyzeWhen = "auto", release: bool = True, preregister_plan: bool = True,
                exploratory: bool = False, trigger: str = "cli", now_iso: str | None = None,
                progress: Callable[[str, int], None] | None = None,
-               on_stage: Callable[[StageResult], None] | None = None) -> dict[str, Any]:
-    """Run the study's pipeline once; return the run's record (stages with state, seconds and summary)."""
+               on_stage: Callable[[StageResult], None] | None = None,
+               only: list[str] | None = None) -> dict[str, Any]:
+    """Run the study's pipeline once; return the run's record (stages with state, seconds and summary).
+    ``only`` restricts the run to these stages (``flourish score`` is the score stage alone)."""
     from flows.schedules import closed_waves
 
     protocol = load_protocol(study)
@@ -267,6 +299,7 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
     if landing is not None:
         plan.append(("ingest", lambda: _call(ingest_stage, study, warehouse, landing, key_file, progress), None))
     plan.append(("score", lambda: _call(score_stage, study, warehouse), None))
+    plan.append(("quality", lambda: _call(quality_stage, study, warehouse, run_id, now.isoformat()), None))
     closed = closed_waves(protocol, now)
     if analyze == "never":
         plan.append(("analyze", None, "not asked for (--analyze never)"))
@@ -279,6 +312,8 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
     else:
         plan.append(("release", None, "not asked for (--no-release)"))
 
+    if only is not None:
+        plan = [step for step in plan if step[0] in only]
     results: list[StageResult] = []
     stopped: str | None = None
     for seq, (stage, call, skip) in enumerate(plan):

@@ -11,8 +11,9 @@ text were reported to share an entry, PrefectHQ/prefect#23062):
 - the code version (:func:`code_version`: the project's own source, SQL and instrument definitions),
 - the protocol (its preregistration hash, ``analysis.prereg.plan_hash``) and, where it matters, its lock,
 - the data (:func:`data_version`: the study's ingested batches, each named by the content hashes of its files,
-  and every erasure and re-keying since), for the ingest the landing folder's listing, for the analysis the plan
-  registry (a lock or a deviation).
+  and every erasure and re-keying since), for the ingest the landing folder's listing, for every stage after
+  scoring the stored scores themselves (:func:`scores_fingerprint`), for the analysis the plan registry (a lock or
+  a deviation).
 
 The cache lives in the warehouse beside the data it describes, so a copied warehouse carries it and an
 erasure (which changes :func:`data_version`) invalidates every later stage.
@@ -84,6 +85,16 @@ def data_version(con: duckdb.DuckDBPyConnection, study_id: str) -> str:
     erasures = con.execute("SELECT erasure_id FROM erasure_log ORDER BY erasure_id").fetchall()
     rekeys = con.execute("SELECT rekey_id FROM rekey_log ORDER BY rekey_id").fetchall()
     return _digest([batches, erasures, rekeys])
+
+
+def scores_fingerprint(con: duckdb.DuckDBPyConnection, study_id: str) -> tuple[int, int]:
+    """Count and order-free hash sum of the study's stored scores: the stages after scoring depend on the scores
+    themselves, and a score written past the ingest (a repair, a bug, tampering) must not hide behind a cached
+    quality gate. One scan of the scores table (about a second per 10 million rows)."""
+    count, total = con.execute(
+        "SELECT count(*), coalesce(sum(hash(participant, wave, outcome, value, source)::HUGEINT), 0) "
+        "FROM scores WHERE study_id = ?", [study_id]).fetchone()
+    return int(count), int(total)
 
 
 def cache_key(stage: str, *inputs: object) -> str:

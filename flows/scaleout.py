@@ -103,9 +103,8 @@ def bucket_connection(root: str | Path, bucket: int) -> duckdb.DuckDBPyConnectio
 
 
 def longitudinal_bucket(root: str, bucket: int, protocol_json: str, outcome: str):
-    """The primary model's cross-products of one bucket (``flows.suffstats``' statistics SQL over its files)."""
-    from analysis.longitudinal import compute_longitudinal_stats
-    from flows.suffstats import design_spec, observations_sql
+    """The primary model's cross-products of one bucket (``flows.statistics``' statistics SQL over its files)."""
+    from flows.statistics import design_statistics, design_spec, observations_sql
 
     protocol = StudyProtocol.model_validate_json(protocol_json)
     con = bucket_connection(root, bucket)
@@ -114,8 +113,7 @@ def longitudinal_bucket(root: str, bucket: int, protocol_json: str, outcome: str
         source = observations_sql(protocol, outcome, covariates)
         if not con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]:
             return None  # no follow-up row with a baseline in this bucket: nothing to add
-        return compute_longitudinal_stats(con, source, design_spec(protocol, covariates),
-                                          slopes=protocol.analysis.random_slopes)
+        return design_statistics(con, source, design_spec(protocol, covariates), slopes=protocol.analysis.random_slopes)
     finally:
         con.close()
 

@@ -95,6 +95,20 @@ class Outcome(Contract):
         return self
 
 
+class BaselineCovariate(Contract):
+    """A participant characteristic measured before randomisation (age band, antidepressant use, episode length),
+    that the plan may adjust for or form subgroups by. Declared here so a plan cannot name one that does not exist."""
+
+    name: str
+    kind: Literal["numeric", "categorical"] = "numeric"
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "baseline covariate name")
+
+
 class SurrogateMetric(Contract):
     """A telemetry summary per participant over an early window, used as a short-run surrogate."""
 
@@ -215,6 +229,9 @@ class StudyProtocol(Contract):
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
     instrument_permissions: list[InstrumentPermission] = Field(default_factory=list)
     strata: list[str] = Field(default_factory=list, description="Stratification variables for randomization.")
+    baseline_covariates: list[BaselineCovariate] = Field(
+        default_factory=list, description="Participant characteristics measured before randomisation that the plan "
+        "may name as covariates.")
     schedule: Schedule | None = Field(None, description="When the pipeline runs itself; without one, every wave "
                                       "counts as closed when `flourish run` is called (an on-demand study).")
 
@@ -260,10 +277,12 @@ class StudyProtocol(Contract):
         unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
         if unknown:
             raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
-        unknown = [c for c in self.analysis.covariates if c not in outcome_names]
+        declared = [c.name for c in self.baseline_covariates]
+        unknown = [c for c in self.analysis.covariates if c not in outcome_names and c not in declared]
         if unknown:
-            raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names "
-                             f"(its baseline value is the covariate), one of {outcome_names}")
+            raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names (its "
+                             f"baseline value is the covariate) or a declared baseline_covariates entry; known: "
+                             f"{outcome_names + declared}")
         return self
 
     # -- convenience --------------------------------------------------------------------

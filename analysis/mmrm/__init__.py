@@ -42,8 +42,8 @@ Public API::
     fit_mmrm(stats, design, structure="us", method="reml", level=0.95, kenward_roger="linear") -> MMRMFit
     fit_mmrm_bayes(stats, design, plan=None, outcome=, direction=, mcid=, rope=, eta=2) -> MMRMPosterior
     MMRMFit.effects / .effect(arm, wave) / .contrast(weights)  ContrastEstimate (model_based, sandwich,
-                                                         kenward_roger Inference); .to_effect() -> EffectEstimate
-    MMRMPosterior.effects / .effect(arm, wave)             analysis.results.EffectEstimate rows
+                                                         kenward_roger Inference); .to_effect() -> schemas.results.Effect
+    MMRMPosterior.effects / .effect(arm, wave)             schemas.results.Effect rows
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ from analysis.longitudinal import _check_threads
 from analysis.mmrm.design import BASELINE, INTERCEPT, MMRMDesign, arm_column
 from analysis.mmrm.likelihood import PaddedPatterns
 from analysis.mmrm.results import MMRMPosterior
-from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
+from analysis.results import Diagnostics
+from schemas.results import LONG_RUN, Effect
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import AnalysisPlan
 from schemas.suffstats import InsufficientData
@@ -255,8 +256,8 @@ def fit_mmrm_bayes(stats: MMRMStatistics, design: MMRMDesign, plan: AnalysisPlan
         for wave, label in [*((w, w) for w in design.waves), (design.waves[-1], LONG_RUN)]:
             draws = beta @ design.arm_effect_weights(arm, wave)
             good = sign * draws
-            effects.append(EffectEstimate(
-                outcome=outcome, arm=arm, control=design.control, wave=label, mean=float(draws.mean()),
+            effects.append(Effect(
+                outcome=outcome, arm=arm, control=design.control, wave=label, estimate=float(draws.mean()),
                 sd=float(draws.std(ddof=1)), lower=float(np.quantile(draws, (1 - level) / 2)),
                 upper=float(np.quantile(draws, (1 + level) / 2)), interval_level=level,
                 p_benefit=float(np.mean(good > 0)),

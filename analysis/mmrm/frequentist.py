@@ -41,7 +41,7 @@ from analysis.mmrm.results import (
     NotConverged,
     contrast_estimate,
 )
-from analysis.results import LONG_RUN
+from schemas.results import LONG_RUN
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.suffstats import InsufficientData
 

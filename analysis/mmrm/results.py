@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.results import LONG_RUN, Diagnostics, EffectEstimate
+from analysis.results import Diagnostics
+from schemas.results import LONG_RUN, Effect
 
 
 def _freeze_arrays(result: object) -> None:
@@ -86,14 +87,16 @@ class ContrastEstimate:
     control: str | None = None
     wave: str | None = None
 
-    def to_effect(self, outcome: str, direction: str = "higher_is_better", method: str = "model_based") -> EffectEstimate:
-        """The house's effect row (``sd`` is the standard error, probabilities None as for every frequentist
-        row), for the side-by-side tables and reports that read :class:`~analysis.results.EffectEstimate`."""
+    def to_effect(self, outcome: str, direction: str = "higher_is_better", method: str = "model_based",
+                  n_arm: int | None = None, n_control: int | None = None) -> Effect:
+        """The house's effect row (``sd`` is the standard error, the two-sided p-value of this inference; the
+        Bayesian probabilities are None as for every frequentist row), for the tables and reports that read
+        :class:`schemas.results.Effect`."""
         inf = self.inference(method)
-        return EffectEstimate(outcome=outcome, arm=self.arm or self.name, control=self.control or "", wave=self.wave or "",
-                              mean=self.estimate, sd=inf.se, lower=inf.lower, upper=inf.upper,
-                              interval_level=self.interval_level, p_benefit=None, p_above_mcid=None, p_in_rope=None,
-                              direction=direction, method=f"mmrm_{method}")
+        return Effect(outcome=outcome, arm=self.arm or self.name, control=self.control or "", wave=self.wave or "",
+                      method=f"mmrm_{method}", estimate=self.estimate, sd=inf.se, lower=inf.lower, upper=inf.upper,
+                      interval_level=self.interval_level, p_value=inf.p_value, direction=direction,
+                      n_arm=n_arm, n_control=n_control)
 
     def inference(self, method: str = "model_based") -> Inference:
         found = getattr(self, method, None)
@@ -196,7 +199,7 @@ class MMRMFit:
 class MMRMPosterior:
     """A Bayesian MMRM fit from pattern statistics (``analysis.mmrm.fit_mmrm_bayes``).
 
-    ``effects`` are the house's :class:`~analysis.results.EffectEstimate` rows (posterior mean, SD,
+    ``effects`` are the house's :class:`~schemas.results.Effect` rows (posterior mean, SD,
     equal-tailed interval, P(benefit), P(benefit > MCID), P(|effect| < ROPE)), one per arm x wave plus
     the long-run rows, so they go wherever the random-intercept model's rows go.
 
@@ -211,7 +214,7 @@ class MMRMPosterior:
     beta_mean: np.ndarray = field(repr=False)
     beta_sd: np.ndarray = field(repr=False)
     sigma_mean: np.ndarray = field(repr=False)
-    effects: tuple[EffectEstimate, ...]
+    effects: tuple[Effect, ...]
     diagnostics: Diagnostics
     n_participants: int
     n_obs: int
@@ -226,7 +229,7 @@ class MMRMPosterior:
     def confirmatory(self) -> bool:
         return self.diagnostics.passed
 
-    def effect(self, arm: str, wave: str = LONG_RUN) -> EffectEstimate:
+    def effect(self, arm: str, wave: str = LONG_RUN) -> Effect:
         for e in self.effects:
             if e.arm == arm and e.wave == wave:
                 return e

@@ -98,7 +98,9 @@ def analyze(
     tier: Annotated[str, typer.Option("--tier", help="trusted (participant-level statistics) or public (DP releases).")] = "trusted",
     exploratory: Annotated[bool, typer.Option(
         "--exploratory", help="Allow a protocol that is not the locked plan; every output row is labelled exploratory.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome summary as a JSON list of row objects.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome summary as a JSON list of row objects "
+                                           "(estimate, sd, interval and its level, n per arm, estimable and the reason "
+                                           "when not, ...).")] = False,
     calibration_study: Annotated[str | None, typer.Option(
         "--calibration-study", help="Study id in the warehouse whose long-run outcome is observed: adds a surrogate-index "
         "forecast of the primary's long-run effect (rows with wave long_run, method surrogate_index_delta).")] = None,
@@ -133,7 +135,7 @@ def analyze(
         return
     label = "EXPLORATORY" if run.exploratory else "confirmatory (locked plan)"
     typer.echo(f"{protocol.study_id}: run {run.run_id}, plan {run.lock.plan_hash[:12]}, {label}")
-    frame = run.summary.to_frame().drop(columns=["plan_hash", "tier"])
+    frame = run.summary.to_frame().drop(columns=["plan_hash", "tier", "control", "direction", "interval_level"])
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for t in run.tipping_points:
         typer.echo(f"tipping point: {t.statement}")

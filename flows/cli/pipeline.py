@@ -145,8 +145,8 @@ def score(study: StudyArg, warehouse: WarehouseOpt, as_json: JsonOpt = False) ->
     if not warehouse.is_file():
         raise UserError(f"warehouse {warehouse} does not exist")
     started = time.perf_counter()
-    record = run_flow(study_flow, str(study), str(warehouse), None, None, "never", False, False, False, "cli:score")
-    record["stages"] = [s for s in record["stages"] if s["stage"] == "score"]
+    record = run_flow(study_flow, str(study), str(warehouse), None, None, "never", False, False, False, "cli:score",
+                      None, None, None, ["score"])
     _finish(record, started, as_json)
 
 

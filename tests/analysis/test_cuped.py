@@ -29,10 +29,11 @@ def test_theta_is_the_pooled_ols_slope_and_adjustment_matches_raw_rows():
     y_cv = y - est.theta * (x - x.mean())
     diff = y_cv[arm == 1].mean() - y_cv[arm == 0].mean()
     se = np.sqrt(y_cv[arm == 1].var(ddof=1) / (arm == 1).sum() + y_cv[arm == 0].var(ddof=1) / (arm == 0).sum())
-    assert est.difference == pytest.approx(diff, rel=1e-10)
-    assert est.se == pytest.approx(se, rel=1e-10)
+    assert est.effect.estimate == pytest.approx(diff, rel=1e-10)
+    assert est.effect.sd == pytest.approx(se, rel=1e-10)
     assert est.difference_unadjusted == pytest.approx(y[arm == 1].mean() - y[arm == 0].mean(), rel=1e-10)
-    assert est.lower < 0.5 < est.upper
+    assert est.effect.lower < 0.5 < est.effect.upper
+    assert (est.effect.outcome, est.effect.n_arm + est.effect.n_control) == ("sessions_per_week", 4000)
 
 
 def test_variance_reduction_is_rho_squared():
@@ -52,8 +53,8 @@ def test_cuped_difference_agrees_with_ancova_with_common_slope():
              "t": PairedMoments.from_arrays(x[arm == 1], y[arm == 1])}
     (est,) = cuped_effects(cells, control="c")
     ancova = sm.OLS(y, sm.add_constant(np.column_stack([arm, x]))).fit()
-    assert est.difference == pytest.approx(ancova.params[1], abs=0.02)
-    assert est.se == pytest.approx(ancova.bse[1], rel=0.05)
+    assert est.effect.estimate == pytest.approx(ancova.params[1], abs=0.02)
+    assert est.effect.sd == pytest.approx(ancova.bse[1], rel=0.05)
 
 
 def test_constant_pre_period_falls_back_to_labelled_difference_in_means():
@@ -61,7 +62,19 @@ def test_constant_pre_period_falls_back_to_labelled_difference_in_means():
     y0, y1 = rng.normal(5, 2, 500), rng.normal(5.5, 2, 500)
     cells = {"c": PairedMoments.from_arrays(np.zeros(500), y0), "t": PairedMoments.from_arrays(np.zeros(500), y1)}
     (est,) = cuped_effects(cells, control="c")
-    assert not est.adjusted and est.method == "difference_in_means_no_pre_period" and est.theta == 0.0
-    assert est.difference == pytest.approx(y1.mean() - y0.mean())
-    assert est.se == pytest.approx(np.sqrt(y1.var(ddof=1) / 500 + y0.var(ddof=1) / 500))
+    assert not est.adjusted and est.effect.method == "difference_in_means_no_pre_period" and est.theta == 0.0
+    assert est.effect.estimate == pytest.approx(y1.mean() - y0.mean())
+    assert est.effect.sd == pytest.approx(np.sqrt(y1.var(ddof=1) / 500 + y0.var(ddof=1) / 500))
     assert est.variance_reduction == pytest.approx(0.0)
+
+
+def test_a_metric_without_telemetry_is_not_estimable_never_a_certain_zero():
+    """A study with no telemetry gives every participant 0 sessions before and after assignment. The difference
+    0 - 0 has no spread to estimate a standard error from; it used to be published as 0.0 with interval [0, 0]."""
+    zeros = PairedMoments.from_arrays(np.zeros(300), np.zeros(300))
+    (est,) = cuped_effects({"c": zeros, "t": zeros}, control="c", metric="sessions_per_week", wave="first_14_days")
+    e = est.effect
+    assert not e.estimable and (e.estimate, e.sd, e.lower, e.upper) == (None, None, None, None)
+    assert "sessions_per_week does not vary" in e.reason and "no standard error" in e.reason
+    assert (e.n_arm, e.n_control, e.wave) == (300, 300, "first_14_days")
+    assert est.variance_reduction is None  # no variance to reduce: not a reduction of 0

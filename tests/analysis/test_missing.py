@@ -100,3 +100,22 @@ def test_effect_is_linear_in_delta_and_se_does_not_change(seed, d1, d2):
     assert e1 - e0 == pytest.approx(tp.effect_per_delta * d1, abs=1e-8)
     assert e2 - e0 == pytest.approx(tp.effect_per_delta * d2, abs=1e-8)
     assert (u1 - l1) == pytest.approx(u0 - l0) == pytest.approx(u2 - l2)
+
+
+def test_what_cannot_be_estimated_says_why():
+    """An ANCOVA whose completers fit exactly has no standard error, and with no treatment outcome missing
+    nothing can tip: both effects say why and carry no number (never a NaN p-value or a made-up delta)."""
+    from analysis.missing import ancova_effects
+
+    x = np.arange(20.0)
+    exact = {"c": PairedMoments.from_arrays(x[:10], 2 * x[:10]), "t": PairedMoments.from_arrays(x[10:], 2 * x[10:] + 3)}
+    (eff,) = ancova_effects(statistics_from_moments(exact, {}, control="c"), outcome="o", wave="w3")
+    assert not eff.estimable and eff.p_value is None and "no residual variance" in eff.reason
+    assert (eff.n_arm, eff.n_control, eff.wave) == (10, 10, "w3")
+    (exact_tip,) = tipping_point(statistics_from_moments(exact, {"t": Moments.from_arrays([1.0])}, control="c"),
+                                 direction="higher_is_better", outcome="o")
+    assert not exact_tip.effect.estimable and "not defined" in exact_tip.effect.reason
+    wide = _trial(seed=3, drop=(0.0, 0.2))
+    (tp,) = tipping_point(statistics_from_frame(wide, control="usual"), direction="lower_is_better", outcome="bdi")
+    assert tp.tipping_delta is None and not tp.effect.estimable and tp.effect.reason == tp.statement
+    assert "no cbt outcome is missing" in tp.statement

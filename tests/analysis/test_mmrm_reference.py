@@ -371,6 +371,6 @@ def test_frames_read_like_the_rest_of_the_house(dental):
     assert isinstance(frame, pd.DataFrame)
     assert list(frame["wave"]) == [*AGES, "long_run"]
     assert frame.loc[4, "estimate"] == frame.loc[3, "estimate"]  # long run = final wave
-    row = fit.effect("Male").to_effect("distance_mm")  # the house's EffectEstimate row
+    row = fit.effect("Male").to_effect("distance_mm")  # the house's Effect row (schemas.results)
     assert (row.outcome, row.arm, row.control, row.wave) == ("distance_mm", "Male", "Female", "long_run")
     assert row.sd == fit.effect("Male").model_based.se and row.p_benefit is None

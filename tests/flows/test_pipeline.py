@@ -59,7 +59,8 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     assert first.exit_code == 0, first.output
     rec = json.loads(first.stdout)
     assert [(s["stage"], s["state"]) for s in rec["stages"]] == [
-        ("ingest", "completed"), ("score", "completed"), ("analyze", "completed"), ("release", "completed")]
+        ("ingest", "completed"), ("score", "completed"), ("quality", "completed"), ("analyze", "completed"),
+        ("release", "completed")]
     assert _count(wh, "SELECT count(*) FROM scores") > 0
     assert _count(wh, "SELECT count(*) FROM analysis_summary") > 0
     assert _count(wh, "SELECT count(*) FROM releases") == 2  # the protocol plans two (after m3 and m12)
@@ -73,7 +74,8 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger  # no budget spent twice
     assert _count(wh, "SELECT count(*) FROM analysis_summary") == summaries
     assert _count(wh, "SELECT count(*) FROM pipeline_runs WHERE state = 'completed'") == 2
-    assert _count(wh, "SELECT count(*) FROM pipeline_stages") == 8
+    assert _count(wh, "SELECT count(*) FROM pipeline_stages") == 10
+    assert _count(wh, "SELECT count(*) FROM quality_results") > 0
 
     # a new batch invalidates what depends on the data; the planned release is made already, so it stays cached
     extra = study / "sim" / "landing" / "events-late.jsonl"
@@ -87,7 +89,8 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
         extra.unlink()
     assert third.exit_code == 0, third.output
     states = {s["stage"]: s["state"] for s in json.loads(third.stdout)["stages"]}
-    assert states == {"ingest": "completed", "score": "completed", "analyze": "completed", "release": "cached"}
+    assert states == {"ingest": "completed", "score": "completed", "quality": "completed", "analyze": "completed",
+                      "release": "cached"}
     assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger
 
 
@@ -123,3 +126,47 @@ def test_a_failed_stage_stops_the_stages_after_it(study, monkeypatch):
     assert stages["analyze"]["state"] == "failed" and "preregister" in stages["analyze"]["message"]
     assert stages["release"]["state"] == "skipped" and "analyze stage failed" in stages["release"]["message"]
     assert "error: the analyze stage failed" in res.stderr if hasattr(res, "stderr") else True
+
+
+def test_a_critical_quality_failure_stops_analysis_and_release_and_names_the_expectation(study, monkeypatch):
+    """Issue 17: out-of-range scores injected past the ingest (straight into the warehouse) fail a critical
+    expectation: no analysis and no release are written, and the message names the expectation."""
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "bad-scores.duckdb"
+    sim = study / "sim"
+    assert _run("ingest", sim / "landing", "--study", sim / "study.yaml", "--warehouse", wh, "--key-file",
+                study / "k.key").exit_code == 0
+    assert _run("score", sim / "study.yaml", "--warehouse", wh).exit_code == 0
+    con = duckdb.connect(str(wh))
+    participant = con.execute("SELECT participant FROM assignments LIMIT 1").fetchone()[0]
+    con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, source) "
+                "VALUES ('flourish-sim', ?, 'm1', 'who5.percent', 250.0, 'external')", [participant])
+    con.close()
+    res = _run("run", sim / "study.yaml", "--warehouse", wh, "--json")
+    assert res.exit_code == 2
+    stages = {s["stage"]: s for s in json.loads(res.stdout)["stages"]}
+    assert stages["quality"]["state"] == "failed"
+    assert "score_in_range[who5.percent]" in stages["quality"]["message"]
+    assert stages["analyze"]["state"] == "skipped" and stages["release"]["state"] == "skipped"
+    assert _count(wh, "SELECT count(*) FROM analysis_summary") == 0
+    assert _count(wh, "SELECT count(*) FROM releases") == 0 and _count(wh, "SELECT count(*) FROM privacy_ledger") == 0
+    assert _count(wh, "SELECT count(*) FROM quality_results WHERE NOT success AND severity = 'critical'") >= 1
+
+
+def test_a_quality_warning_is_recorded_and_the_run_goes_on(study, monkeypatch):
+    """A warning-level failure (a response long after its wave's window) is recorded; analysis and release run."""
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "late-response.duckdb"
+    sim = study / "sim"
+    assert _run("ingest", sim / "landing", "--study", sim / "study.yaml", "--warehouse", wh, "--key-file",
+                study / "k.key").exit_code == 0
+    con = duckdb.connect(str(wh))
+    con.execute("INSERT INTO responses SELECT response_id || '-late', participant, study_id, instrument, "
+                "instrument_version, wave, submitted_at + INTERVAL 400 DAY, items_answered, batch_id FROM responses "
+                "WHERE wave = 'm1' LIMIT 1")
+    con.close()
+    res = _run("run", sim / "study.yaml", "--warehouse", wh, "--json")
+    assert res.exit_code == 0, res.output
+    stages = {s["stage"]: s for s in json.loads(res.stdout)["stages"]}
+    assert stages["quality"]["state"] == "completed" and "response_in_wave_window" in stages["quality"]["summary"]["failed"]
+    assert stages["analyze"]["state"] == "completed" and stages["release"]["state"] == "completed"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flows.scaleout import ScaleOutError, export_partitions, statistics_in_process, statistics_on_dask
-from flows.suffstats import longitudinal_stats
+from flows.statistics import longitudinal_stats
 from flows.warehouse import connect
 from tests.support.privacy import fill, make_protocol
 

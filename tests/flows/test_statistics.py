@@ -1,16 +1,27 @@
 """The warehouse path (scores joined to assignments, in DuckDB) gives the same sufficient statistics as
-the frame path and as numpy on the raw rows; inputs that do not fit the plan are refused clearly."""
+the frame paths (the same SQL on an in-memory frame, and analysis's numpy) and as numpy on the raw rows;
+inputs that do not fit the plan are refused clearly."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis.errors import AnalysisInputError
 from analysis.longitudinal import crossproducts_from_frame, design_spec_from_frame, fit_longitudinal
-from flows.suffstats import coverage, design_spec, longitudinal_stats, paired_moments, paired_moments_from_frame
+from analysis.public import paired_moments_from_frame
+from flows.statistics import (
+    coverage,
+    design_spec,
+    longitudinal_stats,
+    longitudinal_stats_from_frame,
+    paired_moments,
+)
 from flows.warehouse import open_warehouse
 from schemas.protocol import AnalysisPlan, StudyProtocol
-from schemas.suffstats import PairedMoments
+from schemas.suffstats import CrossProducts, PairedMoments
+from tests.support.longitudinal import SPEC, numpy_design, random_long
 
 PROTOCOL = StudyProtocol.model_validate({
     "study_id": "s1",
@@ -19,6 +30,7 @@ PROTOCOL = StudyProtocol.model_validate({
     "waves": [{"name": n, "day": d, "instruments": ["who5"]} for n, d in [("w0", 0), ("w1", 30), ("w2", 91), ("w3", 182)]],
     "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "w3"},
     "privacy": {"epsilon": 1.0},
+    "baseline_covariates": [{"name": "age"}],
     "analysis": {"covariates": ["age"]},
 })
 
@@ -63,6 +75,7 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
     assert spec.months == tuple(d / 30.4375 for d in (30, 91, 182))
     from_frame = crossproducts_from_frame(frame, spec)
     assert stats.cross.allclose(from_frame.cross)
+    assert stats.cross.allclose(longitudinal_stats_from_frame(frame, spec).cross)
     assert stats.baseline.n == frame["participant"].nunique()
     assert stats.cross.n_obs == len(frame)
     assert int(cov["without_baseline"].sum()) == 0
@@ -73,13 +86,55 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
         with_slopes = longitudinal_stats(con, slopes_protocol)
     assert with_slopes.cross.slope_groups
     assert with_slopes.cross.allclose(crossproducts_from_frame(frame, spec, slopes=True).cross)
+    assert with_slopes.cross.allclose(longitudinal_stats_from_frame(frame, spec, slopes=True).cross)
     for (arm, wave), pm_ in cells.items():
         sub = frame[(frame["arm"] == arm) & (frame["wave"] == wave)]
         ref = PairedMoments.from_arrays(sub["baseline"], sub["outcome"])
         assert pm_.n == ref.n
         assert np.allclose([pm_.sum_x, pm_.sum_y, pm_.sum_xx, pm_.sum_yy, pm_.sum_xy],
                            [ref.sum_x, ref.sum_y, ref.sum_xx, ref.sum_yy, ref.sum_xy])
-    assert paired_moments_from_frame(frame).keys() == cells.keys()
+    numpy_cells = paired_moments_from_frame(frame)
+    assert list(numpy_cells) == list(cells)
+    for key, cell in cells.items():
+        assert np.allclose(list(cell.as_dict().values()), list(numpy_cells[key].as_dict().values()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 25), st.integers(2, 25))
+def test_sql_and_numpy_frame_paths_equal_the_hand_built_design_and_add(seed, n1, n2):
+    """The design's SQL text (run by flows on a frame) and its numpy evaluation (analysis's frame path) give
+    the cross-products of the design built by hand, categorical covariate included; statistics of two sets
+    of participants add up to those of both."""
+    rng = np.random.default_rng(seed)
+    f1, f2 = random_long(rng, n1), random_long(rng, n2, offset=1000)
+    if f1.empty or f2.empty:
+        return
+    both = pd.concat([f1, f2], ignore_index=True)
+    ref = CrossProducts.from_arrays(numpy_design(both), both["outcome"], both["participant"], SPEC.column_names())
+    for path in (longitudinal_stats_from_frame, crossproducts_from_frame):
+        assert path(both, SPEC).cross.allclose(ref), path.__name__
+        pooled = path(f1, SPEC) + path(f2, SPEC)
+        assert pooled.cross.allclose(ref) and pooled.baseline.n == both["participant"].nunique(), path.__name__
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 20), st.integers(2, 20))
+def test_sql_slope_groups_equal_numpy_and_add(seed, n1, n2):
+    rng = np.random.default_rng(seed)
+    f1, f2 = random_long(rng, n1), random_long(rng, n2, offset=1000)
+    if f1.empty or f2.empty:
+        return
+    both = pd.concat([f1, f2], ignore_index=True)
+    months = both["wave"].map(dict(zip(SPEC.waves, SPEC.months, strict=True))).to_numpy(float)
+    ref = CrossProducts.from_arrays(numpy_design(both), both["outcome"], both["participant"], SPEC.column_names(),
+                                    time=months)
+    assert ref.slope_groups
+    for path in (longitudinal_stats_from_frame, crossproducts_from_frame):
+        assert path(both, SPEC, slopes=True).cross.allclose(ref), path.__name__
+        pooled = path(f1, SPEC, slopes=True) + path(f2, SPEC, slopes=True)
+        assert pooled.cross.allclose(ref), path.__name__
+        with pytest.raises(ValueError, match="slope groups"):
+            path(f1, SPEC, slopes=True) + path(f2, SPEC)
 
 
 def test_inputs_that_do_not_fit_the_plan_are_refused():
@@ -110,5 +165,49 @@ def test_one_follow_up_row_per_participant_is_the_ancova():
     ols = smf.ols("outcome ~ C(arm, Treatment('control')) + baseline", frame).fit()
     m, s = ols.params.iloc[1], ols.bse.iloc[1]
     eff = res.effect("coach", "w1")
-    assert abs(eff.mean - m) < 0.1 * s and 0.9 < eff.sd / s < 1.15
+    assert abs(eff.estimate - m) < 0.1 * s and 0.9 < eff.sd / s < 1.15
     assert {v.name: v.mean for v in res.variance_components}["tau"] == 0.0
+
+
+def _large_warehouse(path, n: int = 30_000) -> None:
+    """Scores of n participants x 4 waves x 2 outcomes (240,000 rows: several DuckDB row groups, so a
+    parallel read splits them between threads), with telemetry, written in SQL."""
+    with open_warehouse(path) as con:
+        con.execute("SELECT setseed(0.25)")
+        con.execute(f"""INSERT INTO assignments (participant, study_id, arm, assigned_at, stratum, batch_id)
+            SELECT 'p' || i, 's1', ['control', 'coach', 'nudge'][1 + (i % 3)], TIMESTAMPTZ '2026-01-01', NULL, 'b'
+            FROM range({n}) t(i)""")
+        con.execute(f"""INSERT INTO scores (study_id, participant, wave, outcome, value, source)
+            SELECT 's1', 'p' || i, w, o, 50 + 20 * random() + (w <> 'w0')::INT * 3 * random(), 'flourish'
+            FROM range({n}) t(i), (VALUES ('w0'), ('w1'), ('w2'), ('w3')) ws(w), (VALUES ('who5.percent'), ('age')) os(o)""")
+        con.execute(f"""INSERT INTO events SELECT 'e' || i || '-' || k, 'p' || i, 's1',
+            TIMESTAMPTZ '2026-01-01' + to_days(CAST(k * 3 AS INTEGER) - 13), 's', 'session_start', NULL, random(), 'b'
+            FROM range({n}) t(i), range(8) r(k)""")
+
+
+def test_statistics_of_the_same_warehouse_are_identical_bit_for_bit(tmp_path):
+    """D15 (hardening findings): two analyses of the same data and locked plan with a fixed seed differed in 12 of 62
+    estimates. The sampler turns any change in its input, down to the last bit of a sum, into different draws,
+    and DuckDB's parallel aggregation adds per-thread partial sums in the order the threads finish. Every reader
+    of floating-point sums must give the same bits on every read, whatever the connection's thread setting."""
+    from flows.statistics import baseline_moments, final_wave_cells, subgroup_cells, telemetry_cells
+
+    _large_warehouse(tmp_path / "w.duckdb")
+    metric = StudyProtocol.model_validate({
+        **PROTOCOL.model_dump(mode="json"),
+        "surrogates": [{"name": "sessions", "event_type": "session_start", "window_days": 14}]}).surrogates[0]
+    outcome = PROTOCOL.primary_outcome
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        con.execute("SET threads TO 4")  # parallel reads even on a one-core machine
+
+        def read():
+            return (longitudinal_stats(con, PROTOCOL), paired_moments(con, PROTOCOL),
+                    final_wave_cells(con, PROTOCOL, outcome), subgroup_cells(con, PROTOCOL, outcome, "baseline_tercile"),
+                    telemetry_cells(con, PROTOCOL, metric), baseline_moments(con, PROTOCOL))
+
+        first = read()
+        for _ in range(4):
+            again = read()
+            assert again[0].cross == first[0].cross and again[0].baseline == first[0].baseline  # exact equality
+            assert again[1:] == first[1:]
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 4  # the caller's setting is kept

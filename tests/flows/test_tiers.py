@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.analysis_flows import final_wave_cells
-from flows.suffstats import paired_moments
+from flows.statistics import final_wave_cells, paired_moments
 from flows.warehouse import connect
 from privacy.release import Bounds, exact_values, plan_paired
 from schemas.protocol import StudyProtocol

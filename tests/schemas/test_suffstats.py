@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import multivariate_normal
 
-from analysis.longitudinal import crossproducts_from_frame, marginal_loglik
+from analysis.longitudinal import marginal_loglik
+from flows.statistics import longitudinal_stats_from_frame
 from tests.support.longitudinal import SPEC, numpy_design, random_long
 from schemas.suffstats import (
     PAIRED_STATISTICS,
@@ -91,8 +92,8 @@ def test_sql_crossproducts_equal_numpy_and_add_like_concatenation(seed, n1, n2):
     if f1.empty or f2.empty:
         return
     ref = CrossProducts.from_arrays(numpy_design(both), both["outcome"], both["participant"], SPEC.column_names())
-    sql_both = crossproducts_from_frame(both, SPEC)
-    pooled = crossproducts_from_frame(f1, SPEC) + crossproducts_from_frame(f2, SPEC)
+    sql_both = longitudinal_stats_from_frame(both, SPEC)
+    pooled = longitudinal_stats_from_frame(f1, SPEC) + longitudinal_stats_from_frame(f2, SPEC)
     assert sql_both.cross.allclose(ref)
     assert pooled.cross.allclose(ref)
     assert pooled.baseline.n == both["participant"].nunique()

@@ -22,8 +22,7 @@ import pandas as pd
 import pytest
 
 from analysis.longitudinal import DesignSpec, crossproducts_from_frame, fit_from_crossproducts
-from analysis.public import fit_public, gaussian_mechanism_sd
-from flows.suffstats import paired_moments_from_frame
+from analysis.public import fit_public, gaussian_mechanism_sd, paired_moments_from_frame
 from schemas.protocol import AnalysisPlan
 from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
 

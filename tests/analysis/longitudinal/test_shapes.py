@@ -37,9 +37,9 @@ def test_saturating_shape_recovers_the_plateau():
     plateau = result.effect("feature", PLATEAU)
     assert plateau.lower < PLATEAU_TRUTH < plateau.upper
     long_run = result.effect("feature", LONG_RUN)
-    assert long_run.mean == pytest.approx(result.effect("feature", "m8").mean)
+    assert long_run.estimate == pytest.approx(result.effect("feature", "m8").estimate)
     truth_m8 = PLATEAU_TRUTH * (1 - np.exp(-8 / RATE_TRUTH))
     assert long_run.lower < truth_m8 < long_run.upper
     # the trajectory rises toward the plateau
-    means = [result.effect("feature", w).mean for w in MONTHS]
+    means = [result.effect("feature", w).estimate for w in MONTHS]
     assert means == sorted(means)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli.analysis import register
 from flows.warehouse import open_warehouse
+from tests.support.plan import ml_fit_stand_in
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -86,34 +87,11 @@ def study(tmp_path_factory):
     return d, app
 
 
-def _ml_fit(stats, plan, *, outcome, direction, mcid=None, rope=None):
-    """Fast stand-in for the Bayesian fit in the CLI plumbing test: the ML fit on the same cross-products
-    with normal-approximation probabilities (the real sampler runs in test_primary_model_from_warehouse)."""
-    from scipy.stats import norm
-
-    from analysis.longitudinal import ml_fit
-    from analysis.results import Diagnostics, EffectEstimate, LongitudinalResult
-
-    ml = ml_fit(stats.cross)
-    spec, sign, effects = stats.spec, (1 if direction == "higher_is_better" else -1), []
-    for a in spec.treated:
-        for w in (*spec.waves, "long_run"):
-            m, s = ml.coef(f"arm[{a}]:wave[{spec.waves[-1] if w == 'long_run' else w}]")
-            effects.append(EffectEstimate(
-                outcome, a, spec.control, w, m, s, m - 1.96 * s, m + 1.96 * s, 0.95, float(norm.cdf(sign * m / s)),
-                None if mcid is None else float(norm.cdf((sign * m - mcid) / s)),
-                None if rope is None else float(norm.cdf((rope - m) / s) - norm.cdf((-rope - m) / s)),
-                direction, "ml_stand_in"))
-    return LongitudinalResult(outcome, direction, spec.control, spec.arms, spec.waves, plan.effect_shape,
-                              plan.time_trend, tuple(effects), (), (), Diagnostics(True, 1.0, 1000.0, 0),
-                              stats.cross.n_participants, stats.cross.n_obs)
-
-
 @pytest.fixture()
 def fast_fit(monkeypatch):
     import analysis.longitudinal
 
-    monkeypatch.setattr(analysis.longitudinal, "fit_from_crossproducts", _ml_fit)
+    monkeypatch.setattr(analysis.longitudinal, "fit_from_crossproducts", ml_fit_stand_in)
 
 
 def _run(app, *args):
@@ -182,7 +160,8 @@ def test_end_to_end(study, fast_fit):
 
 
 def test_outcome_without_rows_and_failed_diagnostics_are_refused(study):
-    from flows.analysis_flows import AnalysisRefused, OutcomeHasNoData, run_analysis
+    from flows.analysis_flows import AnalysisRefused, run_analysis
+    from flows.statistics import OutcomeHasNoData
     from schemas.protocol import StudyProtocol
 
     d, _ = study
@@ -195,7 +174,7 @@ def test_outcome_without_rows_and_failed_diagnostics_are_refused(study):
         from analysis.results import Diagnostics
 
         def failing_fit(*args, **kwargs):
-            return replace(_ml_fit(*args, **kwargs), diagnostics=Diagnostics(False, 1.05, 80.0, 3, ("R-hat 1.050 > 1.01",)))
+            return replace(ml_fit_stand_in(*args, **kwargs), diagnostics=Diagnostics(False, 1.05, 80.0, 3, ("R-hat 1.050 > 1.01",)))
 
         before = con.execute("SELECT count(*) FROM analysis_summary").fetchone()[0]
         with pytest.raises(AnalysisRefused, match="failed its diagnostics: R-hat 1.050.*nothing was published"):
@@ -222,7 +201,8 @@ def test_randomize_command(study, tmp_path):
 
 @pytest.mark.slow  # compiles the PyMC model with numba (~30-50 s on a loaded 2-core machine)
 def test_primary_model_from_warehouse(study):
-    """The real sampler on the warehouse statistics: the simulated +8 WHO-5 points at w3 is recovered."""
+    """The real sampler on the warehouse statistics: the simulated +8 WHO-5 points at w3 is recovered, and a second
+    run of the same plan gives identical rows."""
     from flows.analysis_flows import run_analysis
     from schemas.protocol import StudyProtocol
 
@@ -231,6 +211,9 @@ def test_primary_model_from_warehouse(study):
              "analysis": {**PROTOCOL["analysis"], "draws": 1000, "tune": 1000, "ess_bulk_min": 400, "subgroups": []}}
     with open_warehouse(d / "wh.duckdb") as con:
         run = run_analysis(con, StudyProtocol.model_validate(proto), exploratory=True, store=False)
+        again = run_analysis(con, StudyProtocol.model_validate(proto), exploratory=True, store=False)
+    # D15: the same data, plan and seed give the same estimates (the second fit reuses the compiled model)
+    assert again.summary.rows == run.summary.rows
     res = run.results["who5.percent"]
     assert res.diagnostics.passed and 200 < res.n_participants <= 240  # those with a follow-up score
     lr = res.effect("coach", "long_run")
@@ -240,8 +223,10 @@ def test_primary_model_from_warehouse(study):
 
 def test_public_tier_reads_only_dp_releases(study):
     """--tier public: cells come from release_values (latest release), the model is the noise-aware one."""
-    from analysis.results import Diagnostics, EffectEstimate
-    from flows.analysis_flows import OutcomeHasNoData, run_analysis
+    from analysis.results import Diagnostics
+    from flows.analysis_flows import run_analysis
+    from flows.statistics import OutcomeHasNoData
+    from schemas.results import Effect
     from schemas.protocol import StudyProtocol
     from schemas.suffstats import PAIRED_STATISTICS
 
@@ -251,8 +236,9 @@ def test_public_tier_reads_only_dp_releases(study):
 
     def stub_public(cells, plan, *, control, waves, outcome, direction, mcid, rope):
         seen.update(cells=cells, waves=waves, control=control)
-        e = EffectEstimate(outcome, "coach", control, "long_run", 7.5, 2.0, 3.6, 11.4, 0.95, 0.99, 0.2, 0.0,
-                           direction, "bayes_noise_aware_ancova", "public")
+        e = Effect(outcome=outcome, arm="coach", control=control, wave="long_run", method="bayes_noise_aware_ancova",
+                   tier="public", estimate=7.5, sd=2.0, lower=3.6, upper=11.4, interval_level=0.95, p_benefit=0.99,
+                   p_above_mcid=0.2, p_in_rope=0.0, direction=direction)
         return type("R", (), {"effects": (e,), "diagnostics": Diagnostics(True, 1.0, 900.0, 0)})()
 
     with open_warehouse(d / "wh.duckdb") as con:
@@ -268,7 +254,7 @@ def test_public_tier_reads_only_dp_releases(study):
     assert seen["waves"] == ["w1", "w3"] and seen["control"] == "control"
     cell = seen["cells"][("coach", "w3")]
     assert (cell.n, cell.sum_xy, cell.noise_sd_sum_y) == (100.0, 105.0, 1.5)
-    assert [(r.tier, r.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
+    assert [(r.effect.tier, r.effect.wave, r.exploratory) for r in run.summary.rows] == [("public", "long_run", True)]
     assert "trusted tier only" in run.notes[0]
 
 
@@ -276,7 +262,8 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
     """A running study at w1 (no w3 yet) and an earlier study with w3 observed. By construction
     Y_w3 = 10 + 0.8 S_w1 + 1.0 sessions_per_week + 0.1 baseline + noise, the arm moves S_w1 by +6 and
     sessions by +30% (+0.9/week on average), so the true long-run effect is 0.8*6 + 0.9 = 5.7 points."""
-    from flows.analysis_flows import surrogate_forecast
+    from analysis.plan import surrogate_forecast
+    from flows.statistics import surrogate_inputs
     from schemas.protocol import StudyProtocol
 
     rng = np.random.default_rng(11)
@@ -303,9 +290,9 @@ def test_surrogate_forecast_from_a_calibration_study_in_the_warehouse(tmp_path):
                                "ts": assigned[who] + pd.to_timedelta(rng.uniform(0.01, 13.9, who.size), unit="D")})
             con.register("e_df", ev)
             con.execute(f"INSERT INTO events SELECT e, p, '{sid}', ts, 's', 'session_start', NULL, NULL, 'b' FROM e_df")
-        (eff,) = surrogate_forecast(con, proto, "calib-study")
-    assert eff.arm == "coach" and eff.method == "surrogate_index_delta"
-    assert eff.lower < 5.7 < eff.upper and abs(eff.estimate - 5.7) < 3 * eff.se
+        (eff,) = surrogate_forecast(surrogate_inputs(con, proto, "calib-study"), proto)
+    assert eff.arm == "coach" and eff.effect.method == "surrogate_index_delta" and eff.effect.outcome == "who5.percent"
+    assert eff.effect.lower < 5.7 < eff.effect.upper and abs(eff.effect.estimate - 5.7) < 3 * eff.effect.sd
     assert eff.se_first_stage > 0 and "surrogacy" in eff.assumptions[0]
 
 
@@ -319,7 +306,7 @@ def test_srm_note_and_tampered_registry(tmp_path):
         # 80 extra control assignments: 200 vs 120 against 1:1 -> chi-square 2 * 40^2 / 160 = 20, p = 7.7e-6
         con.executemany("INSERT INTO assignments VALUES (?, 'cli-study', 'control', ?, NULL, 'b2')",
                         [(f"extra{i}", T0) for i in range(80)])
-        run = run_analysis(con, proto, exploratory=True, fit=_ml_fit, store=False)
+        run = run_analysis(con, proto, exploratory=True, fit=ml_fit_stand_in, store=False)
         assert any(n.startswith("SAMPLE RATIO MISMATCH") and "p = 7.7e-06" in n for n in run.notes)
         # the registry is append-only: an edited row breaks the chain and every later read refuses
         preregister(con, proto)
@@ -352,9 +339,33 @@ def test_running_study_reports_observed_waves_and_no_long_run_estimate(tmp_path,
     with open_warehouse(tmp_path / "wh.duckdb") as con:
         con.execute("DELETE FROM scores WHERE wave = 'w3'")
         run = run_analysis(con, StudyProtocol.model_validate(PROTOCOL), exploratory=True, store=False)
-    rows = pd.DataFrame([r.__dict__ for r in run.summary.rows])
+    rows = run.summary.to_frame()
     model_rows = rows[rows.method == "ml_stand_in"]
     assert set(model_rows.wave) == {"w1"} and set(model_rows.outcome) == {"who5.percent", "phq9.total", "swls.total"}
     assert not (rows.wave == "long_run").any() and not (rows.wave == "w3").any()
     assert any("STUDY RUNNING" in n and "who5.percent" in n and "w3" in n for n in run.notes)
     assert (rows.method == "cuped").any()  # telemetry does not wait for the final wave
+
+
+def test_analyze_without_telemetry_publishes_no_number_for_the_metric(tmp_path, fast_fit):
+    """Issue 15: on a study with no telemetry, analyze --json printed CUPED rows with estimate 0.0 and interval
+    [0.0, 0.0]. The metric's rows are now marked not estimable with the reason and carry no number."""
+    _fill(tmp_path / "wh.duckdb")
+    with open_warehouse(tmp_path / "wh.duckdb") as con:
+        con.execute("DELETE FROM events")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(PROTOCOL, sort_keys=False))
+    app = typer.Typer()
+    register(app)
+    r = _run(app, "analyze", tmp_path / "study.yaml", "--warehouse", tmp_path / "wh.duckdb", "--exploratory", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    metric = [row for row in rows if row["outcome"] == "sessions_per_week"]
+    assert metric and all(not row["estimable"] and row["estimate"] is None and row["lower"] is None
+                          and row["upper"] is None and row["sd"] is None and "does not vary" in row["reason"]
+                          for row in metric)
+    # every other row is estimable and carries its uncertainty, interval level and n per arm
+    for row in rows:
+        if row["outcome"] != "sessions_per_week" and row["method"] != "tipping_point_delta":
+            assert row["estimable"] and row["sd"] > 0 and row["interval_level"] == 0.95, row
+            assert row["n_arm"] > 0 and row["n_control"] > 0, row
+

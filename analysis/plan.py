@@ -1,0 +1,446 @@
+"""The preregistered analysis plan, as pure functions of statistics: what each tier publishes.
+
+``flows`` reads the statistics from the warehouse (``flows.statistics.plan_statistics``), hands them to
+:func:`run_plan` (or, for the public tier, the DP releases to :func:`run_public_plan`) and stores what comes
+back (DESIGN.md: "The analysis plan ... is a pure function in analysis/"). Everything the plan decides is here,
+so it can be read in one place and tested without a warehouse (``tests/analysis/test_plan.py``):
+
+1. **Sample ratio.** The arms' counts against the protocol's ratios (Fabijan et al. 2019); a mismatch is a
+   note on the run, since every effect is then suspect.
+2. **The longitudinal model of each outcome** over the follow-up waves with data so far. *Running study*: while
+   an outcome's long-run wave has no scores, the model covers the waves observed, the run says ``STUDY
+   RUNNING``, and no long-run (or plateau) row is given: without data at that wave it has only its prior.
+   *One failure does not sink the run*: an outcome whose model cannot be fitted (its statistics refused, the
+   sampler cannot start, the diagnostics fail) is reported failed: its rows carry the reason and no number,
+   and a note names it (``PRIMARY OUTCOME FAILED`` first when it is the primary), while the other outcomes
+   publish. When every outcome fails there is nothing honest to publish: :class:`AnalysisRefused`.
+3. **The final-wave ANCOVA** of each outcome whose long-run wave has closed (complete cases, Vickers & Altman
+   2001), with **Holm** across the secondary outcomes x treated arms (Holm 1979); the primary is tested alone.
+   The family is the planned one: a member whose p-value cannot be computed stays in it with p = 1, which
+   keeps the family-wise error rate of the others controlled (it can only raise their adjusted p-values); its
+   own row is not estimable.
+4. **The tipping point** of the primary (delta adjustment, ``analysis.missing``).
+5. **Prespecified subgroups** of the primary: the ANCOVA within each level, partially pooled per arm
+   (DerSimonian-Laird, Morris 1983).
+6. **CUPED** for each telemetry metric (Deng et al. 2013) over its first ``window_days`` after assignment.
+7. **The surrogate index** forecast of the primary's long-run effect, when a calibration cohort is given
+   (Athey et al. 2019).
+
+No step returns a plausible default: a quantity that could not be estimated is an :class:`Effect` with a
+``reason``, or (for a subgroup whose levels could not be formed) a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from analysis.errors import AnalysisInputError, AnalysisRefused, DiagnosticsFailed, InsufficientData
+from analysis.longitudinal import LongitudinalStats
+from analysis.longitudinal.summarise import method_of
+from schemas.protocol import Outcome, StudyProtocol
+from schemas.results import LONG_RUN, PLATEAU, Effect
+from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from analysis.missing import TippingPoint
+
+__all__ = [
+    "FinalWaveCells",
+    "OutcomeStatistics",
+    "PlanResult",
+    "PlanStatistics",
+    "ReleasedCells",
+    "SurrogateInputs",
+    "Unavailable",
+    "final_wave",
+    "followup_waves",
+    "run_plan",
+    "run_public_plan",
+    "surrogate_forecast",
+]
+
+Progress = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Waves of an outcome
+# ----------------------------------------------------------------------------------------------
+def final_wave(protocol: StudyProtocol, outcome: Outcome) -> str:
+    """The outcome's wave of interest (its long-run horizon), by default the protocol's last wave."""
+    return outcome.wave or protocol.wave_names[-1]
+
+
+def followup_waves(protocol: StudyProtocol, outcome: Outcome) -> list[str]:
+    """Follow-up waves up to the outcome's wave of interest (the long-run horizon for the primary)."""
+    names = protocol.wave_names
+    last = names.index(outcome.wave) if outcome.wave else len(names) - 1
+    return [w for w in names[: last + 1] if w != protocol.baseline_wave]
+
+
+# ----------------------------------------------------------------------------------------------
+# What the plan is handed
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Unavailable:
+    """A statistic the warehouse could not give, and why (what needed it is reported not estimable)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class FinalWaveCells:
+    """Per arm: (baseline, final-wave) moments of the completers and the baseline moments of the dropouts."""
+
+    completers: Mapping[str, PairedMoments]
+    dropouts: Mapping[str, Moments]
+
+
+@dataclass(frozen=True)
+class OutcomeStatistics:
+    """One outcome's statistics: the follow-up waves with scores so far, the longitudinal model's cross-products
+    over them, the final-wave cells (None while the long-run wave has no scores) and, for the primary, each
+    prespecified subgroup's level x arm cells (final wave, completers)."""
+
+    outcome: str
+    observed_waves: tuple[str, ...]
+    longitudinal: LongitudinalStats | Unavailable
+    final_wave: FinalWaveCells | None = None
+    subgroups: Mapping[str, Mapping[str, Mapping[str, PairedMoments]] | Unavailable] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SurrogateInputs:
+    """The surrogate index's rows (``flows.statistics.surrogate_frame`` says why rows): the calibration cohort's
+    and this study's, with the early waves used as surrogates."""
+
+    calibration_study: str
+    waves: tuple[str, ...]
+    calibration: pd.DataFrame = field(repr=False, compare=False)
+    study: pd.DataFrame = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PlanStatistics:
+    """Everything :func:`run_plan` needs, read from the warehouse before any model runs."""
+
+    outcomes: tuple[OutcomeStatistics, ...]
+    arm_counts: Mapping[str, int]
+    telemetry: Mapping[str, Mapping[str, PairedMoments] | Unavailable] = field(default_factory=dict)
+    surrogate: SurrogateInputs | None = None
+
+    def outcome(self, name: str) -> OutcomeStatistics:
+        for o in self.outcomes:
+            if o.outcome == name:
+                return o
+        raise KeyError(f"the statistics hold no outcome {name!r}")
+
+
+@dataclass(frozen=True)
+class ReleasedCells:
+    """The latest DP release of one outcome's paired moments: per (arm, wave) cells and the waves covered."""
+
+    cells: Mapping[tuple[str, str], NoisyPairedMoments]
+    waves: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a plan publishes: its effects, the notes a reader must see, the tipping points (for their
+    statements), the outcomes whose model failed, and each model's full result (``results``, for saving)."""
+
+    effects: tuple[Effect, ...]
+    notes: tuple[str, ...] = ()
+    tipping_points: tuple[TippingPoint, ...] = ()
+    failed: tuple[str, ...] = ()
+    results: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trusted tier
+# ----------------------------------------------------------------------------------------------
+def run_plan(
+    statistics: PlanStatistics,
+    protocol: StudyProtocol,
+    *,
+    fit: Callable[..., Any] | None = None,
+    progress: Progress = lambda _msg: None,
+) -> PlanResult:
+    """The protocol's plan on the trusted tier's statistics (module docstring). ``fit`` defaults to
+    ``analysis.longitudinal.fit_from_crossproducts``; any callable with its signature will do (tests)."""
+    if fit is None:
+        from analysis import longitudinal
+
+        fit = longitudinal.fit_from_crossproducts
+    plan, control = protocol.analysis, protocol.control_arm
+    treated = [a for a in protocol.arm_names if a != control]
+    effects: list[Effect] = []
+    notes: list[str] = _sample_ratio_notes(statistics.arm_counts, protocol)
+    failures: dict[str, str] = {}
+    results: dict[str, Any] = {}
+
+    for o in protocol.outcomes:
+        s = statistics.outcome(o.name)
+        final = final_wave(protocol, o)
+        running = final not in s.observed_waves
+        if running and s.observed_waves:
+            notes.append(
+                f"STUDY RUNNING: {o.name} has no scores at its long-run wave {final} yet; per-wave "
+                f"effects cover {', '.join(s.observed_waves)} only; no long-run estimate until that wave closes"
+                + ("" if statistics.surrogate else " (a surrogate-index forecast needs --calibration-study)"))
+        progress(f"fitting the longitudinal model of {o.name}")
+        result, failure = _fit_longitudinal(s, o, protocol, fit)
+        if failure is not None:
+            failures[o.name] = failure
+            effects += _failed_model_rows(o, s, protocol, treated, running, failure)
+            continue
+        results[o.name] = result
+        effects += [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
+
+    ancova = {o.name: _final_wave_ancova(statistics.outcome(o.name), o, protocol, treated) for o in protocol.outcomes
+              if statistics.outcome(o.name).final_wave is not None}
+    effects += _holm_across_secondary(ancova, protocol)
+
+    primary = protocol.primary_outcome
+    tips: list[TippingPoint] = []
+    primary_stats = statistics.outcome(primary.name)
+    if primary_stats.final_wave is not None:
+        tips, tip_rows = _tipping_point(primary_stats, primary, protocol, treated)
+        effects += tip_rows
+        for sg in plan.subgroups:
+            rows, note = _subgroup(primary_stats.subgroups.get(sg, Unavailable("the statistics hold no cells for it")), sg, primary, protocol)
+            effects += rows
+            notes += [note] if note else []
+
+    for m in protocol.surrogates:
+        effects += _cuped(statistics.telemetry.get(m.name, Unavailable("the statistics hold no cells for it")), m.name,
+                          f"first_{m.window_days}_days", protocol, treated)
+
+    if statistics.surrogate is not None:
+        progress(f"surrogate index calibrated on {statistics.surrogate.calibration_study}")
+        forecast = surrogate_forecast(statistics.surrogate, protocol)
+        effects += [f.effect for f in forecast]
+        results["surrogate_index"] = forecast
+        if forecast:
+            notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
+
+    return _published(effects, notes, tips, failures, results, protocol)
+
+
+def _sample_ratio_notes(counts: Mapping[str, int], protocol: StudyProtocol) -> list[str]:
+    from analysis.randomization import RandomizationError, srm_test
+
+    try:
+        srm = srm_test(counts, {a.name: a.allocation for a in protocol.arms})
+    except RandomizationError as exc:
+        raise AnalysisRefused(f"sample-ratio check of {protocol.study_id}: {exc}") from None
+    if not srm.mismatch:
+        return []
+    return [f"SAMPLE RATIO MISMATCH: assignments {srm.observed} vs planned ratios (chi-square {srm.chi_square:.2f}, "
+            f"p = {srm.p_value:.2g}); randomization or ingest may be broken, interpret every effect with care"]
+
+
+def _fit_longitudinal(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, fit) -> tuple[Any, str | None]:
+    """The fitted model, or why it could not be fitted (the reason a failed outcome's rows carry)."""
+    if isinstance(s.longitudinal, Unavailable):
+        return None, f"the model of {o.name} could not be fitted: {s.longitudinal.reason}"
+    try:
+        result = fit(s.longitudinal, protocol.analysis, outcome=o.name, direction=o.direction, mcid=o.mcid, rope=o.rope)
+        return result.require_passed(), None
+    except DiagnosticsFailed as exc:
+        return None, str(exc)
+    except (AnalysisInputError, InsufficientData) as exc:
+        return None, f"the model of {o.name} could not be fitted: {exc}"
+    except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"the model of {o.name} could not be fitted ({first})"
+
+
+def _failed_model_rows(o: Outcome, s: OutcomeStatistics, protocol: StudyProtocol, treated: list[str], running: bool,
+                       reason: str) -> list[Effect]:
+    """The rows the model would have given, each saying why it has no number."""
+    plan = protocol.analysis
+    waves = list(s.observed_waves)
+    if not running or not waves:
+        waves.append(LONG_RUN)
+    if not running and plan.effect_shape == "saturating":
+        waves.append(PLATEAU)
+    return [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method=method_of(plan),
+                   interval_level=plan.interval_level, direction=o.direction, reason=reason)
+            for a in treated for w in waves]
+
+
+def _not_estimable(outcome: str, treated: list[str], protocol: StudyProtocol, wave: str, method: str, reason: str,
+                   direction: str | None = None) -> list[Effect]:
+    return [Effect(outcome=outcome, arm=a, control=protocol.control_arm, wave=wave, method=method,
+                   interval_level=protocol.analysis.interval_level, direction=direction, reason=reason) for a in treated]
+
+
+def _ancova_statistics(s: OutcomeStatistics, protocol: StudyProtocol):
+    from analysis.missing import statistics_from_moments
+
+    fw = s.final_wave
+    return statistics_from_moments(fw.completers, fw.dropouts, control=protocol.control_arm)
+
+
+def _final_wave_ancova(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str]) -> list[Effect]:
+    """Each treated arm's final-wave ANCOVA effect, or rows saying why there is none."""
+    from analysis.missing import ancova_effects
+
+    wave = final_wave(protocol, o)
+    try:
+        return ancova_effects(_ancova_statistics(s, protocol), outcome=o.name, wave=wave, direction=o.direction,
+                              interval_level=protocol.analysis.interval_level)
+    except (InsufficientData, ValueError) as exc:
+        return _not_estimable(o.name, treated, protocol, wave, "ancova_final_wave",
+                              f"the final-wave ANCOVA of {o.name} is not available: {exc}", o.direction)
+
+
+def _holm_across_secondary(ancova: Mapping[str, list[Effect]], protocol: StudyProtocol) -> list[Effect]:
+    """The ANCOVA rows, the secondary outcomes' with their Holm-adjusted p-values (module docstring, step 3)."""
+    from analysis.multiplicity import holm
+
+    secondary = {o.name for o in protocol.secondary_outcomes}
+    family = {(e.outcome, e.arm): (e.p_value if e.p_value is not None else 1.0)
+              for name, rows in ancova.items() if name in secondary for e in rows}
+    adjusted = {r.name: r.p_adjusted for r in holm(family)}
+    return [replace(e, p_adjusted=adjusted[(e.outcome, e.arm)]) if e.estimable and (e.outcome, e.arm) in adjusted else e
+            for o in protocol.outcomes for e in ancova.get(o.name, [])]
+
+
+def _tipping_point(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol,
+                   treated: list[str]) -> tuple[list[TippingPoint], list[Effect]]:
+    from analysis.missing import tipping_point
+
+    wave = final_wave(protocol, o)
+    try:
+        tips = tipping_point(_ancova_statistics(s, protocol), direction=o.direction, outcome=o.name,
+                             interval_level=protocol.analysis.interval_level, wave=wave)
+    except (InsufficientData, ValueError) as exc:
+        return [], _not_estimable(o.name, treated, protocol, wave, "tipping_point_delta",
+                                  f"the tipping point needs the final-wave ANCOVA of {o.name}, which is not available: {exc}",
+                                  o.direction)
+    return tips, [t.effect for t in tips]
+
+
+def _subgroup(cells, sg: str, o: Outcome, protocol: StudyProtocol) -> tuple[list[Effect], str | None]:
+    """The partially pooled subgroup rows of each arm, or a note saying why the subgroup has none."""
+    from analysis.multiplicity import partial_pool, subgroup_effects_from_moments
+
+    if isinstance(cells, Unavailable):
+        return [], f"subgroup {sg} of {o.name} not available: {cells.reason}"
+    level = protocol.analysis.interval_level
+    try:
+        raw = subgroup_effects_from_moments(cells, subgroup=sg, control=protocol.control_arm, outcome=o.name,
+                                            wave=final_wave(protocol, o), direction=o.direction, interval_level=level)
+        rows = []
+        for arm in sorted({e.arm for e in raw}):
+            rows += [g.effect for g in partial_pool([e for e in raw if e.arm == arm], interval_level=level)]
+        return rows, None
+    except (InsufficientData, ValueError) as exc:
+        return [], f"subgroup {sg} of {o.name} not available: {exc}"
+
+
+def _cuped(cells, metric: str, wave: str, protocol: StudyProtocol, treated: list[str]) -> list[Effect]:
+    """Each arm's CUPED effect of one telemetry metric, or rows saying why there is none."""
+    from analysis.cuped import cuped_effects
+
+    if isinstance(cells, Unavailable):
+        return _not_estimable(metric, treated, protocol, wave, "cuped", f"telemetry metric {metric}: {cells.reason}")
+    try:
+        return [c.effect for c in cuped_effects(cells, control=protocol.control_arm, metric=metric, wave=wave,
+                                                interval_level=protocol.analysis.interval_level)]
+    except (InsufficientData, ValueError) as exc:
+        return _not_estimable(metric, treated, protocol, wave, "cuped",
+                              f"telemetry metric {metric} is not analysable with CUPED: {exc}")
+
+
+def surrogate_forecast(inputs: SurrogateInputs, protocol: StudyProtocol) -> list:
+    """Surrogate-index forecast of the primary outcome's long-run effect (Athey et al. 2019).
+
+    First stage on the calibration cohort (participants whose long-run outcome is observed), second stage on
+    this study's participants with all surrogates observed. Surrogates: the primary outcome at the early
+    waves and the protocol's telemetry metrics; covariate: the baseline score."""
+    from analysis.surrogate import SurrogateError, fit_surrogate_index, surrogate_index_effects
+
+    o = protocol.primary_outcome
+    surrogates = [f"{o.name}@{w}" for w in inputs.waves] + [m.name for m in protocol.surrogates]
+    study = inputs.study.dropna(subset=[*surrogates, "baseline"])
+    try:
+        model = fit_surrogate_index(inputs.calibration, long_run="long_run", surrogates=surrogates,
+                                    covariates=["baseline"])
+        forecast = surrogate_index_effects(model, study, control=protocol.control_arm,
+                                           interval_level=protocol.analysis.interval_level)
+    except SurrogateError as exc:
+        raise AnalysisRefused(f"surrogate index: {exc}") from None
+    # the first stage names the long-run column generically; the forecast is of the primary outcome
+    return [replace(f, long_run=o.name, effect=replace(f.effect, outcome=o.name, direction=o.direction))
+            for f in forecast]
+
+
+def _published(effects: list[Effect], notes: list[str], tips: list, failures: Mapping[str, str],
+               results: Mapping[str, Any], protocol: StudyProtocol) -> PlanResult:
+    """The plan's result, or the refusal when no outcome's model could be fitted."""
+    if failures and len(failures) == len(protocol.outcomes):
+        raise AnalysisRefused("; ".join(failures.values()) + "; nothing was published")
+    primary = protocol.primary_outcome.name
+    failed_notes = [("PRIMARY OUTCOME FAILED: " if name == primary else "OUTCOME FAILED: ") + reason
+                    + "; its rows say so and carry no estimate" for name, reason in failures.items()]
+    return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results))
+
+
+# ----------------------------------------------------------------------------------------------
+# The public tier
+# ----------------------------------------------------------------------------------------------
+PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
+               "statistics and are reported by the trusted tier only")
+
+
+def run_public_plan(
+    released: Mapping[str, ReleasedCells | Unavailable],
+    protocol: StudyProtocol,
+    *,
+    fit: Callable[..., Any] | None = None,
+    progress: Progress = lambda _msg: None,
+) -> PlanResult:
+    """The noise-aware model (``analysis.public.fit_public``) of each outcome on its DP release only, with the
+    trusted tier's rule for failures: an outcome whose model cannot be fitted is reported failed, the others
+    publish, and nothing is published when all fail."""
+    if fit is None:
+        from analysis.public import fit_public as fit
+    plan = protocol.analysis
+    treated = [a for a in protocol.arm_names if a != protocol.control_arm]
+    effects: list[Effect] = []
+    failures: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    for o in protocol.outcomes:
+        progress(f"fitting the noise-aware model of {o.name} to its DP release")
+        release = released[o.name]
+        failure = None
+        if isinstance(release, Unavailable):
+            failure = f"the public-tier model of {o.name} could not be fitted: {release.reason}"
+        else:
+            try:
+                res = fit(release.cells, plan, control=protocol.control_arm, waves=list(release.waves), outcome=o.name,
+                          direction=o.direction, mcid=o.mcid, rope=o.rope)
+                if not res.diagnostics.passed:
+                    failure = (f"the public-tier model of {o.name} failed its diagnostics: "
+                               f"{'; '.join(res.diagnostics.reasons)}")
+            except (AnalysisInputError, InsufficientData) as exc:
+                failure = f"the public-tier model of {o.name} could not be fitted: {exc}"
+            except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                failure = f"the public-tier model of {o.name} could not be fitted to its DP release ({first})"
+        if failure is not None:
+            failures[o.name] = failure
+            waves = [*release.waves, LONG_RUN] if isinstance(release, ReleasedCells) else [LONG_RUN]
+            effects += [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w,
+                               method="bayes_ancova_noise_aware", tier="public", interval_level=plan.interval_level,
+                               direction=o.direction, reason=failure) for a in treated for w in waves]
+            continue
+        results[o.name] = res
+        effects += res.effects
+    return _published(effects, [PUBLIC_NOTE], [], failures, results, protocol)

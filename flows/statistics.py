@@ -1,0 +1,508 @@
+"""The one way from the warehouse to the statistics the analyses need, in DuckDB SQL.
+
+Every reader here reads participants, scores and telemetry through the canonical relations
+(:mod:`schemas.warehouse.relations`: one arm per participant, one score per participant x wave x outcome, one
+definition of a telemetry metric), reduces them with GROUP BY, and returns the frozen statistic values of
+:mod:`schemas.suffstats` that ``analysis`` takes (DESIGN.md, "Statistics from sufficient statistics"). The
+connection is the caller's (``flows.warehouse.open_warehouse``); nothing here fits a model.
+
+- the primary model: :func:`longitudinal_stats` runs the SQL text of
+  :mod:`analysis.longitudinal.design` over :func:`observations_sql` (scores joined to arms);
+  :func:`longitudinal_stats_from_frame` runs the same text on an in-memory frame (what the tests hold the
+  numpy path to);
+- the final-wave ANCOVA and the tipping point: :func:`final_wave_cells`;
+- prespecified subgroups: :func:`subgroup_cells`; telemetry metrics for CUPED: :func:`telemetry_cells`;
+- the surrogate index: :func:`surrogate_frame` (the one reader that returns participant rows; why is in
+  its docstring);
+- the sample-ratio check and baseline balance: :func:`arm_counts`, :func:`baseline_moments`;
+- per arm x wave paired moments (:func:`paired_moments`, what the DP release publishes with noise) and, for
+  the public tier, the released cells themselves (:func:`released_cells`, :func:`released_statistics`; release
+  tables only);
+- :func:`plan_statistics`: all of the above that ``analysis.plan.run_plan`` takes, read before any model runs.
+
+Every reader of floating-point sums runs on one DuckDB thread (:func:`_one_thread`), so the same warehouse gives
+the same statistics to the last bit, and a fixed seed the same posterior draws (hardening finding D15).
+
+The baseline is the outcome's value at the protocol's baseline wave (``StudyProtocol.baseline_wave``); a
+participant without a baseline value is left out of the longitudinal and paired statistics (counted by
+:func:`coverage`). Covariates named in the plan are read from ``scores`` at the baseline wave with
+``outcome = <covariate name>`` (numeric).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import duckdb
+
+from analysis.errors import AnalysisInputError, AnalysisRefused, InsufficientData
+from analysis.longitudinal import (
+    DesignSpec,
+    LongitudinalStats,
+    analysis_frame,
+    crossproducts_sql,
+    slope_groups_sql,
+    stats_from_rows,
+)
+from analysis.plan import (
+    FinalWaveCells,
+    OutcomeStatistics,
+    PlanStatistics,
+    ReleasedCells,
+    SurrogateInputs,
+    Unavailable,
+    final_wave,
+    followup_waves,
+)
+from schemas.errors import FlourishError
+from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
+from schemas.sqltext import ident, literal, number
+from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
+from schemas.warehouse import relations
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "OutcomeHasNoData",
+    "arm_counts",
+    "baseline_moments",
+    "coverage",
+    "design_spec",
+    "final_wave_cells",
+    "longitudinal_stats",
+    "longitudinal_stats_from_frame",
+    "observations_sql",
+    "observed_followup_waves",
+    "paired_moments",
+    "plan_statistics",
+    "released_cells",
+    "released_statistics",
+    "require_rows",
+    "subgroup_cells",
+    "surrogate_frame",
+    "surrogate_inputs",
+    "telemetry_cells",
+]
+
+SUBGROUPS = ("baseline_tercile", "stratum")
+"""The prespecified subgroups the warehouse can define (see :func:`subgroup_cells`)."""
+
+
+class OutcomeHasNoData(FlourishError):
+    """The plan names an outcome (or a release, or a calibration study) with no rows in the warehouse."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproducible sums
+# ----------------------------------------------------------------------------------------------
+@contextmanager
+def _one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the block's queries on one DuckDB thread, then restore the connection's setting.
+
+    Why: DuckDB aggregates in parallel and adds the threads' partial sums in the order the threads finish;
+    floating-point addition is not associative, so a sum's last bits changed from one read to the next. NUTS
+    turns any change in its input into different draws, so two analyses of the same warehouse with the same
+    seed gave different estimates (D15: 12 of 62 differed in the third digit). One thread reads in storage
+    order: the same file gives the same bits. The cost is small on this shared 2-core machine: the primary
+    model's statistics at 1,000,000 participants x 6 waves took 27.9 s on one thread and 38.3 s on all threads in
+    the same run of ``benchmarks/analysis.py`` (20-23 s and 20-25 s in an earlier pair of runs), 7.2 vs 6.5 s at
+    200,000."""
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    con.execute("SET threads TO 1")
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads TO {number(threads)}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reproducible(reader: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A reader whose first argument is the connection, run under :func:`_one_thread`."""
+
+    @functools.wraps(reader)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _one_thread(args[0]):  # type: ignore[arg-type]
+            return reader(*args, **kwargs)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Waves
+# ----------------------------------------------------------------------------------------------
+def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
+    """The protocol's follow-up waves (after the baseline wave), or those of them named in ``waves``."""
+    return [w for w in protocol.waves if w.name != protocol.baseline_wave and (waves is None or w.name in waves)]
+
+
+def require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
+    """Refuse an outcome the plan names but the warehouse has no score of (a misspelt name, a missing feed)."""
+    n = con.execute(f"SELECT count(*) FROM {relations.study_scores(protocol.study_id, [outcome.name])}").fetchone()[0]
+    if not n:
+        raise OutcomeHasNoData(
+            f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
+        )
+
+
+def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> list[str]:
+    """Follow-up waves (protocol order) at which ``outcome`` has at least one score in the warehouse."""
+    have = {r[0] for r in con.execute(
+        f"SELECT DISTINCT wave FROM {relations.study_scores(protocol.study_id, [outcome.name])}").fetchall()}
+    return [w for w in protocol.wave_names if w != protocol.baseline_wave and w in have]
+
+
+# ----------------------------------------------------------------------------------------------
+# The primary model's cross-products
+# ----------------------------------------------------------------------------------------------
+def observations_sql(
+    protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
+) -> str:
+    """A relation (parenthesised sub-query) with one row per participant x follow-up wave:
+    participant, arm, wave, y, baseline, covariates — the source the design SQL reads.
+    ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
+    sid = protocol.study_id
+    bw = protocol.baseline_wave
+    follow = [w.name for w in _followup(protocol, waves)]
+    if not follow:
+        raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
+    cov_cte = "".join(
+        f", cov{k} AS (SELECT participant, value AS {ident(c)} FROM {relations.study_scores(sid, [c], [bw])})"
+        for k, c in enumerate(covariates)
+    )
+    cov_cols = "".join(f", cov{k}.{ident(c)}" for k, c in enumerate(covariates))
+    cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
+    return (
+        f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.study_scores(sid, [outcome], [bw])}), "
+        f"arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}), "
+        f"fu AS (SELECT participant, wave, value AS y FROM {relations.study_scores(sid, [outcome], follow)})"
+        f"{cov_cte} "
+        f"SELECT fu.participant, arm_of.arm, fu.wave, fu.y, base.baseline{cov_cols} "
+        f"FROM fu JOIN arm_of USING (participant) JOIN base USING (participant){cov_join}) AS obs"
+    )
+
+
+def design_spec(protocol: StudyProtocol, covariates: Sequence[str] = (), waves: Sequence[str] | None = None) -> DesignSpec:
+    """Arms (control first, then protocol order), follow-up waves with months (all, or ``waves``), numeric covariates."""
+    arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
+    fu = _followup(protocol, waves)
+    return DesignSpec(tuple(arms), tuple(w.name for w in fu), tuple(w.months for w in fu),
+                      tuple((c, ()) for c in covariates))
+
+
+def coverage(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: str | None = None) -> pd.DataFrame:
+    """Per arm x follow-up wave: rows in the analysis, and follow-up rows left out for lack of a baseline."""
+    name = outcome or protocol.primary_outcome.name
+    source = observations_sql(protocol, name)
+    sid = protocol.study_id
+    follow = [w.name for w in _followup(protocol, None)]
+    return con.execute(
+        f"SELECT a.arm, s.wave, count(*) AS follow_up_rows, "
+        f"count(*) FILTER (WHERE s.participant NOT IN (SELECT participant FROM {source})) AS without_baseline "
+        f"FROM {relations.study_scores(sid, [name], follow)} s JOIN {relations.study_arms(sid)} a USING (participant) "
+        f"GROUP BY ALL ORDER BY ALL"
+    ).df()
+
+
+def design_statistics(con: duckdb.DuckDBPyConnection, source: str, spec: DesignSpec, *, slopes: bool) -> LongitudinalStats:
+    """Run the design's SQL text over ``source`` and parse its rows (analysis.longitudinal.design)."""
+    global_sql, group_sql, baseline_sql = crossproducts_sql(spec, source)
+    global_row = con.execute(global_sql).fetchone()
+    group_rows = con.execute(group_sql).fetchall()
+    baseline_row = con.execute(baseline_sql).fetchone()
+    slope_rows = con.execute(slope_groups_sql(spec, source)).fetchall() if slopes else ()
+    return stats_from_rows(spec, global_row, group_rows, baseline_row, slope_rows)
+
+
+@_reproducible
+def longitudinal_stats(
+    con: duckdb.DuckDBPyConnection,
+    protocol: StudyProtocol,
+    *,
+    outcome: str | None = None,
+    covariates: Sequence[str] | None = None,
+    waves: Sequence[str] | None = None,
+) -> LongitudinalStats:
+    """Cross-products of the primary model for ``outcome`` (default: the primary outcome), over the
+    protocol's follow-up waves or only ``waves`` (a running study's waves with data)."""
+    name = outcome or protocol.primary_outcome.name
+    covs = list(protocol.analysis.covariates if covariates is None else covariates)
+    spec = design_spec(protocol, covs, waves)
+    source = observations_sql(protocol, name, covs, waves)
+    present = {r[0] for r in con.execute(f"SELECT DISTINCT arm FROM {source}").fetchall()}
+    missing = [a for a in spec.arms if a not in present]
+    if missing:
+        raise AnalysisInputError(f"arms {missing} have no follow-up {name!r} rows with a baseline in study {protocol.study_id!r}")
+    return design_statistics(con, source, spec, slopes=protocol.analysis.random_slopes)
+
+
+def longitudinal_stats_from_frame(
+    frame: pd.DataFrame, spec: DesignSpec, *, value: str = "outcome", slopes: bool = False
+) -> LongitudinalStats:
+    """The warehouse's SQL text run on a long frame in an in-memory DuckDB: the same statistics as
+    ``analysis.longitudinal.crossproducts_from_frame`` computes in numpy (the tests hold them equal)."""
+    f = analysis_frame(frame, spec, value=value)
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("obs_frame", f)
+        return design_statistics(con, "obs_frame", spec, slopes=slopes)
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Per arm (x wave) moments: ANCOVA, subgroups, telemetry, balance, the DP release
+# ----------------------------------------------------------------------------------------------
+_PAIRED_SELECT = (
+    "SELECT arm, wave, count(*) AS n, sum(baseline) AS sum_x, sum(y) AS sum_y, sum(baseline * baseline) AS sum_xx, "
+    "sum(y * y) AS sum_yy, sum(baseline * y) AS sum_xy FROM {source} GROUP BY arm, wave ORDER BY arm, wave"
+)
+
+
+@_reproducible
+def paired_moments(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outcome: str | None = None
+) -> dict[tuple[str, str], PairedMoments]:
+    """Per (arm, follow-up wave): n and the sums of x, y, x^2, y^2, xy (x = baseline, y = follow-up)."""
+    name = outcome or protocol.primary_outcome.name
+    rows = con.execute(_PAIRED_SELECT.format(source=observations_sql(protocol, name))).fetchall()
+    return {(str(r[0]), str(r[1])): PairedMoments(int(r[2]), *(float(v) for v in r[3:])) for r in rows}
+
+
+@_reproducible
+def final_wave_cells(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome
+) -> tuple[dict[str, PairedMoments], dict[str, Moments]]:
+    """Per arm: PairedMoments (baseline, final wave) of completers, and Moments of the dropouts' baseline.
+
+    An arm with baselines but no completer has a completers' cell of n = 0 (sums over no rows are 0)."""
+    require_rows(con, protocol, outcome)
+    sid = protocol.study_id
+    sql = (
+        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
+        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [final_wave(protocol, outcome)])}) "
+        "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
+        "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
+        "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
+        f"FROM {relations.study_arms(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
+    )
+    obs, miss = {}, {}
+    for r in con.execute(sql).fetchall():
+        v = [0.0 if x is None else x for x in r[1:]]  # a sum over no rows is NULL in SQL, and 0
+        obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
+        miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
+    return obs, miss
+
+
+@_reproducible
+def subgroup_cells(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, subgroup: str
+) -> dict[str, dict[str, PairedMoments]]:
+    """Per subgroup level x arm PairedMoments (baseline, final wave) of completers.
+
+    Supported prespecified subgroups: ``baseline_tercile`` (terciles of this outcome's baseline over all
+    randomized participants — pre-treatment, so valid; ``ntile(3)`` ordered by the baseline, ties by
+    pseudonym, so the first groups take the remainder) and ``stratum`` (the randomisation stratum).
+    """
+    sid = protocol.study_id
+    if subgroup == "baseline_tercile":
+        level = "'T' || CAST(ntile(3) OVER (ORDER BY base.b, base.participant) AS VARCHAR)"
+    elif subgroup == "stratum":
+        level = "coalesce(a.stratum, 'none')"
+    else:
+        raise AnalysisInputError(f"prespecified subgroup {subgroup!r} is not supported; use one of {', '.join(SUBGROUPS)}")
+    sql = (
+        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
+        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [final_wave(protocol, outcome)])}), "
+        f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {relations.study_arms(sid)} a "
+        "USING (participant)) "
+        "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
+        "FROM lv JOIN fin USING (participant) GROUP BY 1, 2"
+    )
+    cells: dict[str, dict[str, PairedMoments]] = {}
+    for r in con.execute(sql).fetchall():
+        cells.setdefault(str(r[0]), {})[r[1]] = PairedMoments(int(r[2]), *(float(x) for x in r[3:]))
+    return cells
+
+
+@_reproducible
+def telemetry_cells(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, metric: SurrogateMetric
+) -> dict[str, PairedMoments]:
+    """Per arm PairedMoments of (pre-period, in-study) values of one telemetry metric
+    (``schemas.warehouse.relations.telemetry_metric``; a ``mean_value`` metric leaves out participants
+    without events in either window)."""
+    sql = (
+        "SELECT arm, count(*), sum(pre_value), sum(value), sum(pre_value * pre_value), sum(value * value), "
+        f"sum(pre_value * value) FROM {relations.telemetry_metric(protocol.study_id, metric)} "
+        "WHERE pre_value IS NOT NULL AND value IS NOT NULL GROUP BY arm"
+    )
+    return {r[0]: PairedMoments(int(r[1]), *(float(v) for v in r[2:])) for r in con.execute(sql).fetchall()}
+
+
+def arm_counts(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, int]:
+    """Participants randomised to each arm (the sample-ratio check's counts)."""
+    return {str(arm): int(n) for arm, n in con.execute(
+        f"SELECT arm, count(*) FROM {relations.study_arms(protocol.study_id)} GROUP BY arm").fetchall()}
+
+
+@_reproducible
+def baseline_moments(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, dict[str, Moments]]:
+    """Per outcome x arm Moments of the baseline wave (the balance table's statistics)."""
+    sid = protocol.study_id
+    names = [o.name for o in protocol.outcomes]
+    rows = con.execute(
+        f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
+        f"FROM {relations.study_scores(sid, names, [protocol.baseline_wave])} s "
+        f"JOIN {relations.study_arms(sid)} a USING (participant) GROUP BY 1, 2"
+    ).fetchall()
+    cells: dict[str, dict[str, Moments]] = {}
+    for outcome, arm, n, s, ss in rows:
+        cells.setdefault(outcome, {})[arm] = Moments(int(n), float(s), float(ss))
+    if not cells:
+        raise OutcomeHasNoData(f"no baseline ({protocol.baseline_wave}) scores for study {protocol.study_id}")
+    return cells
+
+
+# ----------------------------------------------------------------------------------------------
+# The surrogate index's participant rows
+# ----------------------------------------------------------------------------------------------
+@_reproducible
+def surrogate_frame(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, study_id: str, surrogate_waves: Sequence[str],
+) -> pd.DataFrame:
+    """One row per randomized participant of ``study_id``: arm, baseline and early-wave scores of the
+    primary outcome, in-study telemetry metrics of the protocol, and the long-run outcome (primary at its
+    wave; NaN where not yet observed). Conditional aggregation in DuckDB, no Python loop.
+
+    Why rows and not moments: the surrogate index is an OLS whose covariance is the HC1 sandwich
+    (Athey et al. 2019 need it robust to heteroskedasticity), and the sandwich's middle term sums
+    z z' e^2 with the residuals of the fitted index, fourth moments that the bootstrap check resamples
+    too. The frame holds the arm and a handful of numeric columns, never the pseudonym."""
+    o = protocol.primary_outcome
+    bw, lw = protocol.baseline_wave, final_wave(protocol, o)
+
+    def pick(wave: str, name: str) -> str:
+        return (f"max(CASE WHEN sc.wave = {literal(wave)} AND sc.outcome = {literal(o.name)} THEN sc.value END) "
+                f"AS {ident(name)}")
+
+    cols = [pick(bw, "baseline"), *[pick(w, f"{o.name}@{w}") for w in surrogate_waves], pick(lw, "long_run")]
+    tel_sel, tel_join = [], []
+    for i, m in enumerate(protocol.surrogates):
+        tel_join.append(f"LEFT JOIN (SELECT participant, value AS v FROM {relations.telemetry_metric(study_id, m)}) t{i} "
+                        "USING (participant)")
+        tel_sel.append(f"any_value(t{i}.v) AS {ident(m.name)}")
+    sql = (f"SELECT a.arm, {', '.join(cols + tel_sel)} FROM {relations.study_arms(study_id)} a "
+           f"LEFT JOIN {relations.study_scores(study_id)} sc USING (participant) {' '.join(tel_join)} "
+           "GROUP BY a.participant, a.arm ORDER BY a.participant")
+    return con.execute(sql).df()
+
+
+# ----------------------------------------------------------------------------------------------
+# The public tier: DP releases only
+# ----------------------------------------------------------------------------------------------
+def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> ReleasedCells:
+    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
+    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier); a suppressed
+    or incomplete cell raises InsufficientData."""
+    query = f"paired_moments:{outcome.name}"
+    latest = con.execute(
+        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
+        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
+        [protocol.study_id, query],
+    ).fetchone()
+    if latest is None:
+        raise OutcomeHasNoData(
+            f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
+            "run `flourish release` first"
+        )
+    rows = con.execute(
+        "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
+        "WHERE release_id = ? AND query = ?", [latest[0], query],
+    ).fetchall()
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for arm, wave, stat, value, sd, suppressed in rows:
+        by_cell.setdefault((arm, wave), []).append(
+            {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
+    waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
+    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
+    return ReleasedCells(cells, tuple(waves))
+
+
+def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, ReleasedCells | Unavailable]:
+    """Every outcome's latest release (the public tier's only input). An outcome without a release refuses the
+    run (``flourish release`` comes first); a release whose cells cannot be used is that outcome's failure."""
+    out: dict[str, ReleasedCells | Unavailable] = {}
+    for o in protocol.outcomes:
+        try:
+            out[o.name] = released_cells(con, protocol, o)
+        except InsufficientData as exc:
+            out[o.name] = Unavailable(f"its DP release cannot be used: {exc}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Everything the plan needs, read before any model runs
+# ----------------------------------------------------------------------------------------------
+def surrogate_inputs(
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, calibration_study: str,
+    surrogate_waves: Sequence[str] | None = None,
+) -> SurrogateInputs:
+    """The calibration cohort's and this study's surrogate rows. Surrogates: the primary outcome at
+    ``surrogate_waves`` (default: the first follow-up wave) and the protocol's telemetry metrics."""
+    o = protocol.primary_outcome
+    waves = list(surrogate_waves) if surrogate_waves else followup_waves(protocol, o)[:1]
+    unknown = [w for w in waves if w not in protocol.wave_names]
+    if unknown:
+        raise AnalysisRefused(f"surrogate wave(s) {unknown} are not waves of the protocol {protocol.wave_names}")
+    n_cal = con.execute(f"SELECT count(*) FROM {relations.study_scores(calibration_study, [o.name])}").fetchone()[0]
+    if not n_cal:
+        raise OutcomeHasNoData(f"calibration study {calibration_study!r} has no {o.name} scores in the warehouse")
+    return SurrogateInputs(calibration_study, tuple(waves), surrogate_frame(con, protocol, calibration_study, waves),
+                           surrogate_frame(con, protocol, protocol.study_id, waves))
+
+
+def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, o: Outcome) -> OutcomeStatistics:
+    observed = observed_followup_waves(con, protocol, o)
+    if not observed:
+        longitudinal: LongitudinalStats | Unavailable = Unavailable(
+            f"{o.name} has no follow-up scores yet (only the baseline)")
+    else:
+        try:
+            longitudinal = longitudinal_stats(con, protocol, outcome=o.name, waves=observed)
+        except (AnalysisInputError, InsufficientData) as exc:  # the outcome's failure, reported by the plan
+            longitudinal = Unavailable(str(exc))
+    if final_wave(protocol, o) not in observed:
+        return OutcomeStatistics(o.name, tuple(observed), longitudinal)
+    fw = FinalWaveCells(*final_wave_cells(con, protocol, o))
+    subgroups = ({sg: subgroup_cells(con, protocol, o, sg) for sg in protocol.analysis.subgroups}
+                 if o.name == protocol.primary_outcome.name else {})
+    return OutcomeStatistics(o.name, tuple(observed), longitudinal, fw, subgroups)
+
+
+def plan_statistics(
+    con: duckdb.DuckDBPyConnection,
+    protocol: StudyProtocol,
+    *,
+    calibration_study: str | None = None,
+    surrogate_waves: Sequence[str] | None = None,
+) -> PlanStatistics:
+    """Everything ``analysis.plan.run_plan`` needs. Refuses, before reading anything else, a plan that names a
+    subgroup the warehouse cannot form or an outcome it has no score of."""
+    unknown = [sg for sg in protocol.analysis.subgroups if sg not in SUBGROUPS]
+    if unknown:
+        raise AnalysisRefused(f"prespecified subgroup(s) {unknown} are not supported; use {' or '.join(SUBGROUPS)}")
+    for o in protocol.outcomes:
+        require_rows(con, protocol, o)
+    return PlanStatistics(
+        outcomes=tuple(_outcome_statistics(con, protocol, o) for o in protocol.outcomes),
+        arm_counts=arm_counts(con, protocol),
+        telemetry={m.name: telemetry_cells(con, protocol, m) for m in protocol.surrogates},
+        surrogate=surrogate_inputs(con, protocol, calibration_study, surrogate_waves) if calibration_study else None,
+    )
