@@ -40,9 +40,23 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _without_absent(value: Any) -> Any:
+    """The value with every key whose value is absent (None, an empty list or mapping) left out, recursively."""
+    if isinstance(value, dict):
+        kept = {k: _without_absent(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_without_absent(v) for v in value]
+    return value
+
+
 def canonical_protocol(protocol: StudyProtocol) -> str:
-    """The protocol and its analysis plan as canonical JSON (validated, defaults made explicit)."""
-    return canonical_json(protocol.model_dump(mode="json"))
+    """The protocol and its analysis plan as canonical JSON: validated, every default with a value made explicit
+    (a plan that relied on a default keeps its meaning if a later Flourish changes the default: the hash changes),
+    and every absent field (None, an empty list or mapping) left out, so a later Flourish that adds an optional
+    field (a schedule, baseline covariates) leaves the hashes of plans that do not use it, and their locks, as
+    they were."""
+    return canonical_json(_without_absent(protocol.model_dump(mode="json")))
 
 
 def plan_hash(protocol: StudyProtocol) -> str:

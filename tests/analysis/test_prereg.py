@@ -94,3 +94,20 @@ def test_tampering_is_detected():
         verify_chain([replace(lock, plan_hash="e" * 64), dev])
     with pytest.raises(PreregistrationError, match="missing entry 1"):
         verify_chain([dev])
+
+
+def test_an_optional_field_left_absent_does_not_enter_the_hash():
+    """A plan locked before an optional protocol field existed keeps its hash when the field is added empty; a
+    value given to it, or a changed default, changes the hash."""
+    import json
+
+    from analysis.prereg import canonical_protocol
+    from flows.simulation.field_study import protocol
+
+    base = protocol()
+    canonical = json.loads(canonical_protocol(base))
+    assert "schedule" not in canonical and "baseline_covariates" not in canonical
+    assert "draws" in canonical["analysis"]  # a default with a value is explicit in the hash
+    data = base.model_dump(mode="json")
+    data["baseline_covariates"] = [{"name": "age"}]
+    assert plan_hash(type(base).model_validate(data)) != plan_hash(base)
