@@ -1,6 +1,6 @@
 """Calibration: do the 95% intervals of the long-run (final-wave) effect cover the truth on realistic studies?
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py                 # 200 studies x 4,000 (~3 min)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py                 # 200 studies x 4,000 (~1.5 min)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --small         # the CI size (~1 min)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --studies 50 --participants 1000 --json out.json
 
@@ -14,7 +14,10 @@ every registered *method* turns those into intervals of each arm's effect at eac
   ``pattern_statistics`` with the fourth-order sums), Satterthwaite-t intervals from the model-based and the
   sandwich (CR0) covariance;
 - ``random_intercept_ml``: today's random-intercept model, ML on the cross-products
-  (``analysis.longitudinal.ml_fit`` on ``crossproducts_from_frame``), normal intervals from its GLS SEs.
+  (``analysis.longitudinal.ml_fit`` on the cross-products of ``crossproducts_sql``), normal intervals from its GLS
+  SEs;
+- ``random_slopes_ml`` (on request, ``--methods mmrm,random_intercept_ml,random_slopes_ml``): random intercepts
+  and slopes on months (``analysis.longitudinal.ml_fit_slopes``), the issue's "turning on random_slopes".
 
 The truth is the population ITT effect of the same parameters by Monte Carlo with common random numbers
 (``flows.simulation.realistic.truth``, 400,000 draws; its own MC SE is printed and is negligible).
@@ -155,6 +158,28 @@ def _random_intercept(data: StudyData) -> list[Interval]:
             target = p.follow_up_waves[-1] if wave == LONG_RUN else wave
             est, se = fit.coef(f"arm[{arm}]:wave[{target}]")
             out.append(Interval("random_intercept_ml", data.index, arm, wave, est, se, est - z * se, est + z * se,
+                                data.true_effect(arm, target)))
+    return out
+
+
+@method("random_slopes_ml")
+def _random_slopes(data: StudyData) -> list[Interval]:
+    """Random intercepts and slopes on months (``analysis.longitudinal.ml_fit_slopes``), normal intervals; not run
+    by default (``--methods mmrm,random_intercept_ml,random_slopes_ml``)."""
+    from scipy.stats import norm
+
+    from analysis.longitudinal import DesignSpec, compute_longitudinal_stats, ml_fit_slopes
+
+    p = data.params
+    spec = DesignSpec(p.arm_names, p.follow_up_waves, tuple(float(m) for m in p.months[1:]))
+    fit = ml_fit_slopes(compute_longitudinal_stats(data.con, "obs", spec, slopes=True).cross)
+    z = float(norm.ppf(0.5 + data.level / 2))
+    out = []
+    for arm in p.arm_names[1:]:
+        for wave in (*p.follow_up_waves, LONG_RUN):
+            target = p.follow_up_waves[-1] if wave == LONG_RUN else wave
+            est, se = fit.coef(f"arm[{arm}]:wave[{target}]")
+            out.append(Interval("random_slopes_ml", data.index, arm, wave, est, se, est - z * se, est + z * se,
                                 data.true_effect(arm, target)))
     return out
 

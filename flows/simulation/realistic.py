@@ -203,10 +203,14 @@ class RealisticParams:
             raise ValueError(f"dropout_hazards needs one probability per follow-up wave ({len(self.waves) - 1})")
         if not all(0 <= h < 1 for h in self.dropout_hazards) or not 0 <= self.skip_probability < 1:
             raise ValueError("drop-out hazards and the skip probability must be in [0, 1)")
-        for name in ("icc", "struggling_fraction", "effect_retained", "specific_stable_share", "item_loading"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1 or (name in ("icc", "item_loading") and value == 0):
-                raise ValueError(f"{name} must be in [0, 1] ({'> 0' if name in ('icc', 'item_loading') else ''}), got {value}")
+        for name in ("icc", "item_loading"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 <= self.struggling_fraction < 1:
+            raise ValueError(f"struggling_fraction must be in [0, 1), got {self.struggling_fraction}")
+        for name in ("effect_retained", "specific_stable_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("intercept_slope_corr", "ar_rho", "age_loading"):
             if not -1 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (-1, 1), got {getattr(self, name)}")

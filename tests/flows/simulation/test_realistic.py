@@ -168,6 +168,10 @@ def test_parameters_are_checked():
         RealisticParams(struggling_fraction=0.4, struggling_shift=-3.0)
     with pytest.raises(ValueError, match="ar_rho"):
         RealisticParams(ar_rho=1.0)
+    with pytest.raises(ValueError, match="effect_retained"):
+        RealisticParams(effect_retained=1.2)
+    with pytest.raises(ValueError, match="icc"):
+        RealisticParams(icc=0.0)
     assert RealisticParams().with_(n_participants=10).n_participants == 10
     assert hash(RealisticParams()) == hash(RealisticParams())
 
