@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from analysis.errors import AnalysisInputError
-from analysis.results import LONG_RUN, EffectEstimate
+from schemas.results import LONG_RUN, Effect
 from schemas.binary_stats import BinaryCounts, BinaryCountTable
 from schemas.errors import FlourishError
 from schemas.sqltext import literal as _lit
@@ -253,16 +253,17 @@ class BinaryEffect:
     se: float | None = None
     zero_cell_correction: bool = False
 
-    def to_effect(self, outcome: str, direction: str) -> EffectEstimate:
+    def to_effect(self, outcome: str, direction: str, p_value: float | None = None,
+                  n_arm: int | None = None, n_control: int | None = None) -> Effect:
         """The house's effect row for a risk difference (risk units; probabilities None, as for every frequentist
         row). Ratios are not differences in outcome units and have no such row."""
         if self.measure != "risk_difference":
-            raise ValueError(f"only a risk difference is an EffectEstimate (a difference in outcome units), not {self.measure}")
+            raise ValueError(f"only a risk difference is an effect row (a difference in outcome units), not {self.measure}")
         sd = self.se if self.se is not None else (self.upper - self.lower) / (2 * _z(self.interval_level))
-        return EffectEstimate(outcome=outcome, arm=self.arm, control=self.control, wave=self.wave, mean=self.estimate,
-                              sd=sd, lower=self.lower, upper=self.upper, interval_level=self.interval_level,
-                              p_benefit=None, p_above_mcid=None, p_in_rope=None, direction=direction,
-                              method=f"risk_difference_{self.method}")
+        return Effect(outcome=outcome, arm=self.arm, control=self.control, wave=self.wave,
+                      method=f"risk_difference_{self.method}", estimate=self.estimate, sd=sd, lower=self.lower,
+                      upper=self.upper, interval_level=self.interval_level, p_value=p_value, direction=direction,
+                      n_arm=n_arm, n_control=n_control)
 
 
 def risk_difference(treated: BinaryCounts, control: BinaryCounts, *, level: float = 0.95,
@@ -588,13 +589,13 @@ class BinaryPosterior:
     seed: int
     method: str = field(default="beta_binomial_conjugate")
 
-    def to_effect(self) -> EffectEstimate:
+    def to_effect(self) -> Effect:
         """The house's effect row: the risk difference (risk units) with the decision probabilities."""
         rd = self.risk_difference
-        return EffectEstimate(outcome=self.outcome, arm=self.arm, control=self.control, wave=self.wave, mean=rd.mean,
-                              sd=rd.sd, lower=rd.lower, upper=rd.upper, interval_level=self.interval_level,
-                              p_benefit=self.p_benefit, p_above_mcid=self.p_above_mcid, p_in_rope=self.p_in_rope,
-                              direction=self.direction, method=self.method)
+        return Effect(outcome=self.outcome, arm=self.arm, control=self.control, wave=self.wave, method=self.method,
+                      estimate=rd.mean, sd=rd.sd, lower=rd.lower, upper=rd.upper, interval_level=self.interval_level,
+                      p_benefit=self.p_benefit, p_above_mcid=self.p_above_mcid, p_in_rope=self.p_in_rope,
+                      direction=self.direction)
 
 
 def probability_first_below(a1: float, b1: float, a2: float, b2: float) -> float:
