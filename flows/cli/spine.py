@@ -101,9 +101,9 @@ def _print_reconciliation(rec) -> None:
                   f"[bold]{rec.read:,} = {stored:,} + {quarantined:,}[/bold]")
     out.print(table)
     if rec.erased:
-        out.print(f"consent withdrawals in this batch erased their participants: {rec.erased['rows_deleted']:,} rows "
-                  f"deleted, {rec.erased['rows_redacted']:,} quarantine rows stripped of identifiers "
-                  f"(receipt {rec.erased['erasure_id']})")
+        out.print(f"consent withdrawals in this batch erased their participants: {rec.erased.rows_deleted:,} rows "
+                  f"deleted, {rec.erased.rows_redacted:,} quarantine rows stripped of identifiers "
+                  f"(receipt {rec.erased.erasure_id})")
     skipped = [f.name for f in rec.files if f.skipped]
     if skipped:
         out.print(f"{len(skipped)} file(s) already ingested, skipped: {', '.join(skipped)}")

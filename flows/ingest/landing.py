@@ -1,7 +1,7 @@
 """Reading a landing folder: which files hold which record kind, and their rows as Arrow chunks.
 
 Every format is turned into the same shape, a chunk of ``(line, raw)`` where ``raw`` is one
-record as JSON text, so one vectorized validator (flows/ingest.py) serves JSONL, CSV and
+record as JSON text, so one vectorized validator (stage.py, fastpath/) serves JSONL, CSV and
 Parquet alike. Chunks are bounded in bytes/rows, so memory stays flat as files grow.
 
 - JSONL: split on newlines with numpy over 32 MiB blocks (no Python loop per line); ``line``
@@ -9,6 +9,10 @@ Parquet alike. Chunks are bounded in bytes/rows, so memory stays flat as files g
 - CSV: pyarrow's streaming reader, every column as text; a row it cannot parse (wrong number of
   fields) comes back as a *reject* with its line number, never dropped.
 - Parquet: record batches; ``line`` is the 1-based row number.
+
+CSV and Parquet hold the structured fields (``items``, ``scopes``) as JSON text (or, in Parquet, as native
+lists and maps): the record's JSON embeds them as JSON values, so a CSV row is held to the same contract as a
+JSON line (text that is not JSON stays a string, and the contract refuses it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from schemas.records import RECORD_KINDS
+from schemas.records import RECORD_KINDS, field_specs
 from schemas.sqltext import ident
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -29,6 +33,10 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CHUNK_BYTES = 32 << 20
 CHUNK_ROWS = 200_000
+TRAILING_COMMA = r",[ \t\r\n]*[}\]]"
+"""JSON's blanks, then a comma before a closing bracket: a line DuckDB's JSON parser takes and JSON does not
+may hold it (``{"a": 1,}``); both paths leave such lines to Python's strict parser (exact.lax_lines,
+fastpath/facts.py)."""
 
 
 @dataclass(frozen=True)
@@ -177,14 +185,20 @@ def read_jsonl(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
 
 # -- CSV and Parquet: rows to JSON text through DuckDB ---------------------------------------
 
-def _rows_to_json(table: pa.Table, first_line: int, step: int = 1) -> pa.Table:
+def _rows_to_json(table: pa.Table, first_line: int, kind: str | None, step: int = 1) -> pa.Table:
     import duckdb
 
+    structured = {s.name for s in field_specs(kind) if s.form in ("items", "scopes")} if kind else set()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("t", table)
-        cols = ", ".join(ident(c) for c in table.column_names)
+        def text(c: str) -> bool:
+            return pa.types.is_string(table.schema.field(c).type) or pa.types.is_large_string(table.schema.field(c).type)
+
+        cols = ", ".join(
+            f"{ident(c)} := CASE WHEN json_valid({ident(c)}) THEN {ident(c)}::JSON ELSE to_json({ident(c)}) END"
+            if c in structured and text(c) else f"{ident(c)} := {ident(c)}" for c in table.column_names)
         raw = con.sql(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS raw FROM t").to_arrow_table()
     finally:
         con.close()
@@ -226,7 +240,7 @@ def _text_rows(table: pa.Table, lines: list[int], rejects: list[tuple[int, bytes
     return pa.table({n: c.cast(pa.string()) for n, c in zip(kept.column_names, kept.columns)}), [lines[i] for i in keep]
 
 
-def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+def read_csv(path: Path, kind: str | None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
     rejects: list[tuple[int, bytes, str]] = []
@@ -275,7 +289,7 @@ def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
                 lines.append(row_line)
             row_line += 1
         table, lines = _text_rows(table, lines, new_rejects)
-        converted = _rows_to_json(table, 0) if table.num_rows else pa.table(
+        converted = _rows_to_json(table, 0, kind) if table.num_rows else pa.table(
             {"line": pa.array([], pa.int64()), "raw": pa.array([], pa.large_string())}
         )
         converted = converted.set_column(0, "line", pa.array(lines, pa.int64()))
@@ -284,14 +298,14 @@ def read_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
         yield Chunk(pa.table({"line": pa.array([], pa.int64()), "raw": pa.array([], pa.large_string())}), rejects[:])
 
 
-def read_parquet(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+def read_parquet(path: Path, kind: str | None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     first = 1
     for batch in pf.iter_batches(batch_size=chunk_rows):
         table = pa.Table.from_batches([batch])
-        yield Chunk(_rows_to_json(table, first))
+        yield Chunk(_rows_to_json(table, first, kind))
         first += table.num_rows
 
 
@@ -299,7 +313,7 @@ def read_chunks(f: LandingFile) -> Iterator[Chunk]:
     if f.fmt == "jsonl":
         return read_jsonl(f.path)
     if f.fmt == "csv":
-        return read_csv(f.path)
+        return read_csv(f.path, f.kind)
     if f.fmt == "parquet":
-        return read_parquet(f.path)
+        return read_parquet(f.path, f.kind)
     raise ValueError(f"{f.name}: unsupported format")

@@ -114,7 +114,7 @@ def test_reingest_of_erased_participant_is_quarantined(tmp_path):
         "participant_id": RAW, "consent_version": "v1", "scopes": ["surveys"],
         "granted_at": "2026-01-01T00:00:00+00:00", "withdrawn_at": None}) + "\n")
     (late / "scores.jsonl").write_text(json.dumps({
-        "participant_id": RAW, "study_id": "study-a", "wave": "m1", "outcome": "who5.percent", "value": 50,
+        "participant_id": RAW, "study_id": "study-a", "wave": "m1", "outcome": "ext.score", "value": 50,
         "scored_at": "2026-02-01T00:00:00+00:00"}) + "\n")
     rec = ingest.ingest_batch(late, make_protocol(), db, KEY)
     assert rec.quarantined == {"withdrawn": 2} and sum(rec.stored.values()) == 0

@@ -242,3 +242,177 @@ def test_protocol_licence_gate_and_unknown_instruments(tmp_path, use, instrument
             ingest_batch(tmp_path, protocol, tmp_path / "w.duckdb", KEY)
     else:
         assert load_study(path) == protocol
+
+
+# -- the pydantic contract and the ingest accept and refuse the same lines -----------------------------------
+#
+# Lines of every record kind, each a valid record (unique keys, consented participants, the protocol's study,
+# arms, waves, instrument and external outcome, answers in range) with at most one change: a field set to a value
+# of every JSON type and of every length around its bound, a key dropped, an unknown or repeated key, a timestamp
+# of every valid and invalid form, an event type, scopes and items of every shape, or the line's text itself
+# broken (not JSON, NaN, a trailing comma, a lone surrogate, a top-level array). The protocol's own checks
+# (unknown study, arm, item code, an answer out of range) and the gate are not the contract's business: the
+# changes never reach them with a value the contract accepts.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from schemas.records import RECORD_KINDS, LineRefused, parse_line  # noqa: E402
+
+GRANTED = "0001-01-01T00:00:00Z"  # the gate's consents precede every instant the contract accepts
+TIMESTAMPS = [
+    "2026-03-01T10:00:00Z", "2026-03-01T10:00:00+05", "2026-03-01T10:00:00+0530", "2026-03-01 10:00Z",
+    "2026-03-01T10:00:00.123456789-03:30", "9999-12-31T23:59:59.9999999Z", GRANTED, "2024-02-29T12:00:00-12:00",
+    "2026-03-01T10:00:00", "2026-03-01", "2026-02-30T00:00:00Z", "2026-03-01T24:00:00Z", "2026-03-01t10:00:00Z",
+    "2026-03-01T10:00:00z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00", "2026-03-01T10:00:00+24:00",
+    "2026-03-01T10:00:60Z", "2026-03-01T10:00:00+05:30:00", " 2026-03-01T10:00:00Z", "", 20260301, None, True,
+]
+TEXTS = ["x", "é", "😀", "a\u0000b", "line\u2028sep", " ", 'q"uote', "back\\slash", "", 5, 5.5, True, None, [],
+         {}, ["x"]]
+NUMBERS = [0, -1, 1.5, -0.0, 1e308, 12345678901234567890123, "1.5", " 2 ", "\t2", "+1", "1e5", ".5", "5.", "inf",
+           "NaN", "-", "", "1_000", "0x10", True, None, [1], {"a": 1}]
+EVENT_TYPES_AND_NOT = ["message", "session_start", "feature_opt_out", "MESSAGE", "purchase", "", 1, None]
+SCOPE_LISTS = [[], ["telemetry"], ["surveys", "surveys"], ["bogus"], "surveys", "[\"surveys\"]", [1], [None], None,
+               {"a": 1}, ["telemetry", "linkage", "aggregate_release", "surveys"]]
+ITEMS = [{}, {"WHO5_1": 3}, {"WHO5_1": "3"}, {"WHO5_1": " 3 "}, {"WHO5_1": 3.0}, {"WHO5_1": "3.0"}, {"WHO5_1": -0.0},
+         {"WHO5_1": 2.5}, {"WHO5_1": True}, {"WHO5_1": None}, {"WHO5_1": [1]}, {"WHO5_1": "+3"}, {"WHO5_1": "3e0"},
+         {"WHO5_5": 0, "WHO5_1": 5}, {"WHO5_1": {"v": 1}}, "{}", "{\"WHO5_1\": 3}", [], 5, None]
+# fields whose valid values the protocol or the gate constrains: only values the contract refuses are tried
+CONSTRAINED = {"participant_id", "study_id", "arm", "wave", "instrument", "instrument_version", "outcome",
+               "event_id", "response_id"}
+
+
+def _valid(kind: str, i: int) -> dict:
+    pid = f"pc{i}" if kind == "consents" else f"pg{i}"
+    return {
+        "consents": {"participant_id": pid, "consent_version": "v1", "scopes": ["telemetry", "surveys"],
+                     "granted_at": "2026-01-01T00:00:00Z", "withdrawn_at": None},
+        "assignments": {"participant_id": pid, "study_id": "s1", "arm": "guidance",
+                        "assigned_at": "2026-01-01T01:00:00+01:00", "stratum": "north"},
+        "responses": {"response_id": f"r{i}", "participant_id": pid, "study_id": "s1", "instrument": "who5",
+                      "instrument_version": "1", "wave": "m1", "submitted_at": "2026-02-01T09:00:00+00:00",
+                      "items": {f"WHO5_{k}": k for k in range(1, 6)}},
+        "scores": {"participant_id": pid, "study_id": "s1", "wave": "m1", "outcome": "clinic.total", "value": 12.5,
+                   "scored_at": "2026-02-01T00:00:00Z"},
+        "events": {"event_id": f"e{i}", "participant_id": pid, "study_id": "s1", "ts": "2026-01-03T10:00:00-05:00",
+                   "session_id": "s-1", "type": "message", "feature": "guidance", "value": 1.0},
+    }[kind]
+
+
+def _values_for(kind: str, name: str) -> list:
+    from schemas.records import field_specs
+
+    spec = {s.name: s for s in field_specs(kind)}[name]
+    if spec.form == "timestamp":
+        return TIMESTAMPS
+    if spec.form == "number":
+        return NUMBERS
+    if spec.form == "enum":
+        return EVENT_TYPES_AND_NOT
+    if spec.form == "scopes":
+        return SCOPE_LISTS
+    if spec.form == "items":
+        return ITEMS
+    bound = spec.max_chars
+    around = ["x" * bound, "x" * (bound + 1), "é" * bound, "é" * (bound + 1), "😀" * (bound // 2)]
+    if name in CONSTRAINED:  # a value the contract refuses, or (keys) a unique one it accepts
+        refused = [v for v in TEXTS + around if not (isinstance(v, str) and 0 < len(v) <= bound)]
+        return refused + (["UNIQUE"] if name in ("event_id", "response_id") else [])
+    return TEXTS + around
+
+
+@st.composite
+def _line(draw, kind: str, i: int) -> str:
+    rec = _valid(kind, i)
+    change = draw(st.sampled_from(["none", "set", "set", "set", "drop", "unknown_key", "repeat_key", "text",
+                                   "not_object", "spaces"]))
+    name = draw(st.sampled_from(sorted(rec)))
+    if change == "set":
+        value = draw(st.sampled_from(_values_for(kind, name)))
+        rec[name] = f"{rec[name]}-é😀" if value == "UNIQUE" else value
+    elif change == "drop":
+        rec.pop(name)
+    elif change == "unknown_key":
+        rec["bogus"] = draw(st.sampled_from([None, 1, "x"]))
+    ascii_only = draw(st.booleans())
+    text = json.dumps(rec, ensure_ascii=ascii_only)
+    if change == "repeat_key":
+        text = text[:-1] + f', {json.dumps(name)}: {json.dumps(rec[name])}}}'
+    elif change == "text":
+        text = draw(st.sampled_from([
+            text[:-2], text[:-1] + ",}", text.replace("{", "{\"nan\": NaN, ", 1), '["not", "an", "object"]',
+            text[:-1] + ', "x": "\\ud800"}', text[:-1] + ', "x": 1e999}', "null", "{}",
+        ]))
+    elif change == "not_object":
+        text = json.dumps(draw(st.sampled_from([[rec], "text", 1, None])))
+    elif change == "spaces":
+        text = f" \t{text} "
+    return text
+
+
+def _accepted(kind: str, text: str) -> bool:
+    try:
+        parse_line(kind, text)
+    except LineRefused:
+        return False
+    return True
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_the_ingest_stores_exactly_the_lines_the_pydantic_contract_accepts(tmp_path_factory, protocol, data):
+    """For every record kind, the same generated lines to ``schemas.records.parse_line`` and to the ingest
+    (either path): a line is stored if and only if the contract accepts it. A 100-character consent_version
+    (refused by the contract and the JSON Schema, stored by the ingest before they shared one definition)
+    is among them."""
+    tmp = tmp_path_factory.mktemp("contract")
+    land = tmp / "landing"
+    land.mkdir()
+    lines = {kind: data.draw(st.lists(st.integers(0, 0), min_size=1, max_size=8).flatmap(
+        lambda ns: st.tuples(*[_line(kind, i) for i in range(len(ns))]))) for kind in RECORD_KINDS}
+    n = max(len(v) for v in lines.values())
+    write_jsonl(land / "consents-gate.jsonl", [consent(f"pg{i}", scopes=("telemetry", "surveys"), granted=GRANTED)
+                                               for i in range(n)])
+    for kind, texts in lines.items():
+        write_jsonl(land / f"{kind}.jsonl", list(texts))
+    fast = data.draw(st.booleans())
+    wh = tmp / "w.duckdb"
+    rec = ingest_batch(land, protocol, wh, KEY, fast_path=fast)
+    con = duckdb.connect(str(wh), read_only=True)
+    refused = set(con.execute("SELECT source_file, line FROM quarantine").fetchall())
+    con.close()
+    assert not {f for f, _ in refused} & {"consents-gate.jsonl"}, rec.as_json()
+    wrong = [(kind, i + 1, text[:120], _accepted(kind, text))
+             for kind, texts in lines.items() for i, text in enumerate(texts)
+             if _accepted(kind, text) == ((f"{kind}.jsonl", i + 1) in refused)]
+    assert wrong == [], wrong
+
+
+def test_a_100_character_consent_version_is_refused_by_both(tmp_path, protocol):
+    """The drift the shared definition ends: pydantic refused it (max 64 characters), the ingest stored it."""
+    long = {**consent("p1"), "consent_version": "v" * 100}
+    with pytest.raises(LineRefused):
+        parse_line("consents", json.dumps(long))
+    rec, rows = _quarantine(tmp_path, protocol, {"consents.jsonl": [long]})
+    assert rec.stored["consents"] == 0 and [r[2] for r in rows] == ["schema_violation"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_external_score_for_an_outcome_flourish_scores_is_quarantined_with_its_own_reason(tmp_path, protocol, fast):
+    """who5.percent is scored by Flourish from the responses (protocol source: flourish); an external value for
+    it would give the readers two scores of one participant x wave to choose from. The same file otherwise
+    clean, so both paths decide (the fast path refuses the file, the exact path the row)."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    external = {"participant_id": "p1", "study_id": "s1", "wave": "m1", "outcome": "clinic.total", "value": 12.5,
+                "scored_at": "2026-02-01T00:00:00Z"}
+    write_jsonl(land / "consents.jsonl", [consent("p1")])
+    write_jsonl(land / "scores.jsonl", [external, {**external, "outcome": "who5.percent", "value": 60.0}])
+    wh = tmp_path / "w.duckdb"
+    rec = ingest_batch(land, protocol, wh, KEY, fast_path=fast)
+    assert rec.stored["scores"] == 1 and rec.quarantined == {"scored_by_flourish": 1}, rec.as_json()
+    con = duckdb.connect(str(wh), read_only=True)
+    assert con.execute("SELECT outcome, source FROM scores").fetchall() == [("clinic.total", "external")]
+    assert con.execute("SELECT line, reason FROM quarantine").fetchall() == [(2, "scored_by_flourish")]
+    con.close()

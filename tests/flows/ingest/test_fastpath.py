@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import flows.ingest.batch as ingest_mod
+import flows.ingest.fastpath as fastpath_mod
 from flows.ingest import ingest_batch
 
 from tests.support.spine import KEY, consent, event, write_jsonl
@@ -142,15 +142,15 @@ def test_fast_path_stores_and_quarantines_exactly_what_the_exact_path_does(tmp_p
 def test_clean_files_take_the_fast_path_and_hostile_ones_do_not(tmp_path, protocol, monkeypatch):
     """The property above would hold trivially if the fast path never stored anything: check it does."""
     stored_fast: list[list[str]] = []
-    real = ingest_mod._ingest_clean_files
+    real = fastpath_mod.try_run
 
-    def spy(con, files, *args, **kwargs):
-        ok, out = real(con, files, *args, **kwargs)
-        if ok:
-            stored_fast.append(sorted(f.name for f, _ in files))
-        return ok, out
+    def spy(con, run, *args, **kwargs):
+        outcome = real(con, run, *args, **kwargs)
+        if outcome.stored:
+            stored_fast.append(sorted(f.name for f, _ in run))
+        return outcome
 
-    monkeypatch.setattr(ingest_mod, "_ingest_clean_files", spy)
+    monkeypatch.setattr(fastpath_mod, "try_run", spy)
     land = tmp_path / "landing"
     land.mkdir()
     _consents(land)
@@ -235,7 +235,7 @@ def test_a_file_name_that_reads_as_a_glob_is_still_its_own_file(tmp_path, protoc
 )
 def test_file_facts_do_not_depend_on_the_block_size(tmp_path_factory, lines, trailing_newline, block):
     """Counting in blocks equals counting the whole file at once."""
-    from flows.ingest import fastpath
+    from flows.ingest.fastpath import facts as fastpath
 
     data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
     path = tmp_path_factory.mktemp("facts") / "events.jsonl"
@@ -314,14 +314,14 @@ def test_assignments_and_scores_are_stored_alike_by_both_paths(tmp_path_factory,
 
 def test_clean_assignment_and_score_files_take_the_fast_path(tmp_path, protocol, monkeypatch):
     stored_fast: list[str] = []
-    real = ingest_mod._ingest_clean_files
+    real = fastpath_mod.try_run
 
-    def spy(con, files, *args, **kwargs):
-        ok, out = real(con, files, *args, **kwargs)
-        stored_fast.extend(f.name for f, _ in files if ok)
-        return ok, out
+    def spy(con, run, *args, **kwargs):
+        outcome = real(con, run, *args, **kwargs)
+        stored_fast.extend(f.name for f, _ in run if outcome.stored)
+        return outcome
 
-    monkeypatch.setattr(ingest_mod, "_ingest_clean_files", spy)
+    monkeypatch.setattr(fastpath_mod, "try_run", spy)
     land = tmp_path / "landing"
     land.mkdir()
     _consents(land)
@@ -330,3 +330,175 @@ def test_clean_assignment_and_score_files_take_the_fast_path(tmp_path, protocol,
     rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY, fast_path=True)
     assert sorted(stored_fast) == ["assignments.jsonl", "scores.jsonl"]
     assert rec.stored["assignments"] == 4 and rec.stored["scores"] == 4 and rec.quarantined == {}
+
+
+# Responses (nested items, checked against the instrument's item bounds) and consents take the fast path too:
+# the same equivalence over two batches, every hostile item and scope shape included.
+def _response_line(variant: str, pid: str, i: int) -> str:
+    items = {f"WHO5_{k}": (i + k) % 6 for k in range(1, 6)}
+    rec = {"response_id": f"r{i}", "participant_id": pid, "study_id": "s1", "instrument": "who5",
+           "instrument_version": "1", "wave": "m1" if i % 2 else "baseline", "submitted_at": "2026-01-03T09:00:00Z",
+           "items": items}
+    if variant == "skipped_item":
+        items["WHO5_2"] = None
+    elif variant == "unordered":
+        rec["items"] = dict(reversed(list(items.items())))
+    elif variant == "answer_as_string":
+        items["WHO5_3"] = "4"
+    elif variant == "answer_as_float":
+        items["WHO5_3"] = 4.0
+    elif variant == "out_of_range":
+        items["WHO5_1"] = 6
+    elif variant == "not_integer":
+        items["WHO5_1"] = 2.5
+    elif variant in ("*", "\\", ""):  # hostile item keys (the audit's D7): an unknown code, never a crash
+        items[variant] = 1
+    elif variant == "unknown_code":
+        items["WHO5_9"] = 1
+    elif variant == "items_not_object":
+        rec["items"] = [1, 2]
+    elif variant == "unknown_version":
+        rec["instrument_version"] = "7"
+    elif variant == "late":  # after p4's withdrawal
+        rec["submitted_at"] = "2026-02-01T00:00:00Z"
+    text = _compact(rec)
+    if variant == "repeated_code":
+        text = text.replace('"WHO5_1":', '"WHO5_1":1,"WHO5_1":', 1)
+    return text
+
+
+def _consent_line(variant: str, pid: str, i: int) -> str:
+    rec = consent(pid, granted=f"2026-01-0{1 + i % 2}T00:00:00Z")
+    if variant == "withdrawn":
+        rec["withdrawn_at"] = "2026-01-05T00:00:00Z"
+    elif variant == "surveys_only":
+        rec["scopes"] = ["surveys"]
+    elif variant == "unknown_scope":
+        rec["scopes"] = ["telemetry", "marketing"]
+    elif variant == "scopes_as_text":
+        rec["scopes"] = "telemetry;surveys"
+    elif variant == "long_version":
+        rec["consent_version"] = "v" * 65
+    return _compact(rec)
+
+
+def _tables(wh: Path, tables: dict[str, str]) -> dict:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        out = {t: con.execute(sql).fetchall() for t, sql in tables.items()}
+        out["quarantine"] = con.execute(
+            "SELECT source_file, line, reason, participant FROM quarantine ORDER BY ALL").fetchall()
+        out["tombstones"] = con.execute("SELECT count(*) FROM tombstones").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def _both_over_batches(tmp_path: Path, protocol, batches: list[dict[str, list[str]]], tables: dict[str, str]):
+    outcomes = []
+    for on in (True, False):
+        wh = tmp_path / f"w-{on}.duckdb"
+        recs = []
+        for b, files in enumerate(batches):
+            land = tmp_path / f"landing-{on}-{b}"
+            land.mkdir()
+            for name, rows in files.items():
+                if rows:
+                    write_jsonl(land / name, rows)
+            rec = ingest_batch(land, protocol, wh, KEY, fast_path=on).as_json()
+            rec.pop("batch_id")
+            if rec["erased_on_withdrawal"]:
+                rec["erased_on_withdrawal"].pop("erasure_id")
+            recs.append(rec)
+        outcomes.append((recs, _tables(wh, tables)))
+    return outcomes
+
+
+RESPONSE_VARIANTS = ["clean"] * 8 + ["skipped_item", "unordered", "answer_as_string", "answer_as_float",
+                                      "out_of_range", "not_integer", "*", "\\", "", "unknown_code",
+                                      "items_not_object", "unknown_version", "late", "repeated_code"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(RESPONSE_VARIANTS), st.sampled_from(PIDS),
+                                           st.integers(0, 6)), min_size=1, max_size=10), min_size=1, max_size=2))
+def test_responses_are_stored_alike_by_both_paths(tmp_path_factory, protocol, batches):
+    tmp_path = tmp_path_factory.mktemp("fp")
+    files = []
+    for b, lines in enumerate(batches):
+        f = {f"responses-{b}.jsonl": [_response_line(v, p, i) for v, p, i in lines]}
+        if b == 0:
+            f["consents.jsonl"] = [_compact(consent(p)) for p in PIDS[:4]] + [
+                _compact(consent(PIDS[4], withdrawn="2026-01-05T00:00:00Z"))]
+        files.append(f)
+    tables = {"responses": "SELECT * EXCLUDE (batch_id) FROM responses ORDER BY ALL",
+              "response_items": "SELECT * FROM response_items ORDER BY ALL"}
+    fast, exact = _both_over_batches(tmp_path, protocol, files, tables)
+    assert fast == exact
+
+
+@pytest.mark.parametrize("variant", sorted(set(RESPONSE_VARIANTS)))
+def test_each_response_variant_alone_is_stored_alike_by_both_paths(tmp_path, protocol, variant):
+    """Each variant once in an otherwise clean file (the file the fast path would store whole): a skipped item's
+    null was refused by the exact path alone before this test existed."""
+    consents = [_compact(consent(p)) for p in PIDS[:4]] + [_compact(consent(PIDS[4], withdrawn="2026-01-05T00:00:00Z"))]
+    files = [{"consents.jsonl": consents,
+              "responses.jsonl": [_response_line("clean", PIDS[i % 4], i) for i in range(6)]
+              + [_response_line(variant, PIDS[4] if variant == "late" else PIDS[1], 50)]}]
+    tables = {"responses": "SELECT * EXCLUDE (batch_id) FROM responses ORDER BY ALL",
+              "response_items": "SELECT * FROM response_items ORDER BY ALL"}
+    fast, exact = _both_over_batches(tmp_path, protocol, files, tables)
+    assert fast == exact
+    valid = {"clean", "skipped_item", "unordered", "answer_as_string", "answer_as_float"}
+    assert sum(exact[0][0]["quarantined"].values()) == (0 if variant in valid else 1), exact[0][0]
+
+
+CONSENT_VARIANTS = ["clean"] * 6 + ["withdrawn", "surveys_only", "unknown_scope", "scopes_as_text", "long_version"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(CONSENT_VARIANTS), st.sampled_from(PIDS),
+                                           st.integers(0, 1)), min_size=1, max_size=8), min_size=1, max_size=2))
+def test_consents_are_stored_alike_by_both_paths(tmp_path_factory, protocol, batches):
+    """Repeats in a file and across batches, withdrawals (erasing the participant at the batch's end, so a later
+    batch's consent of theirs is withdrawn), and scopes of every shape."""
+    tmp_path = tmp_path_factory.mktemp("fp")
+    files = [{f"consents-{b}.jsonl": [_consent_line(v, p, i) for v, p, i in lines],
+              f"events-{b}.jsonl": [_compact(_clean_event(100 * b + k, p)) for k, p in enumerate(PIDS)]}
+             for b, lines in enumerate(batches)]
+    tables = {"consents": "SELECT * EXCLUDE (batch_id) FROM consents ORDER BY ALL",
+              "events": "SELECT * EXCLUDE (batch_id) FROM events ORDER BY ALL"}
+    fast, exact = _both_over_batches(tmp_path, protocol, files, tables)
+    assert fast == exact
+
+
+def test_clean_response_and_consent_files_take_the_fast_path(tmp_path, protocol, monkeypatch):
+    """The two properties above would hold trivially if the fast path never stored responses or consents."""
+    runs: list[str] = []
+    chunks: list[str] = []
+    real_run, real_chunk = fastpath_mod.try_run, fastpath_mod.try_chunk
+
+    def spy_run(con, run, *args, **kwargs):
+        outcome = real_run(con, run, *args, **kwargs)
+        runs.extend(f.name for f, _ in run if outcome.stored)
+        return outcome
+
+    def spy_chunk(con, chunk, kind, *args, **kwargs):
+        stored = real_chunk(con, chunk, kind, *args, **kwargs)
+        if stored is not None:
+            chunks.append(kind)
+        return stored
+
+    monkeypatch.setattr(fastpath_mod, "try_run", spy_run)
+    monkeypatch.setattr(fastpath_mod, "try_chunk", spy_chunk)
+    land = tmp_path / "landing"
+    land.mkdir()
+    _consents(land)
+    write_jsonl(land / "responses.jsonl", [_response_line("clean", p, i) for i, p in enumerate(PIDS[:4])]
+                + [_response_line("skipped_item", PIDS[0], 9)])
+    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY, fast_path=True)
+    assert runs == ["responses.jsonl"] and chunks == ["consents"]
+    assert rec.stored["responses"] == 5 and rec.stored["consents"] == 5 and rec.quarantined == {}
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), count(value) FROM response_items").fetchall() == [(25, 24)]
+    con.close()

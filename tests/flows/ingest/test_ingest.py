@@ -146,10 +146,12 @@ def test_killed_mid_batch_leaves_warehouse_as_before_and_rerun_finishes(tmp_path
     write_jsonl(early / "consents.jsonl", [consent("early-1")])
     ingest_batch(early, protocol, wh, KEY)
     before = _counts(wh)
+    # a hard kill (no rollback, no cleanup) from the progress callback once 100 rows are read
     script = (
-        "import sys; from flows.ingest import ingest_batch; from schemas.protocol import StudyProtocol; import json;"
-        "p = StudyProtocol.model_validate(json.loads(sys.argv[1]));"
-        "ingest_batch(sys.argv[2], p, sys.argv[3], sys.argv[4].encode(), _crash_after_rows=100)"
+        "import os, sys; from flows.ingest import ingest_batch; from schemas.protocol import StudyProtocol; import json;"
+        "p = StudyProtocol.model_validate(json.loads(sys.argv[1])); seen = {};"
+        "kill = lambda name, rows: (seen.__setitem__(name, rows), sum(seen.values()) >= 100 and os._exit(99));"
+        "ingest_batch(sys.argv[2], p, sys.argv[3], sys.argv[4].encode(), progress=kill)"
     )
     proc = subprocess.run([sys.executable, "-c", script, protocol.model_dump_json(), str(land), str(wh), KEY.decode()],
                           cwd=ROOT, capture_output=True, timeout=300)

@@ -1,0 +1,306 @@
+"""The landing contract as SQL: the checks of ``schemas/records.py``'s field forms and of the study protocol.
+
+Nothing here is written by hand per record kind: the checks are generated from
+``schemas.records.field_specs`` (the pydantic models' own field forms), so the ingest refuses exactly
+what the published contract refuses (``tests/schemas/test_contracts.py`` holds the two to the same
+answer on generated lines). Both the exact path (``stage.py``) and the fast path (``fastpath/verify.py``)
+read a landing line through :func:`parse_sql` and :func:`unpack_sql` into the same columns, and hold them to these checks:
+
+- ``t_i`` / ``v_i``: the JSON type and the text of field ``i`` (1-based, in the model's field order), NULL
+  when the key is absent;
+- ``n_keys``: the line's keys, repeats included; ``n_known``: the fields present (a line with an unknown or
+  a repeated key has ``n_keys > n_known``);
+- consents only: ``scope_types`` / ``scope_values``, the JSON types and texts of the ``scopes`` elements.
+
+A check is ``(condition, reason, message)``: the first whose condition holds gives a row its reason. A
+message names fields and the protocol's values, never a value of the row (it may be another
+participant's raw id, or anything a partner typed). Item answers of responses are checked against the
+instrument registry's bounds (:class:`ItemBounds`): the exact path row by row (``stage.py``), the fast path
+by :func:`items_ok`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from schemas.protocol import StudyProtocol
+from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, FieldSpec, field_specs
+from schemas.sqltext import literal, number, varchar_list
+
+TS_MIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+TS_MAX = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
+# the time field of each kind: the consent gate compares it with the participant's consents
+TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "responses": "submitted_at",
+              "scores": "scored_at", "events": "ts"}
+# the consent scope a record needs in force at its time (consents and assignments need none)
+CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys"}
+_SAFE_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Check:
+    condition: str  # SQL over the unpacked line columns; true when the row fails
+    reason: str  # SQL expression giving the reason code
+    message: str  # SQL expression giving the message (no value of the row)
+
+
+@dataclass(frozen=True)
+class ItemBounds:
+    """The answers each instrument version allows: ``(instrument, version) -> ((item_code, min, max), ...)``."""
+
+    items: Mapping[tuple[str, str], tuple[tuple[str, int, int], ...]]
+
+    @classmethod
+    def from_registry(cls) -> ItemBounds:
+        import instruments
+
+        out: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+        for inst, version, code, lo, hi in instruments.item_bounds():
+            out.setdefault((inst, version), []).append((code, int(lo), int(hi)))
+        return cls({k: tuple(v) for k, v in out.items()})
+
+    def values_sql(self) -> str:
+        """The bounds as a relation ``(instrument, version, item_code, min_value, max_value)``."""
+        rows = [f"({literal(i)}, {literal(v)}, {literal(c)}, {number(lo)}, {number(hi)})"
+                for (i, v), items in self.items.items() for c, lo, hi in items]
+        if not rows:
+            return "(SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::BIGINT, NULL::BIGINT WHERE false)"
+        return f"(VALUES {', '.join(rows)})"
+
+    def versions(self) -> list[str]:
+        """``instrument || chr(31) || version`` of every known instrument version."""
+        return [f"{i}\x1f{v}" for i, v in self.items]
+
+
+def specs(kind: str) -> tuple[FieldSpec, ...]:
+    return field_specs(kind)
+
+
+def index(kind: str) -> dict[str, int]:
+    """Field name -> its 1-based position ``i`` in ``t_i`` / ``v_i``."""
+    return {s.name: i for i, s in enumerate(specs(kind), start=1)}
+
+
+def paths_sql(kind: str) -> str:
+    """The JSON paths of the kind's fields, as one SQL list (one parse of a line reads them all)."""
+    return "[" + ", ".join(literal("$." + s.name) for s in specs(kind)) + "]"
+
+
+def parse_sql(kind: str, raw: str, guard: str | None = None) -> str:
+    """The select list parsing a JSON text column ``raw`` once per access path into the lists ``t``, ``v`` (types
+    and texts of the kind's fields) and ``keys`` (every key, repeats included); NULL unless ``guard`` holds."""
+    paths = paths_sql(kind)
+    exprs = {"t": f"json_type({raw}, {paths})", "v": f"json_extract_string({raw}, {paths})", "keys": f"json_keys({raw})"}
+    if guard:
+        exprs = {k: f"CASE WHEN {guard} THEN {e} END" for k, e in exprs.items()}
+    return ", ".join(f"{e} AS {k}" for k, e in exprs.items())
+
+
+def unpack_sql(kind: str, raw: str) -> str:
+    """The select list unpacking :func:`parse_sql`'s lists into the scalar columns the checks read."""
+    cols = [f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(specs(kind)) + 1)]
+    cols.append("len(keys) AS n_keys, list_count(t) AS n_known")
+    if kind == "consents":
+        s = index(kind)["scopes"]
+        cols.append(f"CASE WHEN t[{s}] = 'ARRAY' THEN json_type({raw}, '$.scopes[*]') END AS scope_types")
+        cols.append(f"CASE WHEN t[{s}] = 'ARRAY' THEN json_extract_string({raw}, '$.scopes[*]') END AS scope_values")
+    return ", ".join(cols)
+
+
+def ts_ok(v: str) -> str:
+    """SQL: the text ``v`` is a timestamp of the contract (ISO 8601 with an offset) at an instant in years
+    1..9999 in UTC; false (never NULL) otherwise."""
+    return (f"coalesce(regexp_full_match({v}, {literal(ISO_WITH_OFFSET)}) "
+            f"AND try_cast({v} AS TIMESTAMPTZ) BETWEEN {TS_MIN} AND {TS_MAX}, false)")
+
+
+def number_ok(t: str, v: str) -> str:
+    """SQL: a finite number, as a JSON number or as text matching the contract's NUMBER (spaces around it
+    ignored, as ``schemas.records`` ignores them)."""
+    return (f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN coalesce(isfinite(try_cast({v} AS DOUBLE)), false) "
+            f"WHEN {t} = 'VARCHAR' THEN coalesce(regexp_full_match(trim({v}), {literal(NUMBER)}) "
+            f"AND isfinite(try_cast(trim({v}) AS DOUBLE)), false) ELSE false END")
+
+
+def integer_ok(t: str, v: str) -> str:
+    """SQL: an item answer of the contract: a JSON integer, a JSON number with no fraction, or text matching
+    INTEGER (spaces around it ignored)."""
+    return (f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN true "
+            f"WHEN {t} = 'DOUBLE' THEN coalesce(isfinite(try_cast({v} AS DOUBLE)) "
+            f"AND try_cast({v} AS DOUBLE) = trunc(try_cast({v} AS DOUBLE)), false) "
+            f"WHEN {t} = 'VARCHAR' THEN coalesce(regexp_full_match(trim({v}), {literal(INTEGER)}), false) ELSE false END")
+
+
+def item_value_sql(v: str) -> str:
+    """SQL: the integer an item answer's text stands for (as both paths store it)."""
+    return f"try_cast(try_cast(trim({v}) AS DOUBLE) AS BIGINT)"
+
+
+def _missing(t: str) -> str:
+    return f"({t} IS NULL OR {t} = 'NULL')"
+
+
+def contract_checks(kind: str) -> list[Check]:
+    """The field forms' checks, in field order, after the line's shape (unknown or repeated keys)."""
+    checks = [Check("n_keys > n_known", "'schema_violation'",
+                    literal("a field is unknown or repeated (the contract's fields are "
+                            + ", ".join(s.name for s in specs(kind)) + ")"))]
+    for i, s in enumerate(specs(kind), start=1):
+        t, v = f"t_{i}", f"v_{i}"
+        present = f"NOT {_missing(t)}"
+        if s.required:
+            checks.append(Check(_missing(t), "'schema_violation'", literal(f"missing required field {s.name}")))
+        if s.form == "text":
+            checks.append(Check(f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
+                                literal(f"field {s.name} must be a string")))
+            # bytes bound characters from above: characters are counted only when the byte length is out of range
+            checks.append(Check(
+                f"{present} AND CASE WHEN strlen({v}) BETWEEN 1 AND {s.max_chars} THEN false "
+                f"ELSE length({v}) = 0 OR length({v}) > {s.max_chars} END",
+                "'schema_violation'", literal(f"field {s.name} must be 1..{s.max_chars} characters")))
+        elif s.form == "timestamp":
+            checks.append(Check(f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
+                                literal(f"field {s.name} must be an ISO 8601 timestamp string")))
+            naive = f"coalesce(regexp_full_match({v}, {literal(NAIVE_TS)}), false)"
+            checks.append(Check(
+                f"{present} AND NOT {ts_ok(v)}",
+                f"CASE WHEN {naive} THEN 'naive_timestamp' ELSE 'schema_violation' END",
+                f"CASE WHEN {naive} THEN {literal(f'field {s.name} has no UTC offset')} ELSE "
+                f"{literal(f'field {s.name} is not an ISO 8601 timestamp with an offset in the years 1-9999')} END"))
+        elif s.form == "number":
+            checks.append(Check(f"{present} AND NOT ({number_ok(t, v)})", "'schema_violation'",
+                                literal(f"field {s.name} must be a finite number")))
+        elif s.form == "enum":
+            checks.append(Check(f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(s.values)}, {v}))",
+                                "'schema_violation'", literal(f"field {s.name} must be one of {', '.join(s.values)}")))
+        elif s.form == "scopes":
+            checks.append(Check(
+                f"{present} AND NOT ({scopes_ok(t, s)})", "'schema_violation'",
+                literal(f"field {s.name} must be a list of scope names ({', '.join(s.values)})")))
+        elif s.form == "items":
+            checks.append(Check(f"{present} AND {t} <> 'OBJECT'", "'schema_violation'",
+                                literal(f"field {s.name} must be an object of item code -> integer or null")))
+        else:  # pragma: no cover - field_specs knows no other form
+            raise AssertionError(s.form)
+    return checks
+
+
+def scopes_ok(t: str, s: FieldSpec) -> str:
+    return (f"{t} = 'ARRAY' AND len(list_filter(scope_types, lambda x: x <> 'VARCHAR')) = 0 "
+            f"AND len(list_filter(scope_values, lambda x: NOT list_contains({varchar_list(s.values)}, x))) = 0")
+
+
+def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> list[Check]:
+    """The protocol's checks of a record that passed the contract: its study, arm, wave, instrument, outcome."""
+    idx = index(kind)
+    v = {n: f"v_{i}" for n, i in idx.items()}
+    checks: list[Check] = []
+    if "study_id" in idx:
+        checks.append(Check(f"{v['study_id']} <> {literal(protocol.study_id)}", "'unknown_study'",
+                            literal(f"study_id is not this study's id ({protocol.study_id})")))
+    if kind == "assignments":
+        checks.append(Check(f"NOT list_contains({varchar_list(protocol.arm_names)}, {v['arm']})", "'unknown_arm'",
+                            literal(f"arm is not one of {', '.join(protocol.arm_names)}")))
+    if "wave" in idx:
+        checks.append(Check(f"NOT list_contains({varchar_list(protocol.wave_names)}, {v['wave']})", "'unknown_wave'",
+                            literal(f"wave is not one of {', '.join(protocol.wave_names)}")))
+    if kind == "responses":
+        checks.append(Check(f"NOT list_contains({varchar_list(protocol.instruments())}, {v['instrument']})",
+                            "'unknown_instrument'",
+                            literal(f"instrument is not one administered by study {protocol.study_id} "
+                                    f"({', '.join(protocol.instruments())})")))
+        checks.append(Check(
+            f"NOT list_contains({varchar_list(bounds.versions())}, {v['instrument']} || chr(31) || {v['instrument_version']})",
+            "'unknown_instrument'", literal("instrument_version is not a version of the instrument Flourish knows")))
+    if kind == "scores":
+        outcomes = [o.name for o in protocol.outcomes]
+        own = [o.name for o in protocol.outcomes if o.source == "flourish"]
+        checks.append(Check(f"NOT list_contains({varchar_list(outcomes)}, {v['outcome']})", "'unknown_outcome'",
+                            literal(f"outcome is not one named in the protocol ({', '.join(outcomes)})")))
+        # Flourish scores these from the responses; a second, external value for the same participant x wave would
+        # make the readers choose (schemas.warehouse.relations.SCORE_PRECEDENCE), so it is refused at the door
+        checks.append(Check(f"list_contains({varchar_list(own)}, {v['outcome']})", "'scored_by_flourish'",
+                            literal("outcome is scored by Flourish from the responses (protocol source: flourish); "
+                                    "an external score for it is refused")))
+    return checks
+
+
+def all_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> list[Check]:
+    return contract_checks(kind) + protocol_checks(kind, protocol, bounds)
+
+
+def items_ok(t_items: str, items: str, instrument: str, version: str, bounds: ItemBounds) -> str:
+    """SQL: a response's ``items`` (of JSON type ``t_items``; ``items`` its text as DuckDB writes it back,
+    minified, keys unescaped, numbers normalised) is an object that passes every item check of the exact
+    path. One regular expression an instrument version: its codes in their defined order, each at most once
+    (so no code repeats), each answered by a JSON integer of its range or null. Sufficient, not necessary:
+    items in another order, an answer written ``3.0`` or ``"3"``, or an instrument whose codes are not plain
+    names or whose range has more than 1,000 values, are left to the exact path. A CASE branch is evaluated for
+    its own rows only, so a row meets only its own instrument's expression."""
+    branches = []
+    for (inst, ver), items_of in bounds.items.items():
+        if not all(_SAFE_CODE.match(code) for code, _, _ in items_of) or any(hi - lo > 1000 for _, lo, hi in items_of):
+            continue
+        parts = [f'(?:{"," if i else ""}"{code}":(?:null|{"|".join(str(v) for v in range(lo, hi + 1))}))?'
+                 for i, (code, lo, hi) in enumerate(items_of)]
+        # a present code after absent ones has no comma before it: every code's comma is optional, which admits
+        # no text DuckDB writes that is not a valid object of these codes
+        pattern = r"\{" + "".join(p.replace("(?:,", "(?:,?", 1) for p in parts) + r"\}"
+        branches.append(f"WHEN {t_items} = 'OBJECT' AND {instrument} = {literal(inst)} AND {version} = {literal(ver)} "
+                        f"THEN regexp_full_match({items}, {literal(pattern)})")
+    if not branches:
+        return "false"
+    return f"coalesce(CASE {' '.join(branches)} ELSE false END, false)"
+
+
+def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
+    """SQL: the unpacked line passes every check of :func:`all_checks` (and, for a response, every item check).
+
+    One sufficient condition a field instead of the exact path's two or three (a string over its limit in
+    bytes but not in characters, or a number written as a string, is left to the exact path); the protocol's
+    checks are the exact path's own. ``tests/flows/ingest/test_fastpath.py`` holds it to the exact path."""
+    idx = index(kind)
+    ok = []
+    for i, s in enumerate(specs(kind), start=1):
+        t, v = f"t_{i}", f"v_{i}"
+        if s.form == "text":
+            cond = f"{t} = 'VARCHAR' AND strlen({v}) BETWEEN 1 AND {s.max_chars}"
+        elif s.form == "timestamp":
+            cond = f"{t} = 'VARCHAR' AND {ts_ok(v)}"
+        elif s.form == "enum":
+            cond = f"{t} = 'VARCHAR' AND list_contains({varchar_list(s.values)}, {v})"
+        elif s.form == "number":
+            cond = f"{t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND coalesce(isfinite(try_cast({v} AS DOUBLE)), false)"
+        elif s.form == "scopes":
+            cond = scopes_ok(t, s)
+        elif s.form == "items":
+            cond = items_ok(t, v, f"v_{idx['instrument']}", f"v_{idx['instrument_version']}", bounds)
+        else:  # pragma: no cover
+            raise AssertionError(s.form)
+        ok.append(f"({_missing(t)} OR ({cond}))" if not s.required else f"({cond})")
+    ok.append("n_keys = n_known")
+    ok += [f"NOT coalesce({c.condition}, false)" for c in protocol_checks(kind, protocol, bounds)]
+    return "coalesce(" + " AND ".join(ok) + ", false)"
+
+
+def typed_sql(kind: str) -> list[str]:
+    """The select list typing a staged line's fields as the clean tables store them (the participant id
+    excluded: it is pseudonymized by a join)."""
+    out = []
+    for i, s in enumerate(specs(kind), start=1):
+        v = f"v_{i}"
+        if s.name == "participant_id":
+            continue
+        if s.form == "timestamp":
+            out.append(f"try_cast({v} AS TIMESTAMPTZ) AS {s.name}")
+        elif s.form == "number":
+            out.append(f"try_cast(trim({v}) AS DOUBLE) AS {s.name}")
+        elif s.form == "scopes":
+            out.append(f"scope_values AS {s.name}")
+        elif s.form == "items":
+            out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {s.name}")
+        else:
+            out.append(f"{v} AS {s.name}")
+    return out

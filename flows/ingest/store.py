@@ -1,0 +1,43 @@
+"""Where clean rows go: the INSERTs both paths share, so a record is stored the same way whichever path read it.
+
+Each statement reads ``rows``, a relation of typed records (``contract.typed_sql``'s columns, the pseudonym
+as ``participant``, the line as ``line``) and takes ``$batch`` (and, for consents, ``$file``) as parameters.
+"""
+
+from __future__ import annotations
+
+from flows.ingest.contract import item_value_sql
+from flows.ingest.gate import CONSENT_RECORD_HASH
+
+TARGET = {
+    "events": "events",
+    "assignments": "assignments",
+    "consents": "consents",
+    "scores": "scores (study_id, participant, wave, outcome, value, items_answered, prorated, source, scored_at, batch_id)",
+}
+COLUMNS = {
+    "events": "event_id, participant, study_id, ts, session_id, type, feature, value, $batch",
+    "assignments": "participant, study_id, arm, assigned_at, stratum, $batch",
+    "scores": "study_id, participant, wave, outcome, value, NULL, false, 'external', scored_at, $batch",
+    "consents": f"participant, consent_version, scopes, granted_at, withdrawn_at, {CONSENT_RECORD_HASH}, $batch, $file, line",
+}
+
+
+def insert_sql(kind: str, rows: str, target: str | None = None) -> str:
+    """INSERT the records of ``rows`` (not responses: :func:`response_inserts`) into their table, or ``target``."""
+    return f"INSERT INTO {target or TARGET[kind]} SELECT {COLUMNS[kind]} FROM {rows}"
+
+
+def response_inserts(rows: str) -> list[str]:
+    """A response and one row per item (answered or skipped, value NULL when skipped), from ``rows`` that passed
+    every check. Items are read with ``json_each``, never through a path built from a key."""
+    return [
+        f"""INSERT INTO response_items
+            SELECT s.response_id, s.participant, s.study_id, s.instrument, s.instrument_version, s.wave, e.key,
+                   CASE WHEN e.type <> 'NULL' THEN {item_value_sql("json_extract_string(e.value, '$')")} END
+            FROM {rows} s, json_each(s.items) AS e""",
+        f"""INSERT INTO responses
+            SELECT response_id, participant, study_id, instrument, instrument_version, wave, submitted_at,
+                   (SELECT count(*) FROM json_each(s.items) e WHERE e.type <> 'NULL')::INTEGER, $batch
+            FROM {rows} s""",
+    ]
