@@ -7,7 +7,12 @@ so it can be read in one place and tested without a warehouse (``tests/analysis/
 
 1. **Sample ratio.** The arms' counts against the protocol's ratios (Fabijan et al. 2019); a mismatch is a
    note on the run, since every effect is then suspect.
-2. **The longitudinal model of each outcome** over the follow-up waves with data so far. *Running study*: while
+2. **The longitudinal model of each outcome** over the follow-up waves with data so far: the MMRM (REML,
+   unstructured covariance over the follow-up waves, arm x wave and baseline x wave; Kenward-Roger intervals and,
+   beside them, sandwich ones; Mallinckrodt et al. 2008) when the outcome has two or more follow-up waves and
+   the plan estimates an effect per wave (``AnalysisPlan.primary_model``), else the Bayesian random-intercept
+   model; the maximum-likelihood random-intercept fit is reported beside either as a cross-check (the form
+   published fits such as Beat the Blues use). *Running study*: while
    an outcome's long-run wave has no scores, the model covers the waves observed, the run says ``STUDY
    RUNNING``, and no long-run (or plateau) row is given: without data at that wave it has only its prior.
    *One failure does not sink the run*: an outcome whose model cannot be fitted (its statistics refused, the
@@ -36,11 +41,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from analysis.errors import AnalysisInputError, AnalysisRefused, DiagnosticsFailed, InsufficientData
 from analysis.longitudinal import LongitudinalStats
 from analysis.longitudinal.summarise import method_of
 from schemas.protocol import Outcome, StudyProtocol
 from schemas.results import LONG_RUN, PLATEAU, Effect
+from schemas.mmrm_stats import MMRMStatistics
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,6 +118,7 @@ class OutcomeStatistics:
     longitudinal: LongitudinalStats | Unavailable
     final_wave: FinalWaveCells | None = None
     subgroups: Mapping[str, Mapping[str, Mapping[str, PairedMoments]] | Unavailable] = field(default_factory=dict)
+    mmrm: MMRMStatistics | Unavailable | None = None  # the MMRM's pattern statistics, when the plan fits one
 
 
 @dataclass(frozen=True)
@@ -191,14 +200,20 @@ def run_plan(
                 f"STUDY RUNNING: {o.name} has no scores at its long-run wave {final} yet; per-wave "
                 f"effects cover {', '.join(s.observed_waves)} only; no long-run estimate until that wave closes"
                 + ("" if statistics.surrogate else " (a surrogate-index forecast needs --calibration-study)"))
-        progress(f"fitting the longitudinal model of {o.name}")
-        result, failure = _fit_longitudinal(s, o, protocol, fit)
+        model = plan.primary_model(len(s.observed_waves))
+        progress(f"fitting the {model.replace('_', '-')} model of {o.name}")
+        if model == "mmrm":
+            result, rows, failure = _fit_mmrm(s, o, protocol, treated, running)
+        else:
+            result, failure = _fit_longitudinal(s, o, protocol, fit)
+            rows = [] if failure else [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
         if failure is not None:
             failures[o.name] = failure
-            effects += _failed_model_rows(o, s, protocol, treated, running, failure)
-            continue
-        results[o.name] = result
-        effects += [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
+            effects += _failed_model_rows(o, s, protocol, treated, running, failure, model)
+        else:
+            results[o.name] = result
+            effects += rows
+        effects += _ml_cross_check(s, o, protocol, treated, running)
 
     ancova = {o.name: _final_wave_ancova(statistics.outcome(o.name), o, protocol, treated) for o in protocol.outcomes
               if statistics.outcome(o.name).final_wave is not None}
@@ -260,17 +275,146 @@ def _fit_longitudinal(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol,
 
 
 def _failed_model_rows(o: Outcome, s: OutcomeStatistics, protocol: StudyProtocol, treated: list[str], running: bool,
-                       reason: str) -> list[Effect]:
+                       reason: str, model: str = "random_intercept") -> list[Effect]:
     """The rows the model would have given, each saying why it has no number."""
     plan = protocol.analysis
     waves = list(s.observed_waves)
     if not running or not waves:
         waves.append(LONG_RUN)
-    if not running and plan.effect_shape == "saturating":
+    if not running and plan.effect_shape == "saturating" and model != "mmrm":
         waves.append(PLATEAU)
-    return [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method=method_of(plan),
+    method = mmrm_method(plan) if model == "mmrm" else method_of(plan)
+    return [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method=method,
                    interval_level=plan.interval_level, direction=o.direction, reason=reason)
             for a in treated for w in waves]
+
+
+# ----------------------------------------------------------------------------------------------
+# The MMRM and the maximum-likelihood random-intercept cross-check
+# ----------------------------------------------------------------------------------------------
+def mmrm_method(plan) -> str:
+    """The method label of the MMRM's rows: ``mmrm_reml_<covariance>`` (Kenward-Roger intervals)."""
+    return f"mmrm_reml_{plan.mmrm_covariance or 'us'}"
+
+
+def mmrm_design(protocol: StudyProtocol, waves: tuple[str, ...] | list[str], covariates: tuple[str, ...] | list[str] = ()):
+    """The MMRM of a protocol over the follow-up ``waves`` (in protocol order): wave means, arm x wave and baseline x
+    wave effects, one slope per covariate (``analysis.mmrm.default_design``)."""
+    from analysis.mmrm import MMRMDesign
+
+    arms = (protocol.control_arm, *[a for a in protocol.arm_names if a != protocol.control_arm])
+    waves = tuple(w for w in protocol.wave_names if w in set(waves))
+    months = tuple(protocol.wave(w).months for w in waves)
+    return MMRMDesign(arms, waves, tuple(covariates), True, months)
+
+
+def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
+    """Participants per arm observed at ``wave``, from the patterns (each pattern's z'z holds its arm counts)."""
+    from analysis.mmrm.design import INTERCEPT, arm_column
+
+    t = design.waves.index(wave)
+    cols = list(design.z_columns)
+    counts = {a: 0 for a in design.arms}
+    for pattern in stats.patterns:
+        if t not in pattern.observed:
+            continue
+        treated = 0
+        for a in design.arms[1:]:
+            n = int(round(pattern.szz[cols.index(INTERCEPT), cols.index(arm_column(a))]))
+            counts[a] += n
+            treated += n
+        counts[design.arms[0]] += pattern.n_participants - treated
+    return counts
+
+
+def _fit_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+              running: bool) -> tuple[Any, list[Effect], str | None]:
+    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not."""
+    from analysis.mmrm import MMRMFitError, fit_mmrm, fit_mmrm_bayes
+
+    plan = protocol.analysis
+    if s.mmrm is None:
+        return None, [], f"the MMRM of {o.name} has no statistics (they were not read)"
+    if isinstance(s.mmrm, Unavailable):
+        return None, [], f"the MMRM of {o.name} could not be fitted: {s.mmrm.reason}"
+    design = mmrm_design(protocol, s.observed_waves, plan.covariates)
+    try:
+        fit = fit_mmrm(s.mmrm, design, structure=plan.mmrm_covariance or "us", method="reml",
+                       level=plan.interval_level)
+    except (MMRMFitError, AnalysisInputError, InsufficientData, ValueError) as exc:
+        return None, [], f"the MMRM of {o.name} could not be fitted: {exc}"
+    method = mmrm_method(plan)
+    rows: list[Effect] = []
+    for e in fit.effects:
+        if running and e.wave == LONG_RUN:
+            continue
+        counts = _mmrm_counts(s.mmrm, design, design.waves[-1] if e.wave == LONG_RUN else e.wave)
+        n = {"n_arm": counts[e.arm], "n_control": counts[protocol.control_arm]}
+        kr = e.kenward_roger or e.model_based
+        for label, inf in ((method, kr), (f"{method}_sandwich", e.sandwich)):
+            if inf is None:
+                continue
+            rows.append(Effect(outcome=o.name, arm=e.arm, control=protocol.control_arm, wave=e.wave, method=label,
+                               estimate=e.estimate, sd=inf.se, lower=inf.lower, upper=inf.upper,
+                               interval_level=e.interval_level, p_value=inf.p_value, direction=o.direction, **n))
+    result: dict[str, Any] = {"reml": fit}
+    if plan.mmrm_bayesian:
+        try:
+            posterior = fit_mmrm_bayes(s.mmrm, design, plan, outcome=o.name, direction=o.direction, mcid=o.mcid,
+                                       rope=o.rope)
+        except (AnalysisInputError, InsufficientData, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return None, [], f"the Bayesian MMRM of {o.name} could not be fitted ({first})"
+        if not posterior.confirmatory:
+            return None, [], (f"the Bayesian MMRM of {o.name} failed its diagnostics: "
+                              + "; ".join(posterior.diagnostics.reasons))
+        rows += [e for e in posterior.effects if not (running and e.wave == LONG_RUN)]
+        result["bayes"] = posterior
+    return result, rows, None
+
+
+def _ml_cross_check(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+                    running: bool) -> list[Effect]:
+    """The maximum-likelihood random-intercept fit of the plan's (linear) mean model, from the same cross-products:
+    the cross-check of the primary model and the form of published fits (lme4's ``lmer(..., REML = FALSE)``;
+    standard errors are the GLS ones at the ML variances, intervals normal). A saturating plan has no linear ML
+    form and gets no cross-check row."""
+    from analysis.longitudinal import constrain, ml_fit, plan_constraint
+    from scipy.stats import norm
+
+    plan = protocol.analysis
+    if isinstance(s.longitudinal, Unavailable) or plan.effect_shape == "saturating" or plan.random_slopes:
+        return []
+    stats = s.longitudinal
+    spec = stats.spec
+    try:
+        m, names = plan_constraint(spec, plan)
+        fit = ml_fit(constrain(stats.cross, m, names))
+    except (AnalysisInputError, InsufficientData, ValueError, np.linalg.LinAlgError):
+        return []
+    z = float(norm.ppf(0.5 + plan.interval_level / 2))
+    cols = list(stats.cross.columns)
+
+    def n_at(column: str) -> int:  # an indicator column's X'X diagonal counts its rows
+        return int(round(stats.cross.xtx[cols.index(column), cols.index(column)]))
+
+    rows = []
+    for a in treated:
+        targets = ([(w, f"arm[{a}]:wave[{w}]") for w in spec.waves] + [(LONG_RUN, f"arm[{a}]:wave[{spec.waves[-1]}]")]
+                   if plan.effect_shape == "per_wave" else [(LONG_RUN, f"arm[{a}]")])
+        for wave, column in targets:
+            if running and wave == LONG_RUN:
+                continue
+            est, se = fit.coef(column)
+            p_value = float(2 * norm.sf(abs(est) / se)) if se > 0 else None
+            at = spec.waves[-1] if wave == LONG_RUN else wave
+            n_arm = n_at(f"arm[{a}]:wave[{at}]")
+            n_control = n_at(f"wave[{at}]") - sum(n_at(f"arm[{b}]:wave[{at}]") for b in treated)
+            rows.append(Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=wave,
+                               method="ml_random_intercept", estimate=est, sd=se, lower=est - z * se,
+                               upper=est + z * se, interval_level=plan.interval_level, p_value=p_value,
+                               direction=o.direction, n_arm=n_arm, n_control=n_control))
+    return rows
 
 
 def _not_estimable(outcome: str, treated: list[str], protocol: StudyProtocol, wave: str, method: str, reason: str,

@@ -58,6 +58,7 @@ from analysis.plan import (
     followup_waves,
 )
 from schemas.errors import FlourishError
+from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
 from schemas.sqltext import ident, literal, number
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
@@ -468,8 +469,26 @@ def surrogate_inputs(
                            surrogate_frame(con, protocol, protocol.study_id, waves))
 
 
+@_reproducible
+def mmrm_stats(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outcome: str,
+               waves: Sequence[str]) -> MMRMStatistics:
+    """The MMRM's pattern statistics of ``outcome`` over the follow-up ``waves`` (with the fourth-order sums the
+    sandwich covariance needs): the SQL text of ``analysis.mmrm.sql`` over :func:`observations_sql`, one GROUP BY."""
+    from analysis.mmrm import pattern_statistics_from_rows, pattern_statistics_sql
+    from analysis.plan import mmrm_design
+
+    covariates = list(protocol.analysis.covariates)
+    design = mmrm_design(protocol, list(waves), covariates)
+    source = observations_sql(protocol, outcome, covariates, waves)
+    rows = con.execute(pattern_statistics_sql(design, source, fourth_order=True)).fetchall()
+    return pattern_statistics_from_rows(design, rows, fourth_order=True)
+
+
 def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, o: Outcome) -> OutcomeStatistics:
+    from analysis.mmrm import StatisticsInputError
+
     observed = observed_followup_waves(con, protocol, o)
+    mmrm: MMRMStatistics | Unavailable | None = None
     if not observed:
         longitudinal: LongitudinalStats | Unavailable = Unavailable(
             f"{o.name} has no follow-up scores yet (only the baseline)")
@@ -478,12 +497,17 @@ def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
             longitudinal = longitudinal_stats(con, protocol, outcome=o.name, waves=observed)
         except (AnalysisInputError, InsufficientData) as exc:  # the outcome's failure, reported by the plan
             longitudinal = Unavailable(str(exc))
+        if protocol.analysis.primary_model(len(observed)) == "mmrm":
+            try:
+                mmrm = mmrm_stats(con, protocol, outcome=o.name, waves=observed)
+            except (AnalysisInputError, InsufficientData, StatisticsInputError) as exc:
+                mmrm = Unavailable(str(exc))
     if final_wave(protocol, o) not in observed:
-        return OutcomeStatistics(o.name, tuple(observed), longitudinal)
+        return OutcomeStatistics(o.name, tuple(observed), longitudinal, mmrm=mmrm)
     fw = FinalWaveCells(*final_wave_cells(con, protocol, o))
     subgroups = ({sg: subgroup_cells(con, protocol, o, sg) for sg in protocol.analysis.subgroups}
                  if o.name == protocol.primary_outcome.name else {})
-    return OutcomeStatistics(o.name, tuple(observed), longitudinal, fw, subgroups)
+    return OutcomeStatistics(o.name, tuple(observed), longitudinal, fw, subgroups, mmrm=mmrm)
 
 
 def plan_statistics(

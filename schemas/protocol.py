@@ -168,6 +168,25 @@ class AnalysisPlan(Contract):
     seed: int = Field(20261122, ge=0, lt=2**63)
     rhat_max: float = Field(1.01, gt=1.0, le=1.2, description="Largest R-hat a confirmatory fit may have.")
     ess_bulk_min: float = Field(400.0, gt=0, le=1e6, description="Smallest bulk effective sample size.")
+    # Fields added after plans were locked default to None ("absent"), so a locked plan's hash does not change
+    # (analysis.prereg.canonical_protocol leaves absent fields out); the defaults they stand for are stated here.
+    model: Literal["mmrm", "random_intercept"] | None = Field(
+        None, description="The primary longitudinal model. Absent: the MMRM (unstructured covariance over the "
+        "follow-up waves; Mallinckrodt et al. 2008) when an outcome has two or more follow-up waves and the plan "
+        "estimates an effect per wave; the random-intercept model for one follow-up wave (the ANCOVA), a constant "
+        "or saturating effect, a linear time trend or random slopes.")
+    mmrm_covariance: Literal["us", "toeph", "toep", "ar1h", "ar1", "csh", "cs"] | None = Field(
+        None, description="The MMRM's covariance over the follow-up waves (mmrm's names). Absent: us (unstructured).")
+    mmrm_bayesian: bool | None = Field(
+        None, description="Also fit the Bayesian MMRM (LKJ prior, nutpie) beside the REML fit, for P(benefit) and "
+        "P(> MCID). Absent: no (its model compiles for about a minute per design).")
+
+    def primary_model(self, n_followup_waves: int) -> Literal["mmrm", "random_intercept"]:
+        """The model the plan fits to an outcome with ``n_followup_waves`` follow-up waves with data."""
+        if self.model is not None:
+            return self.model
+        per_wave = self.effect_shape == "per_wave" and self.time_trend == "per_wave" and not self.random_slopes
+        return "mmrm" if n_followup_waves >= 2 and per_wave else "random_intercept"
 
 
 _CRON = re.compile(r"^\S+(\s+\S+){4}$")

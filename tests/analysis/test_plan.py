@@ -31,7 +31,9 @@ PROTOCOL = StudyProtocol.model_validate({
                            {"name": "b.total", "source": "external", "wave": "w3"}],
     "surrogates": [{"name": "sessions", "event_type": "session_start", "window_days": 14}],
     "privacy": {"epsilon": 1.0},
-    "analysis": {"subgroups": ["baseline_tercile"]},
+    # the random-intercept model, so the stand-in fit exercises the plan's handling of a model's failures; the MMRM
+    # (the default with two follow-up waves) has tests of its own below
+    "analysis": {"subgroups": ["baseline_tercile"], "model": "random_intercept"},
 })
 EFFECTS = {"who5.percent": 6.0, "a.total": 3.0, "b.total": 0.0}
 
@@ -212,3 +214,43 @@ def test_every_quantity_that_cannot_be_estimated_says_why_and_has_no_number(stat
     assert _rows(unread, outcome="sessions")[0].reason == "telemetry metric sessions: events table unreadable"
     for e in (*result.effects, *unread.effects):  # the invariant, on every row the plan gave
         assert e.estimable == (e.estimate is not None) and (e.reason is None) == e.estimable
+
+
+
+def test_the_mmrm_is_the_primary_model_with_two_or_more_follow_up_waves():
+    """Without `model:` a per-wave plan with two follow-up waves fits the REML MMRM (Kenward-Roger and sandwich rows,
+    n analysed per arm) and reports the ML random-intercept fit beside it as a cross-check."""
+    from analysis.mmrm import fit_mmrm
+    from analysis.plan import mmrm_design
+
+    data = {**PROTOCOL.model_dump(mode="json"), "analysis": {"subgroups": ["baseline_tercile"]}}
+    protocol = StudyProtocol.model_validate(data)
+    rng = np.random.default_rng(11)
+    stats = plan_statistics_from_rows(simulated_scores(rng, protocol, effects=EFFECTS), protocol)
+    result = run_plan(stats, protocol, fit=ml_fit_stand_in)
+    rows = [e for e in result.effects if e.outcome == "who5.percent" and e.method.startswith("mmrm_reml_us")]
+    assert {(e.method, e.wave) for e in rows} == {(m, w) for m in ("mmrm_reml_us", "mmrm_reml_us_sandwich")
+                                                  for w in ("w1", "w3", "long_run")}
+    fit = fit_mmrm(stats.outcome("who5.percent").mmrm, mmrm_design(protocol, ("w1", "w3")))
+    long_run = next(e for e in rows if e.method == "mmrm_reml_us" and e.wave == "long_run")
+    assert long_run.estimate == fit.effect("coach").estimate
+    assert long_run.sd == fit.effect("coach").kenward_roger.se and long_run.p_value is not None
+    assert long_run.n_arm > 0 and long_run.n_control > 0
+    sandwich = next(e for e in rows if e.method == "mmrm_reml_us_sandwich" and e.wave == "long_run")
+    assert sandwich.sd == fit.effect("coach").sandwich.se
+    assert any(e.method == "ml_random_intercept" and e.wave == "long_run" for e in result.effects)
+    assert not any(e.method.startswith("bayes_random_intercept") for e in result.effects)
+
+
+def test_an_mmrm_that_cannot_be_fitted_is_reported_failed():
+    from dataclasses import replace as dc_replace
+
+    protocol = StudyProtocol.model_validate({**PROTOCOL.model_dump(mode="json"), "analysis": {"subgroups": []}})
+    rng = np.random.default_rng(12)
+    stats = plan_statistics_from_rows(simulated_scores(rng, protocol, effects=EFFECTS), protocol)
+    broken = dc_replace(stats, outcomes=tuple(dc_replace(o, mmrm=Unavailable("duplicate waves (3 rows)"))
+                                              if o.outcome == "a.total" else o for o in stats.outcomes))
+    result = run_plan(broken, protocol, fit=ml_fit_stand_in)
+    assert result.failed == ("a.total",)
+    failed = [e for e in result.effects if e.outcome == "a.total" and e.method == "mmrm_reml_us"]
+    assert failed and all(not e.estimable and "duplicate waves" in e.reason for e in failed)

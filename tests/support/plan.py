@@ -88,6 +88,25 @@ def plan_statistics_from_rows(scores: pd.DataFrame, protocol: StudyProtocol,
                 subgroups["baseline_tercile"] = {
                     lev: {a: PairedMoments.from_arrays(g2["baseline"], g2["y"]) for a, g2 in g.groupby("arm")}
                     for lev, g in done.groupby("level")}
-        out.append(OutcomeStatistics(o.name, observed, longitudinal, fw, subgroups))
+        mmrm = _mmrm_statistics(follow, protocol, observed) if observed and protocol.analysis.primary_model(
+            len(observed)) == "mmrm" else None
+        out.append(OutcomeStatistics(o.name, observed, longitudinal, fw, subgroups, mmrm=mmrm))
     counts = scores.drop_duplicates("participant")["arm"].value_counts().to_dict()
     return PlanStatistics(tuple(out), counts, telemetry or {})
+
+
+def _mmrm_statistics(follow: pd.DataFrame, protocol: StudyProtocol, observed: tuple[str, ...]):
+    """The MMRM's pattern statistics of the follow-up rows, by the same SQL text the warehouse path runs."""
+    import duckdb
+
+    from analysis.mmrm import pattern_statistics_from_rows, pattern_statistics_sql
+    from analysis.plan import mmrm_design
+
+    design = mmrm_design(protocol, observed)
+    con = duckdb.connect()
+    try:
+        con.register("obs", follow.rename(columns={"value": "y"})[["participant", "arm", "wave", "y", "baseline"]])
+        rows = con.execute(pattern_statistics_sql(design, "obs", fourth_order=True)).fetchall()
+    finally:
+        con.close()
+    return pattern_statistics_from_rows(design, rows, fourth_order=True)

@@ -36,8 +36,9 @@ PROTOCOL = {
     ],
     "surrogates": [{"name": "sessions_per_week", "event_type": "session_start", "window_days": 14}],
     "privacy": {"epsilon": 1.0},
+    # the Bayesian random-intercept model through the warehouse (the MMRM's CLI path: tests/flows/cli/test_trials.py)
     "analysis": {"effect_shape": "per_wave", "subgroups": ["baseline_tercile"], "chains": 2, "draws": 400,
-                 "tune": 400, "ess_bulk_min": 150},
+                 "tune": 400, "ess_bulk_min": 150, "model": "random_intercept"},
 }
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
