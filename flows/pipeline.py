@@ -224,7 +224,7 @@ def release_stage(study: str, warehouse: str, now_iso: str) -> State:
         status = budget(warehouse).get(protocol.study_id)
         return {"releases": made_now, "due": [rid for _, rid in due],
                 "epsilon_spent": None if status is None else status.epsilon_spent,
-                "epsilon_total": protocol.privacy.epsilon}
+                "epsilon_total": protocol.privacy.epsilon if protocol.privacy else None}
 
     return _stage("release", warehouse, protocol.study_id, key, body,
                   key_after=lambda: runs.cache_key("release", plan_hash, sorted(rid for _, rid in due), False))
@@ -307,7 +307,9 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
         plan.append(("analyze", None, "no wave has closed yet (schedule)"))
     else:
         plan.append(("analyze", lambda: _call(analyze_stage, study, warehouse, preregister_plan, exploratory), None))
-    if release:
+    if release and protocol.privacy is None:
+        plan.append(("release", None, "the protocol declares no privacy budget, so it releases nothing"))
+    elif release:
         plan.append(("release", lambda: _call(release_stage, study, warehouse, now.isoformat()), None))
     else:
         plan.append(("release", None, "not asked for (--no-release)"))

@@ -499,6 +499,9 @@ def release_queries(
     if not isinstance(fraction, int | float) or not math.isfinite(fraction) or not (0 < fraction <= 1):
         raise InvalidPrivacyParameter(f"fraction of the budget must be in (0, 1], got {fraction!r}")
     p = protocol.privacy
+    if p is None:
+        raise PrivacyError(f"study {protocol.study_id} declares no privacy settings (no budget), so it releases "
+                           "nothing; add a `privacy:` section with its epsilon to release")
     _check_positive("epsilon", p.epsilon)
     mechanism: Mechanism = p.mechanism
     accounting: Accounting = "zcdp" if mechanism == "gaussian" else "pure"

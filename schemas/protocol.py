@@ -54,7 +54,8 @@ class Wave(Contract):
     name: str
     day: int = Field(ge=0, le=36_500, description="Day offset from the participant's assignment (at most 100 years).")
     window_days: int = Field(7, ge=0, le=3_650, description="Responses within day +/- window count for this wave.")
-    instruments: list[str] = Field(min_length=1)
+    instruments: list[str] = Field(default_factory=list, description="Library instruments administered at this wave; "
+                                   "none when the wave's outcomes are scored outside Flourish.")
 
     @field_validator("name")
     @classmethod
@@ -244,7 +245,8 @@ class StudyProtocol(Contract):
     primary_outcome: Outcome
     secondary_outcomes: list[Outcome] = Field(default_factory=list)
     surrogates: list[SurrogateMetric] = Field(default_factory=list)
-    privacy: PrivacySettings
+    privacy: PrivacySettings | None = Field(None, description="The study's privacy budget and release plan; a "
+                                            "study that releases nothing may leave it out.")
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
     instrument_permissions: list[InstrumentPermission] = Field(default_factory=list)
     strata: list[str] = Field(default_factory=list, description="Stratification variables for randomization.")
@@ -285,13 +287,13 @@ class StudyProtocol(Contract):
                 raise ValueError(f"outcome {o.name!r} uses instrument {o.instrument!r}, which no wave administers")
         if self.analysis.baseline_wave is not None and self.analysis.baseline_wave not in wave_names:
             raise ValueError(f"analysis.baseline_wave {self.analysis.baseline_wave!r} is not one of {wave_names}")
-        planned = [r.after_wave for r in self.privacy.releases]
+        planned = [r.after_wave for r in self.privacy.releases] if self.privacy else []
         if [w for w in planned if w not in wave_names]:
             raise ValueError(f"privacy.releases name waves {[w for w in planned if w not in wave_names]} that are not "
                              f"one of {wave_names}")
         if len(set(planned)) != len(planned):
             raise ValueError("privacy.releases name a wave more than once")
-        if sum(r.share for r in self.privacy.releases) > 1 + 1e-9:
+        if self.privacy and sum(r.share for r in self.privacy.releases) > 1 + 1e-9:
             raise ValueError("privacy.releases spend more than the whole budget (their shares add up to more than 1)")
         unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
         if unknown:
@@ -341,6 +343,8 @@ class StudyProtocol(Contract):
     def planned_releases(self) -> list[ReleasePlan]:
         """The protocol's planned DP releases, in wave order; by default one release of the whole budget after the
         last wave."""
+        if self.privacy is None:
+            return []
         if not self.privacy.releases:
             return [ReleasePlan(after_wave=self.waves[-1].name, share=1.0)]
         order = {w: i for i, w in enumerate(self.wave_names)}

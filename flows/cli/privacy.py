@@ -123,6 +123,9 @@ def release(
     from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
+    if protocol.privacy is None:
+        raise UserError(f"study {protocol.study_id} declares no privacy settings (no budget), so it releases nothing; "
+                        "add a `privacy:` section with its epsilon to release")
     typer.echo(f"releasing {protocol.study_id} ({protocol.privacy.mechanism}, fraction {fraction})...", err=True)
     r = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol), fraction=fraction)
     out = {"release_id": r.release_id, "study_id": r.study_id, "mechanism": r.mechanism, "rho": r.rho,

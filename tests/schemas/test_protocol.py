@@ -61,3 +61,15 @@ def test_sensible_values_still_load(tmp_path):
     p = _load(tmp_path, _protocol(**{"privacy.epsilon": 8, "analysis.draws": 2000, "analysis.subgroups": ["stratum"],
                                      "analysis.covariates": ["who5.percent"]}))
     assert p.privacy.epsilon == 8.0 and p.analysis.draws == 2000
+
+
+def test_a_trial_scored_outside_flourish_needs_no_instrument_and_no_budget(tmp_path):
+    """Issue 20: a study scored outside Flourish listed a library instrument on every wave as a placeholder, and had
+    to declare a privacy budget although it planned no release."""
+    data = {"study_id": "btheb", "title": "Beat the Blues",
+            "arms": [{"name": "TAU", "control": True}, {"name": "BtheB"}],
+            "waves": [{"name": "pre", "day": 0}, {"name": "m2", "day": 60}, {"name": "m8", "day": 240}],
+            "primary_outcome": {"name": "bdi", "source": "external", "wave": "m8", "direction": "lower_is_better",
+                                "lower_bound": 0, "upper_bound": 63}}
+    p = _load(tmp_path, data)
+    assert p.privacy is None and p.planned_releases() == [] and p.wave("m2").instruments == []
