@@ -7,15 +7,14 @@ the privacy unit, epsilon/delta (and rho), the mechanism, what is public and wha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from privacy.budget import BudgetStatus, epsilon_to_rho
 from privacy.release import OPENDP_FEATURES
+from schemas.protocol import StudyProtocol
 
 TEMPLATE = Path(__file__).with_name("STATEMENT.md")
 
 
-def render_statement(protocol: Any, status: BudgetStatus | None = None, opendp_version: str | None = None) -> str:
+def render_statement(protocol: StudyProtocol, status: BudgetStatus | None = None, opendp_version: str | None = None) -> str:
     """Markdown privacy statement for ``protocol`` with the spend in ``status`` (None: nothing spent yet)."""
     p = protocol.privacy
     if opendp_version is None:
