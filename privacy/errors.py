@@ -11,7 +11,7 @@ from __future__ import annotations
 from schemas.privacy_values import InvalidPrivacyParameter, PrivacyError, UnboundedColumn
 
 __all__ = ["PrivacyError", "InvalidPrivacyParameter", "UnboundedColumn", "BudgetExceeded", "ReleaseRefused",
-           "RekeyError"]
+           "RekeyError", "KeyNotActive"]
 
 
 class BudgetExceeded(PrivacyError):
@@ -25,3 +25,7 @@ class ReleaseRefused(PrivacyError):
 
 class RekeyError(PrivacyError):
     """Re-keying cannot map every pseudonym in the warehouse to its new value."""
+
+
+class KeyNotActive(PrivacyError):
+    """The pseudonym key given is not the warehouse's active key (a retired key, or another study's)."""

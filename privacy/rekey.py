@@ -26,7 +26,6 @@ active key fingerprint, the old key must match it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import uuid
@@ -40,23 +39,7 @@ from privacy.consent import reseal_chain
 from privacy.erasure import SPECIAL_TABLES, _text_columns, tombstone_token
 from schemas.sqltext import ident
 from privacy.errors import RekeyError
-from privacy.pseudonym import pseudonymize_many
-
-
-def key_fingerprint(key: bytes) -> str:
-    """A public identifier of a key (not the key): HMAC(key, 'flourish-key-fingerprint-v1'), 16 hex."""
-    return hmac.new(key, b"flourish-key-fingerprint-v1", hashlib.sha256).hexdigest()[:16]
-
-
-def record_active_key(con: duckdb.DuckDBPyConnection, key: bytes) -> str:
-    """Note the key in use (its fingerprint) if none is recorded; refuse a different one."""
-    fp = key_fingerprint(key)
-    active = con.execute("SELECT fingerprint FROM pseudonym_keys WHERE retired_at IS NULL").fetchone()
-    if active is None:
-        con.execute("INSERT INTO pseudonym_keys VALUES (?, ?, NULL) ON CONFLICT DO NOTHING", [fp, datetime.now(UTC)])
-    elif active[0] != fp:
-        raise RekeyError(f"the warehouse's active pseudonym key has fingerprint {active[0]}, this key has {fp}")
-    return fp
+from privacy.pseudonym import key_fingerprint, pseudonymize_many
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from flows.warehouse import connect
 from schemas.warehouse import transaction
 from privacy.consent import scope_summary_sql
 from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
-from privacy.pseudonym import pseudonymize_many
+from privacy.pseudonym import check_active_key, pseudonymize_many
 from schemas.protocol import StudyProtocol
 from schemas.records import EVENT_TYPES, ISO_WITH_OFFSET, SCOPES
 
@@ -692,6 +692,7 @@ def ingest_batch(
         pseudonyms = _Pseudonyms(key, {r[0] for r in con.execute("SELECT participant FROM tombstones").fetchall()})
 
         with transaction(con):  # the whole batch, or nothing of it
+            check_active_key(con, key)  # a retired or foreign key would give a participant a second pseudonym
             # clean events gather here and reach `events` in one INSERT per ACC_FLUSH_ROWS: many small
             # appends to a persistent table cost far more (and make the commit slow) than a few large ones
             con.execute("CREATE OR REPLACE TEMP TABLE acc_events AS SELECT * FROM events LIMIT 0")

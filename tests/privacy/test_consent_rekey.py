@@ -14,7 +14,8 @@ from privacy.consent import append_consent, consent_status, sync_from_consents, 
 from privacy.erasure import Needles, scan_bytes, tombstone_token
 from privacy.errors import PrivacyError, RekeyError
 from privacy.pseudonym import pseudonymize
-from privacy.rekey import key_fingerprint, record_active_key, rekey
+from privacy.pseudonym import check_active_key, key_fingerprint
+from privacy.rekey import rekey
 
 NEW_KEY = b"new-key-fedcba9876543210"
 
@@ -58,7 +59,7 @@ def test_rekey_rewrites_every_table_and_keeps_chain_and_tombstones(tmp_path):
     db = tmp_path / "study" / "w.duckdb"
     con = connect(db)
     ids = fill(con, 12)
-    record_active_key(con, KEY)
+    check_active_key(con, KEY)
     sync_from_consents(con)
     con.close()
     erased_raw = "raw-0003"
@@ -90,7 +91,7 @@ def test_rekey_refuses_an_incomplete_id_list_and_changes_nothing(warehouse):
         rekey(con, KEY, NEW_KEY, list(ids)[:-1], participant_tables=participant_tables(con))
     with pytest.raises(RekeyError, match="same as the old"):
         rekey(con, KEY, KEY, list(ids), participant_tables=participant_tables(con))
-    record_active_key(con, KEY)
+    check_active_key(con, KEY)
     with pytest.raises(RekeyError, match="not the warehouse's active key"):
         rekey(con, b"some-other-key-000000", NEW_KEY, list(ids), participant_tables=participant_tables(con))
     assert con.execute("SELECT participant FROM assignments ORDER BY 1").fetchall() == before
