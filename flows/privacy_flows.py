@@ -50,8 +50,7 @@ def erase_participant(
     needles = Needles(pseudonym, raw_id)
     if isinstance(con_or_path, duckdb.DuckDBPyConnection):
         con = con_or_path
-        receipt = erase_rows(con, pseudonym, reason, participant_tables=participant_tables(con),
-                             in_transaction=in_transaction)
+        receipt = erase_rows(con, pseudonym, reason, in_transaction=in_transaction)
         db = _db_path(con)
         folder = Path(study_folder) if study_folder else (db.parent if db else None)
         if folder is not None and scrub:
@@ -64,7 +63,7 @@ def erase_participant(
     db = Path(con_or_path)
     con = connect(db)
     try:
-        receipt = erase_rows(con, pseudonym, reason, participant_tables=participant_tables(con))
+        receipt = erase_rows(con, pseudonym, reason)
     finally:
         con.close()
     folder = Path(study_folder) if study_folder else db.parent
@@ -142,19 +141,28 @@ def budget(warehouse: str | Path) -> dict[str, Any]:
         con.close()
 
 
-def consent_status(warehouse: str | Path, *, sync: bool = True) -> dict[str, Any]:
-    """Status of the consent ledger; with ``sync``, first append entries for consents ingested since."""
+def consent_status(warehouse: str | Path) -> dict[str, Any]:
+    """Status of the consent ledger. Read-only: the ingest records consents in the ledger as they arrive."""
     from privacy.consent import consent_status as status
-    from privacy.consent import sync_from_consents
 
-    con = connect(warehouse)
+    con = connect(warehouse, read_only=True)
     try:
-        if sync:
-            sync_from_consents(con)
         return status(con)
     finally:
         con.close()
 
 
+def consent_sync(warehouse: str | Path) -> int:
+    """Append ledger entries for consents a warehouse holds and its ledger lacks (one written before the ingest
+    recorded consents itself); return how many."""
+    from privacy.consent import sync_from_consents
+
+    con = connect(warehouse)
+    try:
+        return sync_from_consents(con)
+    finally:
+        con.close()
+
+
 __all__ = ["erase_participant", "instrument_bounds", "compact_warehouse", "rekey_warehouse", "release_protocol", "budget",
-           "consent_status"]
+           "consent_status", "consent_sync"]

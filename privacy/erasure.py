@@ -1,20 +1,32 @@
-"""Erasure (GDPR Art. 17): remove one participant from every table, derived file and cache, and prove it.
+"""Erasure (GDPR Art. 17): remove participants from every table, derived file and cache, and prove it.
 
-What erasure does, in order (``flows/privacy_flows.py`` runs the whole sequence):
+One set-based core, two ways in
+-------------------------------
+``_erase_set`` erases every pseudonym in the temporary table ``_erasure_set``, in the caller's transaction:
 
-1. ``erase_rows`` (one transaction): DELETE the participant's rows from every table with a ``participant``
-   column (the caller passes ``schemas.warehouse.participant_tables``, so tables added later are covered),
-   except ``tombstones`` and the consent ledger; replace the pseudonym by ``[erased]`` inside text columns
-   of other tables (e.g. a JSON payload); redact the consent ledger (privacy/consent.py keeps its chain
-   verifiable); write a tombstone; log the erasure.
-2. ``scrub_files``: every file under the study's folder (Parquet exports, JSONL/CSV landing and quarantine
-   files, cached results) that contains the pseudonym or the raw id: text files lose the matching lines,
-   Parquet files are rewritten without the matching rows, other DuckDB files get step 1 and 3, anything
-   else (opaque caches) is deleted, since a cache can be recomputed but cannot be edited safely.
-3. ``compact_database``: DuckDB leaves deleted bytes in free blocks and the WAL, so a byte scan of the file
-   would still find the pseudonym after DELETE + CHECKPOINT (measured). The file is copied into a fresh one
-   (``COPY FROM DATABASE``) and atomically swapped in.
-4. ``scan_bytes``: the proof, a byte scan of every file under the folder for the pseudonym and raw id.
+1. record the participants' consents in the consent ledger first (``privacy.consent.sync_from_consents``), so a
+   withdrawal that arrives with the data it withdraws still reaches the ledger before the rows go;
+2. DELETE their rows from every table with a ``participant`` column (``schemas.warehouse.participant_tables``,
+   so tables added later are covered), except ``tombstones``, the consent ledger and the erasure log; the
+   quarantine keeps its rows for reconciliation with identifier and payload stripped;
+3. replace the pseudonym by ``[erased]`` inside every other text column of every warehouse table (e.g. a JSON
+   payload); a column whose longest value is shorter than a pseudonym cannot hold one and is not searched;
+4. redact the consent ledger (``privacy.consent.redact_participants`` keeps its chain verifiable);
+5. write a tombstone per participant and one erasure-log row.
+
+``erase_rows`` fills the set with one participant (an erasure request); ``erase_withdrawn`` with every participant
+whose consent is withdrawn and who has no tombstone yet (the ingest calls it at the end of each batch, in the
+batch's transaction). Both therefore have exactly the same coverage.
+
+Files and the warehouse file
+----------------------------
+``scrub_files``: every file under the study's folder (Parquet exports, JSONL/CSV landing and quarantine files,
+cached results) that contains the pseudonym or the raw id: text files lose the matching lines, Parquet files
+are rewritten without the matching rows, other DuckDB files get the row steps and compaction, anything else
+(opaque caches) is deleted, since a cache can be recomputed but cannot be edited safely. ``compact_database``:
+DuckDB leaves deleted bytes in free blocks and the WAL, so a byte scan of the file would still find the
+pseudonym after DELETE + CHECKPOINT (measured); the file is copied into a fresh one (``COPY FROM DATABASE``)
+and atomically swapped in. ``scan_bytes``: the proof, a byte scan of every file under the folder.
 
 What is kept, and why
 ---------------------
@@ -43,8 +55,10 @@ from pathlib import Path
 
 import duckdb
 
-from privacy.consent import redact_participant
+from privacy.consent import redact_participants, sync_from_consents
+from privacy.errors import PrivacyError
 from schemas.sqltext import ident
+from schemas.warehouse import participant_tables, table_names, transaction
 
 TOMBSTONE_PREFIX = "flourish-tombstone-v1:"
 ERASED = "[erased]"
@@ -52,6 +66,10 @@ SPECIAL_TABLES = ("tombstones", "consent_ledger", "erasure_log")
 # Tables whose rows are accounting, not personal data: erasure strips the identifier and payload and keeps
 # the row, so "rows read = stored + quarantined" still adds up for every batch after an erasure.
 KEEP_REDACTED = {"quarantine": "participant = NULL, payload = NULL"}
+PSEUDONYM = re.compile(r"[0-9a-f]{64}")
+# The temporary table the core reads: the pseudonyms being erased.
+_SET = "_erasure_set"
+
 TEXT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".log")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DUCKDB_SUFFIXES = (".duckdb", ".db")
@@ -69,6 +87,7 @@ class ErasureReceipt:
     reason: str
     rows_deleted: dict[str, int]
     rows_redacted: dict[str, int]
+    participants: int = 1
     files_rewritten: tuple[str, ...] = ()
     files_deleted: tuple[str, ...] = ()
     residual_files: tuple[str, ...] = ()   # files that still contain a needle after scrubbing (should be empty)
@@ -79,75 +98,138 @@ class ErasureReceipt:
         return sum(self.rows_deleted.values())
 
 
-def _text_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+def text_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The VARCHAR columns of a warehouse table other than ``participant``: where a pseudonym may sit as text."""
     return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
-        "AND data_type = 'VARCHAR' AND column_name <> 'participant'", [table]).fetchall()]
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND table_catalog = current_database() AND table_name = ? AND data_type = 'VARCHAR' "
+        "AND column_name <> 'participant' ORDER BY ordinal_position", [table]).fetchall()]
 
 
-def _all_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
-        "ORDER BY 1").fetchall()]
+# ---------------------------------------------------------------------------------------------------------
+# Rows: one set-based core
 
-
-def erase_rows(
-    con: duckdb.DuckDBPyConnection,
-    pseudonym: str,
-    reason: str,
-    *,
-    participant_tables: Sequence[str],
-    in_transaction: bool = False,
-) -> ErasureReceipt:
-    """Step 1: delete, redact, tombstone and log, in one transaction (the caller's when ``in_transaction``)."""
-    if not pseudonym or len(pseudonym) < 16:
-        raise ValueError("erase_rows needs the participant's pseudonym (64 hex characters), not an empty string")
-    if not reason:
-        raise ValueError("an erasure needs a reason (e.g. 'withdrawn', 'erasure_request')")
-    if not in_transaction:
-        con.execute("BEGIN TRANSACTION")
-    try:
-        deleted: dict[str, int] = {}
-        redacted: dict[str, int] = {}
-        for table in participant_tables:
-            if table in SPECIAL_TABLES:
+def _redact_embedded(con: duckdb.DuckDBPyConnection, pseudonyms: Sequence[str]) -> dict[str, int]:
+    """Step 3: every pseudonym of the set, inside any text column of any warehouse table, becomes ``[erased]``."""
+    pattern = "|".join(re.escape(p) for p in sorted(pseudonyms))
+    shortest = min(len(p) for p in pseudonyms)
+    redacted: dict[str, int] = {}
+    for table in table_names(con):
+        if table in SPECIAL_TABLES:
+            continue
+        columns = text_columns(con, table)
+        if not columns:
+            continue
+        # one scan for the longest value of each column: most text columns (ids, names) are shorter than a
+        # pseudonym and cannot hold one, so the search below runs only where it can find something
+        longest = con.execute(f"SELECT {', '.join(f'max(strlen({ident(c)}))' for c in columns)} "
+                              f"FROM {ident(table)}").fetchone()
+        for column, length in zip(columns, longest, strict=True):
+            if length is None or length < shortest:
                 continue
-            n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE participant = ?", [pseudonym]).fetchone()[0]
-            if n and table in KEEP_REDACTED:
-                con.execute(f"UPDATE {ident(table)} SET {KEEP_REDACTED[table]} WHERE participant = ?", [pseudonym])
-                redacted[table] = int(n)
-            elif n:
-                con.execute(f"DELETE FROM {ident(table)} WHERE participant = ?", [pseudonym])
-                deleted[table] = int(n)
-        for table in _all_tables(con):
-            if table in SPECIAL_TABLES:
-                continue
-            for col in _text_columns(con, table):
-                n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE contains({ident(col)}, ?)", [pseudonym]).fetchone()[0]
-                if n:
-                    con.execute(f"UPDATE {ident(table)} SET {ident(col)} = replace({ident(col)}, ?, ?) WHERE contains({ident(col)}, ?)",
-                                [pseudonym, ERASED, pseudonym])
-                    redacted[f"{table}.{col}"] = int(n)
-        n = redact_participant(con, pseudonym)
+            n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE regexp_matches({ident(column)}, ?)",
+                            [pattern]).fetchone()[0]
+            if n:
+                con.execute(f"UPDATE {ident(table)} SET {ident(column)} = regexp_replace({ident(column)}, ?, ?, 'g') "
+                            f"WHERE regexp_matches({ident(column)}, ?)", [pattern, ERASED, pattern])
+                redacted[f"{table}.{column}"] = int(n)
+    return redacted
+
+
+def _erase_set(con: duckdb.DuckDBPyConnection, reason: str, trigger: str,
+               withheld: Mapping[str, int] | None = None) -> ErasureReceipt:
+    """Steps 1-5 of the module docstring for every pseudonym in ``_erasure_set``; the caller holds the transaction."""
+    pseudonyms = [r[0] for r in con.execute(f"SELECT participant FROM {_SET} ORDER BY 1").fetchall()]
+    sync_from_consents(con, participants=pseudonyms, in_transaction=True)
+    in_set = f"participant IN (SELECT participant FROM {_SET})"
+    deleted: dict[str, int] = {}
+    redacted: dict[str, int] = {}
+    for table in participant_tables(con):
+        if table in SPECIAL_TABLES:
+            continue
+        n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE {in_set}").fetchone()[0]
+        if n and table in KEEP_REDACTED:
+            con.execute(f"UPDATE {ident(table)} SET {KEEP_REDACTED[table]} WHERE {in_set}")
+            redacted[table] = int(n)
+        elif n:
+            con.execute(f"DELETE FROM {ident(table)} WHERE {in_set}")
+            deleted[table] = int(n)
+    for table, n in (withheld or {}).items():
         if n:
-            redacted["consent_ledger"] = n
-        now = datetime.now(UTC)
-        con.execute("INSERT INTO tombstones VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [tombstone_token(pseudonym), now, reason])
-        erasure_id = f"erasure-{uuid.uuid4().hex[:16]}"
-        con.execute("INSERT INTO erasure_log VALUES (?,?,?,?,?,?)",
-                    [erasure_id, now, reason, sum(deleted.values()), sum(redacted.values()),
-                     json.dumps({"rows_deleted": deleted, "rows_redacted": redacted}, sort_keys=True)])
-        if not in_transaction:
-            con.execute("COMMIT")
-    except BaseException:
-        if not in_transaction:
-            con.execute("ROLLBACK")
-        raise
-    return ErasureReceipt(erasure_id, now, reason, deleted, redacted)
+            deleted[table] = deleted.get(table, 0) + int(n)
+    redacted.update(_redact_embedded(con, pseudonyms))
+    ledger = redact_participants(con, pseudonyms)
+    if ledger:
+        redacted["consent_ledger"] = ledger
+    now = datetime.now(UTC)
+    con.execute(f"INSERT INTO tombstones SELECT tombstone_token(participant), ?, ? FROM {_SET} "
+                "ON CONFLICT DO NOTHING", [now, reason])
+    erasure_id = f"erasure-{uuid.uuid4().hex[:16]}"
+    detail = {"rows_deleted": deleted, "rows_redacted": redacted, "participants": len(pseudonyms), "trigger": trigger}
+    con.execute("INSERT INTO erasure_log (erasure_id, erased_at, reason, rows_deleted, rows_redacted, detail) "
+                "VALUES (?,?,?,?,?,?)",
+                [erasure_id, now, reason, sum(deleted.values()), sum(redacted.values()),
+                 json.dumps(detail, sort_keys=True)])
+    con.execute(f"DROP TABLE {_SET}")
+    return ErasureReceipt(erasure_id, now, reason, deleted, redacted, participants=len(pseudonyms))
+
+
+def _check_reason(reason: str) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise PrivacyError("an erasure needs a reason (e.g. 'withdrawn', 'erasure_request')")
+    return reason
+
+
+def erase_rows(con: duckdb.DuckDBPyConnection, pseudonym: str, reason: str, *,
+               in_transaction: bool = False) -> ErasureReceipt:
+    """Erase one participant's rows (steps 1-5), in one transaction (the caller's when ``in_transaction``)."""
+    if not isinstance(pseudonym, str) or not PSEUDONYM.fullmatch(pseudonym):
+        raise PrivacyError("an erasure needs the participant's pseudonym (64 lowercase hex characters)")
+    _check_reason(reason)
+
+    def run() -> ErasureReceipt:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_SET} (participant VARCHAR PRIMARY KEY)")
+        con.execute(f"INSERT INTO {_SET} VALUES (?)", [pseudonym])
+        return _erase_set(con, reason, "erasure request")
+
+    if in_transaction:
+        return run()
+    with transaction(con):
+        return run()
+
+
+# Participants with a consent withdrawal and no tombstone yet: erase_withdrawn erases them, and the
+# ingest withholds their newly accepted rows (flows/ingest/batch.py).
+WITHDRAWN_NOT_ERASED = """SELECT DISTINCT participant FROM consents WHERE withdrawn_at IS NOT NULL
+    AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)"""
+
+
+def erase_withdrawn(
+    con: duckdb.DuckDBPyConnection, reason: str = "withdrawn", withheld: Mapping[str, int] | None = None
+) -> ErasureReceipt | None:
+    """The privacy step at the end of an ingest batch, in the batch's transaction: record every consent of the
+    batch in the consent ledger, then erase every participant with a withdrawal and no tombstone yet.
+
+    So a withdrawal and the erasure it triggers commit together with the batch (DESIGN.md: withdrawal erases the
+    participant and leaves a tombstone), and the ledger holds the withdrawal (redacted) and every grant; it is
+    written here and by nothing that only reads it (``consent status`` is read-only). The erasure is the same
+    set-based core as ``erase_rows``. The warehouse file keeps the deleted bytes in free blocks until
+    ``compact_database`` runs (``flourish erase``); the landing files keep the withdrawn
+    participants' raw rows until ``flourish erase ID`` scrubs them (the ingest cannot rewrite files it is reading).
+    ``withheld`` counts, per table, rows of these participants that the caller's batch accepted but never
+    inserted (the ingest withholds them rather than insert then delete); they count as deleted.
+    """
+    _check_reason(reason)
+    sync_from_consents(con, in_transaction=True)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_SET} AS {WITHDRAWN_NOT_ERASED}")
+    if not con.execute(f"SELECT count(*) FROM {_SET}").fetchone()[0]:
+        con.execute(f"DROP TABLE {_SET}")
+        return None
+    return _erase_set(con, reason, "consent withdrawal at ingest", withheld)
 
 
 def record_file_scrub(con: duckdb.DuckDBPyConnection, receipt: ErasureReceipt) -> None:
-    """Add the file counts (names relative to the study folder, no identifiers) to the erasure's log row."""
+    """Add the file counts (file names, no identifiers) to the erasure's log row."""
     detail = json.loads(con.execute("SELECT detail FROM erasure_log WHERE erasure_id = ?",
                                     [receipt.erasure_id]).fetchone()[0])
     detail.update(files_rewritten=list(receipt.files_rewritten), files_deleted=list(receipt.files_deleted),
@@ -260,14 +342,13 @@ def _scrub_other_duckdb(path: Path, needles: Needles, reason: str) -> None:
         tables = [r[0] for r in con.execute(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema='main' "
             "AND column_name='participant'").fetchall()]
-        con.execute("BEGIN TRANSACTION")
-        for t in tables:
-            con.execute(f"DELETE FROM {ident(t)} WHERE participant = ?", [needles.pseudonym])
-        for t in _all_tables(con):
-            for col in _text_columns(con, t):
-                con.execute(f"UPDATE {ident(t)} SET {ident(col)} = replace({ident(col)}, ?, ?) WHERE contains({ident(col)}, ?)",
-                            [needles.pseudonym, ERASED, needles.pseudonym])
-        con.execute("COMMIT")
+        with transaction(con):
+            for t in tables:
+                con.execute(f"DELETE FROM {ident(t)} WHERE participant = ?", [needles.pseudonym])
+            for t in table_names(con):
+                for col in text_columns(con, t):
+                    con.execute(f"UPDATE {ident(t)} SET {ident(col)} = replace({ident(col)}, ?, ?) "
+                                f"WHERE contains({ident(col)}, ?)", [needles.pseudonym, ERASED, needles.pseudonym])
     finally:
         con.close()
     compact_database(path)
@@ -324,65 +405,3 @@ def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
     return [str(p.relative_to(base)) for p in iter_files(base) if needles.in_bytes(p.read_bytes())]
 
 
-# Participants with a consent withdrawal and no tombstone yet: erase_withdrawn erases them, and the
-# ingest withholds their newly accepted rows (flows/ingest/batch.py).
-WITHDRAWN_NOT_ERASED = """SELECT DISTINCT participant FROM consents WHERE withdrawn_at IS NOT NULL
-    AND tombstone_token(participant) NOT IN (SELECT participant FROM tombstones)"""
-
-
-def erase_withdrawn(
-    con: duckdb.DuckDBPyConnection, reason: str = "withdrawn", withheld: Mapping[str, int] | None = None
-) -> ErasureReceipt | None:
-    """Erase, in the caller's transaction, every participant with a withdrawal in ``consents`` and no tombstone yet.
-
-    The ingest calls this at the end of a batch, so a withdrawal and the erasure it triggers commit together
-    (DESIGN.md: withdrawal erases the participant and leaves a tombstone). Set-based (one statement per
-    table for all of the batch's withdrawals), unlike ``erase_rows`` which serves one erasure request. The
-    warehouse file keeps the deleted bytes in free blocks until ``compact_database`` runs (``flourish erase``
-    and ``flourish compact`` do); files under the study folder are scrubbed by ``flourish erase`` only.
-    ``withheld`` counts, per table, rows of these participants that the caller's batch accepted but never
-    inserted (the ingest withholds them rather than insert then delete); they count as deleted.
-    """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE withdrawn_now AS {WITHDRAWN_NOT_ERASED}")
-    pseudonyms = [r[0] for r in con.execute("SELECT participant FROM withdrawn_now").fetchall()]
-    if not pseudonyms:
-        return None
-    from schemas.warehouse import participant_tables
-
-    deleted: dict[str, int] = {}
-    redacted: dict[str, int] = {}
-    for table in participant_tables(con):
-        if table in SPECIAL_TABLES:
-            continue
-        n = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)"
-                        ).fetchone()[0]
-        if not n:
-            continue
-        if table in KEEP_REDACTED:
-            con.execute(f"UPDATE {ident(table)} SET {KEEP_REDACTED[table]} "
-                        "WHERE participant IN (SELECT participant FROM withdrawn_now)")
-            redacted[table] = int(n)
-        else:
-            con.execute(f"DELETE FROM {ident(table)} WHERE participant IN (SELECT participant FROM withdrawn_now)")
-            deleted[table] = int(n)
-    for table, n in (withheld or {}).items():
-        if n:
-            deleted[table] = deleted.get(table, 0) + int(n)
-    ledger = 0
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'consent_ledger'").fetchone()[0]:
-        ledger = con.execute("SELECT count(*) FROM consent_ledger WHERE participant IN "
-                             "(SELECT participant FROM withdrawn_now)").fetchone()[0]
-        con.execute("UPDATE consent_ledger SET participant = NULL, subject_salt = NULL, redacted = true "
-                    "WHERE participant IN (SELECT participant FROM withdrawn_now)")
-    if ledger:
-        redacted["consent_ledger"] = int(ledger)
-    now = datetime.now(UTC)
-    con.execute("INSERT INTO tombstones SELECT tombstone_token(participant), ?, ? FROM withdrawn_now "
-                "ON CONFLICT DO NOTHING", [now, reason])
-    erasure_id = f"erasure-{uuid.uuid4().hex[:16]}"
-    detail = {"rows_deleted": deleted, "rows_redacted": redacted, "participants": len(pseudonyms),
-              "trigger": "consent withdrawal at ingest"}
-    con.execute("INSERT INTO erasure_log VALUES (?,?,?,?,?,?)",
-                [erasure_id, now, reason, sum(deleted.values()), sum(redacted.values()), json.dumps(detail, sort_keys=True)])
-    con.execute("DROP TABLE withdrawn_now")
-    return ErasureReceipt(erasure_id, now, reason, deleted, redacted)

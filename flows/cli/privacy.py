@@ -1,4 +1,4 @@
-"""CLI commands of the privacy area: consent status, erase, rekey, release, budget.
+"""CLI commands of the privacy area: consent status and sync, erase, rekey, release, budget.
 
 A thin face over flows/privacy_flows.py (STYLE.md, habit 12); heavy imports (OpenDP) happen inside commands.
 Refusals from privacy/ (PrivacyError, a FlourishError) are printed as one sentence with exit code 2.
@@ -24,7 +24,8 @@ consent_app = typer.Typer(help="The consent ledger (append-only, hash-chained)."
 def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
     """Consent per scope (active, withdrawn, entries) and whether the ledger's hash chain verifies.
 
-    New consent records ingested since the last call are first appended to the ledger.
+    Read-only. The ingest records every consent and withdrawal in the ledger as it arrives; an erased
+    participant's withdrawal still counts as withdrawn (its entries are redacted, not removed).
     """
     from flows.privacy_flows import consent_status
 
@@ -47,6 +48,16 @@ def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> No
                                      f"BROKEN at entry {status['first_bad_seq']} ({status['problem']})"))
     if not status["chain_verified"]:
         raise typer.Exit(code=1)
+
+
+def consent_sync_cmd(warehouse: WarehouseOpt) -> None:
+    """Append to the ledger the consents a warehouse holds and its ledger lacks (a warehouse ingested before
+    the ingest recorded consents in the ledger itself). Idempotent."""
+    from flows.privacy_flows import consent_sync
+
+    if not warehouse.exists():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    typer.echo(f"appended {consent_sync(warehouse)} ledger entries")
 
 
 def erase(
@@ -154,6 +165,7 @@ def budget(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
 
 def register(app: typer.Typer) -> None:
     consent_app.command("status")(one_sentence(consent_status_cmd))
+    consent_app.command("sync")(one_sentence(consent_sync_cmd))
     app.add_typer(consent_app, name="consent")
     app.command("erase")(one_sentence(erase))
     app.command("rekey")(one_sentence(rekey))

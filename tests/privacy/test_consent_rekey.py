@@ -96,3 +96,63 @@ def test_rekey_refuses_an_incomplete_id_list_and_changes_nothing(warehouse):
         rekey(con, b"some-other-key-000000", NEW_KEY, list(ids), participant_tables=participant_tables(con))
     assert con.execute("SELECT participant FROM assignments ORDER BY 1").fetchall() == before
     assert con.execute("SELECT count(*) FROM rekey_log").fetchone()[0] == 0
+
+
+# ---- D14: the ledger hears of withdrawals that arrive through ingest; reading it writes nothing --------------
+
+def test_withdrawals_arriving_through_ingest_reach_the_consent_ledger(tmp_path):
+    """D14: the batch's erasure deleted the consents before the ledger was synced, so 58 withdrawals of the demo
+    showed as 'withdrawn 0'. Now the ledger holds them (redacted) and every grant, and its chain verifies."""
+    from flows.ingest import ingest_batch
+    from flows.privacy_flows import consent_status as status_of
+    from tests.support.privacy import ingest_protocol, write_landing
+
+    db = tmp_path / "w.duckdb"
+    ingest_batch(write_landing(tmp_path / "a", ["u-1", "u-2", "u-3"], withdrawn=("u-2",)), ingest_protocol(), db, KEY)
+    status = status_of(db)
+    assert status["chain_verified"]
+    for scope in ("telemetry", "surveys"):
+        assert status["scopes"][scope] == {"active": 2, "withdrawn": 1, "entries": 4}  # 3 grants + 1 withdrawal
+    assert status["redacted_entries"] == 4  # the withdrawn participant's grants and withdrawals, per scope
+    # a withdrawal in a later batch reaches it too
+    ingest_batch(write_landing(tmp_path / "b", ["u-3"], withdrawn=("u-3",), first_event=10), ingest_protocol(), db, KEY)
+    assert status_of(db)["scopes"]["surveys"]["withdrawn"] == 2
+
+
+def test_consent_status_is_read_only(warehouse):
+    """D14: `consent status` appended to the ledger; a status must be a read."""
+    from flows.privacy_flows import consent_status as status_of
+
+    path, con = warehouse
+    fill(con, 5)
+    con.close()
+    before = path.read_bytes()
+    status = status_of(path)
+    assert status["entries"] == 0  # consents written around the ingest are not the ledger's until synced
+    assert path.read_bytes() == before
+
+
+# ---- D11: a refused re-key says where the pseudonyms it cannot map are ------------------------------------
+
+def test_rekey_refusal_names_the_table_and_row_kind_of_a_stray_pseudonym(warehouse):
+    """D11: the quarantined assignment of an id that was never enrolled blocked rekey with no hint where."""
+    _, con = warehouse
+    ids = fill(con, 4)
+    stray = pseudonymize("u-not-enrolled", KEY)
+    con.execute("INSERT INTO quarantine VALUES ('b1', 'assignments', 'assignments.jsonl', 9, 'unknown_arm', 'x', ?, "
+                "NULL, NULL)", [stray])
+    with pytest.raises(RekeyError) as refused:
+        rekey(con, KEY, NEW_KEY, list(ids))
+    text = str(refused.value)
+    assert "1 pseudonyms" in text and "1 in quarantine (assignments rows quarantined as unknown_arm)" in text
+    assert "u-not-enrolled" not in text and stray not in text and "nothing was changed" in text
+
+
+def test_rekey_refusal_describes_the_tombstones_it_cannot_rekey(warehouse):
+    """D11: a tombstone whose raw id is not in the list blocked rekey; the refusal says when and why it was written."""
+    _, con = warehouse
+    ids = fill(con, 4)
+    con.execute("INSERT INTO tombstones VALUES (?, TIMESTAMPTZ '2026-03-01 10:00:00+00', 'erasure_request')",
+                [tombstone_token(pseudonymize("no-such-participant", KEY))])
+    with pytest.raises(RekeyError, match=r"1 tombstones .* erased 2026-03-01 10:00 UTC \(erasure_request\)"):
+        rekey(con, KEY, NEW_KEY, list(ids))

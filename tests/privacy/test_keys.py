@@ -14,28 +14,18 @@ from flows.ingest import ingest_batch
 from flows.privacy_flows import rekey_warehouse
 from privacy.pseudonym import PseudonymKeyError, load_key, pseudonymize
 from schemas.protocol import StudyProtocol
-from tests.support.spine import assignment, consent, event, write_jsonl
+from tests.support.privacy import ingest_protocol, write_landing
 
 KEY = b"key-test-old-0123456789"
 NEW_KEY = b"key-test-new-9876543210"
 
 
 def _protocol() -> StudyProtocol:
-    return StudyProtocol.model_validate({
-        "study_id": "s1", "title": "key test",
-        "arms": [{"name": "control", "control": True}, {"name": "guidance"}],
-        "waves": [{"name": "baseline", "day": 0, "instruments": ["who5"]}],
-        "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "baseline"},
-        "privacy": {"epsilon": 1.0},
-    })
+    return ingest_protocol()
 
 
 def _landing(folder: Path, ids: list[str], first_event: int = 0) -> Path:
-    folder.mkdir(parents=True)
-    write_jsonl(folder / "consents.jsonl", [consent(p) for p in ids])
-    write_jsonl(folder / "assignments.jsonl", [assignment(p) for p in ids])
-    write_jsonl(folder / "events-1.jsonl", [event(f"e{first_event + i}", p) for i, p in enumerate(ids)])
-    return folder
+    return write_landing(folder, ids, first_event=first_event)
 
 
 def _participants(db: Path) -> set[str]:

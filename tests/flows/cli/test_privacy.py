@@ -69,6 +69,9 @@ def test_erase_and_consent_status(app, tmp_path, monkeypatch):
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY.decode())
     runner = CliRunner()
+    # the warehouse was filled directly, not by the ingest (which records consents in the ledger): sync it
+    r = runner.invoke(app, ["consent", "sync", "--warehouse", str(db)])
+    assert r.exit_code == 0 and "appended 60 ledger entries" in r.stdout, r.output
     r = runner.invoke(app, ["consent", "status", "--warehouse", str(db), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["scopes"]["surveys"]["active"] == 30
