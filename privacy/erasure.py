@@ -20,13 +20,25 @@ batch's transaction). Both therefore have exactly the same coverage.
 
 Files and the warehouse file
 ----------------------------
-``scrub_files``: every file under the study's folder (Parquet exports, JSONL/CSV landing and quarantine files,
-cached results) that contains the pseudonym or the raw id: text files lose the matching lines, Parquet files
-are rewritten without the matching rows, other DuckDB files get the row steps and compaction, anything else
-(opaque caches) is deleted, since a cache can be recomputed but cannot be edited safely. ``compact_database``:
-DuckDB leaves deleted bytes in free blocks and the WAL, so a byte scan of the file would still find the
-pseudonym after DELETE + CHECKPOINT (measured); the file is copied into a fresh one (``COPY FROM DATABASE``)
-and atomically swapped in. ``scan_bytes``: the proof, a byte scan of every file under the folder.
+Rows deleted from DuckDB leave their bytes in free blocks and the WAL (measured), so ``compact_database``
+rewrites the file (``COPY FROM DATABASE`` into a fresh file, atomically swapped in). Files are handled in two
+steps so that a failure leaves everything as before or is finished by running the same erasure again:
+
+* ``plan_scrub`` (read only, before any row is erased): finds every file under the covered folders that holds
+  the pseudonym or the raw id and checks it can be rewritten (a readable Parquet file, a writable folder);
+  otherwise it refuses and nothing has changed.
+* ``apply_scrub``: every landing format the ingest reads is rewritten row by row (JSON lines ``.jsonl``,
+  ``.ndjson``, ``.json``; delimited ``.csv``, ``.tsv``, a quoted value may span lines; Parquet), as are
+  quarantine files and logs; other DuckDB files get the row steps and compaction. Source data (files under a
+  landing or quarantine folder, or named as landing files) are never deleted: one that cannot be edited row by
+  row is left and reported. A derived file of another format (an opaque cache, a JSON document) is deleted,
+  since a cache can be recomputed but cannot be edited safely. Each file is rewritten into a temporary file and
+  renamed over the original.
+* ``byte_scan``, the proof: every file under the covered folders is read and searched for the pseudonym and the
+  raw id; files it could not read are listed as not checked, never counted as clean.
+
+No SQL text here is built from a path: paths reach DuckDB as bound parameters, and Parquet files are rewritten
+with pyarrow.
 
 What is kept, and why
 ---------------------
@@ -43,15 +55,18 @@ What is kept, and why
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 
@@ -70,9 +85,15 @@ PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 # The temporary table the core reads: the pseudonyms being erased.
 _SET = "_erasure_set"
 
-TEXT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt", ".log")
+# Files, by how they are scrubbed. Every landing format the ingest reads is here (flows/ingest/landing.py). A
+# ``.json`` landing file is JSON lines to the ingest; elsewhere (a derived cache) it is one JSON document, which
+# loses its structure if a line is cut out of it, so there it is deleted like any other opaque cache.
+LINE_SUFFIXES = (".jsonl", ".ndjson", ".txt", ".log")             # one record per line, wherever they are
+SOURCE_LINE_SUFFIXES = (".json",)                                 # one record per line in landing data
+DELIMITED_SUFFIXES = (".csv", ".tsv")                             # a quoted value may hold a line break
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DUCKDB_SUFFIXES = (".duckdb", ".db")
+_TEMP_SUFFIXES = (".erase-tmp", ".compact-tmp")
 
 
 def tombstone_token(pseudonym: str) -> str:
@@ -90,7 +111,11 @@ class ErasureReceipt:
     participants: int = 1
     files_rewritten: tuple[str, ...] = ()
     files_deleted: tuple[str, ...] = ()
+    files_left: tuple[str, ...] = ()       # source files holding the participant that no scrubber can edit
     residual_files: tuple[str, ...] = ()   # files that still contain a needle after scrubbing (should be empty)
+    unchecked_files: tuple[str, ...] = ()  # files the byte scan could not read: not proven clean
+    folders_scanned: tuple[str, ...] = ()
+    folders_missing: tuple[str, ...] = ()  # landing folders an ingest recorded that are no longer there
     compacted: bool = False
 
     @property
@@ -228,91 +253,45 @@ def erase_withdrawn(
     return _erase_set(con, reason, "consent withdrawal at ingest", withheld)
 
 
+ParticipantState = Literal["held", "erased", "unknown"]
+
+
+def participant_state(con: duckdb.DuckDBPyConnection, pseudonym: str) -> ParticipantState:
+    """``held``: some table or the consent ledger holds the participant; ``erased``: nothing does and a tombstone
+    says they were erased (re-running an erasure finishes its files); ``unknown``: neither (a mistyped id, or a
+    key that is not the one the data were ingested with), so there is nothing to erase and no tombstone to write."""
+    for table in participant_tables(con):
+        if table in SPECIAL_TABLES:
+            continue
+        if con.execute(f"SELECT count(*) FROM {ident(table)} WHERE participant = ?", [pseudonym]).fetchone()[0]:
+            return "held"
+    if con.execute("SELECT count(*) FROM consent_ledger WHERE participant = ?", [pseudonym]).fetchone()[0]:
+        return "held"
+    if con.execute("SELECT count(*) FROM tombstones WHERE participant = ?", [tombstone_token(pseudonym)]).fetchone()[0]:
+        return "erased"
+    return "unknown"
+
+
 def record_file_scrub(con: duckdb.DuckDBPyConnection, receipt: ErasureReceipt) -> None:
     """Add the file counts (file names, no identifiers) to the erasure's log row."""
     detail = json.loads(con.execute("SELECT detail FROM erasure_log WHERE erasure_id = ?",
                                     [receipt.erasure_id]).fetchone()[0])
     detail.update(files_rewritten=list(receipt.files_rewritten), files_deleted=list(receipt.files_deleted),
-                  compacted=receipt.compacted)
+                  files_left=list(receipt.files_left))
     con.execute("UPDATE erasure_log SET detail = ? WHERE erasure_id = ?", [json.dumps(detail, sort_keys=True),
                                                                          receipt.erasure_id])
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Files
-
-def _raw_pattern(raw_id: str) -> re.Pattern[bytes]:
-    """The raw id as a whole token (so erasing 'p1' does not touch 'p10')."""
-    return re.compile(rb"(?<![A-Za-z0-9_\-])" + re.escape(raw_id.encode("utf-8")) + rb"(?![A-Za-z0-9_\-])")
-
-
-@dataclass(frozen=True)
-class Needles:
-    pseudonym: str
-    raw_id: str | None = None
-
-    def in_bytes(self, data: bytes) -> bool:
-        if self.pseudonym.encode() in data:
-            return True
-        return bool(self.raw_id) and _raw_pattern(self.raw_id).search(data) is not None
-
-    def in_line(self, line: bytes) -> bool:
-        if self.in_bytes(line):
-            return True
-        if b"raw_base64" in line:  # ingest's quarantine files keep unreadable rows base64-encoded
-            try:
-                import base64
-
-                obj = json.loads(line)
-                return self.in_bytes(base64.b64decode(obj.get("raw_base64") or ""))
-            except (ValueError, AttributeError):
-                return False
-        return False
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".erase-tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, path.stat().st_mode & 0o777)
-    tmp.replace(path)
-
-
-def _scrub_text(path: Path, needles: Needles) -> bool:
-    data = path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    kept = [ln for ln in lines if not needles.in_line(ln)]
-    if len(kept) == len(lines):
-        return False
-    _atomic_write(path, b"".join(kept))
-    return True
-
-
-def _scrub_parquet(path: Path, needles: Needles) -> None:
-    cond = "contains(CAST(t AS VARCHAR), $pseudo)"
-    params: dict[str, str] = {"pseudo": needles.pseudonym}
-    if needles.raw_id:
-        cond += " OR regexp_matches(CAST(t AS VARCHAR), $raw)"
-        params["raw"] = r"(^|[^A-Za-z0-9_\-])" + re.escape(needles.raw_id) + r"($|[^A-Za-z0-9_\-])"
-    tmp = path.with_name(path.name + ".erase-tmp")
-    con = duckdb.connect()
-    try:
-        params["src"] = str(path)
-        con.execute(f"COPY (SELECT * FROM read_parquet($src) t WHERE NOT ({cond})) TO '{tmp}' (FORMAT parquet)",
-                    params)
-    finally:
-        con.close()
-    tmp.replace(path)
-
+# The warehouse file
 
 def compact_database(path: str | Path) -> None:
     """Rewrite a DuckDB file so freed blocks and the WAL (which keep deleted bytes) are gone; atomic swap.
 
     Holds the file's write lock while copying (no one can write meanwhile), then swaps the copy in. A
     process that opens the file in the microseconds between close and swap would write to the replaced
-    file: run erasure when no pipeline writes (it is an administrative operation).
+    file: run erasure when no pipeline writes (it is an administrative operation). The copy's path reaches
+    DuckDB as a bound parameter, whatever characters the folder's name holds.
     """
     p = Path(path)
     tmp = p.with_name(p.name + ".compact-tmp")
@@ -323,7 +302,7 @@ def compact_database(path: str | Path) -> None:
     try:
         con.execute("CHECKPOINT")
         src = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute(f"ATTACH '{tmp}' AS flourish_compact")
+        con.execute("ATTACH ? AS flourish_compact", [str(tmp)])
         con.execute(f"COPY FROM DATABASE {ident(src)} TO flourish_compact")
         con.execute("DETACH flourish_compact")
     finally:
@@ -336,14 +315,119 @@ def compact_database(path: str | Path) -> None:
         wal.unlink()
 
 
-def _scrub_other_duckdb(path: Path, needles: Needles, reason: str) -> None:
+# ---------------------------------------------------------------------------------------------------------
+# Files
+
+def _raw_pattern(raw_id: str) -> re.Pattern[bytes]:
+    """The raw id as a whole token (so erasing 'p1' does not touch 'p10')."""
+    return re.compile(rb"(?<![A-Za-z0-9_\-])" + re.escape(raw_id.encode("utf-8")) + rb"(?![A-Za-z0-9_\-])")
+
+
+@dataclass(frozen=True)
+class Needles:
+    """What identifies the participant in a file: their pseudonym and, when known, their raw id."""
+
+    pseudonym: str
+    raw_id: str | None = None
+
+    def in_bytes(self, data: bytes) -> bool:
+        if self.pseudonym.encode() in data:
+            return True
+        return bool(self.raw_id) and _raw_pattern(self.raw_id).search(data) is not None
+
+    def in_record(self, record: bytes) -> bool:
+        """The record names the participant, directly or inside an ingest quarantine file's base64 raw bytes."""
+        if self.in_bytes(record):
+            return True
+        if b"raw_base64" in record:
+            try:
+                obj = json.loads(record)
+                return isinstance(obj, dict) and self.in_bytes(base64.b64decode(obj.get("raw_base64") or ""))
+            except (ValueError, binascii.Error):
+                return False
+        return False
+
+    def in_file(self, data: bytes) -> bool:
+        return self.in_bytes(data) or (b"raw_base64" in data and any(self.in_record(r) for r in _lines(data)))
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Records split at "\\n" only, each keeping its terminator (the ingest splits JSON lines the same way; a
+    stray carriage return inside a record must not split it, or a fragment of the erased row would stay)."""
+    parts = data.split(b"\n")
+    out = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
+
+
+def _delimited_records(data: bytes) -> list[bytes]:
+    """CSV/TSV records: lines joined while a double quote is open (RFC 4180: a quoted value may hold a line
+    break, and a doubled quote inside it leaves the count even)."""
+    records: list[bytes] = []
+    current: list[bytes] = []
+    quotes = 0
+    for line in _lines(data):
+        current.append(line)
+        quotes += line.count(b'"')
+        if quotes % 2 == 0:
+            records.append(b"".join(current))
+            current, quotes = [], 0
+    if current:
+        records.append(b"".join(current))
+    return records
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".erase-tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    tmp.replace(path)
+
+
+def _scrub_records(path: Path, needles: Needles, split) -> None:
+    records = split(path.read_bytes())
+    _atomic_write(path, b"".join(r for r in records if not needles.in_record(r)))
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _scrub_parquet(path: Path, needles: Needles) -> None:
+    """Rewrite a Parquet file without the participant's rows (pyarrow writes, DuckDB only decides which rows
+    stay, on the table in memory: no path in SQL)."""
+    import pyarrow.parquet as pq
+
+    table = _read_parquet(path)
+    cond = "contains(CAST(t AS VARCHAR), $pseudo)"
+    params: dict[str, str] = {"pseudo": needles.pseudonym}
+    if needles.raw_id:
+        cond += " OR regexp_matches(CAST(t AS VARCHAR), $raw)"
+        params["raw"] = r"(^|[^A-Za-z0-9_\-])" + re.escape(needles.raw_id) + r"($|[^A-Za-z0-9_\-])"
+    con = duckdb.connect()
+    try:
+        con.register("flourish_scrub_source", table)
+        keep = [bool(k) for (k,) in con.execute(
+            f"SELECT NOT coalesce({cond}, false) FROM flourish_scrub_source t", params).fetchall()]
+    finally:
+        con.close()
+    tmp = path.with_name(path.name + ".erase-tmp")
+    pq.write_table(table.filter(keep), tmp)
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    tmp.replace(path)
+
+
+def _scrub_other_duckdb(path: Path, needles: Needles) -> None:
     con = duckdb.connect(str(path))
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema='main' "
-            "AND column_name='participant'").fetchall()]
         with transaction(con):
-            for t in tables:
+            for t in participant_tables(con):
                 con.execute(f"DELETE FROM {ident(t)} WHERE participant = ?", [needles.pseudonym])
             for t in table_names(con):
                 for col in text_columns(con, t):
@@ -354,54 +438,178 @@ def _scrub_other_duckdb(path: Path, needles: Needles, reason: str) -> None:
     compact_database(path)
 
 
-def iter_files(folder: Path) -> Iterable[Path]:
-    for root, _dirs, files in os.walk(folder):
-        for name in sorted(files):
-            yield Path(root) / name
+Handler = Literal["lines", "delimited", "parquet", "duckdb", "delete", "leave"]
 
 
-def scrub_files(folder: str | Path, needles: Needles, *, skip: Iterable[str | Path] = (),
-                reason: str = "erasure") -> tuple[list[str], list[str]]:
-    """Step 2: remove the participant from every file under ``folder`` except ``skip``; (rewritten, deleted)."""
-    base = Path(folder)
-    skipped = {Path(s).resolve() for s in skip}
-    rewritten: list[str] = []
-    deleted: list[str] = []
-    for path in iter_files(base):
-        rp = path.resolve()
-        if rp in skipped or path.name.endswith((".erase-tmp", ".compact-tmp")):
-            continue
+def _handler(path: Path, is_source: bool) -> Handler:
+    name = path.name.lower()
+    if name.endswith(LINE_SUFFIXES) or (is_source and name.endswith(SOURCE_LINE_SUFFIXES)):
+        return "lines"
+    if name.endswith(DELIMITED_SUFFIXES):
+        return "delimited"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(DUCKDB_SUFFIXES):
+        return "duckdb"
+    return "leave" if is_source else "delete"
+
+
+@dataclass(frozen=True)
+class ScrubStep:
+    path: Path
+    shown: str          # the name the receipt and the erasure log use
+    handler: Handler
+    is_source: bool     # under a landing or quarantine folder: never deleted
+
+
+@dataclass(frozen=True)
+class ScrubPlan:
+    steps: tuple[ScrubStep, ...] = ()
+    unchecked: tuple[str, ...] = ()     # files that could not be read: whether they hold the participant is unknown
+    scanned: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+def _never(_name: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Folders:
+    """The folders an erasure covers: ``study`` (its own files, derived data), ``sources`` (landing and quarantine
+    folders, whose files are never deleted), and ``missing`` (recorded source folders no longer there).
+
+    ``is_landing_name`` tells a landing file by its name wherever it lies (the ingest's naming rule, passed in by
+    the caller: ``privacy`` does not import the ingest); such a file is source data too."""
+
+    study: Path
+    sources: tuple[Path, ...] = ()
+    missing: tuple[Path, ...] = ()
+    skip: tuple[Path, ...] = ()   # the warehouse file and its WAL (compacted instead)
+    is_landing_name: Callable[[str], bool] = field(default=_never, compare=False)
+
+    def roots(self) -> list[Path]:
+        """Every folder to walk, a folder inside another one dropped (its files are walked once)."""
+        found = [self.study, *[s for s in self.sources if s.is_dir()]]
+        out: list[Path] = []
+        for root in sorted({r.resolve() for r in found}, key=lambda r: len(r.parts)):
+            if not any(root.is_relative_to(o) for o in out):
+                out.append(root)
+        return out
+
+    def is_source(self, path: Path) -> bool:
+        return self.is_landing_name(path.name) or any(path.is_relative_to(s.resolve()) for s in self.sources)
+
+    def shown(self, path: Path) -> str:
+        study = self.study.resolve()
+        return str(path.relative_to(study)) if path.is_relative_to(study) else str(path)
+
+
+def _walk(folders: Folders) -> Iterable[Path]:
+    skipped = {s.resolve() for s in folders.skip}
+    for root in folders.roots():
+        for base, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(files):
+                path = (Path(base) / name).resolve()
+                if path in skipped or name.endswith(_TEMP_SUFFIXES):
+                    continue
+                yield path
+
+
+def plan_scrub(folders: Folders, needles: Needles) -> ScrubPlan:
+    """Read only: which files hold the participant, and how each will be rewritten. Refuses (PrivacyError, nothing
+    changed) when one of them cannot be rewritten: an unreadable Parquet file, a folder without write permission."""
+    steps: list[ScrubStep] = []
+    unchecked: list[str] = []
+    for path in _walk(folders):
+        shown = folders.shown(path)
         try:
             data = path.read_bytes()
         except OSError:
+            unchecked.append(shown)
             continue
-        if not needles.in_bytes(data) and not (b"raw_base64" in data and path.suffix in TEXT_SUFFIXES):
+        if not needles.in_file(data):
             continue
-        rel = str(path.relative_to(base))
-        name = path.name.lower()
-        if name.endswith(TEXT_SUFFIXES):
-            if _scrub_text(path, needles):
-                rewritten.append(rel)
-        elif name.endswith(PARQUET_SUFFIXES):
-            _scrub_parquet(path, needles)
-            rewritten.append(rel)
-        elif name.endswith(DUCKDB_SUFFIXES):
-            _scrub_other_duckdb(path, needles, reason)
-            rewritten.append(rel)
+        is_source = folders.is_source(path)
+        handler = _handler(path, is_source)
+        if handler == "parquet":
+            try:
+                _read_parquet(path)
+            except Exception as exc:  # pyarrow raises its own error types for a damaged file
+                raise PrivacyError(
+                    f"{shown} holds the participant but cannot be read as Parquet ({type(exc).__name__}), so it "
+                    "cannot be rewritten without them; repair or remove it, then erase again (nothing was changed)"
+                ) from None
+        if handler != "leave" and not os.access(path.parent, os.W_OK):
+            raise PrivacyError(
+                f"{shown} holds the participant but its folder is not writable, so it cannot be rewritten; "
+                "nothing was changed")
+        steps.append(ScrubStep(path, shown, handler, is_source))
+    return ScrubPlan(tuple(steps), tuple(unchecked), tuple(str(r) for r in folders.roots()),
+                     tuple(str(m) for m in folders.missing))
+
+
+def apply_scrub(plan: ScrubPlan, needles: Needles) -> tuple[list[str], list[str], list[str]]:
+    """Rewrite the planned files; return (rewritten, deleted, left). A derived file still holding the participant
+    after its rewrite (e.g. statistics in a footer) is deleted; a source file is left and reported."""
+    rewritten: list[str] = []
+    deleted: list[str] = []
+    left: list[str] = []
+    for step in plan.steps:
+        if not step.path.exists():  # scrubbed by an earlier, interrupted run of the same erasure
+            continue
+        if step.handler == "leave":
+            left.append(step.shown)
+            continue
+        if step.handler == "delete":
+            step.path.unlink()
+            deleted.append(step.shown)
+            continue
+        if step.handler == "lines":
+            _scrub_records(step.path, needles, _lines)
+        elif step.handler == "delimited":
+            _scrub_records(step.path, needles, _delimited_records)
+        elif step.handler == "parquet":
+            _scrub_parquet(step.path, needles)
         else:
-            path.unlink()
-            deleted.append(rel)
+            _scrub_other_duckdb(step.path, needles)
+        if needles.in_file(step.path.read_bytes()):
+            if step.is_source:
+                left.append(step.shown)
+            else:
+                step.path.unlink()
+                deleted.append(step.shown)
             continue
-        if needles.in_bytes(path.read_bytes()):  # a format we could not clean (e.g. stats in a footer)
-            path.unlink()
-            rewritten.remove(rel)
-            deleted.append(rel)
-    return rewritten, deleted
+        rewritten.append(step.shown)
+    return rewritten, deleted, left
+
+
+@dataclass(frozen=True)
+class ByteScan:
+    """The proof: files that still hold a needle, and files that could not be read (not proven clean)."""
+
+    residual: tuple[str, ...]
+    unchecked: tuple[str, ...]
+    scanned: tuple[str, ...]
+
+
+def byte_scan(folders: Folders, needles: Needles, *, include: Sequence[Path] = ()) -> ByteScan:
+    """Read every file under the covered folders (and ``include``, e.g. the compacted warehouse) and search it."""
+    residual: list[str] = []
+    unchecked: list[str] = []
+    paths = list(_walk(folders)) + [p.resolve() for p in include if p.exists()]
+    for path in dict.fromkeys(paths):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            unchecked.append(folders.shown(path))
+            continue
+        if needles.in_bytes(data):
+            residual.append(folders.shown(path))
+    return ByteScan(tuple(residual), tuple(unchecked), tuple(str(r) for r in folders.roots()))
 
 
 def scan_bytes(folder: str | Path, needles: Needles) -> list[str]:
-    """Step 4, the proof: files under ``folder`` whose bytes still contain the pseudonym or raw id."""
-    base = Path(folder)
-    return [str(p.relative_to(base)) for p in iter_files(base) if needles.in_bytes(p.read_bytes())]
-
-
+    """Files under one folder whose bytes still contain the pseudonym or raw id (names relative to it)."""
+    return list(byte_scan(Folders(Path(folder)), needles).residual)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from schemas.privacy_values import InvalidPrivacyParameter, PrivacyError, UnboundedColumn
 
 __all__ = ["PrivacyError", "InvalidPrivacyParameter", "UnboundedColumn", "BudgetExceeded", "ReleaseRefused",
-           "RekeyError", "KeyNotActive"]
+           "RekeyError", "KeyNotActive", "UnknownParticipant", "ErasureIncomplete"]
 
 
 class BudgetExceeded(PrivacyError):
@@ -29,3 +29,11 @@ class RekeyError(PrivacyError):
 
 class KeyNotActive(PrivacyError):
     """The pseudonym key given is not the warehouse's active key (a retired key, or another study's)."""
+
+
+class UnknownParticipant(PrivacyError):
+    """An erasure names a participant the warehouse holds nothing of (a mistyped id, or the wrong key)."""
+
+
+class ErasureIncomplete(PrivacyError):
+    """An erasure's rows are gone but a later step (files, compaction) failed; re-running it finishes it."""

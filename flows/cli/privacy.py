@@ -1,24 +1,33 @@
 """CLI commands of the privacy area: consent status and sync, erase, rekey, release, budget.
 
 A thin face over flows/privacy_flows.py (STYLE.md, habit 12); heavy imports (OpenDP) happen inside commands.
-Refusals from privacy/ (PrivacyError, a FlourishError) are printed as one sentence with exit code 2.
+Refusals from privacy/ (PrivacyError, a FlourishError) are printed as one sentence with exit code 2; with
+``--json`` a refused ``erase`` also prints ``{"erased": false, "error": ...}`` on stdout, so a script reading
+stdout sees the refusal too.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from flows.cli.errors import UserError, one_sentence
+from flows.cli.errors import UserError, one_sentence, sentence
+from schemas.errors import FlourishError
 
 WarehouseOpt = Annotated[Path, typer.Option("--warehouse", help="The study's DuckDB warehouse file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 consent_app = typer.Typer(help="The consent ledger (append-only, hash-chained).", no_args_is_help=True,
                           add_completion=False, pretty_exceptions_enable=False)
+
+
+def _existing(warehouse: Path) -> Path:
+    if not warehouse.is_file():
+        raise UserError(f"warehouse {warehouse} does not exist")
+    return warehouse
 
 
 def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
@@ -29,9 +38,7 @@ def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> No
     """
     from flows.privacy_flows import consent_status
 
-    if not warehouse.exists():
-        raise UserError(f"warehouse {warehouse} does not exist")
-    status = consent_status(warehouse)
+    status = consent_status(_existing(warehouse))
     if json_out:
         typer.echo(json.dumps(status, indent=2))
     else:
@@ -55,43 +62,61 @@ def consent_sync_cmd(warehouse: WarehouseOpt) -> None:
     the ingest recorded consents in the ledger itself). Idempotent."""
     from flows.privacy_flows import consent_sync
 
-    if not warehouse.exists():
-        raise UserError(f"warehouse {warehouse} does not exist")
-    typer.echo(f"appended {consent_sync(warehouse)} ledger entries")
+    typer.echo(f"appended {consent_sync(_existing(warehouse))} ledger entries")
+
+
+def _erase_text(r) -> list[str]:
+    lines = [f"erased: {r.total_deleted} rows in {len(r.rows_deleted)} tables, {len(r.files_rewritten)} files "
+             f"rewritten, {len(r.files_deleted)} deleted; warehouse compacted; receipt {r.erasure_id}"]
+    if not r.total_deleted:
+        lines.append("note: no rows were left to delete (the participant was erased before); files re-checked")
+    lines.append("byte scan (raw id and pseudonym): " + ", ".join(r.folders_scanned))
+    if r.folders_missing:
+        lines.append("NOT covered (landing folders an ingest recorded, no longer there): " + ", ".join(r.folders_missing))
+    if r.unchecked_files:
+        lines.append("NOT checked (could not be read): " + ", ".join(r.unchecked_files))
+    if r.files_left:
+        lines.append("left as they are (source files no scrubber can edit row by row; remove the participant by "
+                     "hand): " + ", ".join(r.files_left))
+    return lines
 
 
 def erase(
     participant_id: Annotated[str, typer.Argument(help="The participant's RAW id (pseudonymized here, never stored).")],
     warehouse: WarehouseOpt,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE]).")] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE]); "
+                                                  "must be the warehouse's active key.")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why: erasure_request, withdrawn, ...")] = "erasure_request",
     study_folder: Annotated[Path | None, typer.Option(
-        "--study-folder", help="The study's folder to scrub and byte-scan (landing files, exports, caches); "
-                               "default: the warehouse's folder. It must contain the warehouse.")] = None,
+        "--study-folder", help="The study's folder to scrub and byte-scan (exports, caches); default: the "
+                               "warehouse's folder. It must contain the warehouse. Landing folders an ingest "
+                               "recorded, and their quarantine folders, are always covered too.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Erase a participant from every table and every file under the study's folder, leave a tombstone
-    so their late data are quarantined, and prove it with a byte scan. Published DP releases are not recalled."""
+    """Erase a participant from every table, the landing and quarantine files, and every file under the study's
+    folder; compact the warehouse; leave a tombstone so their late data are quarantined; prove it with a byte scan.
+
+    Refused, with nothing written, for an id the warehouse holds nothing of (a typo, or the wrong key). If a file
+    step fails after the rows are erased, running the same command again finishes it. Published DP releases are
+    not recalled."""
     from flows.privacy_flows import erase_participant
     from flows.settings import pseudonym_key
-    from privacy.pseudonym import pseudonymize
 
-    if not warehouse.exists():
-        raise UserError(f"warehouse {warehouse} does not exist")
-    if study_folder is not None and not warehouse.resolve().is_relative_to(study_folder.resolve()):
-        raise UserError(f"--study-folder {study_folder} must contain the warehouse {warehouse}")
-    pseudonym = pseudonymize(participant_id, pseudonym_key(key_file))
-    r = erase_participant(warehouse, pseudonym, reason, raw_id=participant_id, study_folder=study_folder)
-    out = {"erasure_id": r.erasure_id, "rows_deleted": r.rows_deleted, "rows_redacted": r.rows_redacted,
+    try:
+        _existing(warehouse)
+        if study_folder is not None and not warehouse.resolve().is_relative_to(study_folder.resolve()):
+            raise UserError(f"--study-folder {study_folder} must contain the warehouse {warehouse}")
+        r = erase_participant(warehouse, participant_id, pseudonym_key(key_file), reason, study_folder=study_folder)
+    except FlourishError as exc:
+        if json_out:
+            typer.echo(json.dumps({"erased": False, "error": sentence(exc)}, indent=2))
+        raise
+    out = {"erased": True, "erasure_id": r.erasure_id, "rows_deleted": r.rows_deleted, "rows_redacted": r.rows_redacted,
            "files_rewritten": list(r.files_rewritten), "files_deleted": list(r.files_deleted),
-           "compacted": r.compacted, "residual_files": list(r.residual_files)}
-    if json_out:
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        typer.echo(f"erased: {r.total_deleted} rows in {len(r.rows_deleted)} tables, "
-                   f"{len(r.files_rewritten)} files rewritten, {len(r.files_deleted)} deleted; receipt {r.erasure_id}")
-        if not r.total_deleted:
-            typer.echo("note: no rows held this participant (wrong key, or already erased); a tombstone was written")
+           "files_left": list(r.files_left), "compacted": r.compacted, "residual_files": list(r.residual_files),
+           "unchecked_files": list(r.unchecked_files), "folders_scanned": list(r.folders_scanned),
+           "folders_missing": list(r.folders_missing)}
+    typer.echo(json.dumps(out, indent=2) if json_out else "\n".join(_erase_text(r)))
     if r.residual_files:
         raise UserError(f"the byte scan still finds the participant in {', '.join(r.residual_files)}")
 

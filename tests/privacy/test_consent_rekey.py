@@ -63,7 +63,7 @@ def test_rekey_rewrites_every_table_and_keeps_chain_and_tombstones(tmp_path):
     sync_from_consents(con)
     con.close()
     erased_raw = "raw-0003"
-    erase_participant(db, ids[erased_raw], "withdrawn", raw_id=erased_raw)
+    erase_participant(db, erased_raw, KEY, "withdrawn")
     report = rekey_warehouse(db, KEY, NEW_KEY, list(ids))
     assert report.participants == 11 and report.tombstones_rekeyed == 1
     assert report.old_fingerprint == key_fingerprint(KEY) and report.new_fingerprint == key_fingerprint(NEW_KEY)

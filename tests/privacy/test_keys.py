@@ -80,6 +80,24 @@ def test_the_first_key_is_recorded_in_the_callers_transaction(tmp_path):
     con.close()
 
 
+def test_erase_with_a_key_that_is_not_the_active_one_is_refused(tmp_path):
+    """D1: `erase` with the old key after `rekey` exits 2 and changes nothing."""
+    from flows import cli
+
+    ids = ["u-1", "u-2"]
+    db = tmp_path / "w" / "w.duckdb"
+    ingest_batch(_landing(tmp_path / "a", ids), _protocol(), db, KEY)
+    rekey_warehouse(db, KEY, NEW_KEY, ids)
+    old = tmp_path / "old.key"
+    old.write_bytes(KEY)
+    r = CliRunner().invoke(cli.app, ["erase", "u-1", "--warehouse", str(db), "--key-file", str(old), "--json"])
+    assert r.exit_code == 2, r.output
+    assert "active key" in r.stderr and "Traceback" not in r.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+
+
 @pytest.mark.parametrize("make", ["binary", "directory"])
 def test_a_key_file_that_is_not_a_text_file_is_one_sentence(tmp_path, make):
     """D23: a binary key file or a folder given as the key file: one sentence naming the file and the problem."""

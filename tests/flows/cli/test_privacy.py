@@ -90,3 +90,45 @@ def test_statement_says_releases_are_not_recalled():
     text = render_statement(make_protocol(mechanism="laplace", epsilon=1.0))
     assert "not recalled" in text and "Laplace" in text and "one participant" in text
     assert "{" not in text  # every placeholder filled
+
+
+# ---- D24: an erase that finds no one exits non-zero, writes no tombstone, and --json says so ---------------
+
+def _erase_unknown(app, tmp_path, *extra):
+    db, _ = _study(tmp_path)
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY.decode())
+    r = CliRunner().invoke(app, ["erase", "no-such-participant", "--warehouse", str(db), "--key-file", str(keyfile),
+                                 *extra])
+    con = connect(db)
+    tombstones, log = (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("tombstones", "erasure_log"))
+    con.close()
+    return r, tombstones, log, db
+
+
+def test_erase_of_an_unknown_id_exits_non_zero_and_writes_no_tombstone(app, tmp_path):
+    r, tombstones, log, _ = _erase_unknown(app, tmp_path)
+    assert r.exit_code == 2 and "no row of this participant" in r.stderr and "no tombstone was written" in r.stderr
+    assert "no-such-participant" not in r.output and "Traceback" not in r.output
+    assert (tombstones, log) == (0, 0)
+
+
+def test_erase_json_of_an_unknown_id_says_so(app, tmp_path):
+    r, tombstones, _, _ = _erase_unknown(app, tmp_path, "--json")
+    assert r.exit_code == 2
+    out = json.loads(r.stdout)
+    assert out["erased"] is False and "no tombstone was written" in out["error"] and tombstones == 0
+
+
+def test_a_mistyped_erase_leaves_nothing_that_blocks_rekey(app, tmp_path):
+    """D24 -> D11: the tombstone of `erase no-such-participant` later blocked `rekey` with the complete id list."""
+    r, _, _, db = _erase_unknown(app, tmp_path)
+    assert r.exit_code == 2
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"raw-{i:04d}" for i in range(30)) + "\n")
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_bytes(KEY)
+    new.write_text("a-brand-new-key-0123456789")
+    r = CliRunner().invoke(app, ["rekey", "--warehouse", str(db), "--old-key-file", str(old), "--new-key-file",
+                                 str(new), "--ids-file", str(ids)])
+    assert r.exit_code == 0 and "re-keyed 30 participants" in r.stdout, r.output
