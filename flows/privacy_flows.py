@@ -8,7 +8,7 @@ commands a privacy officer runs by hand, and a Prefect ephemeral server costs 20
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ def erase_participant(
         erase_rows,
         participant_state,
         plan_scrub,
+        record_compaction,
         record_file_scrub,
     )
     from privacy.errors import ErasureIncomplete, UnknownParticipant
@@ -99,6 +100,8 @@ def erase_participant(
             record_file_scrub(con, receipt)
         step = "compacting the warehouse file"
         compact_database(db)
+        with open_warehouse(db) as con:
+            record_compaction(con)
     except (OSError, duckdb.Error) as exc:
         # the cause, without anything that names the participant (a path or a database message might)
         cause = " ".join(str(exc).split())[:200].replace(raw_id, "[participant]").replace(pseudonym, "[participant]")
@@ -111,12 +114,31 @@ def erase_participant(
         folders_missing=tuple(str(m) for m in folders.missing))
 
 
-def compact_warehouse(path: str | Path) -> None:
-    """Rewrite the warehouse so deleted rows leave no bytes behind (after an erasure inside ingest)."""
-    from privacy.erasure import compact_database
+@dataclass(frozen=True)
+class CompactionReport:
+    """What ``flourish compact`` did: the file's size before and after, and the erasures it completed."""
 
-    connect(path).close()  # waits for another process's lock, applies migrations
-    compact_database(path)
+    warehouse: str
+    bytes_before: int
+    bytes_after: int
+    erasures_compacted: int
+
+
+def compact_warehouse(path: str | Path) -> CompactionReport:
+    """Rewrite the warehouse so deleted rows leave no bytes behind.
+
+    An erasure at ingest (a consent withdrawal arriving in a later batch) deletes the rows in the batch's
+    transaction, but DuckDB keeps their bytes in free blocks until the file is rewritten; this does it, and
+    marks those erasures compacted in the erasure log."""
+    from privacy.erasure import compact_database, record_compaction
+
+    p = Path(path)
+    connect(p).close()  # waits for another process's lock, applies migrations
+    before = p.stat().st_size + (Path(str(p) + ".wal").stat().st_size if Path(str(p) + ".wal").exists() else 0)
+    compact_database(p)
+    with open_warehouse(p) as con:
+        n = record_compaction(con)
+    return CompactionReport(str(p), before, p.stat().st_size, n)
 
 
 def rekey_warehouse(path: str | Path, old_key: bytes, new_key: bytes, raw_ids: list[str]) -> RekeyReport:
@@ -164,15 +186,6 @@ def budget(warehouse: str | Path) -> dict[str, BudgetStatus]:
         return budget_status(con)
 
 
-def budget_json(warehouse: str | Path) -> dict[str, dict[str, float | int]]:
-    """``{"<study_id>": {"epsilon_total", "epsilon_spent", "releases"}}``: what ``budget --json`` prints and the
-    figures the text form prints."""
-    from privacy.budget import budget_json as as_json
-
-    with open_warehouse(warehouse) as con:
-        return as_json(con)
-
-
 def consent_status(warehouse: str | Path) -> dict[str, Any]:
     """Status of the consent ledger. Read-only: the ingest records consents in the ledger as they arrive."""
     from privacy.consent import consent_status as status
@@ -190,5 +203,5 @@ def consent_sync(warehouse: str | Path) -> int:
         return sync_from_consents(con)
 
 
-__all__ = ["erase_participant", "erasure_folders", "instrument_bounds", "compact_warehouse",
-           "rekey_warehouse", "release_protocol", "budget", "budget_json", "consent_status", "consent_sync"]
+__all__ = ["erase_participant", "erasure_folders", "instrument_bounds", "compact_warehouse", "CompactionReport",
+           "rekey_warehouse", "release_protocol", "budget", "consent_status", "consent_sync"]

@@ -48,7 +48,8 @@ What is kept, and why
   pseudonym (holds the key and the raw id) can confirm the tombstone; nobody else learns anything.
 * The erasure log keeps NO identifier, not even a salted hash: a salted hash stored next to its salt is
   as confirmable as the tombstone and adds nothing; counts per table and file, time and reason are enough
-  to audit that erasures happen. ``erasure_id`` is the receipt given to the requester.
+  to audit that erasures happen. ``erasure_id`` is the receipt given to the requester; ``compacted_at`` says
+  when the warehouse file was last rewritten after it (``flourish compact``).
 * DP releases already published are not recalled: their guarantee already bounds what they reveal about
   any one participant (see privacy/STATEMENT.md).
 """
@@ -239,7 +240,7 @@ def erase_withdrawn(
     participant and leaves a tombstone), and the ledger holds the withdrawal (redacted) and every grant; it is
     written here and by nothing that only reads it (``consent status`` is read-only). The erasure is the same
     set-based core as ``erase_rows``. The warehouse file keeps the deleted bytes in free blocks until
-    ``compact_database`` runs (``flourish erase``); the landing files keep the withdrawn
+    ``compact_database`` runs (``flourish compact``, ``flourish erase``); the landing files keep the withdrawn
     participants' raw rows until ``flourish erase ID`` scrubs them (the ingest cannot rewrite files it is reading).
     ``withheld`` counts, per table, rows of these participants that the caller's batch accepted but never
     inserted (the ingest withholds them rather than insert then delete); they count as deleted.
@@ -280,6 +281,20 @@ def record_file_scrub(con: duckdb.DuckDBPyConnection, receipt: ErasureReceipt) -
                   files_left=list(receipt.files_left))
     con.execute("UPDATE erasure_log SET detail = ? WHERE erasure_id = ?", [json.dumps(detail, sort_keys=True),
                                                                          receipt.erasure_id])
+
+
+def record_compaction(con: duckdb.DuckDBPyConnection, compacted_at: datetime | None = None) -> int:
+    """Mark every erasure not yet followed by a compaction as compacted now; return how many."""
+    n = con.execute("SELECT count(*) FROM erasure_log WHERE compacted_at IS NULL").fetchone()[0]
+    if n:
+        con.execute("UPDATE erasure_log SET compacted_at = ? WHERE compacted_at IS NULL",
+                    [compacted_at or datetime.now(UTC)])
+    return int(n)
+
+
+def erasures_not_compacted(con: duckdb.DuckDBPyConnection) -> int:
+    """Erasures whose deleted rows may still have bytes in the warehouse file (no compaction since)."""
+    return int(con.execute("SELECT count(*) FROM erasure_log WHERE compacted_at IS NULL").fetchone()[0])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CLI commands of the privacy area: consent status and sync, erase, rekey, release, budget.
+"""CLI commands of the privacy area: consent status and sync, erase, compact, rekey, release, budget.
 
 A thin face over flows/privacy_flows.py (STYLE.md, habit 12); heavy imports (OpenDP) happen inside commands.
 Refusals from privacy/ (PrivacyError, a FlourishError) are printed as one sentence with exit code 2; with
@@ -121,6 +121,22 @@ def erase(
         raise UserError(f"the byte scan still finds the participant in {', '.join(r.residual_files)}")
 
 
+def compact(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
+    """Rewrite the warehouse file so rows deleted by an erasure leave no bytes behind.
+
+    Run it after an ingest whose batch held consent withdrawals: the ingest erases those participants in the
+    batch's transaction, but DuckDB keeps deleted rows' bytes in free blocks until the file is rewritten.
+    `flourish erase` compacts by itself. Needs the warehouse to itself for a moment (no running ingest)."""
+    from flows.privacy_flows import compact_warehouse
+
+    r = compact_warehouse(_existing(warehouse))
+    out = {"warehouse": r.warehouse, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after,
+           "erasures_compacted": r.erasures_compacted}
+    typer.echo(json.dumps(out, indent=2) if json_out else
+               f"compacted {r.warehouse}: {r.bytes_before:,} -> {r.bytes_after:,} bytes; "
+               f"{r.erasures_compacted} erasure(s) no longer leave bytes in the file")
+
+
 def rekey(
     warehouse: WarehouseOpt,
     old_key_file: Annotated[Path, typer.Option("--old-key-file", help="File holding the current key.")],
@@ -193,6 +209,7 @@ def register(app: typer.Typer) -> None:
     consent_app.command("sync")(one_sentence(consent_sync_cmd))
     app.add_typer(consent_app, name="consent")
     app.command("erase")(one_sentence(erase))
+    app.command("compact")(one_sentence(compact))
     app.command("rekey")(one_sentence(rekey))
     app.command("release")(one_sentence(release))
     app.command("budget")(one_sentence(budget))
