@@ -186,6 +186,15 @@ def budget(warehouse: str | Path) -> dict[str, BudgetStatus]:
         return budget_status(con)
 
 
+def budget_json(warehouse: str | Path) -> dict[str, dict[str, float | int]]:
+    """``{"<study_id>": {"epsilon_total", "epsilon_spent", "releases"}}``: what ``budget --json`` prints and the
+    figures the text form prints."""
+    from privacy.budget import budget_json as as_json
+
+    with open_warehouse(warehouse) as con:
+        return as_json(con)
+
+
 def consent_status(warehouse: str | Path) -> dict[str, Any]:
     """Status of the consent ledger. Read-only: the ingest records consents in the ledger as they arrive."""
     from privacy.consent import consent_status as status
@@ -204,4 +213,4 @@ def consent_sync(warehouse: str | Path) -> int:
 
 
 __all__ = ["erase_participant", "erasure_folders", "instrument_bounds", "compact_warehouse", "CompactionReport",
-           "rekey_warehouse", "release_protocol", "budget", "consent_status", "consent_sync"]
+           "rekey_warehouse", "release_protocol", "budget", "budget_json", "consent_status", "consent_sync"]

@@ -149,11 +149,13 @@ def rekey(
     from flows.privacy_flows import rekey_warehouse
     from privacy.pseudonym import load_key
 
-    if not warehouse.exists():
-        raise UserError(f"warehouse {warehouse} does not exist")
+    _existing(warehouse)
     if not ids_file.is_file():
         raise UserError(f"raw-id file {ids_file} does not exist")
-    ids = ids_file.read_text(encoding="utf-8").splitlines()
+    try:
+        ids = ids_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"raw-id file {ids_file} is not UTF-8 text") from None
     r = rekey_warehouse(warehouse, load_key(old_key_file), load_key(new_key_file), ids)
     out = {"rekey_id": r.rekey_id, "old_fingerprint": r.old_fingerprint, "new_fingerprint": r.new_fingerprint,
            "participants": r.participants, "rows_updated": r.rows_updated, "tombstones": r.tombstones_rekeyed}
@@ -162,46 +164,68 @@ def rekey(
                f"{r.tombstones_rekeyed} tombstones); key {r.old_fingerprint} -> {r.new_fingerprint}")
 
 
+FRACTION_HELP = (
+    "Share of the study's total privacy budget this release spends (1.0 = all; e.g. 0.25 for an interim release). "
+    "With Gaussian noise the budget is counted in rho (zero-concentrated DP, where rho adds up), so this is a share "
+    "of rho_total, and a quarter of rho is MORE than a quarter of epsilon (0.25 of a budget of epsilon 4 spends "
+    "about epsilon 1.9); with Laplace noise it is a share of epsilon. The command prints the epsilon spent.")
+
+
 def release(
     study: Annotated[Path, typer.Argument(help="The study protocol YAML.")],
     warehouse: WarehouseOpt,
-    fraction: Annotated[float, typer.Option("--fraction", help="Share of the study's total budget this release "
-                                            "spends (1.0 = all; e.g. 0.25 for an interim release).")] = 1.0,
+    fraction: Annotated[float, typer.Option("--fraction", help=FRACTION_HELP)] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Make the protocol's standard DP releases (CONSORT counts, score moments and bands, paired moments,
-    telemetry means) with OpenDP; refused before any noise if the budget does not allow it."""
-    from flows.privacy_flows import instrument_bounds, release_protocol
+    telemetry means) with OpenDP; refused before any budget is reserved if the warehouse has no assignments or no
+    scores, and before any noise if the budget does not allow it."""
+    from flows.privacy_flows import budget_json, instrument_bounds, release_protocol
     from flows.study import load_study as load_protocol
 
     protocol = load_protocol(study)
-    typer.echo(f"releasing {protocol.study_id} ({protocol.privacy.mechanism}, fraction {fraction})...", err=True)
+    _existing(warehouse)
+    typer.echo(f"releasing {protocol.study_id} ({protocol.privacy.mechanism}, fraction {fraction} of the budget "
+               f"in {'rho' if protocol.privacy.mechanism == 'gaussian' else 'epsilon'})...", err=True)
     r = release_protocol(protocol, warehouse, outcome_bounds=instrument_bounds(protocol), fraction=fraction)
-    out = {"release_id": r.release_id, "study_id": r.study_id, "mechanism": r.mechanism, "rho": r.rho,
-           "epsilon": r.epsilon, "delta": r.delta, "queries": list(r.queries), "values": len(r.rows),
-           "suppressed": sum(x.suppressed for x in r.rows), "values_sha256": r.values_sha256}
+    study_budget = budget_json(warehouse)[r.study_id]
+    out = {"release_id": r.release_id, "study_id": r.study_id, "mechanism": r.mechanism, "privacy_unit": r.unit.kind,
+           "rho": r.rho, "epsilon": r.epsilon, "delta": r.delta, "queries": list(r.queries), "values": len(r.rows),
+           "suppressed": sum(x.suppressed for x in r.rows), "values_sha256": r.values_sha256,
+           "study_epsilon_spent": study_budget["epsilon_spent"], "study_epsilon_total": study_budget["epsilon_total"]}
     typer.echo(json.dumps(out, indent=2) if json_out else
                f"released {out['values']} values ({out['suppressed']} suppressed) in {len(r.queries)} queries; "
-               f"epsilon {r.epsilon:.4g} (delta {r.delta:g}); release {r.release_id}")
+               f"this release: epsilon {r.epsilon:.6g} (delta {r.delta:g}); study: epsilon "
+               f"{study_budget['epsilon_spent']:.12g} of {study_budget['epsilon_total']:g} spent; release {r.release_id}")
+
+
+def budget_lines(status: dict[str, dict[str, float | int]], details: dict) -> list[str]:
+    """The text form of ``budget``, from the same figures as ``--json`` (``details`` adds delta and rho)."""
+    lines = []
+    for study_id, b in status.items():
+        d = details[study_id]
+        left = b["epsilon_total"] - b["epsilon_spent"]
+        extra = f", rho {d.rho_spent:.12g} of {d.rho_total:.12g}" if d.accounting == "zcdp" else ""
+        lines.append(f"{study_id}: epsilon_spent {b['epsilon_spent']:.12g} of epsilon_total {b['epsilon_total']:.12g} "
+                     f"({left:.12g} left, delta {d.delta:g}, {d.accounting}{extra}); {b['releases']} "
+                     f"release{'' if b['releases'] == 1 else 's'}")
+    return lines
 
 
 def budget(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
-    """Privacy budget per study: total, spent, remaining and number of releases."""
+    """Privacy budget per study, in epsilon: total, spent, left and number of releases (the text and --json print
+    the same figures)."""
     from flows.privacy_flows import budget as budget_status
+    from flows.privacy_flows import budget_json
 
-    if not warehouse.exists():
-        raise UserError(f"warehouse {warehouse} does not exist")
-    status = budget_status(warehouse)
+    status = budget_json(_existing(warehouse))
     if json_out:
-        typer.echo(json.dumps({s: {"epsilon_total": b.epsilon_total, "epsilon_spent": b.epsilon_spent,
-                                   "releases": b.releases} for s, b in status.items()}))
+        typer.echo(json.dumps(status))
         return
     if not status:
         typer.echo("no releases yet")
-    for s, b in status.items():
-        extra = f", rho {b.rho_spent:.4g} of {b.rho_total:.4g}" if b.accounting == "zcdp" else ""
-        typer.echo(f"{s}: epsilon {b.epsilon_spent:.4g} of {b.epsilon_total:g} spent "
-                   f"({b.epsilon_remaining:.4g} left, delta {b.delta:g}, {b.accounting}{extra}); {b.releases} releases")
+    for line in budget_lines(status, budget_status(warehouse)):
+        typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:

@@ -132,3 +132,26 @@ def test_a_mistyped_erase_leaves_nothing_that_blocks_rekey(app, tmp_path):
     r = CliRunner().invoke(app, ["rekey", "--warehouse", str(db), "--old-key-file", str(old), "--new-key-file",
                                  str(new), "--ids-file", str(ids)])
     assert r.exit_code == 0 and "re-keyed 30 participants" in r.stdout, r.output
+
+
+# ---- the README findings: what --fraction is a share of, and one set of budget figures ------------------------
+
+def test_fraction_help_says_what_it_is_a_share_of(app):
+    """`--fraction 0.25` spent epsilon 1.937 of 4: it is a share of rho under zCDP, and --help did not say so."""
+    r = CliRunner().invoke(app, ["release", "--help"])
+    text = " ".join(r.stdout.replace("\u2502", " ").split())  # the help panel's borders out
+    assert r.exit_code == 0 and "share of rho_total" in text and "MORE than a quarter of epsilon" in text
+
+
+def test_budget_text_and_json_agree(app, tmp_path):
+    """`budget --json` said epsilon_spent 3.99999999734129 while the text said '4 of 4 spent (2.659e-09 left)'."""
+    db, proto = _study(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db)])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(runner.invoke(app, ["budget", "--warehouse", str(db), "--json"]).stdout)["study-a"]
+    text = runner.invoke(app, ["budget", "--warehouse", str(db)]).stdout
+    spent, total = figures["epsilon_spent"], figures["epsilon_total"]
+    assert f"epsilon_spent {spent:.12g} of epsilon_total {total:.12g} ({total - spent:.12g} left" in text, text
+    assert "; 1 release\n" in text
+    assert f"study: epsilon {spent:.12g} of {total:g} spent" in r.stdout  # the release says the same figure
