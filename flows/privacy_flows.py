@@ -196,7 +196,7 @@ def budget_json(warehouse: str | Path) -> dict[str, dict[str, float | int]]:
 
 
 def consent_status(warehouse: str | Path) -> dict[str, Any]:
-    """Status of the consent ledger. Read-only: the ingest records consents in the ledger as they arrive."""
+    """Status of the consent ledger, with the count of consents not in it yet. Read-only."""
     from privacy.consent import consent_status as status
 
     with open_warehouse(warehouse, read_only=True) as con:
@@ -204,8 +204,7 @@ def consent_status(warehouse: str | Path) -> dict[str, Any]:
 
 
 def consent_sync(warehouse: str | Path) -> int:
-    """Append ledger entries for consents a warehouse holds and its ledger lacks (one written before the ingest
-    recorded consents itself); return how many."""
+    """Append ledger entries for the consents the warehouse holds and its ledger lacks; return how many."""
     from privacy.consent import sync_from_consents
 
     with open_warehouse(warehouse) as con:

@@ -12,11 +12,13 @@ against the stored pseudonym, so swapping participants between entries is detect
 (privacy/rekey.py) recomputes commitments under new pseudonyms and re-seals the chain, logging the old and
 new heads in ``rekey_log``. This module is the only writer of ``consent_ledger``.
 
-When the ledger is written: the ingest records every consent row of a batch, grants and withdrawals, at the
-end of the batch in its transaction (``privacy.erasure.erase_withdrawn`` calls :func:`sync_from_consents` before
-it erases the participants who withdrew, so their withdrawal is in the ledger, redacted, rather than lost with
-their rows); an erasure request records the participant's consents before redacting them. Reading the ledger
-(:func:`consent_status`, ``flourish consent status``) writes nothing.
+When the ledger is written: before any participant is erased (a withdrawal arriving through the ingest, an
+erasure request), their consents are appended (:func:`sync_from_consents` for those participants, in the
+erasure's transaction), so a withdrawal is in the ledger, redacted, rather than lost with their rows. The
+consents of everyone else are appended by :func:`sync_from_consents` (``flourish consent sync``): it is not
+done in every ingest batch, because hashing the chain entry by entry and indexing them costs about a second per
+10,000 participants, which the ingest's throughput target cannot carry. Reading the ledger
+(:func:`consent_status`, ``flourish consent status``) writes nothing, and reports how many entries are pending.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def entry_hash(prev_hash: str, canonical: str) -> str:
 
 
 def _head(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
-    row = con.execute("SELECT seq, entry_hash FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+    rows = con.execute("SELECT seq, entry_hash FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchall()
+    return (0, GENESIS) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
 
 def append_consent(
@@ -140,14 +142,13 @@ e AS (
     UNION ALL
     SELECT participant, scope, consent_version, 'withdraw', epoch_us(withdrawn_at), granted_at, scope_pos, 1
     FROM c WHERE withdrawn_at IS NOT NULL)
-SELECT participant, scope, consent_version, action, effective_us,
-       min(sort_at) AS sort_at, min(scope_pos) AS scope_pos, min(step) AS step
+SELECT participant, scope, consent_version, action, effective_us
 FROM e
 WHERE list_contains(?, scope) AND NOT EXISTS (
     SELECT 1 FROM consent_ledger l WHERE NOT l.redacted AND l.participant = e.participant AND l.scope = e.scope
     AND l.consent_version = e.consent_version AND l.action = e.action AND l.effective_us = e.effective_us)
 GROUP BY participant, scope, consent_version, action, effective_us
-ORDER BY sort_at, participant, consent_version, scope_pos, step
+ORDER BY min(sort_at), participant, consent_version, min(scope_pos), min(step)
 """
 _PENDING_ALL = _PENDING.format(where="")
 _LEDGER_COLUMNS = ("seq", "participant", "subject_salt", "subject_commit", "scope", "consent_version", "action",
@@ -173,7 +174,7 @@ def sync_from_consents(con: duckdb.DuckDBPyConnection, *, participants: Sequence
         seq, prev = _head(con)
         recorded = _us(None)
         rows = []
-        for participant, scope, version, action, effective_us, *_order in pending:
+        for participant, scope, version, action, effective_us in pending:
             seq += 1
             salt = secrets.token_hex(16)
             commit = subject_commit(salt, participant)
@@ -229,7 +230,8 @@ def _genesis(con: duckdb.DuckDBPyConnection) -> str:
 
 def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Per scope: participants whose latest entry is a grant (active) or a withdrawal (withdrawn), and entries;
-    and the chain check. Read-only.
+    ``not_in_ledger``, the entries the ``consents`` table implies that the ledger does not hold yet (appended by
+    :func:`sync_from_consents`, ``flourish consent sync``); and the chain check. Read-only.
 
     An erased participant's entries are redacted (no pseudonym), so they cannot be grouped by participant: each
     redacted withdrawal counts as one withdrawn participant of its scope (the ingest records one withdrawal per
@@ -244,6 +246,7 @@ def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "SELECT scope, 'withdraw', count(*) FROM consent_ledger WHERE redacted AND action = 'withdraw' GROUP BY scope"
     ).fetchall()
     entries = dict(con.execute("SELECT scope, count(*) FROM consent_ledger GROUP BY scope").fetchall())
+    pending = con.execute(f"SELECT count(*) FROM ({_PENDING_ALL})", [list(SCOPES)]).fetchone()[0]
     scopes: dict[str, dict[str, int]] = {s: {"active": 0, "withdrawn": 0, "entries": int(entries.get(s, 0))}
                                          for s in SCOPES}
     for scope, action, n in [*latest, *erased_withdrawals]:
@@ -253,6 +256,7 @@ def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "scopes": scopes,
         "entries": report.entries,
         "redacted_entries": report.redacted_entries,
+        "not_in_ledger": int(pending),
         "chain_verified": report.verified,
         "chain_head": report.head_hash,
         "first_bad_seq": report.first_bad_seq,

@@ -33,8 +33,9 @@ def _existing(warehouse: Path) -> Path:
 def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> None:
     """Consent per scope (active, withdrawn, entries) and whether the ledger's hash chain verifies.
 
-    Read-only. The ingest records every consent and withdrawal in the ledger as it arrives; an erased
-    participant's withdrawal still counts as withdrawn (its entries are redacted, not removed).
+    Read-only. A withdrawal reaches the ledger when the ingest erases the participant (it still counts as
+    withdrawn: the entries are redacted, not removed); other consents are appended by `flourish consent sync`,
+    and this says how many are pending.
     """
     from flows.privacy_flows import consent_status
 
@@ -53,13 +54,16 @@ def consent_status_cmd(warehouse: WarehouseOpt, json_out: JsonOpt = False) -> No
         Console().print(table)
         typer.echo("hash chain: " + ("verified" if status["chain_verified"] else
                                      f"BROKEN at entry {status['first_bad_seq']} ({status['problem']})"))
+        if status["not_in_ledger"]:
+            typer.echo(f"{status['not_in_ledger']} consent entries of the warehouse are not in the ledger yet; "
+                       "`flourish consent sync` appends them")
     if not status["chain_verified"]:
         raise typer.Exit(code=1)
 
 
 def consent_sync_cmd(warehouse: WarehouseOpt) -> None:
-    """Append to the ledger the consents a warehouse holds and its ledger lacks (a warehouse ingested before
-    the ingest recorded consents in the ledger itself). Idempotent."""
+    """Append to the hash-chained ledger every consent the warehouse holds and the ledger lacks (run it after an
+    ingest, or on a schedule; `consent status` says how many are pending). Idempotent."""
     from flows.privacy_flows import consent_sync
 
     typer.echo(f"appended {consent_sync(_existing(warehouse))} ledger entries")

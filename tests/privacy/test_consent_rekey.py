@@ -101,22 +101,28 @@ def test_rekey_refuses_an_incomplete_id_list_and_changes_nothing(warehouse):
 # ---- D14: the ledger hears of withdrawals that arrive through ingest; reading it writes nothing --------------
 
 def test_withdrawals_arriving_through_ingest_reach_the_consent_ledger(tmp_path):
-    """D14: the batch's erasure deleted the consents before the ledger was synced, so 58 withdrawals of the demo
-    showed as 'withdrawn 0'. Now the ledger holds them (redacted) and every grant, and its chain verifies."""
+    """D14: the batch's erasure deleted the consents before the ledger was synced, so the demo's 58 withdrawals
+    showed as 'withdrawn 0'. Now the erasure appends the withdrawn participant's consents first: the withdrawal is
+    in the ledger (redacted) and counts; the others' grants wait for `consent sync`, and status says how many."""
     from flows.ingest import ingest_batch
     from flows.privacy_flows import consent_status as status_of
+    from flows.privacy_flows import consent_sync
     from tests.support.privacy import ingest_protocol, write_landing
 
     db = tmp_path / "w.duckdb"
     ingest_batch(write_landing(tmp_path / "a", ["u-1", "u-2", "u-3"], withdrawn=("u-2",)), ingest_protocol(), db, KEY)
     status = status_of(db)
-    assert status["chain_verified"]
+    assert status["chain_verified"] and status["redacted_entries"] == 4  # u-2's grant and withdrawal, per scope
     for scope in ("telemetry", "surveys"):
-        assert status["scopes"][scope] == {"active": 2, "withdrawn": 1, "entries": 4}  # 3 grants + 1 withdrawal
-    assert status["redacted_entries"] == 4  # the withdrawn participant's grants and withdrawals, per scope
+        assert status["scopes"][scope] == {"active": 0, "withdrawn": 1, "entries": 2}
+    assert status["not_in_ledger"] == 4  # u-1's and u-3's grants, per scope
+    assert consent_sync(db) == 4
+    status = status_of(db)
+    assert status["not_in_ledger"] == 0 and status["chain_verified"]
+    assert status["scopes"]["surveys"] == {"active": 2, "withdrawn": 1, "entries": 4}
     # a withdrawal in a later batch reaches it too
     ingest_batch(write_landing(tmp_path / "b", ["u-3"], withdrawn=("u-3",), first_event=10), ingest_protocol(), db, KEY)
-    assert status_of(db)["scopes"]["surveys"]["withdrawn"] == 2
+    assert status_of(db)["scopes"]["surveys"] == {"active": 1, "withdrawn": 2, "entries": 5}  # + its withdrawal
 
 
 def test_consent_status_is_read_only(warehouse):
@@ -128,7 +134,7 @@ def test_consent_status_is_read_only(warehouse):
     con.close()
     before = path.read_bytes()
     status = status_of(path)
-    assert status["entries"] == 0  # consents written around the ingest are not the ledger's until synced
+    assert status["entries"] == 0 and status["not_in_ledger"] == 10  # 5 participants x 2 scopes, pending
     assert path.read_bytes() == before
 
 

@@ -30,17 +30,18 @@ def _warehouse() -> duckdb.DuckDBPyConnection:
 
 
 def _fill(con: duckdb.DuckDBPyConnection, n: int, withdrawn: set[int], mentions: list[tuple[int, int]]) -> list[str]:
-    """n participants; those in ``withdrawn`` have a withdrawal; ``mentions`` (i, j) puts i's pseudonym inside a
-    text column of one of j's rows (a quarantine message, a payload) to exercise the sweep of text columns."""
+    """n participants; those in ``withdrawn`` have a withdrawal; ``mentions`` (i, j) puts i's pseudonym in text
+    columns of one of j's rows (inside a quarantine message and payload, and as the whole payload_file value) to
+    exercise the sweep of text columns."""
     ids = [pseudonymize(f"raw-{i}", KEY) for i in range(n)]
     for i, p in enumerate(ids):
         con.execute("INSERT INTO consents VALUES (?,?,?,?,?,?,?,?,?)",
                     [p, "v1", ["surveys", "telemetry"], T0, T0 if i in withdrawn else None, f"h{i}", "b1", "c.jsonl", i])
         con.execute("INSERT INTO assignments VALUES (?, 's', 'control', ?, NULL, 'b1')", [p, T0])
         con.execute("INSERT INTO events VALUES (?, ?, 's', ?, 'sess', 'message', NULL, NULL, 'b1')", [f"e{i}", p, T0])
-    for k, (i, j) in enumerate(mentions):
-        con.execute("INSERT INTO quarantine VALUES ('b1', 'events', 'e.jsonl', ?, 'duplicate', ?, ?, ?, NULL)",
-                    [k, f"also seen as {ids[i % n]}", ids[j % n], json.dumps({"other": ids[i % n]})])
+    for k, (i, j) in enumerate(mentions):  # the pseudonym as a whole value, and inside longer text
+        con.execute("INSERT INTO quarantine VALUES ('b1', 'events', 'e.jsonl', ?, 'duplicate', ?, ?, ?, ?)",
+                    [k, f"also seen as {ids[i % n]}", ids[j % n], json.dumps({"other": ids[i % n]}), ids[i % n]])
     sync_from_consents(con)
     return ids
 
