@@ -62,7 +62,7 @@ from schemas.warehouse import relations, transaction
 
 __all__ = ["Bounds", "CellKey", "Query", "Calibrated", "ReleaseRow", "ReleaseResult", "resolve_outcome_bounds",
            "standard_plan", "split_budget", "exact_values", "calibrate", "draw", "to_rows", "release_queries",
-           "release_standard_set", "opendp", "OPENDP_FEATURES"]
+           "release_standard_set", "opendp", "installed_opendp_version", "OPENDP_FEATURES"]
 
 OPENDP_FEATURES = ("contrib",)
 DEFAULT_BANDS = 5
@@ -607,7 +607,7 @@ def release_queries(
                 "min_cell_size, queries, values_sha256, opendp_version, opendp_features, privacy_unit) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [release_id, protocol.study_id, datetime.now(UTC), mechanism, accounting, rho, eps, delta,
-                 p.min_cell_size, json.dumps([q.name for q in queries]), digest, _opendp_version(),
+                 p.min_cell_size, json.dumps([q.name for q in queries]), digest, installed_opendp_version(),
                  ",".join(OPENDP_FEATURES), unit.kind])
             con.executemany(
                 "INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -623,7 +623,8 @@ def release_queries(
                          tuple(q.name for q in queries), tuple(rows), digest)
 
 
-def _opendp_version() -> str:
+def installed_opendp_version() -> str:
+    """The OpenDP version a release records (and the statement prints)."""
     try:
         return version("opendp")
     except PackageNotFoundError:  # pragma: no cover - a source checkout without metadata
