@@ -396,6 +396,12 @@ class Needles:
                 return False
         return False
 
+    def masked(self, text: str) -> str:
+        """``text`` (a file name for a receipt, a log or an error) with the raw id and pseudonym replaced: a
+        partner's path may hold the id, and no message or log may copy it."""
+        text = text.replace(self.pseudonym, "[participant]")
+        return text.replace(self.raw_id, "[participant]") if self.raw_id else text
+
     def in_file(self, data: bytes) -> bool:
         return self.in_bytes(data) or (b"raw_base64" in data and any(self.in_record(r) for r in _lines(data)))
 
@@ -572,7 +578,7 @@ def plan_scrub(folders: Folders, needles: Needles) -> ScrubPlan:
     steps: list[ScrubStep] = []
     unchecked: list[str] = []
     for path in _walk(folders):
-        shown = folders.shown(path)
+        shown = needles.masked(folders.shown(path))
         try:
             data = path.read_bytes()
         except OSError:
@@ -652,10 +658,10 @@ def byte_scan(folders: Folders, needles: Needles, *, include: Sequence[Path] = (
         try:
             data = path.read_bytes()
         except OSError:
-            unchecked.append(folders.shown(path))
+            unchecked.append(needles.masked(folders.shown(path)))
             continue
         if needles.in_bytes(data):
-            residual.append(folders.shown(path))
+            residual.append(needles.masked(folders.shown(path)))
     return ByteScan(tuple(residual), tuple(unchecked), tuple(str(r) for r in folders.roots()))
 
 

@@ -211,3 +211,17 @@ def test_the_erase_proof_says_which_landing_folder_it_could_not_cover(app, tmp_p
     assert json.loads(r.stdout)["folders_missing"] == [str(landing.resolve())]
     text = CliRunner().invoke(app, ["erase", RAW, "--warehouse", str(db), "--key-file", str(_key(tmp_path))])
     assert text.exit_code == 0 and "NOT covered" in text.stdout and str(landing.resolve()) in text.stdout
+
+
+def test_a_file_named_with_the_raw_id_is_named_without_it_in_the_receipt_and_the_log(app, tmp_path):
+    """No message or log copies a raw participant id, even when a partner's path holds it."""
+    folder = tmp_path / "S"
+    db = _study(folder)
+    named = folder / "landing" / "events" / RAW / "2026-03.jsonl"
+    named.parent.mkdir(parents=True)
+    named.write_text("".join(json.dumps(r) + "\n" for r in _rows([RAW, *OTHERS])))
+    r = _erase(app, db, _key(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert RAW not in r.stdout and "landing/events/[participant]/2026-03.jsonl" in json.loads(r.stdout)["files_rewritten"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert RAW not in con.execute("SELECT detail FROM erasure_log").fetchone()[0]
