@@ -23,8 +23,8 @@ What the ledger records
 -----------------------
 Each spend carries a ``schemas.privacy_values.PrivacyLoss`` in the mechanism's own measure (zCDP rho for
 Gaussian noise, pure epsilon for Laplace noise); the ledger stores it as it is (``loss_measure``,
-``loss_value``, migration 0060) next to what the study's budget was charged in the budget's measure (``rho``
-under zCDP accounting, ``epsilon`` under pure accounting). Refusals speak in epsilon, the unit of the protocol
+``loss_value``, and the ``privacy_unit`` it holds for; migration 0060) next to what the study's budget was
+charged in the budget's measure (``rho`` under zCDP accounting, ``epsilon`` under pure accounting). Refusals speak in epsilon, the unit of the protocol
 and of ``flourish budget``.
 """
 
@@ -40,7 +40,15 @@ from typing import Literal
 import duckdb
 
 from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, PrivacyError
-from schemas.privacy_values import PrivacyLoss, epsilon_to_rho, pure_to_rho, rho_to_epsilon
+from schemas.privacy_values import (
+    PrivacyLoss,
+    PrivacyUnit,
+    checked_delta,
+    epsilon_to_rho,
+    positive_finite,
+    pure_to_rho,
+    rho_to_epsilon,
+)
 from schemas.warehouse import transaction
 
 __all__ = ["Accounting", "Mechanism", "Spend", "BudgetStatus", "budget_status", "budget_json", "reserve",
@@ -51,25 +59,12 @@ Mechanism = Literal["gaussian", "laplace"]
 _SLACK = 1e-12  # relative tolerance on "spent <= total" for floating-point sums
 
 
-def _check_positive(name: str, value: float) -> float:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value <= 0:
-        raise InvalidPrivacyParameter(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_delta(delta: float) -> float:
-    if isinstance(delta, bool) or not isinstance(delta, int | float) or not (0 < delta < 1):
-        raise InvalidPrivacyParameter(f"delta must be in (0, 1) for zCDP accounting, got {delta!r}")
-    return float(delta)
-
-
 def budget_loss(epsilon_total: float, delta: float, accounting: Accounting) -> PrivacyLoss:
     """A study's whole budget in the ledger's measure: rho_total under zCDP (the largest rho whose Prop. 1.3
     conversion fits (epsilon_total, delta)), epsilon_total under pure accounting."""
     if accounting == "zcdp":
-        return PrivacyLoss(rho=epsilon_to_rho(_check_positive("epsilon", epsilon_total), _check_delta(delta)))
-    return PrivacyLoss(epsilon=_check_positive("epsilon", epsilon_total))
+        return PrivacyLoss(rho=epsilon_to_rho(positive_finite("epsilon", epsilon_total), checked_delta(delta, allow_zero=False)))
+    return PrivacyLoss(epsilon=positive_finite("epsilon", epsilon_total))
 
 
 @dataclass(frozen=True)
@@ -196,19 +191,21 @@ def reserve(
     epsilon_total: float,
     delta: float,
     accounting: Accounting = "zcdp",
+    unit: PrivacyUnit = PrivacyUnit(),
     release_id: str | None = None,
     retries: int = 20,
 ) -> tuple[str, list[str]]:
     """Check and record ``spends`` atomically; return (release_id, ledger entry ids). No noise is drawn here.
+    ``unit`` is the privacy unit the spends' losses hold for (the protocol's), recorded with each entry.
 
     Raises BudgetExceeded (nothing written) if the spends do not fit in what is left. Retries a transaction
     that lost a write conflict to a concurrent reservation in the same process.
     """
     if not spends:
         raise PrivacyError("a release needs at least one query")
-    _check_positive("epsilon_total", epsilon_total)
+    positive_finite("epsilon_total", epsilon_total)
     if accounting == "zcdp":
-        _check_delta(delta)
+        checked_delta(delta, allow_zero=False)
     charges = [s.charge(accounting) for s in spends]  # validates every spend before the transaction
     total_charge = math.fsum(c.value for c in charges)
     release_id = release_id or f"rel-{uuid.uuid4().hex[:16]}"
@@ -216,7 +213,7 @@ def reserve(
         try:
             with transaction(con):
                 ids = _reserve_once(con, study_id, spends, charges, total_charge, float(epsilon_total), float(delta),
-                                    accounting, release_id)
+                                    accounting, unit, release_id)
             return release_id, ids
         except (duckdb.TransactionException, duckdb.ConstraintException):
             # lost a race with a concurrent reservation (write conflict, or both creating the budget row);
@@ -229,7 +226,7 @@ def reserve(
 
 def _reserve_once(con: duckdb.DuckDBPyConnection, study_id: str, spends: list[Spend], charges: list[PrivacyLoss],
                   total_charge: float, epsilon_total: float, delta: float, accounting: Accounting,
-                  release_id: str) -> list[str]:
+                  unit: PrivacyUnit, release_id: str) -> list[str]:
     _ensure_row(con, study_id, epsilon_total, delta, accounting)
     rho_total, rho_spent, eps_spent = con.execute(
         "SELECT rho_total, rho_spent, epsilon_spent_pure FROM privacy_budgets WHERE study_id = ?",
@@ -253,10 +250,10 @@ def _reserve_once(con: duckdb.DuckDBPyConnection, study_id: str, spends: list[Sp
         eps = s.loss.as_epsilon(delta) if s.mechanism == "gaussian" else s.loss.epsilon
         con.execute(
             "INSERT INTO privacy_ledger (entry_id, study_id, release_id, query, mechanism, noise_scale, "
-            "sensitivity, rho, epsilon, delta, status, reserved_at, loss_measure, loss_value) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?, 'reserved', ?, ?, ?)",
+            "sensitivity, rho, epsilon, delta, status, reserved_at, loss_measure, loss_value, privacy_unit) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?, 'reserved', ?, ?, ?, ?)",
             [entry_id, study_id, release_id, s.query, s.mechanism, s.noise_scale, s.sensitivity, rho, eps,
-             delta if s.mechanism == "gaussian" else 0.0, now, s.loss.measure, s.loss.value])
+             delta if s.mechanism == "gaussian" else 0.0, now, s.loss.measure, s.loss.value, unit.kind])
     return ids
 
 

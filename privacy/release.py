@@ -583,7 +583,7 @@ def release_queries(
     cals = [calibrate(q, mechanism, s) for q, s in zip(queries, shares, strict=True)]
     normalized = [_normalized(c, x) for c, x in zip(cals, exact, strict=True)]
     release_id, entry_ids = reserve(con, protocol.study_id, [c.spend for c in cals],
-                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting)
+                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting, unit=unit)
     # ---- the budget is committed; from here on noise may be drawn ----
     drawing = _Drawing()
     try:
@@ -604,11 +604,11 @@ def release_queries(
         with transaction(con):
             con.execute(
                 "INSERT INTO releases (release_id, study_id, created_at, mechanism, accounting, rho, epsilon, delta, "
-                "min_cell_size, queries, values_sha256, opendp_version, opendp_features, privacy_unit) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "min_cell_size, queries, values_sha256, opendp_version, opendp_features) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [release_id, protocol.study_id, datetime.now(UTC), mechanism, accounting, rho, eps, delta,
                  p.min_cell_size, json.dumps([q.name for q in queries]), digest, installed_opendp_version(),
-                 ",".join(OPENDP_FEATURES), unit.kind])
+                 ",".join(OPENDP_FEATURES)])
             con.executemany(
                 "INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [[release_id, protocol.study_id, r.query, r.outcome, r.arm, r.wave, r.statistic, r.value,

@@ -48,14 +48,16 @@ class UnboundedColumn(PrivacyError):
 Measure = Literal["zCDP", "pure", "approximate"]
 
 
-def _positive(name: str, value: object) -> float:
+def positive_finite(name: str, value: object) -> float:
+    """``value`` as a float when it is a positive finite number (not a bool); else InvalidPrivacyParameter."""
     # bool is an int in Python; True is not a privacy parameter
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise InvalidPrivacyParameter(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
-def _delta(value: object, *, allow_zero: bool) -> float:
+def checked_delta(value: object, *, allow_zero: bool) -> float:
+    """``value`` as a float when it is a delta in [0, 1) (or (0, 1)); else InvalidPrivacyParameter."""
     low_ok = (lambda d: d >= 0) if allow_zero else (lambda d: d > 0)
     if isinstance(value, bool) or not isinstance(value, int | float) or not (low_ok(value) and value < 1):
         interval = "[0, 1)" if allow_zero else "(0, 1)"
@@ -72,8 +74,8 @@ def rho_to_epsilon(rho: float, delta: float) -> float:
 
 def epsilon_to_rho(epsilon: float, delta: float) -> float:
     """Largest rho with rho_to_epsilon(rho, delta) <= epsilon: (sqrt(ln(1/delta) + epsilon) - sqrt(ln(1/delta)))^2."""
-    _positive("epsilon", epsilon)
-    _delta(delta, allow_zero=False)
+    positive_finite("epsilon", epsilon)
+    checked_delta(delta, allow_zero=False)
     log_term = math.log(1.0 / delta)
     # sqrt(L + e) - sqrt(L) written as e / (sqrt(L + e) + sqrt(L)): no cancellation when e is small next to L
     # (the difference form lost most digits there and the guard below then stepped down ulp by ulp for seconds)
@@ -112,13 +114,13 @@ class PrivacyLoss:
         if (self.rho is None) == (self.epsilon is None):
             raise InvalidPrivacyParameter("a privacy loss is exactly one of rho (zCDP) or epsilon (pure or approximate DP)")
         if self.rho is not None:
-            object.__setattr__(self, "rho", _positive("rho", self.rho))
+            object.__setattr__(self, "rho", positive_finite("rho", self.rho))
             if self.delta != 0:
                 raise InvalidPrivacyParameter(
                     f"a zCDP loss has no delta (got delta={self.delta!r}); delta enters only when rho is converted to epsilon")
         else:
-            object.__setattr__(self, "epsilon", _positive("epsilon", self.epsilon))
-        object.__setattr__(self, "delta", _delta(self.delta, allow_zero=True))
+            object.__setattr__(self, "epsilon", positive_finite("epsilon", self.epsilon))
+        object.__setattr__(self, "delta", checked_delta(self.delta, allow_zero=True))
 
     @property
     def measure(self) -> Measure:
@@ -169,7 +171,7 @@ class PrivacyLoss:
         """The epsilon of (epsilon, ``delta``)-DP this loss implies: rho converted by Prop. 1.3 at ``delta``; a pure
         epsilon as it is; an approximate loss only at a delta at least its own."""
         if self.rho is not None:
-            return rho_to_epsilon(self.rho, _delta(delta, allow_zero=False))
+            return rho_to_epsilon(self.rho, checked_delta(delta, allow_zero=False))
         if self.delta > delta:
             raise InvalidPrivacyParameter(f"an ({self.epsilon}, {self.delta})-DP loss says nothing at delta={delta}")
         return self.epsilon  # type: ignore[return-value]

@@ -248,7 +248,7 @@ def test_the_privacy_unit_is_read_from_the_protocol_and_recorded(warehouse, prot
     fill(con, 20)
     r = release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
     assert r.unit == PrivacyUnit.of(protocol) == PrivacyUnit("participant")
-    assert con.execute("SELECT privacy_unit FROM releases").fetchall() == [("participant",)]
+    assert con.execute("SELECT DISTINCT privacy_unit FROM privacy_ledger").fetchall() == [("participant",)]
     assert r.loss.measure == "zCDP" and r.rho == r.loss.rho and r.epsilon == r.loss.as_epsilon(1e-6)
 
 
