@@ -560,16 +560,19 @@ class Folders:
         return str(path.relative_to(study)) if path.is_relative_to(study) else str(path)
 
 
-def _walk(folders: Folders) -> Iterable[Path]:
+def _walk(folders: Folders) -> Iterable[tuple[Path, bool]]:
+    """(path, is a symbolic link) of every file under the covered folders. Links are never followed: what one
+    points to lies outside the folders the erasure covers (or is covered where it lies), and rewriting or
+    deleting through a link would touch a file no one asked to erase from (a cache elsewhere, /etc/passwd)."""
     skipped = {s.resolve() for s in folders.skip}
     for root in folders.roots():
-        for base, dirs, files in os.walk(root):
+        for base, dirs, files in os.walk(root):  # does not descend into linked folders
             dirs.sort()
             for name in sorted(files):
-                path = (Path(base) / name).resolve()
+                path = Path(base) / name
                 if path in skipped or name.endswith(_TEMP_SUFFIXES):
                     continue
-                yield path
+                yield path, path.is_symlink()
 
 
 def plan_scrub(folders: Folders, needles: Needles) -> ScrubPlan:
@@ -577,8 +580,11 @@ def plan_scrub(folders: Folders, needles: Needles) -> ScrubPlan:
     changed) when one of them cannot be rewritten: an unreadable Parquet file, a folder without write permission."""
     steps: list[ScrubStep] = []
     unchecked: list[str] = []
-    for path in _walk(folders):
+    for path, is_link in _walk(folders):
         shown = needles.masked(folders.shown(path))
+        if is_link:
+            unchecked.append(shown)
+            continue
         try:
             data = path.read_bytes()
         except OSError:
@@ -653,8 +659,11 @@ def byte_scan(folders: Folders, needles: Needles, *, include: Sequence[Path] = (
     """Read every file under the covered folders (and ``include``, e.g. the compacted warehouse) and search it."""
     residual: list[str] = []
     unchecked: list[str] = []
-    paths = list(_walk(folders)) + [p.resolve() for p in include if p.exists()]
-    for path in dict.fromkeys(paths):
+    paths = list(_walk(folders)) + [(p.resolve(), False) for p in include if p.exists()]
+    for path, is_link in dict.fromkeys(paths):
+        if is_link:
+            unchecked.append(needles.masked(folders.shown(path)))
+            continue
         try:
             data = path.read_bytes()
         except OSError:

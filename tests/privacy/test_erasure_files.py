@@ -225,3 +225,20 @@ def test_a_file_named_with_the_raw_id_is_named_without_it_in_the_receipt_and_the
     assert RAW not in r.stdout and "landing/events/[participant]/2026-03.jsonl" in json.loads(r.stdout)["files_rewritten"]
     with duckdb.connect(str(db), read_only=True) as con:
         assert RAW not in con.execute("SELECT detail FROM erasure_log").fetchone()[0]
+
+
+def test_erasure_never_follows_a_symbolic_link_out_of_the_folders_it_covers(app, tmp_path):
+    """A link in the study folder to a file elsewhere (a cache, /etc/passwd in hardening D19) is not rewritten or
+    deleted through the link; the receipt lists it as not checked, so the proof claims nothing about it."""
+    folder = tmp_path / "S"
+    db = _study(folder)
+    outside = tmp_path / "elsewhere" / "notes.bin"
+    outside.parent.mkdir()
+    outside.write_bytes(b"a note about " + RAW.encode() + b"\n")
+    (folder / "cache").mkdir()
+    (folder / "cache" / "linked.bin").symlink_to(outside)
+    r = _erase(app, db, _key(tmp_path))
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert outside.read_bytes() == b"a note about " + RAW.encode() + b"\n"
+    assert "cache/linked.bin" in out["unchecked_files"] and out["files_deleted"] == []
