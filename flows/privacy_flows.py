@@ -18,9 +18,10 @@ from flows.ingest import quarantine_dir
 from flows.ingest.landing import format_of, kind_of
 from flows.warehouse import connect, open_warehouse
 from privacy.budget import BudgetStatus
-from privacy.erasure import ErasureReceipt, Folders
+from privacy.erasure import ErasureReceipt
 from privacy.release import ReleaseResult
 from privacy.rekey import RekeyReport
+from privacy.scrub import Folders
 from schemas.privacy_values import Bounds
 from schemas.protocol import StudyProtocol
 from schemas.warehouse import transaction
@@ -61,17 +62,8 @@ def erase_participant(
     pseudonym or raw id (it should be empty), ``unchecked_files`` files the scan could not read, and
     ``folders_missing`` recorded landing folders it could not cover.
     """
-    from privacy.erasure import (
-        Needles,
-        apply_scrub,
-        byte_scan,
-        compact_database,
-        erase_rows,
-        participant_state,
-        plan_scrub,
-        record_compaction,
-        record_file_scrub,
-    )
+    from privacy.erasure import compact_database, erase_rows, participant_state, record_compaction, record_file_scrub
+    from privacy.scrub import Needles, apply_scrub, byte_scan, plan_scrub
     from privacy.errors import ErasureIncomplete, UnknownParticipant
     from privacy.pseudonym import check_active_key, pseudonymize
 

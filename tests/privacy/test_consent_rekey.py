@@ -11,7 +11,8 @@ from flows.privacy_flows import erase_participant, rekey_warehouse
 from flows.warehouse import connect
 from schemas.warehouse import participant_tables
 from privacy.consent import append_consent, consent_status, sync_from_consents, verify_chain
-from privacy.erasure import Needles, scan_bytes, tombstone_token
+from privacy.erasure import tombstone_token
+from privacy.scrub import Needles, scan_bytes
 from privacy.errors import PrivacyError, RekeyError
 from privacy.pseudonym import pseudonymize
 from privacy.pseudonym import check_active_key, key_fingerprint

@@ -12,7 +12,8 @@ from tests.support.privacy import KEY, fill, make_protocol
 from flows.privacy_flows import erase_participant
 from flows.warehouse import connect
 from privacy.consent import append_consent, verify_chain
-from privacy.erasure import Needles, scan_bytes, tombstone_token
+from privacy.erasure import tombstone_token
+from privacy.scrub import Needles, scan_bytes
 from privacy.pseudonym import pseudonymize
 
 RAW = "raw-ERASE-ME-0007"
@@ -88,7 +89,8 @@ def test_delete_and_checkpoint_alone_leave_bytes(tmp_path):
 def test_erasure_inside_callers_transaction_then_compaction(tmp_path):
     folder, db, p = _study(tmp_path)
     from flows.privacy_flows import compact_warehouse
-    from privacy.erasure import Folders, apply_scrub, erase_rows, plan_scrub
+    from privacy.erasure import erase_rows
+    from privacy.scrub import Folders, apply_scrub, plan_scrub
 
     con = connect(db)
     con.execute("BEGIN TRANSACTION")

@@ -101,23 +101,23 @@ def test_a_file_that_cannot_be_rewritten_refuses_the_erasure_before_any_change(a
 
 def test_an_erasure_whose_file_step_fails_is_finished_by_running_it_again(app, tmp_path, monkeypatch):
     """D2: after the rows are erased a file step fails: one sentence says so, and the same command finishes it."""
-    import privacy.erasure as erasure
+    import privacy.scrub as scrub
 
     folder = tmp_path / "S"
     db = _study(folder)
     (folder / "landing").mkdir()
     landing_file = folder / "landing" / "events-1.jsonl"
     landing_file.write_text("".join(json.dumps(r) + "\n" for r in _rows([RAW, *OTHERS])))
-    real = erasure._scrub_records
+    real = scrub._scrub_records
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(erasure, "_scrub_records", disk_full)
+    monkeypatch.setattr(scrub, "_scrub_records", disk_full)
     r = _erase(app, db, _key(tmp_path))
     assert r.exit_code == 2 and "rows are erased" in r.stderr and "run the same erase again" in r.stderr, r.output
     assert json.loads(r.stdout)["erased"] is False
-    monkeypatch.setattr(erasure, "_scrub_records", real)
+    monkeypatch.setattr(scrub, "_scrub_records", real)
     r = _erase(app, db, _key(tmp_path))
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -188,7 +188,7 @@ def _ingested_study(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_the_default_erase_covers_the_recorded_landing_and_quarantine_folders(app, tmp_path):
     """D9: `erase ID --warehouse demo-out/warehouse/...` left 21 landing files and the quarantine file holding the
     raw id, and still reported no residual file."""
-    from privacy.erasure import Needles, scan_bytes
+    from privacy.scrub import Needles, scan_bytes
 
     db, landing, quarantine = _ingested_study(tmp_path)
     r = _erase(app, db, _key(tmp_path))
