@@ -45,6 +45,7 @@ from flows.ingest.quarantine import RejectWriter, default_dir
 from flows.ingest.reconciliation import ErasureSummary, FileResult, FileTally, Reconciliation
 from flows.warehouse import connect
 from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn
+from privacy.pseudonym import check_active_key
 from schemas.protocol import StudyProtocol
 from schemas.sqltext import literal
 from schemas.warehouse import transaction
@@ -80,6 +81,7 @@ def ingest_batch(
         runs = fastpath.Runs(con, protocol, batch.bounds, [f for f, _ in todo], fast_path)
         try:
             with transaction(con):  # the whole batch, or nothing of it
+                check_active_key(con, key)  # a retired or foreign key would give a participant a second pseudonym
                 results = {f.name: batch.ingest_file(f, h, runs) for f, h in todo}
                 erased = batch.finish()
                 rec = Reconciliation(batch.batch_id, protocol.study_id, tuple(
