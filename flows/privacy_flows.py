@@ -45,6 +45,7 @@ def erase_participant(
     ``compact_warehouse`` plus this function with ``scrub=True``) after the batch commits, so the files of the
     running batch are not rewritten under it.
     """
+    from flows.ingest import record_rewrites
     from privacy.erasure import Needles, compact_database, erase_rows, record_file_scrub, scan_bytes, scrub_files
 
     needles = Needles(pseudonym, raw_id)
@@ -56,9 +57,12 @@ def erase_participant(
         folder = Path(study_folder) if study_folder else (db.parent if db else None)
         if folder is not None and scrub:
             skip = [db, Path(str(db) + ".wal")] if db else []
-            rewritten, deleted = scrub_files(folder, needles, skip=skip, reason=reason)
+            rewrites: list[tuple[str, str]] = []
+            rewritten, deleted = scrub_files(folder, needles, skip=skip, reason=reason,
+                                             on_rewrite=lambda a, b: rewrites.append((a, b)))
             receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted))
             record_file_scrub(con, receipt)
+            record_rewrites(con, rewrites, reason)
         return receipt
 
     db = Path(con_or_path)
@@ -68,11 +72,14 @@ def erase_participant(
     finally:
         con.close()
     folder = Path(study_folder) if study_folder else db.parent
-    rewritten, deleted = scrub_files(folder, needles, skip=[db, Path(str(db) + ".wal")], reason=reason)
+    rewrites: list[tuple[str, str]] = []
+    rewritten, deleted = scrub_files(folder, needles, skip=[db, Path(str(db) + ".wal")], reason=reason,
+                                     on_rewrite=lambda a, b: rewrites.append((a, b)))
     receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted), compacted=True)
     con = connect(db)
     try:
         record_file_scrub(con, receipt)
+        record_rewrites(con, rewrites, reason)
     finally:
         con.close()
     compact_database(db)

@@ -36,7 +36,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,8 +280,12 @@ def iter_files(folder: Path) -> Iterable[Path]:
 
 
 def scrub_files(folder: str | Path, needles: Needles, *, skip: Iterable[str | Path] = (),
-                reason: str = "erasure") -> tuple[list[str], list[str]]:
-    """Step 2: remove the participant from every file under ``folder`` except ``skip``; (rewritten, deleted)."""
+                reason: str = "erasure", on_rewrite: Callable[[str, str], None] | None = None
+                ) -> tuple[list[str], list[str]]:
+    """Step 2: remove the participant from every file under ``folder`` except ``skip``; (rewritten, deleted).
+
+    ``on_rewrite(sha256_before, sha256_after)`` hears of each file rewritten (the ingest records it, so it does
+    not read a scrubbed landing file again as new input)."""
     base = Path(folder)
     skipped = {Path(s).resolve() for s in skip}
     rewritten: list[str] = []
@@ -311,10 +315,13 @@ def scrub_files(folder: str | Path, needles: Needles, *, skip: Iterable[str | Pa
             path.unlink()
             deleted.append(rel)
             continue
-        if needles.in_bytes(path.read_bytes()):  # a format we could not clean (e.g. stats in a footer)
+        after = path.read_bytes()
+        if needles.in_bytes(after):  # a format we could not clean (e.g. stats in a footer)
             path.unlink()
             rewritten.remove(rel)
             deleted.append(rel)
+        elif on_rewrite is not None and rel in rewritten:
+            on_rewrite(hashlib.sha256(data).hexdigest(), hashlib.sha256(after).hexdigest())
     return rewritten, deleted
 
 
