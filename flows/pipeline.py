@@ -64,21 +64,24 @@ def _sentence(exc: BaseException) -> str:
 
 @task(name="ingest-landing-batch", persist_result=False, cache_policy=None, retries=0)
 def ingest_landing(landing: str, study: str, warehouse: str, key_file: str | None,
-                   progress: Callable[[str, int], None] | None = None) -> Reconciliation:
+                   progress: Callable[[str, int], None] | None = None,
+                   quarantine_dir: str | None = None) -> Reconciliation:
     """Validate, pseudonymize, gate and store one landing batch (one transaction)."""
     protocol = load_protocol(study)
     settings = Settings.from_env()
     return ingest_batch(landing, protocol, warehouse, pseudonym_key(key_file, settings), progress=progress,
-                        memory_limit=settings.duckdb_memory_limit, fast_path=settings.fast_path)
+                        memory_limit=settings.duckdb_memory_limit, fast_path=settings.fast_path,
+                        quarantine_dir=quarantine_dir)
 
 
 @flow(name="flourish-ingest", log_prints=False, persist_result=False)
 def ingest_flow(landing: str, study: str, warehouse: str, key_file: str | None = None,
-                progress: Callable[[str, int], None] | None = None) -> Reconciliation:
+                progress: Callable[[str, int], None] | None = None,
+                quarantine_dir: str | None = None) -> Reconciliation:
     """Ingest a landing folder into the warehouse and return the reconciliation."""
     if orchestrator() == "inline":
-        return ingest_landing.fn(landing, study, warehouse, key_file, progress)
-    return ingest_landing(landing, study, warehouse, key_file, progress)
+        return ingest_landing.fn(landing, study, warehouse, key_file, progress, quarantine_dir)
+    return ingest_landing(landing, study, warehouse, key_file, progress, quarantine_dir)
 
 
 # ------------------------------------------------------------------------------------------------------------

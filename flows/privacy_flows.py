@@ -62,6 +62,7 @@ def erase_participant(
     pseudonym or raw id (it should be empty), ``unchecked_files`` files the scan could not read, and
     ``folders_missing`` recorded landing folders it could not cover.
     """
+    from flows.ingest import record_rewrites
     from privacy.erasure import compact_database, erase_rows, participant_state, record_compaction, record_file_scrub
     from privacy.scrub import Needles, apply_scrub, byte_scan, plan_scrub
     from privacy.errors import ErasureIncomplete, UnknownParticipant
@@ -84,12 +85,14 @@ def erase_participant(
             receipt = erase_rows(con, pseudonym, reason, in_transaction=True)
     step = "rewriting the files that hold the participant"
     try:
-        rewritten, deleted, left = apply_scrub(plan, needles)
+        rewrites: list[tuple[str, str]] = []
+        rewritten, deleted, left = apply_scrub(plan, needles, on_rewrite=lambda a, b: rewrites.append((a, b)))
         receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted),
                           files_left=tuple(left))
         step = "recording the file scrub"
-        with open_warehouse(db) as con:
+        with open_warehouse(db) as con, transaction(con):
             record_file_scrub(con, receipt)
+            record_rewrites(con, rewrites, reason)
         step = "compacting the warehouse file"
         compact_database(db)
         with open_warehouse(db) as con:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -296,9 +297,13 @@ def plan_scrub(folders: Folders, needles: Needles) -> ScrubPlan:
                      tuple(str(m) for m in folders.missing))
 
 
-def apply_scrub(plan: ScrubPlan, needles: Needles) -> tuple[list[str], list[str], list[str]]:
+def apply_scrub(plan: ScrubPlan, needles: Needles, *, on_rewrite: Callable[[str, str], None] | None = None
+                ) -> tuple[list[str], list[str], list[str]]:
     """Rewrite the planned files; return (rewritten, deleted, left). A derived file still holding the participant
-    after its rewrite (e.g. statistics in a footer) is deleted; a source file is left and reported."""
+    after its rewrite (e.g. statistics in a footer) is deleted; a source file is left and reported.
+
+    ``on_rewrite(sha256_before, sha256_after)`` hears of each file rewritten, so the ingest that records it does not
+    read a scrubbed landing file again as new input (hardening D16)."""
     rewritten: list[str] = []
     deleted: list[str] = []
     left: list[str] = []
@@ -312,6 +317,7 @@ def apply_scrub(plan: ScrubPlan, needles: Needles) -> tuple[list[str], list[str]
             step.path.unlink()
             deleted.append(step.shown)
             continue
+        before = hashlib.sha256(step.path.read_bytes()).hexdigest() if on_rewrite is not None else ""
         if step.handler == "lines":
             _scrub_records(step.path, needles, _lines)
         elif step.handler == "delimited":
@@ -320,7 +326,8 @@ def apply_scrub(plan: ScrubPlan, needles: Needles) -> tuple[list[str], list[str]
             _scrub_parquet(step.path, needles)
         else:
             _scrub_other_duckdb(step.path, needles)
-        if needles.in_file(step.path.read_bytes()):
+        after = step.path.read_bytes()
+        if needles.in_file(after):
             if step.is_source:
                 left.append(step.shown)
             else:
@@ -328,6 +335,8 @@ def apply_scrub(plan: ScrubPlan, needles: Needles) -> tuple[list[str], list[str]
                 deleted.append(step.shown)
             continue
         rewritten.append(step.shown)
+        if on_rewrite is not None:
+            on_rewrite(before, hashlib.sha256(after).hexdigest())
     return rewritten, deleted, left
 
 

@@ -79,6 +79,8 @@ ELSEWHERE: set[tuple[str, str]] = {
     ('flows/ingest/fastpath/source.py', 'self.chunk'),
     ('flows/ingest/fastpath/verify.py', '_key_hash(kind)'),
     ('flows/ingest/fastpath/verify.py', "contract.parse_sql(kind, 'raw', source.guard)"),
+    ('flows/ingest/fastpath/verify.py', 'contract.embeds_id_sql(kind)'),
+    ('flows/ingest/stage.py', 'contract.embeds_id_sql(kind)'),
     ('flows/ingest/fastpath/verify.py', "contract.unpack_sql(kind, 'raw')"),
     ('flows/ingest/fastpath/verify.py', "idx['participant_id']"),
     ('flows/ingest/fastpath/verify.py', 'idx[TIME_FIELD[kind]]'),

@@ -171,7 +171,7 @@ def test_every_landing_format_is_scrubbed_row_by_row_and_none_is_deleted(app, tm
 
 def _ingested_study(tmp_path: Path) -> tuple[Path, Path, Path]:
     """The README's layout: demo-out/warehouse/w.duckdb beside demo-out/study/landing (ingested, with one bad line
-    of the participant kept in raw bytes in the quarantine folder beside the landing folder)."""
+    of the participant sealed in the quarantine folder beside the landing folder, named by its pseudonym)."""
     from flows.ingest import ingest_batch, quarantine_dir
     from tests.support.privacy import ingest_protocol, write_landing
 
@@ -180,8 +180,8 @@ def _ingested_study(tmp_path: Path) -> tuple[Path, Path, Path]:
         fh.write('{"participant_id": "' + RAW + '", "broken\n')
     db = tmp_path / "demo-out" / "warehouse" / "w.duckdb"
     ingest_batch(landing, ingest_protocol(), db, KEY)
-    assert any(RAW.encode() in p.read_bytes() or b"raw_base64" in p.read_bytes()
-               for p in quarantine_dir(landing).iterdir())
+    sealed = [p.read_bytes() for p in quarantine_dir(landing).iterdir()]
+    assert any(pseudonymize(RAW, KEY).encode() in b for b in sealed) and not any(RAW.encode() in b for b in sealed)
     return db, landing, quarantine_dir(landing)
 
 
