@@ -13,8 +13,9 @@ fills the bundle and writes the files). ``reports`` imports only ``reports`` and
 from reports.bundle import ReportBundle
 from reports.dashboard import build_dashboard
 from reports.images import write_chart_images
+from reports.regulator import RegulatorOutput, build_regulator_report
 
 from reports.trial import build_trial_report
 
-__all__ = ["ReportBundle", "build_dashboard", "build_trial_report",
+__all__ = ["RegulatorOutput", "build_regulator_report", "ReportBundle", "build_dashboard", "build_trial_report",
            "write_chart_images"]
