@@ -335,8 +335,10 @@ def consort_flow(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, as_
         arms.append(FlowArm(arm=arm, allocated=allocated, waves=tuple(waves)))
     stray = sum(n for arm, d in last_by.items() if arm not in protocol.arm_names for n in d.values())
     _, _, erased = _erasures(con)
-    flow = ConsortFlow(randomised=sum(a.allocated for a in arms) + stray, arms=tuple(arms), erased=erased, as_of=now)
-    return flow
+    first, last_assigned = con.execute(f"SELECT min(assigned_at), max(assigned_at) FROM {arms_sql}").fetchone()
+    last_answer = con.execute(f"SELECT max(submitted_at) FROM {relations.latest_responses(sid)}").fetchone()[0]
+    return ConsortFlow(randomised=sum(a.allocated for a in arms) + stray, arms=tuple(arms), erased=erased, as_of=now,
+                       first_assigned=_utc(first), last_assigned=_utc(last_assigned), last_answer=_utc(last_answer))
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> tuple[BaselineRow, ...]:

@@ -265,6 +265,9 @@ class ConsortFlow(Part):
     prompted: str = Field("not recorded: the warehouse holds no survey prompts, only answers",
                           description="What is known about prompts sent per wave.")
     as_of: datetime | None = None
+    first_assigned: datetime | None = Field(None, description="Earliest randomisation (recruitment start).")
+    last_assigned: datetime | None = Field(None, description="Latest randomisation (recruitment end so far).")
+    last_answer: datetime | None = Field(None, description="Latest survey answer (follow-up so far).")
 
 
 class BaselineRow(Part):

@@ -159,7 +159,11 @@ def consort_2025(bundle: ReportBundle) -> list[ChecklistRow]:
         "22a": "section Participant flow (diagram and table per arm and wave)" if flow else "",
         "22b": "section Participant flow: exits per wave with their reason" if flow else "",
         "23a": (f"section Design: enrolment {p.schedule.enrolment_start} to {p.schedule.enrolment_end}; waves at "
-                + ", ".join(f"day {w.day}" for w in p.waves)) if p.schedule else "",
+                + ", ".join(f"day {w.day}" for w in p.waves)) if p.schedule else (
+            f"section Participant flow: randomised {flow.first_assigned:%Y-%m-%d} to {flow.last_assigned:%Y-%m-%d}, "
+            f"last answer {flow.last_answer:%Y-%m-%d}" if flow and flow.first_assigned and flow.last_answer else ""),
+        "21d": ("sections Missing-data sensitivity and Ancillary analyses: " + ", ".join(extra_methods + sorted(
+            {e.method for e in tipping}))) if extra_methods or tipping else "",
         "24a": ("section Telemetry: feature exposure and use per arm" if p.surrogates else ""),
         "25": "section Baseline: outcomes at the baseline wave per arm (mean, SD, median, IQR), no p-values"
               if bundle.baseline else "",
@@ -181,8 +185,10 @@ def consort_2025(bundle: ReportBundle) -> list[ChecklistRow]:
     }
     if not p.surrogates:
         person["24a"] = "the protocol declares no telemetry, so delivery of the features is not measured here"
-    if "28" not in filled or not filled["28"]:
+    if not filled.get("28"):
         not_applicable["28"] = "no ancillary analysis was run"
+    if not filled.get("21d") and trusted is not None:
+        not_applicable["21d"] = "the plan prespecifies no additional analysis"
     stop = [r.after_wave for r in p.privacy.releases]
     person["16b"] = ("interim DP releases are planned after " + ", ".join(stop) + "; the protocol records no stopping "
                      "rule" if stop else "the protocol records no interim analysis or stopping rule")

@@ -469,6 +469,9 @@ class RegulatorOutput:
 def build_regulator_report(bundle: ReportBundle) -> RegulatorOutput:
     """The regulator report from a public bundle: the JSON document (a dict ready for ``json.dump``) and its HTML."""
     model = build_document(bundle)
-    return RegulatorOutput(json.loads(model.model_dump_json()), render_html(model, bundle), model)
+    document = json.loads(model.model_dump_json())
+    # ClinicalTrials.gov leaves out a field it has no value for (its optional fields are never null)
+    document["clinicaltrials_gov"] = json.loads(model.clinicaltrials_gov.model_dump_json(exclude_none=True))
+    return RegulatorOutput(document, render_html(model, bundle), model)
 
 

@@ -84,7 +84,10 @@ def flow_html(bundle: ReportBundle) -> str:
         return out + (not_available(flow, "Participant flow") or "")
     waves = bundle.protocol.wave_names
     out += (f'<figure class="flow" data-chart="consort-flow">{flow_svg(flow, waves)}<figcaption>Counted in the '
-            f"warehouse as of {flow.as_of:%Y-%m-%d %H:%M} UTC. At every arm and wave, entered = continued + exits. "
+            f"warehouse as of {flow.as_of:%Y-%m-%d %H:%M} UTC"
+            + (f"; randomised {flow.first_assigned:%Y-%m-%d} to {flow.last_assigned:%Y-%m-%d}, last answer "
+               f"{flow.last_answer:%Y-%m-%d}" if flow.first_assigned and flow.last_answer else "")
+            + ". At every arm and wave, entered = continued + exits. "
             f"Prompts sent: {esc(flow.prompted)}.</figcaption></figure>")
     out += table(["arm", "wave", "entered", "answered", "continued", "exits (reason: n)", "side notes (not conserved)"],
                  flow_rows(flow), numeric=(2, 3, 4), caption="Flow per arm and wave")

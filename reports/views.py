@@ -407,7 +407,7 @@ def budget_view(bundle: ReportBundle) -> View:
                  "rho": None if not zcdp else max(0.0, b.rho_total - (b.rho_spent or 0.0))})
     unit = "rho (zCDP)" if zcdp else "epsilon"
     description = (f"Stacked bar of the study's privacy budget (epsilon {fmt(b.epsilon_total)}, delta {b.delta:g}, per "
-                   f"{b.unit}): epsilon {fmt(b.epsilon_spent)} spent over {b.releases} release(s), epsilon "
+                   f"{b.unit}): epsilon {fmt(b.epsilon_spent)} spent ({pct(spent_share)} of the budget) over {b.releases} release(s), epsilon "
                    f"{fmt(b.epsilon_left)} left. Shares are of the budget counted in {unit}. "
                    + "; ".join(f"{r['part']}: {pct(r['share'])}" for r in rows))
     chart = alt.Chart(alt.Data(values=rows)).mark_bar(stroke="#fff", strokeWidth=1).encode(
