@@ -400,11 +400,11 @@ def render_html(doc: RegulatorReport, bundle: ReportBundle) -> str:
     level = bundle.protocol.analysis.interval_level
     sec("outcomes", "5. Outcomes with uncertainty",
         f"<p>Analysis run {esc(_v(d.outcomes.analysis_run))}. Intervals are {level:.0%} credible intervals that include "
-        "the DP noise.</p>" + table(
+        "the DP noise.</p>" + ("" if not d.outcomes.results else table(
             ["outcome", "arm", "wave", "estimate (interval)", "P(benefit)", "P(> MCID)", "n arm / control"],
             [(o.outcome, o.arm, o.wave, f"not estimable: {o.not_estimable_because}" if o.not_estimable_because else
               f"{fmt(o.estimate)} ({fmt(o.lower)} to {fmt(o.upper)})", _v(o.p_benefit), _v(o.p_above_mcid),
-              f"{fmt_count(o.n_arm)} / {fmt_count(o.n_control)}") for o in d.outcomes.results], numeric=(3, 4, 5, 6))
+              f"{fmt_count(o.n_arm)} / {fmt_count(o.n_control)}") for o in d.outcomes.results], numeric=(3, 4, 5, 6)))
         + _static(forest_view(bundle, "public")))
     h = d.harms_and_safety
     sec("harms", "6. Harms and safety monitoring",

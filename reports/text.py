@@ -133,7 +133,7 @@ h3 { font-size: 1.05rem; margin-top: 1.6rem; }
 p.sub, .muted { color: var(--muted); } p.na { color: #6b4b00; background: #fff8e1; padding: .4rem .6rem; border-left: 4px solid #e0b100; }
 table { border-collapse: collapse; width: 100%; font-size: .86rem; margin: .6rem 0 1rem; }
 caption { text-align: left; font-weight: 600; padding: .2rem 0; }
-th, td { border-bottom: 1px solid var(--line); padding: .3rem .45rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border-bottom: 1px solid var(--line); padding: .3rem .45rem; text-align: left; vertical-align: top; overflow-wrap: break-word; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .hash { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .82rem; word-break: break-all; }
 .view { display: grid; grid-template-columns: minmax(0, 1.15fr) minmax(0, 1fr); gap: 1.2rem; align-items: start; }

@@ -115,17 +115,20 @@ def enrolment_view(bundle: ReportBundle) -> View:
                    f"{level:.0%} interval from the DP noise. " + "; ".join(
                        f"{r['arm']} {r['stage']}: {r['shown']}" for r in rows))
     arms = bundle.protocol.arm_names
-    base = alt.Chart(alt.Data(values=shown)).encode(
+    base = alt.Chart(alt.Data(values=rows)).encode(
         x=alt.X("stage:N", sort=stages, title="stage"), xOffset=alt.XOffset("arm:N", sort=arms),
         color=alt.Color("arm:N", scale=colour, title="arm"))
-    line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(
+    # suppressed cells break the line (no value is drawn for them, and none is interpolated across them)
+    line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True), invalid="break-paths-filter-domains").encode(
         y=alt.Y("count:Q", title="participants (DP count)"), shape=alt.Shape("arm:N", scale=shape, title="arm"),
         tooltip=[alt.Tooltip("arm:N"), alt.Tooltip("stage:N"), alt.Tooltip("shown:N", title="count (interval)")])
     bars = base.mark_rule(strokeWidth=1.5).encode(y="lower:Q", y2="upper:Q")
     layers = [bars, line]
     if hidden:
-        layers.append(alt.Chart(alt.Data(values=hidden)).mark_text(dy=-6, fontSize=10, color="#8a1c12").encode(
-            x=alt.X("stage:N", sort=stages), y=alt.value(8), text=alt.Text("shown:N")))
+        layers.append(alt.Chart(alt.Data(values=hidden)).mark_text(
+            angle=270, align="left", baseline="middle", fontSize=9, color="#8a1c12").encode(
+            x=alt.X("stage:N", sort=stages), xOffset=alt.XOffset("arm:N", sort=arms), y=alt.value(255),
+            text=alt.Text("shown:N")))
     chart = alt.layer(*layers).properties(
         width=520, height=260, title=alt.TitleParams(title, subtitle=[
             f"DP counts with their {level:.0%} interval from the noise; suppressed cells are marked, never drawn as 0"]))
@@ -195,6 +198,10 @@ def trajectory_view(bundle: ReportBundle, tier: str = "public") -> View:
     label = interval_label(level, tier)
     colour, shape = _arm_scales(bundle)
     est = [r for r in rows if r["estimate"] is not None]
+    if not est:
+        return View("trajectories", title, "no effect could be estimated", None, table(
+            ["outcome", "arm", "wave", "effect"], [(r["outcome"], r["arm"], r["wave"], r["shown"]) for r in rows],
+            caption=f"Effects per wave ({_run_label(run)}): none could be estimated"))
     description = (f"Effect of each arm against control per outcome at each wave, estimate with {label}; {_run_label(run)}. "
                    + "; ".join(f"{r['outcome']} {r['arm']} {r['wave']}: {r['shown']}" for r in rows))
     waves = bundle.protocol.wave_names
@@ -227,6 +234,10 @@ def forest_view(bundle: ReportBundle, tier: str = "public") -> View:
     label = interval_label(level, tier)
     colour, shape = _arm_scales(bundle)
     est = [r for r in rows if r["estimate"] is not None]
+    if not est:
+        return View("forest", title, "no long-run effect could be estimated", None, table(
+            ["outcome", "arm", "long-run effect"], [(r["outcome"], r["arm"], r["shown"]) for r in rows],
+            caption=f"Long-run effects ({_run_label(run)}): none could be estimated"))
     description = (f"Forest plot of each arm's long-run effect against control on every outcome, with {label}; dashed "
                    f"lines mark no effect and the minimum clinically important difference (MCID) in the direction of "
                    f"benefit; {_run_label(run)}. " + "; ".join(f"{r['outcome']} {r['arm']}: {r['shown']}" for r in rows))

@@ -94,6 +94,7 @@ def open_page(driver, path: Path, screenshot: Path, *, chart_selector: str = ".v
     import time
 
     url = path.resolve().as_uri()
+    driver.set_window_size(1280, 800)  # the page's own height decides the screenshot's, not the previous page's
     driver.get("about:blank")  # leave the start page (its chrome:// resources are the browser's, not the report's)
     time.sleep(0.3)
     driver.get_log("browser")

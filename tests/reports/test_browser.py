@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.reports import write_reports
+from flows.reports import public_bundle, write_reports
+from flows.study import load_study
+from reports.views import default_views
 from tests.reports.browser import chromium, open_page
 
 
@@ -20,7 +22,7 @@ def pages(study, sparse, artifacts):
 
 
 @pytest.mark.slow
-def test_reports_render_offline_in_headless_chromium(pages, artifacts):
+def test_reports_render_offline_in_headless_chromium(pages, artifacts, study):
     results = {}
     with chromium() as driver:
         for name, paths in pages.items():
@@ -39,6 +41,12 @@ def test_reports_render_offline_in_headless_chromium(pages, artifacts):
         assert r.screenshot.stat().st_size > 10_000
     dash = results[("study", "dashboard")]
     assert set(dash.rendered.values()) == {"true"}
+    # every chart drew at least one mark per row of its data (points, rules, bars; lines add their own paths)
+    bundle = public_bundle(study.warehouse, load_study(study.study))
+    for view in default_views(bundle):
+        if view.spec is not None:
+            assert view.marks_expected > 0, view.key
+            assert dash.marks[f"chart-{view.key}"] >= view.marks_expected, (view.key, dash.marks, view.marks_expected)
     assert {"chart-enrolment", "chart-trajectories", "chart-forest", "chart-probabilities", "chart-telemetry",
             "chart-budget"} <= set(dash.marks)
     assert "consort-flow" in results[("study", "trial")].marks
