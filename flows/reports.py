@@ -416,18 +416,43 @@ def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where :func:`write_reports` wrote each report."""
+    """Where :func:`write_reports` wrote each report (``trial_pdf`` None when no PDF was made: ``pdf_note`` says why)."""
 
     dashboard: Path
     trial_report: Path
     regulator_html: Path
     regulator_json: Path
     charts: tuple[Path, ...]
+    trial_pdf: Path | None = None
+    pdf_note: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"dashboard": str(self.dashboard), "trial_report": str(self.trial_report),
                 "regulator_html": str(self.regulator_html), "regulator_json": str(self.regulator_json),
-                "charts": [str(p) for p in self.charts]}
+                "charts": [str(p) for p in self.charts],
+                "trial_pdf": None if self.trial_pdf is None else str(self.trial_pdf), "pdf_note": self.pdf_note}
+
+
+def print_to_pdf(html: Path, pdf: Path, *, timeout: float = 120.0) -> str:
+    """Print a (script-free, self-contained) report to PDF with headless Chromium, when the machine has it (Debian's
+    ``chromium`` package); returns "" on success, else one sentence saying why no PDF was made. No network: the
+    file loads nothing and background networking is off."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return "no PDF: Chromium is not installed (apt-get install chromium prints the HTML report to PDF)"
+    with tempfile.TemporaryDirectory(prefix="flourish-pdf-") as profile:
+        proc = subprocess.run(
+            [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--no-pdf-header-footer",
+             f"--print-to-pdf={pdf}", html.resolve().as_uri()], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 or not pdf.is_file():
+        return f"no PDF: Chromium exited with {proc.returncode}"
+    return ""
 
 
 def public_bundle(warehouse: str | Path, protocol: StudyProtocol, *, built_at: datetime | None = None) -> ReportBundle:
@@ -444,9 +469,10 @@ def trusted_bundle(warehouse: str | Path, protocol: StudyProtocol, *, built_at: 
 
 
 def write_reports(study: str | Path, warehouse: str | Path, out_dir: str | Path, *, charts: bool = True,
-                  now: datetime | None = None) -> ReportPaths:
+                  pdf: bool = False, now: datetime | None = None) -> ReportPaths:
     """Write the dashboard and the regulator report (public bundle) and the trial report (trusted bundle) into
-    ``out_dir``; with ``charts``, every dashboard chart as PNG and SVG under ``out_dir/charts``. Returns the paths."""
+    ``out_dir``; with ``charts``, every dashboard chart as PNG and SVG under ``out_dir/charts``; with ``pdf``, the
+    trial report as PDF too when Chromium is installed. Returns the paths."""
     from flows.study import load_study
     from reports import build_dashboard, build_regulator_report, build_trial_report, write_chart_images
 
@@ -465,4 +491,8 @@ def write_reports(study: str | Path, warehouse: str | Path, out_dir: str | Path,
     reg_html.write_text(regulator.html, encoding="utf-8")
     reg_json.write_text(json.dumps(regulator.document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     images = tuple(write_chart_images(public, out / "charts")) if charts else ()
-    return ReportPaths(dashboard, trial, reg_html, reg_json, images)
+    trial_pdf, note = None, ""
+    if pdf:
+        note = print_to_pdf(trial, out / "trial-report.pdf")
+        trial_pdf = None if note else out / "trial-report.pdf"
+    return ReportPaths(dashboard, trial, reg_html, reg_json, images, trial_pdf, note)

@@ -89,12 +89,19 @@ def regulator(study: StudyArg, warehouse: WarehouseOpt, out: OutOpt = Path("repo
 def all_reports(study: StudyArg, warehouse: WarehouseOpt, out: OutOpt = Path("reports-out"),
                 charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Also write every chart as PNG "
                                                      "and SVG under OUT/charts.")] = True,
+                pdf: Annotated[bool, typer.Option("--pdf", help="Also print the trial report to PDF (needs Debian's "
+                                                  "chromium; without it, says why no PDF was made).")] = False,
                 as_json: JsonOpt = False) -> None:
     """Write the dashboard, the trial report and the regulator report (and the charts as PNG and SVG)."""
     from flows.reports import write_reports
 
     _check(study, warehouse)
-    _done(write_reports(study, warehouse, out, charts=charts).as_json(), as_json)
+    paths = write_reports(study, warehouse, out, charts=charts, pdf=pdf).as_json()
+    if not pdf:
+        paths.pop("trial_pdf"), paths.pop("pdf_note")
+    elif not paths["pdf_note"]:
+        paths.pop("pdf_note")
+    _done(paths, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -244,3 +244,13 @@ def test_cli_report_dashboard(study, tmp_path):
     assert Path(out["dashboard"]).is_file() and out["bytes"] < TWO_MB
     res = CliRunner().invoke(app, ["report", "dashboard", str(study.study), "--warehouse", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_trial_report_prints_to_pdf_with_chromium(study, tmp_path):
+    from tests.reports.browser import ensure_chromium
+
+    ensure_chromium()
+    paths = write_reports(study.study, study.warehouse, tmp_path, charts=False, pdf=True)
+    assert paths.pdf_note == "" and paths.trial_pdf is not None
+    data = paths.trial_pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 50_000
