@@ -61,7 +61,8 @@ def _arm_scales(bundle: ReportBundle) -> tuple[alt.Scale, alt.Scale]:
 
 def _finish(chart: alt.TopLevelMixin, description: str) -> dict[str, Any]:
     spec = chart.properties(description=description).configure(font=FONT).configure_view(stroke=None) \
-        .configure_axis(labelFontSize=11, titleFontSize=12).configure_legend(labelFontSize=11, titleFontSize=12) \
+        .configure_axis(labelFontSize=11, titleFontSize=12) \
+        .configure_legend(labelFontSize=11, titleFontSize=12, orient="bottom", direction="horizontal") \
         .to_dict(validate=True)
     return spec
 
@@ -177,9 +178,19 @@ def effect_rows(bundle: ReportBundle, tier: str, *, long_run: bool) -> tuple[lis
                      else len(waves), "estimate": e.estimate, "lower": e.lower, "upper": e.upper,
                      "p_benefit": e.p_benefit, "p_above_mcid": e.p_above_mcid, "mcid": o.mcid,
                      "mcid_line": None if o.mcid is None else sign * o.mcid, "direction": e.direction or o.direction,
-                     "n_arm": e.n_arm, "n_control": e.n_control, "reason": e.reason, "shown": effect_text(e),
+                     "n_arm": e.n_arm, "n_control": e.n_control, "reason": e.reason,
+                     "shown": "not estimable (why: below the table)" if e.reason else effect_text(e),
                      "exploratory": run.exploratory, "method": e.method, "level": e.interval_level})
     return rows, run
+
+
+def _reasons(rows: list[dict[str, Any]]) -> str:
+    """Why effects could not be estimated, once per outcome (the table rows say only "not estimable")."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r["reason"]:
+            seen.setdefault(r["outcome"], r["reason"])
+    return "".join(f'<p class="na">{esc(o)}: not estimable: {esc(why)}.</p>' for o, why in seen.items())
 
 
 def _run_label(run: AnalysisRun) -> str:
@@ -201,7 +212,7 @@ def trajectory_view(bundle: ReportBundle, tier: str = "public") -> View:
     if not est:
         return View("trajectories", title, "no effect could be estimated", None, table(
             ["outcome", "arm", "wave", "effect"], [(r["outcome"], r["arm"], r["wave"], r["shown"]) for r in rows],
-            caption=f"Effects per wave ({_run_label(run)}): none could be estimated"))
+            caption=f"Effects per wave ({_run_label(run)}): none could be estimated") + _reasons(rows))
     description = (f"Effect of each arm against control per outcome at each wave, estimate with {label}; {_run_label(run)}. "
                    + "; ".join(f"{r['outcome']} {r['arm']} {r['wave']}: {r['shown']}" for r in rows))
     waves = bundle.protocol.wave_names
@@ -221,7 +232,7 @@ def trajectory_view(bundle: ReportBundle, tier: str = "public") -> View:
                 [(r["outcome"], r["arm"], r["wave"], r["shown"], f"{fmt_count(r['n_arm'])} / {fmt_count(r['n_control'])}")
                  for r in sorted(rows, key=lambda r: (r["outcome"], r["arm"], r["order"]))], numeric=(3, 4),
                 caption=f"Effects per wave: {label}")
-    return View("trajectories", title, description, spec, tbl, marks_expected=len(est))
+    return View("trajectories", title, description, spec, tbl + _reasons(rows), marks_expected=len(est))
 
 
 def forest_view(bundle: ReportBundle, tier: str = "public") -> View:
@@ -237,7 +248,7 @@ def forest_view(bundle: ReportBundle, tier: str = "public") -> View:
     if not est:
         return View("forest", title, "no long-run effect could be estimated", None, table(
             ["outcome", "arm", "long-run effect"], [(r["outcome"], r["arm"], r["shown"]) for r in rows],
-            caption=f"Long-run effects ({_run_label(run)}): none could be estimated"))
+            caption=f"Long-run effects ({_run_label(run)}): none could be estimated") + _reasons(rows))
     description = (f"Forest plot of each arm's long-run effect against control on every outcome, with {label}; dashed "
                    f"lines mark no effect and the minimum clinically important difference (MCID) in the direction of "
                    f"benefit; {_run_label(run)}. " + "; ".join(f"{r['outcome']} {r['arm']}: {r['shown']}" for r in rows))
@@ -258,7 +269,7 @@ def forest_view(bundle: ReportBundle, tier: str = "public") -> View:
     tbl = table(["outcome", "arm", f"long-run effect ({level:.0%} interval)", "MCID", "good direction"],
                 [(r["outcome"], r["arm"], r["shown"], fmt(r["mcid"]), r["direction"].replace("_", " ")) for r in rows],
                 numeric=(2, 3), caption=f"Long-run effects: {label}")
-    return View("forest", title, description, spec, tbl, marks_expected=len(est))
+    return View("forest", title, description, spec, tbl + _reasons(rows), marks_expected=len(est))
 
 
 def probability_view(bundle: ReportBundle, tier: str = "public") -> View:
