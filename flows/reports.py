@@ -244,12 +244,13 @@ def _last_run(con: duckdb.DuckDBPyConnection, study_id: str, *, notes: bool) -> 
                        analysis_notes=analysis_notes)
 
 
-def _public_safety(values: tuple[ReleasedValue, ...]) -> Safety | NotAvailable:
+def _public_safety(releases: tuple[Release, ...], values: tuple[ReleasedValue, ...]) -> Safety | NotAvailable:
     cells = [v for v in values if v.query.startswith(SAFETY_QUERY_PREFIX)]
     if not cells:
         return NotAvailable(reason="safety-flag counts are not part of the study's DP releases, so the public reports "
                             "show none; the trial team's report has them")
-    latest = max({v.release_id for v in cells})
+    holding = {v.release_id for v in cells}
+    latest = max((r for r in releases if r.release_id in holding), key=lambda r: r.created_at).release_id
     counts = tuple(SafetyCount(arm=v.arm or "", wave=v.wave or "", flag=v.statistic, n_participants=v.value,
                                noise_sd=v.noise_sd, suppressed=v.suppressed) for v in cells if v.release_id == latest)
     return Safety(source="dp_release", counts=counts, flags=tuple(sorted({c.flag for c in counts})))
@@ -271,7 +272,7 @@ def load_public_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
         tier="public", built_at=built_at or datetime.now(UTC), protocol=protocol, plan=_plan(con, protocol),
         releases=releases, release_values=values, budget=_budget(con, protocol),
         analyses=_analyses(con, protocol, ("public",)), quality=_quality(con, protocol.study_id, counts=False),
-        safety=_public_safety(values), psychometrics=_psychometrics(con, protocol.study_id, counts=False),
+        safety=_public_safety(releases, values), psychometrics=_psychometrics(con, protocol.study_id, counts=False),
         last_run=_last_run(con, protocol.study_id, notes=False),
         governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention))
 

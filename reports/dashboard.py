@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import altair as alt
 
-from reports.bundle import Budget, PlanRecord, QualityStatus, ReportBundle
-from reports.text import esc, fmt, not_available, page, table
+from reports.bundle import Budget, NotAvailable, PlanRecord, QualityStatus, ReportBundle
+from reports.text import esc, fmt, not_available, page, suppressed, table
 from reports.views import View, default_views
 
 EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
@@ -102,11 +102,8 @@ def plan_header(bundle: ReportBundle) -> str:
 
 def quality_html(bundle: ReportBundle) -> str:
     q = bundle.quality
-    na = not_available(q if not isinstance(q, QualityStatus) else None, "Data quality") if not isinstance(
-        q, QualityStatus) else None
-    if na:
-        return f'<section id="quality"><h2>Data quality</h2>{na}</section>'
-    assert isinstance(q, QualityStatus)
+    if not isinstance(q, QualityStatus):
+        return f'<section id="quality"><h2>Data quality</h2>{not_available(q, "Data quality")}</section>'
     cls = {"passed": "b-ok", "failed": "b-bad"}.get(q.verdict, "b-warn")
     failed = [c for c in q.checks if not c.success]
     by_sev: dict[str, list[int]] = {}
@@ -122,19 +119,18 @@ def quality_html(bundle: ReportBundle) -> str:
 
 
 def optional_sections(bundle: ReportBundle) -> str:
-    comp = not_available(bundle.compliance if not isinstance(bundle.compliance, tuple) else None,
-                         "Survey compliance per arm and wave")
-    if comp is None:
-        level = bundle.protocol.analysis.interval_level
-        rows = [(c.arm, c.wave, "suppressed" if c.suppressed else fmt(c.prompted), "suppressed" if c.suppressed
-                 else fmt(c.answered), fmt(c.noise_sd)) for c in bundle.compliance]  # type: ignore[union-attr]
+    """Sections other rooms fill later: "not available" until they do."""
+    if isinstance(bundle.compliance, NotAvailable):
+        comp = not_available(bundle.compliance, "Survey compliance per arm and wave")
+    else:
+        k = bundle.protocol.privacy.min_cell_size
+        rows = [(c.arm, c.wave, suppressed(k) if c.suppressed else fmt(c.prompted),
+                 suppressed(k) if c.suppressed else fmt(c.answered), fmt(c.noise_sd)) for c in bundle.compliance]
         comp = table(["arm", "wave", "prompted", "answered", "noise SD"], rows, numeric=(2, 3, 4),
-                     caption=f"Survey compliance ({level:.0%} intervals: value +/- z x noise SD)")
-    div = not_available(bundle.divergence if not hasattr(bundle.divergence, "status") else None,
-                        "Engagement-vs-flourishing divergence monitor")
-    if div is None:
-        d = bundle.divergence
-        div = f"<p>Divergence monitor: <b>{esc(d.status)}</b> {esc(d.detail)}</p>"  # type: ignore[union-attr]
+                     caption="Survey compliance per arm and wave")
+    d = bundle.divergence
+    div = (not_available(d, "Engagement-vs-flourishing divergence monitor") if isinstance(d, NotAvailable)
+           else f"<p>Divergence monitor: <b>{esc(d.status)}</b> {esc(d.detail)}</p>")
     return (f'<section id="compliance"><h2>Survey compliance</h2>{comp}</section>'
             f'<section id="divergence"><h2>Engagement vs flourishing</h2>{div}</section>')
 

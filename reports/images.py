@@ -39,7 +39,7 @@ def write_chart_images(bundle: ReportBundle, directory: str | Path, views: Itera
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for view in (views if views is not None else default_views(bundle, bundle.tier if bundle.tier == "public" else "trusted")):
+    for view in (views if views is not None else default_views(bundle, bundle.tier)):
         if view.spec is None:
             continue
         svg_path, png_path = out / f"{view.key}.svg", out / f"{view.key}.png"

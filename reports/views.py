@@ -27,6 +27,7 @@ from reports.text import (
     pct,
     suppressed,
     table,
+    z_of,
 )
 from schemas.results import LONG_RUN, PLATEAU, Effect
 
@@ -376,7 +377,6 @@ def safety_view(bundle: ReportBundle) -> View:
             text = suppressed(k)
             lo = hi = None
         elif c.noise_sd is not None and c.n_participants is not None:
-            from reports.text import z_of
             half = z_of(level) * c.noise_sd
             lo, hi = c.n_participants - half, c.n_participants + half
             text = f"{fmt_count(c.n_participants)} ({fmt_count(lo)} to {fmt_count(hi)})"

@@ -135,3 +135,23 @@ def test_trusted_bundle_holds_harms_baseline_and_availability(study):
     assert b.governance.consent_scopes and b.governance.quarantined_by_reason
     # public: safety counts are not released, and the reports say so
     assert isinstance(public_bundle(study.warehouse, protocol).safety, NotAvailable)
+
+
+def test_public_safety_counts_come_from_the_latest_release_holding_them():
+    from datetime import UTC, datetime, timedelta
+
+    from flows.reports import _public_safety
+    from reports.bundle import Release, ReleasedValue
+
+    t0 = datetime(2026, 6, 1, tzinfo=UTC)
+    releases = tuple(Release(release_id=rid, created_at=t0 + timedelta(days=d), mechanism="gaussian", accounting="zcdp",
+                             rho=0.1, epsilon=1.0, delta=1e-6, min_cell_size=10, queries=("safety_flags",),
+                             values_sha256="x", opendp_version="0.16") for rid, d in (("rel-z", 0), ("rel-a", 30)))
+    values = (ReleasedValue(release_id="rel-z", query="safety_flags", outcome=None, arm="control", wave="m1",
+                            statistic="phq2_positive", value=50.0, noise_sd=2.0, suppressed=False),
+              ReleasedValue(release_id="rel-a", query="safety_flags", outcome=None, arm="control", wave="m1",
+                            statistic="phq2_positive", value=None, noise_sd=2.0, suppressed=True))
+    safety = _public_safety(releases, values)
+    assert isinstance(safety, Safety) and safety.source == "dp_release"
+    assert [(c.suppressed, c.n_participants) for c in safety.counts] == [(True, None)]  # rel-a is the later one
+    assert isinstance(_public_safety(releases, ()), NotAvailable)

@@ -254,3 +254,32 @@ def test_trial_report_prints_to_pdf_with_chromium(study, tmp_path):
     assert paths.pdf_note == "" and paths.trial_pdf is not None
     data = paths.trial_pdf.read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 50_000
+
+
+def test_sections_filled_later_render_when_present(study):
+    """Safety counts from a future DP release, the compliance table and the divergence monitor: absent they read
+    "not available"; present they are shown, a suppressed cell as suppressed."""
+    from reports.bundle import ComplianceCell, DivergenceStatus, ReleasedValue, Safety, SafetyCount
+
+    protocol = load_study(study.study)
+    bundle = public_bundle(study.warehouse, protocol)
+    html = build_dashboard(bundle)
+    assert "Survey compliance per arm and wave: not available" in html
+    assert "Engagement-vs-flourishing divergence monitor: not available" in html
+    k = protocol.privacy.min_cell_size
+    safety = Safety(source="dp_release", flags=("phq2_positive",), counts=(
+        SafetyCount(arm="control", wave="m1", flag="phq2_positive", n_participants=21.4, noise_sd=3.0),
+        SafetyCount(arm="guidance", wave="m1", flag="phq2_positive", n_participants=None, noise_sd=3.0, suppressed=True)))
+    filled = bundle.model_copy(update={
+        "safety": safety, "divergence": DivergenceStatus(status="no divergence", detail="checked at m3"),
+        "compliance": (ComplianceCell(arm="control", wave="m1", prompted=80.2, answered=70.1, noise_sd=2.0),
+                       ComplianceCell(arm="candor", wave="m1", prompted=None, answered=None, suppressed=True))})
+    html = build_dashboard(filled)
+    assert "chart-safety" in html and "21 (" in html and suppressed(k).replace("<", "&lt;") in html
+    assert "no divergence" in html and "80.2" in html
+    doc = build_regulator_report(filled).document
+    events = doc["clinicaltrials_gov"]["resultsSection"]["adverseEventsModule"]["otherEvents"]
+    assert events[0]["term"] == "phq2_positive" and events[0]["stats"][0]["numAffected"] == 21
+    assert doc["post_market_monitoring"]["divergence_monitor"] == "no divergence"
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()), cls=jsonschema.Draft202012Validator)
+    assert ReleasedValue  # the public loader turns release rows named safety_flags* into these counts
