@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from schemas.sqltext import literal, number, varchar_list
 
 if TYPE_CHECKING:  # pragma: no cover
-    from schemas.protocol import SurrogateMetric
+    from schemas.protocol import StudyProtocol, SurrogateMetric
 
 SCORE_PRECEDENCE = (
     "a score Flourish computed from the responses before one delivered from outside (the ingest refuses an "
@@ -91,4 +91,134 @@ def telemetry_metric(study_id: str, metric: SurrogateMetric) -> str:
         f"AND e.study_id = {literal(study_id)} AND e.type = {literal(metric.event_type)}{feature} "
         "AND (e.value IS NULL OR NOT isnan(e.value)) "
         "GROUP BY a.participant, a.arm)"
+    )
+
+
+# -- survey timing: response windows and prompt compliance (issue 17 item 4) --------------------------------------
+
+def _window_values(protocol: StudyProtocol) -> str:
+    """``(wave, opens_day, opens_seconds, expiry_us, from_sent, grace_us)`` of the waves that declare a
+    ``response_window``; an empty relation of those columns when none does."""
+    rows = []
+    for w in protocol.waves:
+        rw = w.response_window
+        if rw is None:
+            continue
+        secs = rw.opens_at.hour * 3600 + rw.opens_at.minute * 60 + rw.opens_at.second
+        rows.append(f"({literal(w.name)}, {number(w.opens_day())}, {number(secs)}, "
+                    f"{number(round(rw.expires_after_hours * 3_600_000_000))}, "
+                    f"{'true' if rw.expires_from == 'sent' else 'false'}, {number(round(rw.grace_hours * 3_600_000_000))})")
+    cols = "wave, opens_day, opens_seconds, expiry_us, from_sent, grace_us"
+    if not rows:
+        return (f"(SELECT NULL::VARCHAR AS wave, NULL::INTEGER AS opens_day, NULL::INTEGER AS opens_seconds, "
+                f"NULL::BIGINT AS expiry_us, NULL::BOOLEAN AS from_sent, NULL::BIGINT AS grace_us WHERE false)")
+    return f"(SELECT * FROM (VALUES {', '.join(rows)}) t({cols}))"
+
+
+def _default_zone(protocol: StudyProtocol) -> str:
+    return literal(protocol.schedule.timezone if protocol.schedule is not None else "UTC")
+
+
+def _window_columns(prefix: str) -> str:
+    """The select list computing a window from ``{prefix}`` columns ``timezone, assigned_at, scheduled_at, sent_at``
+    and the wave's window values: ``opens_at`` (local date of assignment + opens_day, at opens_seconds local time,
+    in the time zone), ``expires_at`` (anchor + expiry, real elapsed time) and ``closes_at`` (expires_at + grace);
+    all NULL at a wave without a window or for a participant without an assignment."""
+    p = prefix
+    opens = (f"timezone({p}.timezone, (timezone({p}.timezone, {p}.assigned_at)::DATE + {p}.opens_day)::TIMESTAMP "
+             f"+ to_seconds({p}.opens_seconds))")
+    anchor = (f"coalesce(CASE WHEN {p}.from_sent THEN {p}.sent_at ELSE {p}.scheduled_at END, {opens})")
+    expires = f"{anchor} + to_microseconds({p}.expiry_us)"
+    return (f"{opens} AS opens_at, {expires} AS expires_at, {expires} + to_microseconds({p}.grace_us) AS closes_at")
+
+
+def response_windows(protocol: StudyProtocol) -> str:
+    """``(response_id, participant, wave, instrument, submitted_at, prompt_id, timezone, opens_at, expires_at,
+    closes_at, late)``: every response that counts (:func:`latest_responses`) with its wave's window and whether it
+    lies outside it (``late``: before ``opens_at`` or after ``closes_at``; NULL, not judged, at a wave without a
+    ``response_window`` or for a participant not randomised). Kept in the warehouse either way.
+
+    The window is computed in the time zone of the response's prompt: the participant's prompt for the wave and the
+    response's instrument (one for the instrument before one for the whole wave, then the latest scheduled, then
+    the larger prompt id); without one, in the study's time zone (``schedule.timezone``, else UTC). So a
+    participant who moves between waves has each window on the clock they lived by then."""
+    sid = protocol.study_id
+    return (
+        f"(WITH r AS {latest_responses(sid)}, "
+        f"pm AS (SELECT r.response_id, p.prompt_id, p.timezone, p.scheduled_at, p.sent_at FROM r JOIN prompts p "
+        f"ON p.study_id = {literal(sid)} AND p.participant = r.participant AND p.wave = r.wave "
+        "AND (p.instrument IS NULL OR p.instrument = r.instrument) "
+        "QUALIFY row_number() OVER (PARTITION BY r.response_id ORDER BY (p.instrument IS NULL), p.scheduled_at DESC, "
+        "p.prompt_id DESC) = 1), "
+        f"x AS (SELECT r.*, pm.prompt_id, coalesce(pm.timezone, {_default_zone(protocol)}) AS timezone, pm.scheduled_at, "
+        f"pm.sent_at, a.assigned_at, w.opens_day, w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
+        f"FROM r LEFT JOIN pm USING (response_id) LEFT JOIN {study_arms(sid)} a USING (participant) "
+        f"LEFT JOIN {_window_values(protocol)} w USING (wave)), "
+        f"o AS (SELECT x.*, {_window_columns('x')} FROM x) "
+        "SELECT response_id, participant, wave, instrument, submitted_at, prompt_id, timezone, opens_at, expires_at, "
+        "closes_at, CASE WHEN opens_at IS NULL THEN NULL ELSE submitted_at < opens_at OR submitted_at > closes_at "
+        "END AS late FROM o)"
+    )
+
+
+def late_excluded(protocol: StudyProtocol) -> bool:
+    """Whether the primary analysis leaves out late answers: the plan says so (absent: yes) and a wave declares a
+    window to judge them by."""
+    return protocol.analysis.excludes_late() and any(w.response_window is not None for w in protocol.waves)
+
+
+def primary_scores(protocol: StudyProtocol, outcomes: Sequence[str] | None = None,
+                   waves: Sequence[str] | None = None) -> str:
+    """``(participant, wave, outcome, value, source)``: :func:`study_scores` as the primary analysis reads them,
+    less the Flourish scores of late answers (:func:`response_windows`) when :func:`late_excluded`. An external
+    score has no response to judge and is always kept. The trusted statistics and the DP releases both read this,
+    so the two tiers leave out the same rows."""
+    scores = study_scores(protocol.study_id, outcomes, waves)
+    if not late_excluded(protocol):
+        return scores
+    return (f"(SELECT s.* FROM {scores} s WHERE NOT (s.source = 'flourish' AND EXISTS (SELECT 1 FROM "
+            f"{response_windows(protocol)} l WHERE l.late AND l.participant = s.participant AND l.wave = s.wave "
+            "AND starts_with(s.outcome, l.instrument || '.'))))")
+
+
+COMPLIANCE_STATUSES = ("answered_in_window", "late", "expired", "unanswered")
+
+
+def prompt_compliance(protocol: StudyProtocol, as_of: str) -> str:
+    """``(participant, arm, wave, prompt_id, instrument, timezone, opens_at, expires_at, closes_at, status)``: one row
+    per prompt of record of a randomised participant, with exactly one status of :data:`COMPLIANCE_STATUSES`.
+
+    ``as_of`` is SQL text of a TIMESTAMPTZ (the caller's ``literal(...)``). A prompt of record is the latest
+    scheduled prompt of a participant x wave x instrument (or x the whole wave; then the larger prompt id). Its
+    status, in this order: *answered_in_window*, a response that counts to it (its instrument, or any of the wave's
+    for a wave-level prompt) lies in its window (at a wave without a window, any response); *late*, it has
+    responses and none lies in the window; *expired*, no response and the scheduler reported it expired or its window
+    (with the grace) closed before ``as_of``; *unanswered*, no response and still open (or no expiry known). So
+    prompted = answered in window + late + expired + unanswered, per arm x wave, by construction."""
+    sid = protocol.study_id
+    return (
+        f"(WITH p AS (SELECT * FROM prompts WHERE study_id = {literal(sid)} "
+        "QUALIFY row_number() OVER (PARTITION BY participant, wave, coalesce(instrument, chr(0)) "
+        "ORDER BY scheduled_at DESC, prompt_id DESC) = 1), "
+        f"x AS (SELECT p.*, a.arm, a.assigned_at, w.opens_day, w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
+        f"FROM p JOIN {study_arms(sid)} a USING (participant) LEFT JOIN {_window_values(protocol)} w USING (wave)), "
+        f"o AS (SELECT x.*, {_window_columns('x')} FROM x), "
+        f"m AS (SELECT o.prompt_id, bool_or(r.response_id IS NOT NULL) AS answered, "
+        "bool_or(r.response_id IS NOT NULL AND (o.opens_at IS NULL OR r.submitted_at BETWEEN o.opens_at AND o.closes_at)) "
+        f"AS in_window FROM o LEFT JOIN {latest_responses(sid)} r ON r.participant = o.participant AND r.wave = o.wave "
+        "AND (o.instrument IS NULL OR r.instrument = o.instrument) GROUP BY o.prompt_id) "
+        "SELECT o.participant, o.arm, o.wave, o.prompt_id, o.instrument, o.timezone, o.opens_at, o.expires_at, "
+        "o.closes_at, CASE WHEN m.in_window THEN 'answered_in_window' WHEN m.answered THEN 'late' "
+        f"WHEN o.expired_at IS NOT NULL OR o.closes_at < {as_of} THEN 'expired' ELSE 'unanswered' END AS status "
+        "FROM o JOIN m USING (prompt_id))"
+    )
+
+
+def compliance_table(protocol: StudyProtocol, as_of: str) -> str:
+    """``(arm, wave, prompted, answered_in_window, late, expired, unanswered)``: :func:`prompt_compliance` counted per
+    arm x wave (exact counts: the trusted tier's)."""
+    return (
+        "(SELECT arm, wave, count(*) AS prompted, "
+        + ", ".join(f"count(*) FILTER (WHERE status = {literal(s)}) AS {s}" for s in COMPLIANCE_STATUSES)
+        + f" FROM {prompt_compliance(protocol, as_of)} GROUP BY arm, wave)"
     )
