@@ -31,6 +31,7 @@ from reports.bundle import (
     Availability,
     BaselineRow,
     Budget,
+    ComplianceCell,
     ConsortFlow,
     FlowArm,
     FlowWave,
@@ -274,7 +275,9 @@ def load_public_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
         analyses=_analyses(con, protocol, ("public",)), quality=_quality(con, protocol.study_id, counts=False),
         safety=_public_safety(releases, values), psychometrics=_psychometrics(con, protocol.study_id, counts=False),
         last_run=_last_run(con, protocol.study_id, notes=False),
-        governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention))
+        governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention),
+        compliance=NotAvailable(reason="survey compliance is not part of the study's DP releases, so the public "
+                                "reports show none; the trial team's report has the exact counts"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -391,11 +394,31 @@ def _trusted_governance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
                                      "quarantined_by_reason": {r: int(n) for r, n in quarantined}})
 
 
+def _trusted_compliance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
+                        as_of: datetime | None) -> tuple[ComplianceCell, ...] | NotAvailable:
+    """Exact compliance per arm x wave (``relations.compliance_table``, counted in DuckDB), in protocol order."""
+    if not con.execute("SELECT count(*) FROM prompts WHERE study_id = ?", [protocol.study_id]).fetchone()[0]:
+        return NotAvailable(reason="no survey prompts have been ingested for this study, so compliance (prompted, "
+                            "answered in window, late, expired) cannot be counted")
+    now = literal((as_of or datetime.now(UTC)).isoformat()) + "::TIMESTAMPTZ"
+    rows = con.execute(f"SELECT arm, wave, prompted, answered_in_window, late, expired, unanswered "
+                       f"FROM {relations.compliance_table(protocol, now)}").fetchall()
+    arms, waves = {a: i for i, a in enumerate(protocol.arm_names)}, {w: i for i, w in enumerate(protocol.wave_names)}
+    rows.sort(key=lambda r: (arms.get(r[0], len(arms)), r[0], waves.get(r[1], len(waves)), r[1]))
+    return tuple(ComplianceCell(arm=r[0], wave=r[1], prompted=r[2], answered=r[3], late=r[4], expired=r[5],
+                                unanswered=r[6]) for r in rows)
+
+
 def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, built_at: datetime | None = None,
                         as_of: datetime | None = None) -> ReportBundle:
     """The trial team's bundle: the public part, both tiers' analysis rows, exact counts of aggregate tables, and
     aggregates of the warehouse (CONSORT flow, baseline, available n, safety flags, consent scopes, quarantine)."""
     public = load_public_bundle(con, protocol, built_at=built_at)
+    compliance = _trusted_compliance(con, protocol, as_of)
+    flow = consort_flow(con, protocol, as_of=as_of)
+    if isinstance(compliance, tuple):
+        flow = flow.model_copy(update={"prompted": f"{int(sum(c.prompted or 0 for c in compliance)):,} prompts of "
+                                       "record (per arm and wave in the compliance table)"})
     return public.model_copy(update={
         "tier": "trusted",
         "analyses": _analyses(con, protocol, ("trusted", "public")),
@@ -403,11 +426,12 @@ def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
         "psychometrics": _psychometrics(con, protocol.study_id, counts=True),
         "last_run": _last_run(con, protocol.study_id, notes=True),
         "safety": _trusted_safety(con, protocol),
-        "flow": consort_flow(con, protocol, as_of=as_of),
+        "flow": flow,
         "baseline": _baseline(con, protocol),
         "strata": _strata(con, protocol),
         "availability": _availability(con, protocol),
         "governance": _trusted_governance(con, protocol, public.governance),
+        "compliance": compliance,
     })
 
 
