@@ -305,10 +305,13 @@ def consort_flow(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, as_
     now = as_of or datetime.now(UTC)
     closed = set(closed_waves(protocol, now)) if protocol.schedule is not None else set(protocol.wave_names)
     arms_sql, waves_sql = relations.study_arms(sid), _waves_sql(protocol)
-    answered_sql = (f"SELECT a.participant, a.arm, w.idx, bool_or(r.submitted_at < a.assigned_at + to_days(CAST(w.day - "
-                    f"w.window_days AS INTEGER)) OR r.submitted_at > a.assigned_at + to_days(CAST(w.day + w.window_days "
-                    f"AS INTEGER))) AS outside FROM {arms_sql} a JOIN {relations.latest_responses(sid)} r "
-                    f"USING (participant) JOIN {waves_sql} w ON w.wave = r.wave GROUP BY ALL")
+    # outside the window: the declared response window where the wave has one (relations.response_windows), else
+    # day +/- window_days of the assignment
+    answered_sql = (f"SELECT a.participant, a.arm, w.idx, bool_or(coalesce(r.late, r.submitted_at < a.assigned_at + "
+                    f"to_days(CAST(w.day - w.window_days AS INTEGER)) OR r.submitted_at > a.assigned_at + "
+                    f"to_days(CAST(w.day + w.window_days AS INTEGER)))) AS outside FROM {arms_sql} a "
+                    f"JOIN {relations.response_windows(protocol)} r USING (participant) JOIN {waves_sql} w ON w.wave = r.wave "
+                    "GROUP BY ALL")
     last = con.execute(
         f"WITH ans AS ({answered_sql}), lastp AS (SELECT participant, max(idx) AS last_idx FROM ans GROUP BY ALL) "
         f"SELECT a.arm, l.last_idx, count(*) FROM {arms_sql} a LEFT JOIN lastp l USING (participant) GROUP BY ALL"

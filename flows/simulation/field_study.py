@@ -343,7 +343,8 @@ def simulate(out: str | Path, participants: int, seed: int, bad_rows: float = 0.
 
 
 def _prompts(prng, out: dict[str, list[str]], wave: str, wi: int, day: int, window: int, pid, offset, assigned, when,
-             responds, withdraw, withdrawn_at, zone_idx) -> tuple[np.ndarray, int]:
+             responds, withdraw, withdrawn_at, zone_idx, late_share: float = LATE_SHARE,
+             study_id: str = STUDY_ID) -> tuple[np.ndarray, int]:
     """One wave-level prompt per participant still consenting when it is scheduled (non-responders included: theirs
     expire), written to ``out[wave]``; returns the answer times with the late answers moved past the window, and how
     many participants answered late. A late answer's prompt expired before it was completed (allowed)."""
@@ -351,7 +352,7 @@ def _prompts(prng, out: dict[str, list[str]], wave: str, wi: int, day: int, wind
     s = np.timedelta64(1, "s")
     scheduled = assigned + np.int64(opens_day * 86400) * s
     closes = scheduled + np.int64(round((expiry_h + GRACE_HOURS) * 3600)) * s
-    late = responds & ~withdraw & (prng.uniform(size=len(pid)) < (LATE_SHARE if wi else 0.0))
+    late = responds & ~withdraw & (prng.uniform(size=len(pid)) < (late_share if wi else 0.0))
     when = np.where(late, closes + prng.integers(3600, 3 * 86400, len(pid)) * s, when)
     keep = ~(withdraw & (scheduled >= withdrawn_at))
     sent = scheduled + prng.integers(0, 600, len(pid)) * s
@@ -374,7 +375,7 @@ def _prompts(prng, out: dict[str, list[str]], wave: str, wi: int, day: int, wind
         ("completed_at", ts(completed, answered)), ("expired_at", ts(expired, ~answered | late)),
     ]
     head = np.char.add(np.char.add('{"prompt_id":"q-', np.char.add(np.char.add(pid[idx], "-"), wave)), '","participant_id":"')
-    line = np.char.add(np.char.add(head, pid[idx]), f'","study_id":"{STUDY_ID}","wave":"{wave}","schedule_version":"2026.1"')
+    line = np.char.add(np.char.add(head, pid[idx]), f'","study_id":"{study_id}","wave":"{wave}","schedule_version":"2026.1"')
     for name, text in fields:
         line = np.char.add(np.char.add(line, f',"{name}":'), text)
     line = np.char.add(np.char.add(np.char.add(line, ',"timezone":"'), ZONES[zone_idx[idx]]), '"}')

@@ -86,3 +86,25 @@ def test_the_trusted_bundle_carries_compliance_and_the_public_one_does_not(study
     assert "prompts of record" in trusted.flow.prompted
     public = load_public_bundle(con, protocol)
     assert isinstance(public.compliance, NotAvailable) and "DP releases" in public.compliance.reason
+
+
+def test_the_realistic_simulator_prompts_everyone_and_its_expired_prompts_are_its_missing_answers(tmp_path):
+    """The realistic process writes one prompt per participant and wave and no late answer: per wave, the expired
+    prompts are exactly the participants whose answer is missing (its truth.json's missing fraction)."""
+    from flows.simulation.realistic import RealisticParams, simulate_realistic
+
+    study = simulate_realistic(RealisticParams(n_participants=120), seed=4)
+    study.write_landing(tmp_path, truth_draws=1_000)
+    protocol = load_protocol(tmp_path / "study.yaml")
+    rec = ingest_batch(tmp_path / "landing", protocol, tmp_path / "w.duckdb", KEY)
+    assert rec.balanced and rec.quarantined == {} and rec.stored["prompts"] == 120 * len(protocol.waves)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        rows = con.execute(f"SELECT wave, sum(prompted), sum(answered_in_window), sum(late), sum(expired) FROM "
+                           f"{relations.compliance_table(protocol, literal(AS_OF.isoformat()) + '::TIMESTAMPTZ')} "
+                           "GROUP BY wave").fetchall()
+    finally:
+        con.close()
+    missing = study.missing_fraction()
+    assert {w: (int(p), int(i + late + e), int(late), e / p) for w, p, i, late, e in rows} == {
+        w: (120, 120, 0, pytest.approx(missing[w])) for w in protocol.wave_names}
