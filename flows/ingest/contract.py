@@ -198,7 +198,7 @@ def _order_conditions(kind: str) -> list[tuple[str, str, str]]:
     idx = index(kind)
     out = []
     for earlier, later in ORDER_RULES.get(kind, ()):
-        a, b = idx[earlier], idx[later]
+        a, b = int(idx[earlier]), int(idx[later])
         out.append((f"NOT {_missing(f't_{a}')} AND NOT {_missing(f't_{b}')} "
                     f"AND try_cast(v_{b} AS TIMESTAMPTZ) < try_cast(v_{a} AS TIMESTAMPTZ)", earlier, later))
     return out
