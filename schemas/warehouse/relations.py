@@ -119,65 +119,124 @@ def _default_zone(protocol: StudyProtocol) -> str:
     return literal(protocol.schedule.timezone if protocol.schedule is not None else "UTC")
 
 
-def _window_columns(prefix: str) -> str:
-    """The select list computing a window from ``{prefix}`` columns ``timezone, assigned_at, scheduled_at, sent_at``
-    and the wave's window values: ``opens_at`` (local date of assignment + opens_day, at opens_seconds local time,
-    in the time zone), ``expires_at`` (anchor + expiry, real elapsed time) and ``closes_at`` (expires_at + grace);
-    all NULL at a wave without a window or for a participant without an assignment."""
-    p = prefix
-    opens = (f"timezone({p}.timezone, (timezone({p}.timezone, {p}.assigned_at)::DATE + {p}.opens_day)::TIMESTAMP "
-             f"+ to_seconds({p}.opens_seconds))")
-    anchor = (f"coalesce(CASE WHEN {p}.from_sent THEN {p}.sent_at ELSE {p}.scheduled_at END, {opens})")
-    expires = f"{anchor} + to_microseconds({p}.expiry_us)"
-    return (f"{opens} AS opens_at, {expires} AS expires_at, {expires} + to_microseconds({p}.grace_us) AS closes_at")
+def _window_ctes(src: str) -> str:
+    """CTEs ending in ``o``: the rows of CTE ``src`` (with ``participant, timezone, assigned_at, scheduled_at,
+    sent_at`` and the wave's window values) with ``opens_at`` (local date of the assignment + opens_day, at
+    opens_seconds local time, in the time zone), ``expires_at`` (anchor + expiry, real elapsed time) and
+    ``closes_at`` (expires_at + grace); all NULL at a wave without a window or for a participant without an
+    assignment.
+
+    The time-zone arithmetic (ICU, about a microsecond a call) runs once per participant x zone (the local date of
+    the assignment) and once per zone x opening day x time, not once per row: a million participants' answers need
+    about a million calls, not fifty."""
+    return (
+        f"ld AS (SELECT participant, timezone, assigned_at, timezone(timezone, assigned_at)::DATE AS local_day FROM "
+        f"(SELECT DISTINCT participant, timezone, assigned_at FROM {src} WHERE opens_day IS NOT NULL "
+        "AND assigned_at IS NOT NULL)), "
+        f"y AS (SELECT s.*, ld.local_day + s.opens_day AS open_day FROM {src} s LEFT JOIN ld "
+        "ON ld.participant = s.participant AND ld.timezone = s.timezone AND ld.assigned_at = s.assigned_at), "
+        "od AS (SELECT timezone AS od_zone, open_day AS od_day, opens_seconds AS od_seconds, "
+        "timezone(timezone, open_day::TIMESTAMP + to_seconds(opens_seconds)) AS opens_at FROM "
+        "(SELECT DISTINCT timezone, open_day, opens_seconds FROM y WHERE open_day IS NOT NULL)), "
+        "y2 AS (SELECT y.* EXCLUDE (open_day), od.opens_at FROM y LEFT JOIN od ON od.od_zone = y.timezone "
+        "AND od.od_day = y.open_day AND od.od_seconds = y.opens_seconds), "
+        "y3 AS (SELECT y2.*, coalesce(CASE WHEN from_sent THEN sent_at ELSE scheduled_at END, opens_at) "
+        "+ to_microseconds(expiry_us) AS expires_at FROM y2), "
+        "o AS (SELECT y3.*, expires_at + to_microseconds(grace_us) AS closes_at FROM y3)"
+    )
+
+
+def prompts_of_record(study_id: str) -> str:
+    """``(participant, wave, instrument, prompt_id, timezone, scheduled_at, sent_at, expired_at)``: one prompt per
+    participant x wave x instrument (``instrument`` NULL: the whole wave), the latest scheduled (then the larger
+    prompt id). A scheduler that re-issues a prompt (a new schedule version) leaves one that counts."""
+    return (
+        "(SELECT participant, wave, instrument, prompt_id, timezone, scheduled_at, sent_at, expired_at FROM prompts "
+        f"WHERE study_id = {literal(study_id)} "
+        "QUALIFY row_number() OVER (PARTITION BY participant, wave, coalesce(instrument, chr(0)) "
+        "ORDER BY scheduled_at DESC, prompt_id DESC) = 1)"
+    )
+
+
+def _instrument_prompt_first(col: str) -> str:
+    """SQL: column ``col`` of the instrument's prompt (``pi``) when there is one, else of the wave's (``pw``)."""
+    return f"CASE WHEN pi.prompt_id IS NOT NULL THEN pi.{col} ELSE pw.{col} END"
+
+
+def _judged(protocol: StudyProtocol, rows: str) -> str:
+    """``rows`` (a relation with ``participant, wave, instrument, submitted_at``; other columns carried) with its
+    prompt (``prompt_id``, ``timezone``), its window (``opens_at, expires_at, closes_at``) and ``late``.
+
+    The prompt of an answer is the participant's prompt of record for the wave and the answer's instrument, else the
+    one for the whole wave (:func:`prompts_of_record`); its time zone is the prompt's, else the study's. Two hash
+    joins on the prompts of record, no window over the answers."""
+    sid, zone = protocol.study_id, _default_zone(protocol)
+    return (
+        f"(WITH por AS {prompts_of_record(sid)}, "
+        f"x AS (SELECT r.*, {_instrument_prompt_first('prompt_id')} AS prompt_id, coalesce({_instrument_prompt_first('timezone')}, {zone}) AS timezone, "
+        f"{_instrument_prompt_first('scheduled_at')} AS scheduled_at, {_instrument_prompt_first('sent_at')} AS sent_at, a.assigned_at, w.opens_day, "
+        "w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
+        f"FROM {rows} r "
+        "LEFT JOIN por pi ON pi.participant = r.participant AND pi.wave = r.wave AND pi.instrument = r.instrument "
+        "LEFT JOIN por pw ON pw.participant = r.participant AND pw.wave = r.wave AND pw.instrument IS NULL "
+        f"LEFT JOIN {study_arms(sid)} a ON a.participant = r.participant "
+        f"LEFT JOIN {_window_values(protocol)} w ON w.wave = r.wave), "
+        f"{_window_ctes('x')} "
+        "SELECT o.* EXCLUDE (scheduled_at, sent_at, assigned_at, opens_day, opens_seconds, expiry_us, from_sent, "
+        "grace_us), CASE WHEN opens_at IS NULL THEN NULL ELSE submitted_at < opens_at OR submitted_at > closes_at "
+        "END AS late FROM o)"
+    )
+
+
+def _windowed_waves(protocol: StudyProtocol) -> list[str]:
+    return [w.name for w in protocol.waves if w.response_window is not None]
 
 
 def response_windows(protocol: StudyProtocol) -> str:
-    """``(response_id, participant, wave, instrument, submitted_at, prompt_id, timezone, opens_at, expires_at,
-    closes_at, late)``: every response that counts (:func:`latest_responses`) with its wave's window and whether it
-    lies outside it (``late``: before ``opens_at`` or after ``closes_at``; NULL, not judged, at a wave without a
-    ``response_window`` or for a participant not randomised). Kept in the warehouse either way.
+    """``(response_id, participant, wave, instrument, instrument_version, submitted_at, prompt_id, timezone, opens_at,
+    expires_at, closes_at, late)``: every response that counts (:func:`latest_responses`) with its wave's window and
+    whether it lies outside it (``late``: before ``opens_at`` or after ``closes_at``; NULL, not judged, at a wave
+    without a ``response_window`` or for a participant not randomised). Kept in the warehouse either way.
 
-    The window is computed in the time zone of the response's prompt: the participant's prompt for the wave and the
-    response's instrument (one for the instrument before one for the whole wave, then the latest scheduled, then
-    the larger prompt id); without one, in the study's time zone (``schedule.timezone``, else UTC). So a
-    participant who moves between waves has each window on the clock they lived by then."""
-    sid = protocol.study_id
-    return (
-        f"(WITH r AS {latest_responses(sid)}, "
-        f"pm AS (SELECT r.response_id, p.prompt_id, p.timezone, p.scheduled_at, p.sent_at FROM r JOIN prompts p "
-        f"ON p.study_id = {literal(sid)} AND p.participant = r.participant AND p.wave = r.wave "
-        "AND (p.instrument IS NULL OR p.instrument = r.instrument) "
-        "QUALIFY row_number() OVER (PARTITION BY r.response_id ORDER BY (p.instrument IS NULL), p.scheduled_at DESC, "
-        "p.prompt_id DESC) = 1), "
-        f"x AS (SELECT r.*, pm.prompt_id, coalesce(pm.timezone, {_default_zone(protocol)}) AS timezone, pm.scheduled_at, "
-        f"pm.sent_at, a.assigned_at, w.opens_day, w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
-        f"FROM r LEFT JOIN pm USING (response_id) LEFT JOIN {study_arms(sid)} a USING (participant) "
-        f"LEFT JOIN {_window_values(protocol)} w USING (wave)), "
-        f"o AS (SELECT x.*, {_window_columns('x')} FROM x) "
-        "SELECT response_id, participant, wave, instrument, submitted_at, prompt_id, timezone, opens_at, expires_at, "
-        "closes_at, CASE WHEN opens_at IS NULL THEN NULL ELSE submitted_at < opens_at OR submitted_at > closes_at "
-        "END AS late FROM o)"
-    )
+    The window is computed in the time zone of the response's prompt (see :func:`_judged`): a participant who moves
+    between waves has each window on the clock they lived by then."""
+    return _judged(protocol, latest_responses(protocol.study_id))
+
+
+def late_answers(protocol: StudyProtocol, waves: Sequence[str] | None = None,
+                 instruments: Sequence[str] | None = None) -> str:
+    """``(participant, wave, instrument)``: the answers that count (the latest submission of a participant x wave x
+    instrument, as :func:`latest_responses` chooses it) that lie outside their wave's declared window, at the waves
+    (of ``waves``) that declare one, of the ``instruments`` when given. The latest submission's time is the key's largest ``submitted_at`` whatever
+    breaks a tie, so a GROUP BY finds it without a window over the responses."""
+    judged = [w for w in _windowed_waves(protocol) if waves is None or w in waves]
+    latest = (f"(SELECT participant, wave, instrument, max(submitted_at) AS submitted_at FROM responses "
+              f"WHERE study_id = {literal(protocol.study_id)} AND list_contains({varchar_list(judged)}, wave) "
+              + (f"AND list_contains({varchar_list(instruments)}, instrument) " if instruments is not None else "")
+              + "GROUP BY participant, wave, instrument)")
+    return f"(SELECT participant, wave, instrument FROM {_judged(protocol, latest)} WHERE late)"
 
 
 def late_excluded(protocol: StudyProtocol) -> bool:
     """Whether the primary analysis leaves out late answers: the plan says so (absent: yes) and a wave declares a
     window to judge them by."""
-    return protocol.analysis.excludes_late() and any(w.response_window is not None for w in protocol.waves)
+    return protocol.analysis.excludes_late() and bool(_windowed_waves(protocol))
 
 
 def primary_scores(protocol: StudyProtocol, outcomes: Sequence[str] | None = None,
                    waves: Sequence[str] | None = None) -> str:
     """``(participant, wave, outcome, value, source)``: :func:`study_scores` as the primary analysis reads them,
-    less the Flourish scores of late answers (:func:`response_windows`) when :func:`late_excluded`. An external
-    score has no response to judge and is always kept. The trusted statistics and the DP releases both read this,
-    so the two tiers leave out the same rows."""
+    less the Flourish scores of late answers (:func:`late_answers`; an instrument's scores are named
+    ``<instrument>.<score>``) when :func:`late_excluded`. An external score has no answer to judge and is always
+    kept. The trusted statistics and the DP releases both read this, so the two tiers leave out the same rows."""
     scores = study_scores(protocol.study_id, outcomes, waves)
     if not late_excluded(protocol):
         return scores
+    # the instruments whose scores these outcomes can be: every prefix of a name that ends before one of its dots
+    instruments = None if outcomes is None else sorted(
+        {o[:i] for o in outcomes for i, c in enumerate(o) if c == "." and i > 0})
     return (f"(SELECT s.* FROM {scores} s WHERE NOT (s.source = 'flourish' AND EXISTS (SELECT 1 FROM "
-            f"{response_windows(protocol)} l WHERE l.late AND l.participant = s.participant AND l.wave = s.wave "
+            f"{late_answers(protocol, waves, instruments)} l WHERE l.participant = s.participant AND l.wave = s.wave "
             "AND starts_with(s.outcome, l.instrument || '.'))))")
 
 
@@ -197,15 +256,16 @@ def prompt_compliance(protocol: StudyProtocol, as_of: str) -> str:
     prompted = answered in window + late + expired + unanswered, per arm x wave, by construction."""
     sid = protocol.study_id
     return (
-        f"(WITH p AS (SELECT * FROM prompts WHERE study_id = {literal(sid)} "
-        "QUALIFY row_number() OVER (PARTITION BY participant, wave, coalesce(instrument, chr(0)) "
-        "ORDER BY scheduled_at DESC, prompt_id DESC) = 1), "
+        f"(WITH p AS {prompts_of_record(sid)}, "
         f"x AS (SELECT p.*, a.arm, a.assigned_at, w.opens_day, w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
         f"FROM p JOIN {study_arms(sid)} a USING (participant) LEFT JOIN {_window_values(protocol)} w USING (wave)), "
-        f"o AS (SELECT x.*, {_window_columns('x')} FROM x), "
-        f"m AS (SELECT o.prompt_id, bool_or(r.response_id IS NOT NULL) AS answered, "
-        "bool_or(r.response_id IS NOT NULL AND (o.opens_at IS NULL OR r.submitted_at BETWEEN o.opens_at AND o.closes_at)) "
-        f"AS in_window FROM o LEFT JOIN {latest_responses(sid)} r ON r.participant = o.participant AND r.wave = o.wave "
+        f"{_window_ctes('x')}, "
+        # the answer that counts per instrument is the latest submission: its time is the largest submitted_at
+        f"r AS (SELECT participant, wave, instrument, max(submitted_at) AS submitted_at FROM responses "
+        f"WHERE study_id = {literal(sid)} GROUP BY participant, wave, instrument), "
+        "m AS (SELECT o.prompt_id, bool_or(r.submitted_at IS NOT NULL) AS answered, "
+        "bool_or(r.submitted_at IS NOT NULL AND (o.opens_at IS NULL OR r.submitted_at BETWEEN o.opens_at AND o.closes_at)) "
+        "AS in_window FROM o LEFT JOIN r ON r.participant = o.participant AND r.wave = o.wave "
         "AND (o.instrument IS NULL OR r.instrument = o.instrument) GROUP BY o.prompt_id) "
         "SELECT o.participant, o.arm, o.wave, o.prompt_id, o.instrument, o.timezone, o.opens_at, o.expires_at, "
         "o.closes_at, CASE WHEN m.in_window THEN 'answered_in_window' WHEN m.answered THEN 'late' "
