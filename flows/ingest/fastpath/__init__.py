@@ -175,10 +175,16 @@ def try_run(con: duckdb.DuckDBPyConnection, run: list[tuple[landing.LandingFile,
     kind = run[0][0].kind
     assert kind is not None and all(f.kind == kind for f, _ in run)
     paths = [f.path for f, _ in run]
-    if verified is None:
-        verified = verify_run(con, protocol, bounds, kind, paths)
-    elif isinstance(verified, Future):
-        verified = verified.result()
+    try:
+        if verified is None:
+            verified = verify_run(con, protocol, bounds, kind, paths)
+        elif isinstance(verified, Future):
+            verified = verified.result()
+    except duckdb.InvalidInputException:
+        # DuckDB's reader refused the files as a whole (a row past read_json's maximum_object_size: the first pass
+        # starts before the byte facts are known): not a clean run. Each file of a longer run is tried alone; the
+        # file the reader refuses goes to the exact path, which quarantines the one row (hardening D7).
+        return RunOutcome(False, {}, retry_alone=frozenset(f.name for f, _ in run) if len(run) > 1 else frozenset())
     lines = {i: (facts.lines if facts is not None else -1) for i, (_, facts) in enumerate(run)}
     source = Source(tuple(paths))
     d = _decide(con, kind, protocol.study_id, source, verified.aggregates, pseudonyms, lines)
