@@ -88,9 +88,6 @@ ELSEWHERE: set[tuple[str, str]] = {
     ('flows/ingest/stage.py', 'unpack'),
     ('flows/ingest/store.py', 'rows'),
     ('flows/quality/frames.py', 'rel'),
-    ('flows/simulation/field_study.py', "land / f'events-{m}.parquet'"),
-    ('flows/simulation/field_study.py', 'm'),
-    ('flows/simulation/field_study.py', 'target'),
 }
 
 
