@@ -87,7 +87,6 @@ ELSEWHERE: set[tuple[str, str]] = {
     ('flows/ingest/stage.py', 'reason'),
     ('flows/ingest/stage.py', 'unpack'),
     ('flows/ingest/store.py', 'rows'),
-    ('flows/quality/frames.py', 'rel'),
 }
 
 
