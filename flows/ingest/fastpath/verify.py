@@ -60,8 +60,8 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
     return f"""
     WITH r AS (SELECT * FROM {source.lines()}
     ), typed AS (
-        SELECT fi, lax, raw, coalesce(starts_with(raw::VARCHAR, '{{') {'AND json_valid(raw)' if source.guard else ''},
-               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard)}
+        SELECT fi, lax, raw, coalesce(starts_with(raw::VARCHAR, '{{') {'AND json_valid(raw)' if source.guard() else ''},
+               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard())}
         FROM r
     ), unpacked AS (
         SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw')} FROM typed
