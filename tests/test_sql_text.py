@@ -26,7 +26,8 @@ gives its keys, which must then be safe themselves.
 
 Two short lists complete it. ``BUILDERS``: functions whose results the scan cannot follow (none today).
 ``ELSEWHERE``: findings in other rooms, recorded when this test was written and routed to their owners; each entry
-is (file, piece), and an entry that no longer matches a finding fails the test, so the list only shrinks.
+is (file, piece), and an entry that no longer matches a finding fails the test, so the list only shrinks (empty
+since the SQL-text pass of 2026-12).
 ``test_the_scan_catches_made_up_violations`` shows the scan fails on D2's own pattern and its kin.
 """
 
@@ -58,12 +59,9 @@ BUILDERS: dict[str, str] = {}
 
 # Findings in other rooms when this test was written (2026-12, privacy branch), routed to their owners by the lead;
 # (file, piece) so that a moved line does not matter. Remove an entry when its finding is fixed: a stale entry fails.
-ELSEWHERE: set[tuple[str, str]] = {
-    # Findings in code merged from other rooms since (the MMRM and binary SQL builders, the restructured ingest, the
-    # quality frames): generated-SQL fragments passed between builders the scan cannot yet follow, routed to the
-    # SQL-text pass that follows the ingest's hardening. Each fixed entry must be removed (a stale one fails).
-    ('flows/ingest/gate.py', 'source'),
-}
+# Empty since the SQL-text pass (2026-12) fixed the last 47 (the MMRM and binary builders, the ingest, the quality
+# frames, the simulation): a new finding is fixed where it is, not recorded here.
+ELSEWHERE: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
