@@ -84,11 +84,24 @@ def print_run(record: dict[str, Any], seconds: float) -> None:
     out.print(table)
 
 
+def print_report_paths(record: dict[str, Any]) -> None:
+    """The paths of the reports the run wrote (or found unchanged), one per line."""
+    stage = next((s for s in record["stages"] if s["stage"] == "reports"), None)
+    if stage is None or stage["state"] not in ("completed", "cached"):
+        return
+    labels = {"dashboard": "dashboard (public)", "trial_report": "trial report (trial team)",
+              "regulator_html": "regulator report", "regulator_json": "regulator report (JSON)"}
+    for key, label in labels.items():
+        if stage["summary"].get(key):
+            out.print(f"{label}: {escape(str(stage['summary'][key]))}")
+
+
 def _finish(record: dict[str, Any], started: float, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         print_run(record, time.perf_counter() - started)
+        print_report_paths(record)
     failed = [s for s in record["stages"] if s["state"] == "failed"]
     if failed:
         raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
@@ -189,6 +202,7 @@ def demo(
                       lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = result["run"]
     print_run(record, time.perf_counter() - started)
+    print_report_paths(record)
     stages = {s["stage"]: s for s in record["stages"]}
     ingest = stages["ingest"]["summary"]
     _print_ingest(ingest)
