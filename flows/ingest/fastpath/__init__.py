@@ -40,7 +40,7 @@ from flows.ingest.fastpath import facts as facts_mod
 from flows.ingest.fastpath.facts import FileFacts
 from flows.ingest.fastpath.load import load
 from flows.ingest.fastpath.source import Source
-from flows.ingest.fastpath.verify import FP, gate_sql, repeats, stored_keys_sql, verify_sql
+from flows.ingest.fastpath.verify import FP, gate_counts_sql, repeats, stored_keys_sql, verify_sql
 from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
 from schemas.protocol import StudyProtocol
 
@@ -128,7 +128,7 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
     ids = [i for i in pc.unique(fp.column("pid")).to_pylist() if i is not None]
     found = repeats(key_file, key_hash)
     with registered(con, FP, fp), registered(con, PMAP, pseudonyms.table(ids)), _small_side_first(con):
-        per_file = {r[0]: r[1:] for r in con.execute(gate_sql(kind, study_id)).fetchall()}
+        per_file = {r[0]: r[1:] for r in con.execute(gate_counts_sql(kind, study_id)).fetchall()}
         rows = {fi: per_file.get(fi, (0,))[0] for fi in lines}
         embedded = {fi: per_file.get(fi, (0, 0, 0, 0, 0))[4] for fi in lines}
         withheld = sum(per_file.get(fi, (0, 0, 0, 0))[3] for fi in lines)
