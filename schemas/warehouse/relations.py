@@ -107,7 +107,8 @@ def _window_values(protocol: StudyProtocol) -> str:
         secs = rw.opens_at.hour * 3600 + rw.opens_at.minute * 60 + rw.opens_at.second
         rows.append(f"({literal(w.name)}, {number(w.opens_day())}, {number(secs)}, "
                     f"{number(round(rw.expires_after_hours * 3_600_000_000))}, "
-                    f"{'true' if rw.expires_from == 'sent' else 'false'}, {number(round(rw.grace_hours * 3_600_000_000))})")
+                    f"{'true' if rw.expires_from == 'sent' else 'false'}, "
+                    f"{number(round(rw.grace_hours * 3_600_000_000))})")
     cols = "wave, opens_day, opens_seconds, expiry_us, from_sent, grace_us"
     if not rows:
         return (f"(SELECT NULL::VARCHAR AS wave, NULL::INTEGER AS opens_day, NULL::INTEGER AS opens_seconds, "
@@ -173,8 +174,10 @@ def _judged(protocol: StudyProtocol, rows: str) -> str:
     sid, zone = protocol.study_id, _default_zone(protocol)
     return (
         f"(WITH por AS {prompts_of_record(sid)}, "
-        f"x AS (SELECT r.*, {_instrument_prompt_first('prompt_id')} AS prompt_id, coalesce({_instrument_prompt_first('timezone')}, {zone}) AS timezone, "
-        f"{_instrument_prompt_first('scheduled_at')} AS scheduled_at, {_instrument_prompt_first('sent_at')} AS sent_at, a.assigned_at, w.opens_day, "
+        f"x AS (SELECT r.*, {_instrument_prompt_first('prompt_id')} AS prompt_id, "
+        f"coalesce({_instrument_prompt_first('timezone')}, {zone}) AS timezone, "
+        f"{_instrument_prompt_first('scheduled_at')} AS scheduled_at, "
+        f"{_instrument_prompt_first('sent_at')} AS sent_at, a.assigned_at, w.opens_day, "
         "w.opens_seconds, w.expiry_us, w.from_sent, w.grace_us "
         f"FROM {rows} r "
         "LEFT JOIN por pi ON pi.participant = r.participant AND pi.wave = r.wave AND pi.instrument = r.instrument "
@@ -207,8 +210,8 @@ def late_answers(protocol: StudyProtocol, waves: Sequence[str] | None = None,
                  instruments: Sequence[str] | None = None) -> str:
     """``(participant, wave, instrument)``: the answers that count (the latest submission of a participant x wave x
     instrument, as :func:`latest_responses` chooses it) that lie outside their wave's declared window, at the waves
-    (of ``waves``) that declare one, of the ``instruments`` when given. The latest submission's time is the key's largest ``submitted_at`` whatever
-    breaks a tie, so a GROUP BY finds it without a window over the responses."""
+    (of ``waves``) that declare one, of the ``instruments`` when given. The latest submission's time is the key's
+    largest ``submitted_at`` whatever breaks a tie, so a GROUP BY finds it without a window over the responses."""
     judged = [w for w in _windowed_waves(protocol) if waves is None or w in waves]
     latest = (f"(SELECT participant, wave, instrument, max(submitted_at) AS submitted_at FROM responses "
               f"WHERE study_id = {literal(protocol.study_id)} AND list_contains({varchar_list(judged)}, wave) "
@@ -264,8 +267,8 @@ def prompt_compliance(protocol: StudyProtocol, as_of: str) -> str:
         f"r AS (SELECT participant, wave, instrument, max(submitted_at) AS submitted_at FROM responses "
         f"WHERE study_id = {literal(sid)} GROUP BY participant, wave, instrument), "
         "m AS (SELECT o.prompt_id, bool_or(r.submitted_at IS NOT NULL) AS answered, "
-        "bool_or(r.submitted_at IS NOT NULL AND (o.opens_at IS NULL OR r.submitted_at BETWEEN o.opens_at AND o.closes_at)) "
-        "AS in_window FROM o LEFT JOIN r ON r.participant = o.participant AND r.wave = o.wave "
+        "bool_or(r.submitted_at IS NOT NULL AND (o.opens_at IS NULL "
+        "OR r.submitted_at BETWEEN o.opens_at AND o.closes_at)) AS in_window FROM o LEFT JOIN r ON r.participant = o.participant AND r.wave = o.wave "
         "AND (o.instrument IS NULL OR r.instrument = o.instrument) GROUP BY o.prompt_id) "
         "SELECT o.participant, o.arm, o.wave, o.prompt_id, o.instrument, o.timezone, o.opens_at, o.expires_at, "
         "o.closes_at, CASE WHEN m.in_window THEN 'answered_in_window' WHEN m.answered THEN 'late' "
