@@ -199,6 +199,91 @@ def _random_slopes(data: StudyData) -> list[Interval]:
     return out
 
 
+@dataclass(frozen=True)
+class PublicNoise:
+    """What a release of the whole budget ``epsilon`` (delta 1e-6, Gaussian, ``fraction`` 1) adds to the primary's
+    paired moments: the query the house's plan makes (its centre) and the noise SD of each (arm, wave, statistic),
+    from ``privacy.release`` (standard plan, budget split, OpenDP calibration). Public: no data needed."""
+
+    epsilon: float
+    center: float
+    noise_sd: dict  # (arm, wave, statistic) -> SD
+    share: float    # the primary's paired moments' share of the release's rho
+
+
+_NOISE: dict[tuple, PublicNoise] = {}
+
+
+def public_noise(params: RealisticParams, outcome: str, epsilon: float) -> PublicNoise:
+    from flows.privacy_flows import instrument_bounds
+    from flows.simulation.realistic import protocol
+    from privacy.budget import budget_loss
+    from privacy.release import calibrate, split_budget, standard_plan
+
+    key = (params, outcome, epsilon)
+    if key not in _NOISE:
+        proto = protocol(params, epsilon=epsilon)
+        total = budget_loss(epsilon, proto.privacy.delta, "zcdp")
+        queries = standard_plan(proto, instrument_bounds(proto))
+        shares = split_budget(queries, total)
+        i = next(i for i, q in enumerate(queries) if q.name == f"paired_moments:{outcome}")
+        cal = calibrate(queries[i], "gaussian", shares[i])
+        sds = {(k.arm, k.wave, k.statistic): sd for k, sd in zip(cal.query.keys, cal.noise_sd(), strict=True)}
+        _NOISE[key] = PublicNoise(epsilon, cal.query.center, sds, shares[i].rho / total.rho)
+    return _NOISE[key]
+
+
+def _public(data: StudyData, epsilon: float, label: str) -> list[Interval]:
+    """The public tier: the study's exact paired moments, centred and noised as a release of the whole budget
+    ``epsilon`` would (Gaussian noise of the SDs OpenDP is calibrated to, drawn with numpy here: a simulation of the
+    release, not a release), then ``analysis.public.fit_public`` (the noise-aware ANCOVA, Bayesian rows)."""
+    from analysis.public import fit_public, paired_moments_from_frame
+    from schemas.protocol import AnalysisPlan
+    from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
+
+    p = data.params
+    noise = public_noise(p, data.outcome, epsilon)
+    rng = np.random.default_rng(np.random.SeedSequence([data.study.seed, int(epsilon * 1000), 7]))
+    exact = paired_moments_from_frame(data.study.frame(data.outcome), value="y")
+    cells = {(a, w): NoisyPairedMoments.with_gaussian_noise(
+        exact[(a, w)], {s: noise.noise_sd[(a, w, s)] for s in PAIRED_STATISTICS}, rng, center=noise.center)
+        for a in p.arm_names for w in p.follow_up_waves}
+    plan = AnalysisPlan(interval_level=data.level)
+    fit = fit_public(cells, plan, control=p.arm_names[0], waves=list(p.follow_up_waves), outcome=data.outcome)
+    out = []
+    for e in fit.effects:
+        if not e.estimable:  # an earlier wave the release's small share could not carry: not an interval
+            continue
+        target = p.follow_up_waves[-1] if e.wave == LONG_RUN else e.wave
+        out.append(Interval(label, data.index, e.arm, e.wave, e.estimate, e.sd, e.lower, e.upper,
+                            data.true_effect(e.arm, target)))
+    return out
+
+
+@method("public_eps1")
+def _public_eps1(data: StudyData) -> list[Interval]:
+    """The public tier on a release of epsilon 1."""
+    return _public(data, 1.0, "public_eps1")
+
+
+@method("public_eps0.5")
+def _public_eps05(data: StudyData) -> list[Interval]:
+    """The public tier on a release of epsilon 0.5."""
+    return _public(data, 0.5, "public_eps0.5")
+
+
+def width_ratio(intervals: Sequence[Interval], method_name: str, reference: str = "mmrm_model_based",
+                wave: str = LONG_RUN) -> tuple[float, float, float]:
+    """Median, 5th and 95th percentile over (study, arm) of ``method_name``'s interval width over ``reference``'s."""
+    ref = {(i.study, i.arm): i.upper - i.lower for i in intervals if i.method == reference and i.wave == wave}
+    ratios = [(i.upper - i.lower) / ref[(i.study, i.arm)] for i in intervals
+              if i.method == method_name and i.wave == wave and (i.study, i.arm) in ref]
+    if not ratios:
+        raise ValueError(f"{method_name} and {reference} share no intervals at {wave}")
+    q = np.quantile(ratios, [0.5, 0.05, 0.95])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
 # ==============================================================================================
 # Runner
 # ==============================================================================================

@@ -130,12 +130,50 @@ class Query:
     count_index: tuple[int, ...]       # for each coordinate, the coordinate holding its cell's count
     value_bounds: Bounds | None = None
     bands: tuple[float, ...] = ()      # band edges for score_bands
+    # Per-coordinate normalisers u_j (default: the bounds). The mechanism perturbs T_j / u_j with one noise scale,
+    # so coordinate j's noise SD is scale * u_j and its share of the query's loss is (b_j / u_j)^2 / sum (module
+    # docstring, "Where the budget goes"). Only the paired moments use them (a participant touches one arm's keys).
+    scales: tuple[float, ...] = ()
+    center: float = 0.0                # paired moments: the public centre subtracted from every value
+    weight: float = 1.0                # the plan's weight of the effects this query serves (budget split)
 
     def __post_init__(self) -> None:
         if not (len(self.keys) == len(self.bounds) == len(self.count_index)) or not self.keys:
             raise PrivacyError(f"query {self.name!r} is malformed")
         if any(not math.isfinite(b) or b <= 0 for b in self.bounds):
             raise UnboundedColumn(f"query {self.name!r} has a coordinate without a finite positive bound")
+        if self.scales:
+            if len(self.scales) != len(self.bounds) or any(not math.isfinite(u) or u < b * (1 - 1e-12)
+                                                             for u, b in zip(self.scales, self.bounds, strict=True)):
+                raise PrivacyError(f"query {self.name!r} needs one normaliser per coordinate, each >= its bound")
+            if self.kind != "paired_moments":
+                raise PrivacyError(f"query {self.name!r}: per-coordinate normalisers are defined for paired moments only")
+
+    @property
+    def normalizers(self) -> tuple[float, ...]:
+        """u_j: what each coordinate is divided by before the noise (the bound, unless the plan weights it)."""
+        return self.scales or self.bounds
+
+    @property
+    def reach(self) -> tuple[float, ...]:
+        """r_j = b_j / u_j <= 1: the most one participant moves normalised coordinate j."""
+        return tuple(b / u for b, u in zip(self.bounds, self.normalizers, strict=True))
+
+    def _per_arm(self, power: int) -> float:
+        per: dict[str | None, float] = {}
+        for key, r in zip(self.keys, self.reach, strict=True):
+            per[key.arm] = per.get(key.arm, 0.0) + r ** power
+        return max(per.values())
+
+    @property
+    def l2_sensitivity(self) -> float:
+        """sqrt(k) for an unweighted query (module docstring, step 3). A weighted query (the paired moments) is
+        touched by a participant only in the keys of their one arm, each by at most r_j: sqrt(max_arm sum r_j^2)."""
+        return math.sqrt(self.touches) if not self.scales else math.sqrt(self._per_arm(2))
+
+    @property
+    def l1_sensitivity(self) -> float:
+        return float(self.touches) if not self.scales else self._per_arm(1)
 
 
 def _outcome_waves(protocol: StudyProtocol, outcome: str) -> list[str]:
@@ -209,9 +247,21 @@ def plan_telemetry(protocol: StudyProtocol, surrogate: SurrogateMetric) -> Query
 
 PAIRED_STATISTICS = ("n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy")
 
+# Planning values of the allocation rule (module docstring, "Where the budget goes"); public constants, never
+# read from the data. |d effect / d statistic| per cell, times the statistic's bound, in units of the half-range h:
+# sum_y 1 (the arm mean), sum_x the planning ANCOVA slope 0.5, n the planning distance 0.25 h of the adjusted centred
+# mean from the centre; the second moments enter only through the slope and the residual variance and get 0.2 each.
+PLANNING_COST = {"n": 0.25, "sum_x": 0.5, "sum_y": 1.0, "sum_xx": 0.2, "sum_yy": 0.2, "sum_xy": 0.2}
+# The plan's weight of an effect's (relative) variance: the primary's long-run effect 1; an earlier wave 1/400 and a
+# secondary outcome 1/100 of its outcome's (so each gets sqrt of that, 5% and 10%, of the rho per unit cost).
+EARLIER_WAVE_WEIGHT = 1 / 400
+SECONDARY_OUTCOME_WEIGHT = 1 / 100
+
 
 def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query | None:
-    """Per (arm, wave after baseline): the paired moments over participants with baseline x and wave y."""
+    """Per (arm, wave after baseline): the paired moments over participants with baseline x and wave y, of the values
+    centred at the public midpoint c of the bounds (so one participant moves a sum by at most the half-range h and a
+    square by h^2, not max|x| and max|x|^2), with per-coordinate normalisers from the allocation rule."""
     waves = _outcome_waves(protocol, outcome)
     base = protocol.baseline_wave
     if base not in waves:
@@ -219,16 +269,25 @@ def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query | Non
     later = [w for w in waves if w != base]
     if not later:
         return None
-    m, m2 = b.max_abs, b.max_abs ** 2
-    per = {"n": 1.0, "sum_x": m, "sum_y": m, "sum_xx": m2, "sum_yy": m2, "sum_xy": m2}
-    spec = []
+    o = protocol.outcome(outcome)
+    long_run = o.wave if o.wave in later else later[-1]
+    center = (b.lower + b.upper) / 2
+    h = (b.upper - b.lower) / 2
+    per = {"n": 1.0, "sum_x": h, "sum_y": h, "sum_xx": h * h, "sum_yy": h * h, "sum_xy": h * h}
+    # rho_j proportional to p_j = sqrt(wave weight) * planning cost; the normaliser gives reach r_j = sqrt(p_j / max p)
+    p = {(w, stat): math.sqrt(1.0 if w == long_run else EARLIER_WAVE_WEIGHT) * PLANNING_COST[stat]
+         for w in later for stat in PAIRED_STATISTICS}
+    top = max(p.values())
+    spec, scales = [], []
     for arm in protocol.arm_names:
         for wave in later:
             for stat in PAIRED_STATISTICS:
                 spec.append((CellKey(outcome, arm, wave, stat), per[stat], stat == "n"))
+                scales.append(per[stat] / math.sqrt(p[(wave, stat)] / top))
     keys, bounds, idx = _cells(spec)
+    weight = 1.0 if outcome == protocol.primary_outcome.name else SECONDARY_OUTCOME_WEIGHT
     return Query(f"paired_moments:{outcome}", "paired_moments", outcome, keys, bounds,
-                 len(PAIRED_STATISTICS) * len(later), idx, b)
+                 len(PAIRED_STATISTICS) * len(later), idx, b, scales=tuple(scales), center=center, weight=weight)
 
 
 def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
@@ -250,10 +309,36 @@ def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
     return queries
 
 
+DESCRIPTIVE_SHARE = 0.1  # of a release's budget, for the queries no model reads (counts, moments, bands, telemetry)
+
+
 def split_budget(queries: Sequence[Query], total: PrivacyLoss,
                  weights: Mapping[str, float] | None = None) -> list[PrivacyLoss]:
-    """Each query's share of ``total``, in ``total``'s measure: kind weight / number of queries of that kind."""
-    weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+    """Each query's share of ``total``, in ``total``'s measure (module docstring, "Where the budget goes").
+
+    Default: the descriptive queries share ``DESCRIPTIVE_SHARE`` by their kind weights (``DEFAULT_WEIGHTS``, even
+    within a kind); the model queries (paired moments) share the rest by the optimal rule, rho_q proportional to
+    sqrt(weight_q) * cost_q, where cost_q = sum over one arm's coordinates of r_j^2 (its normalisers were set by the
+    same rule, so this gives every coordinate rho_j proportional to sqrt(weight) * planning cost). A Laplace (pure
+    DP) release uses the same split, which is not its optimum (that is epsilon_j proportional to (w_j A_j)^(1/3)).
+    ``weights`` (kind -> weight) restores the plain split by kind for a caller that asks for it."""
+    if weights is not None:
+        return _split_by_kind(queries, total, weights)
+    model = [q for q in queries if q.kind == "paired_moments"]
+    descriptive = [q for q in queries if q.kind != "paired_moments"]
+    if not model:
+        return _split_by_kind(queries, total, DEFAULT_WEIGHTS)
+    d_share = DESCRIPTIVE_SHARE if descriptive else 0.0
+    d_shares = iter(_split_by_kind(descriptive, total.scaled(d_share), DEFAULT_WEIGHTS) if descriptive else [])
+    score = {q.name: math.sqrt(q.weight) * q.l2_sensitivity ** 2 for q in model}
+    norm = math.fsum(score.values())
+    return [total.scaled((1 - d_share) * score[q.name] / norm) if q.kind == "paired_moments" else next(d_shares)
+            for q in queries]
+
+
+def _split_by_kind(queries: Sequence[Query], total: PrivacyLoss, weights: Mapping[str, float]) -> list[PrivacyLoss]:
+    """kind weight / number of queries of that kind, normalised over the kinds present."""
+    weights = dict(weights)
     kinds: dict[str, int] = {}
     for q in queries:
         kinds[q.kind] = kinds.get(q.kind, 0) + 1
@@ -320,7 +405,8 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, query:
     elif query.kind == "paired_moments":
         sql = _scores_sql(protocol, query.outcome, query.value_bounds)
         for row in con.execute(
-            f"WITH s AS ({sql}) SELECT y.arm, y.wave, count(*), sum(x.v), sum(y.v), sum(x.v*x.v), sum(y.v*y.v), "
+            f"WITH s AS (SELECT participant, arm, wave, v - ({number(float(query.center))})::DOUBLE AS v FROM ({sql})) "
+            "SELECT y.arm, y.wave, count(*), sum(x.v), sum(y.v), sum(x.v*x.v), sum(y.v*y.v), "
             f"sum(x.v*y.v) FROM s y JOIN s x ON x.participant = y.participant AND x.wave = {literal(protocol.baseline_wave)} "
             f"WHERE y.wave <> {literal(protocol.baseline_wave)} GROUP BY y.arm, y.wave"
         ).fetchall():
@@ -408,7 +494,7 @@ class Calibrated:
 
     def noise_sd(self) -> list[float]:
         unit = self.scale if self.mechanism == "gaussian" else self.scale * math.sqrt(2.0)
-        return [unit * b for b in self.query.bounds]
+        return [unit * u for u in self.query.normalizers]
 
 
 # Normalization divides by b_i in floating point; give the map a hair more than the exact sensitivity.
@@ -428,12 +514,12 @@ def calibrate(query: Query, mechanism: Mechanism, loss: PrivacyLoss) -> Calibrat
     dp = opendp()
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
     if mechanism == "gaussian":
-        metric, d_in = dp.unit_of(l2=math.sqrt(query.touches) * _SENSITIVITY_SLACK)
+        metric, d_in = dp.unit_of(l2=query.l2_sensitivity * _SENSITIVITY_SLACK)
         measure, budget = dp.loss_of(rho=loss.rho)
         scale = d_in / math.sqrt(2.0 * budget)
         make = dp.m.make_gaussian
     else:
-        metric, d_in = dp.unit_of(l1=float(query.touches) * _SENSITIVITY_SLACK)
+        metric, d_in = dp.unit_of(l1=query.l1_sensitivity * _SENSITIVITY_SLACK)
         measure, budget = dp.loss_of(epsilon=loss.epsilon)
         scale = d_in / budget
         make = dp.m.make_laplace
@@ -452,14 +538,14 @@ def _normalized(cal: Calibrated, exact: Sequence[float]) -> list[float]:
     """The exact statistics divided by their per-coordinate bounds: the vector the mechanism perturbs."""
     if len(exact) != len(cal.query.bounds):
         raise PrivacyError(f"query {cal.query.name!r} expects {len(cal.query.bounds)} values, got {len(exact)}")
-    normalized = [float(x) / b for x, b in zip(exact, cal.query.bounds, strict=True)]
+    normalized = [float(x) / u for x, u in zip(exact, cal.query.normalizers, strict=True)]
     if not all(math.isfinite(v) for v in normalized):
         raise PrivacyError(f"query {cal.query.name!r} has a statistic that is not a finite number")
     return normalized
 
 
 def _denormalized(cal: Calibrated, noisy: Sequence[float]) -> list[float]:
-    return [v * b for v, b in zip(noisy, cal.query.bounds, strict=True)]
+    return [v * u for v, u in zip(noisy, cal.query.normalizers, strict=True)]
 
 
 class _Drawing:
@@ -509,6 +595,10 @@ def to_rows(cal: Calibrated, noisy: Sequence[float], min_cell_size: int) -> list
             mean = None if suppressed else float(noisy[i]) / n
             sd = None if suppressed else math.sqrt(sd_s ** 2 + (mean ** 2) * sd_n ** 2) / n
             rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "mean", mean, sd, suppressed))
+        if key.statistic == "n" and q.kind == "paired_moments":
+            # the public centre the cell's sums are taken about (a constant of the plan, not a statistic: no noise)
+            rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "center", None if suppressed else q.center,
+                                   0.0, suppressed))
     return rows
 
 

@@ -178,16 +178,21 @@ class NoisyPairedMoments:
     noise_sd_sum_xx: float = 0.0
     noise_sd_sum_yy: float = 0.0
     noise_sd_sum_xy: float = 0.0
+    center: float = 0.0  # the sums are of x - center and y - center (the release centres at the bounds' midpoint)
 
     def __post_init__(self) -> None:
         for s in PAIRED_STATISTICS:
             sd = getattr(self, f"noise_sd_{s}")
             if not (sd >= 0 and math.isfinite(sd)):
                 raise ValueError(f"noise_sd of {s} must be a finite number >= 0, got {sd}")
+        if not math.isfinite(self.center):
+            raise ValueError(f"center must be a finite number, got {self.center}")
 
     def __add__(self, other: NoisyPairedMoments) -> NoisyPairedMoments:
         _same_type(self, other)
-        kwargs: dict[str, float] = {}
+        if self.center != other.center:
+            raise ValueError(f"cells centred at {self.center} and {other.center} do not add")
+        kwargs: dict[str, float] = {"center": self.center}
         for s in PAIRED_STATISTICS:
             kwargs[s] = getattr(self, s) + getattr(other, s)
             kwargs[f"noise_sd_{s}"] = math.hypot(getattr(self, f"noise_sd_{s}"), getattr(other, f"noise_sd_{s}"))
@@ -219,13 +224,19 @@ class NoisyPairedMoments:
         stats: PairedMoments,
         noise_sd: Mapping[str, float],
         rng: np.random.Generator,
+        center: float = 0.0,
     ) -> NoisyPairedMoments:
-        """Add independent Gaussian noise of the given SD to each statistic (simulation helper;
-        real releases come from OpenDP in ``privacy/``)."""
-        kwargs: dict[str, float] = {}
+        """Centre the exact statistics at ``center`` (as the release does) and add independent Gaussian noise of the
+        given SD to each (simulation helper; real releases come from OpenDP in ``privacy/``)."""
+        c, n, sx, sy = float(center), float(stats.n), float(stats.sum_x), float(stats.sum_y)
+        centred = {"n": n, "sum_x": sx - n * c, "sum_y": sy - n * c,
+                   "sum_xx": float(stats.sum_xx) - 2 * c * sx + n * c * c,
+                   "sum_yy": float(stats.sum_yy) - 2 * c * sy + n * c * c,
+                   "sum_xy": float(stats.sum_xy) - c * (sx + sy) + n * c * c}
+        kwargs: dict[str, float] = {"center": c}
         for s in PAIRED_STATISTICS:
             sd = float(noise_sd.get(s, 0.0))
-            kwargs[s] = float(getattr(stats, s)) + (float(rng.normal(0.0, sd)) if sd > 0 else 0.0)
+            kwargs[s] = centred[s] + (float(rng.normal(0.0, sd)) if sd > 0 else 0.0)
             kwargs[f"noise_sd_{s}"] = sd
         return cls(**kwargs)
 
@@ -239,7 +250,13 @@ class NoisyPairedMoments:
         """
         values: dict[str, float] = {}
         sds: dict[str, float] = {}
+        center = 0.0  # releases made before the centring hold sums of the values themselves
         for row in rows:
+            if row["statistic"] == "center":
+                if row.get("suppressed") or row.get("value") is None:
+                    raise InsufficientData("the released cell's centre", 1, 0, "a suppressed cell")
+                center = float(row["value"])  # type: ignore[arg-type]
+                continue
             stat = _check_statistic(str(row["statistic"]))
             if row.get("suppressed"):
                 raise InsufficientData(f"the released statistic {stat}", 1, 0, "a suppressed cell")
@@ -252,7 +269,14 @@ class NoisyPairedMoments:
         missing = [s for s in PAIRED_STATISTICS if s not in values]
         if missing:
             raise ValueError(f"release cell lacks statistics {missing}")
-        return cls(**values, **sds)
+        return cls(**values, **sds, center=center)
+
+    def uncentred(self) -> dict[str, float]:
+        """The six sums of the values themselves (x and y, not x - center): exact only for an exact cell (with
+        noise, the count's noise would mix into every sum)."""
+        c, n, sx, sy = self.center, self.n, self.sum_x, self.sum_y
+        return {"n": n, "sum_x": sx + n * c, "sum_y": sy + n * c, "sum_xx": self.sum_xx + 2 * c * sx + n * c * c,
+                "sum_yy": self.sum_yy + 2 * c * sy + n * c * c, "sum_xy": self.sum_xy + c * (sx + sy) + n * c * c}
 
 
 def _check_statistic(statistic: str) -> str:
