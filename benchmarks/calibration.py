@@ -161,11 +161,12 @@ def _random_intercept(data: StudyData) -> list[Interval]:
     """Today's random-intercept model (compound symmetry), ML on cross-products, normal intervals."""
     from scipy.stats import norm
 
-    from analysis.longitudinal import DesignSpec, compute_longitudinal_stats, ml_fit
+    from analysis.longitudinal import DesignSpec, ml_fit
+    from flows.statistics import design_statistics
 
     p = data.params
     spec = DesignSpec(p.arm_names, p.follow_up_waves, tuple(float(m) for m in p.months[1:]))
-    fit = ml_fit(compute_longitudinal_stats(data.con, "obs", spec).cross)
+    fit = ml_fit(design_statistics(data.con, "obs", spec, slopes=False).cross)
     z = float(norm.ppf(0.5 + data.level / 2))
     out = []
     for arm in p.arm_names[1:]:
@@ -183,11 +184,12 @@ def _random_slopes(data: StudyData) -> list[Interval]:
     by default (``--methods mmrm,random_intercept_ml,random_slopes_ml``)."""
     from scipy.stats import norm
 
-    from analysis.longitudinal import DesignSpec, compute_longitudinal_stats, ml_fit_slopes
+    from analysis.longitudinal import DesignSpec, ml_fit_slopes
+    from flows.statistics import design_statistics
 
     p = data.params
     spec = DesignSpec(p.arm_names, p.follow_up_waves, tuple(float(m) for m in p.months[1:]))
-    fit = ml_fit_slopes(compute_longitudinal_stats(data.con, "obs", spec, slopes=True).cross)
+    fit = ml_fit_slopes(design_statistics(data.con, "obs", spec, slopes=True).cross)
     z = float(norm.ppf(0.5 + data.level / 2))
     out = []
     for arm in p.arm_names[1:]:
@@ -451,9 +453,22 @@ def report(result: CalibrationResult) -> str:
     for m in result.method_names:
         cells = []
         for w in p.follow_up_waves:
-            c = coverage(result.intervals, m, w)
+            try:
+                c = coverage(result.intervals, m, w)
+            except ValueError:  # fewer than two intervals at this wave (a public earlier wave the noise swamped)
+                cells.append("n/a")
+                continue
             cells.append(f"{c.coverage:7.1%} +/-{c.mc_se:5.1%}")
         lines.append("  " + f"{m:<22}" + "".join(f"{c:>16}" for c in cells))
+    public = [m for m in result.method_names if m.startswith("public_")]
+    if public and "mmrm_model_based" in result.method_names:
+        lines += ["", "Width of the long-run interval, public / trusted (MMRM model-based), median [5%, 95%] over "
+                      "studies x arms; and each release's share of rho on the primary's paired moments:"]
+        for m in public:
+            med, lo, hi = width_ratio(result.intervals, m)
+            eps = {"public_eps1": 1.0, "public_eps0.5": 0.5}[m]
+            share = public_noise(p, outcome, eps).share
+            lines.append(f"  {m:<22} {med:5.2f} [{lo:4.2f}, {hi:4.2f}]   share {share:.1%}")
     if result.failures:
         lines += ["", f"{len(result.failures)} failed fits:"] + [f"  {m} study {k}: {why}" for m, k, why in result.failures]
     else:

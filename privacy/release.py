@@ -258,14 +258,22 @@ EARLIER_WAVE_WEIGHT = 1 / 400
 SECONDARY_OUTCOME_WEIGHT = 1 / 100
 
 
-def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query | None:
+def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds, through_wave: str | None = None) -> Query | None:
     """Per (arm, wave after baseline): the paired moments over participants with baseline x and wave y, of the values
     centred at the public midpoint c of the bounds (so one participant moves a sum by at most the half-range h and a
-    square by h^2, not max|x| and max|x|^2), with per-coordinate normalisers from the allocation rule."""
+    square by h^2, not max|x| and max|x|^2), with per-coordinate normalisers from the allocation rule.
+
+    ``through_wave`` (a planned interim release: its ``after_wave``) keeps the waves up to it, the last of which is
+    then the release's long-run target: waves not yet closed would be noise alone."""
     waves = _outcome_waves(protocol, outcome)
     base = protocol.baseline_wave
     if base not in waves:
         return None
+    if through_wave is not None:
+        if through_wave not in protocol.wave_names:
+            raise PrivacyError(f"wave {through_wave!r} is not a wave of the protocol {protocol.wave_names}")
+        upto = protocol.wave_names.index(through_wave)
+        waves = [w for w in waves if protocol.wave_names.index(w) <= upto]
     later = [w for w in waves if w != base]
     if not later:
         return None
@@ -291,8 +299,10 @@ def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query | Non
 
 
 def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
-                  band_edges_by_outcome: Mapping[str, Sequence[float]] | None = None) -> list[Query]:
-    """The protocol's standard set of queries (every outcome needs bounds in ``outcome_bounds``)."""
+                  band_edges_by_outcome: Mapping[str, Sequence[float]] | None = None,
+                  through_wave: str | None = None) -> list[Query]:
+    """The protocol's standard set of queries (every outcome needs bounds in ``outcome_bounds``); ``through_wave``
+    limits the paired moments to the waves up to it (:func:`plan_paired`)."""
     band_edges_by_outcome = band_edges_by_outcome or {}
     queries = [plan_consort(protocol)]
     for o in protocol.outcomes:
@@ -301,7 +311,7 @@ def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
         b = outcome_bounds[o.name]
         queries.append(plan_score_moments(protocol, o.name, b))
         queries.append(plan_score_bands(protocol, o.name, b, band_edges_by_outcome.get(o.name)))
-        paired = plan_paired(protocol, o.name, b)
+        paired = plan_paired(protocol, o.name, b, through_wave)
         if paired is not None:
             queries.append(paired)
     for s in protocol.surrogates:
@@ -621,6 +631,10 @@ class ReleaseResult:
     queries: tuple[str, ...]
     rows: tuple[ReleaseRow, ...]
     values_sha256: str
+    # outcome -> how much wider the public tier's long-run interval is than the same model's on exact statistics
+    # (a float), or why it cannot be said (a sentence); filled by flows.privacy_flows from the released values
+    # (analysis.public.width_ratio: post-processing, no privacy cost)
+    width_ratios: Mapping[str, float | str] = field(default_factory=dict, compare=False)
 
 
 def _checked_settings(protocol: StudyProtocol, fraction: float) -> tuple[Mechanism, Accounting]:
@@ -737,8 +751,10 @@ def release_standard_set(
     fraction: float = 1.0,
     weights: Mapping[str, float] | None = None,
     release_id: str | None = None,
+    through_wave: str | None = None,
 ) -> ReleaseResult:
-    """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry)."""
+    """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry);
+    ``through_wave``: a planned interim release's paired moments stop at that wave."""
     bounds = resolve_outcome_bounds(protocol, outcome_bounds)
-    return release_queries(con, protocol, standard_plan(protocol, bounds), fraction=fraction, weights=weights,
-                           release_id=release_id)
+    return release_queries(con, protocol, standard_plan(protocol, bounds, through_wave=through_wave),
+                           fraction=fraction, weights=weights, release_id=release_id)

@@ -66,8 +66,16 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         made = summary.get("releases", [])
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
-        return f"{len(made)} release(s) made{budget}"
+        ratios = [f"{m.get('after_wave')}: {_primary_ratio(m)}" for m in made if m.get("public_width_ratio")]
+        return f"{len(made)} release(s) made{budget}" + (
+            f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "")
     return ""
+
+
+def _primary_ratio(made: dict[str, Any]) -> str:
+    """The primary outcome's width ratio of one release (the first outcome the release names is the primary)."""
+    ratio = next(iter(made["public_width_ratio"].values()))
+    return f"{ratio:.2f}x" if isinstance(ratio, float) else "n/a"
 
 
 def print_run(record: dict[str, Any], seconds: float) -> None:

@@ -28,8 +28,9 @@ def _counts(con):
 
 
 def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensitivity(warehouse, protocol):
-    """The sensitivity argument of privacy/release.py, checked on adversarial participants:
-    ||delta / b||_2 <= sqrt(k) and ||delta / b||_1 <= k for every query of the standard plan."""
+    """The sensitivity argument of privacy/release.py, checked on adversarial participants: with u the query's
+    normalisers (its bounds, or the paired moments' weighted ones), ||delta / u||_2 <= the query's L2 sensitivity
+    (sqrt(k) unweighted) and ||delta / u||_1 <= its L1 sensitivity, each coordinate by at most its reach b / u."""
     _, con = warehouse
     fill(con, 20)
     bounds = resolve_outcome_bounds(protocol, OUTCOME_BOUNDS)
@@ -44,10 +45,11 @@ def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensi
         after = [exact_values(con, protocol, q) for q in queries]
         con.execute("ROLLBACK")
         for q, b, a in zip(queries, before, after, strict=True):
-            diff = [(y - x) / bound for x, y, bound in zip(b, a, q.bounds, strict=True)]
-            assert max(abs(d) for d in diff) <= 1 + 1e-9, q.name
-            assert math.sqrt(sum(d * d for d in diff)) <= math.sqrt(q.touches) + 1e-9, q.name
-            assert sum(abs(d) for d in diff) <= q.touches + 1e-9, q.name
+            diff = [(y - x) / u for x, y, u in zip(b, a, q.normalizers, strict=True)]
+            assert all(abs(d) <= r + 1e-9 for d, r in zip(diff, q.reach, strict=True)), q.name
+            assert max(q.reach) <= 1 + 1e-12 and q.l2_sensitivity <= math.sqrt(q.touches) + 1e-12, q.name
+            assert math.sqrt(sum(d * d for d in diff)) <= q.l2_sensitivity + 1e-9, q.name
+            assert sum(abs(d) for d in diff) <= q.l1_sensitivity + 1e-9, q.name
             # untouched cells may move by float rounding of DuckDB's parallel sums (~1e-15 relative), which the
             # 1e-9 slack in calibrate() covers; count only real moves
             assert sum(1 for d in diff if abs(d) > 1e-9) <= q.touches, q.name
@@ -61,9 +63,10 @@ def test_paired_moments_equal_sums_over_clipped_raw_rows(warehouse, protocol):
     got = dict(zip([(k.arm, k.wave, k.statistic) for k in q.keys], exact_values(con, protocol, q), strict=True))
     rows = con.execute("SELECT a.arm, s.participant, s.wave, s.value FROM scores s JOIN assignments a USING (participant) "
                        "WHERE s.outcome = 'who5.percent'").fetchall()
+    assert q.center == 50.0  # the sums are of values centred at the bounds' midpoint (module docstring)
     by = {}
     for arm, p, w, v in rows:
-        by.setdefault((arm, p), {})[w] = min(100.0, max(0.0, v))
+        by.setdefault((arm, p), {})[w] = min(100.0, max(0.0, v)) - 50.0
     for arm in ("control", "coach"):
         for wave in ("m1", "m3"):
             pairs = [(d["baseline"], d[wave]) for (a, _), d in by.items() if a == arm and "baseline" in d and wave in d]
@@ -106,9 +109,12 @@ def test_release_rows_ledger_and_overrun(warehouse, protocol):
     n_rows = con.execute("SELECT count(*) FROM release_values WHERE release_id = ?", [r.release_id]).fetchone()[0]
     assert n_rows == len(r.rows) > 100
     assert con.execute("SELECT count(*) FROM release_values WHERE suppressed AND value IS NOT NULL").fetchone()[0] == 0
-    assert con.execute("SELECT min(noise_sd) FROM release_values").fetchone()[0] > 0
+    # every released statistic carries noise; only the centre, a constant of the plan, does not
+    assert con.execute("SELECT min(noise_sd) FROM release_values WHERE statistic <> 'center'").fetchone()[0] > 0
     paired = con.execute("SELECT DISTINCT statistic FROM release_values WHERE query LIKE 'paired_moments:%'").fetchall()
-    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"}
+    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy", "center"}
+    assert con.execute("SELECT DISTINCT value, noise_sd FROM release_values WHERE statistic = 'center' "
+                       "AND query = 'paired_moments:who5.percent' AND NOT suppressed").fetchall() == [(50.0, 0.0)]
     ledger = con.execute("SELECT status, sum(rho) FROM privacy_ledger GROUP BY status").fetchall()
     assert ledger == [("released", pytest.approx(0.6 * epsilon_to_rho(2.0, 1e-6)))]
     assert budget_json(con)["study-a"]["releases"] == 1
