@@ -209,6 +209,7 @@ class PublicNoise:
 
     epsilon: float
     center: float
+    half_range: float
     noise_sd: dict  # (arm, wave, statistic) -> SD
     share: float    # the primary's paired moments' share of the release's rho
 
@@ -231,7 +232,8 @@ def public_noise(params: RealisticParams, outcome: str, epsilon: float) -> Publi
         i = next(i for i, q in enumerate(queries) if q.name == f"paired_moments:{outcome}")
         cal = calibrate(queries[i], "gaussian", shares[i])
         sds = {(k.arm, k.wave, k.statistic): sd for k, sd in zip(cal.query.keys, cal.noise_sd(), strict=True)}
-        _NOISE[key] = PublicNoise(epsilon, cal.query.center, sds, shares[i].rho / total.rho)
+        b = cal.query.value_bounds
+        _NOISE[key] = PublicNoise(epsilon, cal.query.center, (b.upper - b.lower) / 2, sds, shares[i].rho / total.rho)
     return _NOISE[key]
 
 
@@ -248,7 +250,8 @@ def _public(data: StudyData, epsilon: float, label: str) -> list[Interval]:
     rng = np.random.default_rng(np.random.SeedSequence([data.study.seed, int(epsilon * 1000), 7]))
     exact = paired_moments_from_frame(data.study.frame(data.outcome), value="y")
     cells = {(a, w): NoisyPairedMoments.with_gaussian_noise(
-        exact[(a, w)], {s: noise.noise_sd[(a, w, s)] for s in PAIRED_STATISTICS}, rng, center=noise.center)
+        exact[(a, w)], {s: noise.noise_sd[(a, w, s)] for s in PAIRED_STATISTICS}, rng, center=noise.center,
+        half_range=noise.half_range)
         for a in p.arm_names for w in p.follow_up_waves}
     plan = AnalysisPlan(interval_level=data.level)
     fit = fit_public(cells, plan, control=p.arm_names[0], waves=list(p.follow_up_waves), outcome=data.outcome)

@@ -606,8 +606,12 @@ def to_rows(cal: Calibrated, noisy: Sequence[float], min_cell_size: int) -> list
             sd = None if suppressed else math.sqrt(sd_s ** 2 + (mean ** 2) * sd_n ** 2) / n
             rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "mean", mean, sd, suppressed))
         if key.statistic == "n" and q.kind == "paired_moments":
-            # the public centre the cell's sums are taken about (a constant of the plan, not a statistic: no noise)
+            # the public centre the cell's sums are taken about and the bounds' half-range (constants of the plan,
+            # not statistics: no noise; the public model's priors on the variances use the half-range)
             rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "center", None if suppressed else q.center,
+                                   0.0, suppressed))
+            half = (q.value_bounds.upper - q.value_bounds.lower) / 2
+            rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "half_range", None if suppressed else half,
                                    0.0, suppressed))
     return rows
 

@@ -7,6 +7,8 @@ import random
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.privacy import KEY, OUTCOME_BOUNDS, T0, add_extreme_participant, fill, make_protocol
 from privacy.budget import budget_json, epsilon_to_rho
@@ -112,9 +114,10 @@ def test_release_rows_ledger_and_overrun(warehouse, protocol):
     # every released statistic carries noise; only the centre, a constant of the plan, does not
     assert con.execute("SELECT min(noise_sd) FROM release_values WHERE statistic <> 'center'").fetchone()[0] > 0
     paired = con.execute("SELECT DISTINCT statistic FROM release_values WHERE query LIKE 'paired_moments:%'").fetchall()
-    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy", "center"}
-    assert con.execute("SELECT DISTINCT value, noise_sd FROM release_values WHERE statistic = 'center' "
-                       "AND query = 'paired_moments:who5.percent' AND NOT suppressed").fetchall() == [(50.0, 0.0)]
+    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy", "center", "half_range"}
+    assert con.execute("SELECT DISTINCT statistic, value, noise_sd FROM release_values WHERE statistic IN "
+                       "('center', 'half_range') AND query = 'paired_moments:who5.percent' AND NOT suppressed "
+                       "ORDER BY 1").fetchall() == [("center", 50.0, 0.0), ("half_range", 50.0, 0.0)]
     ledger = con.execute("SELECT status, sum(rho) FROM privacy_ledger GROUP BY status").fetchall()
     assert ledger == [("released", pytest.approx(0.6 * epsilon_to_rho(2.0, 1e-6)))]
     assert budget_json(con)["study-a"]["releases"] == 1
@@ -273,3 +276,47 @@ def test_split_budget_shares_add_up_to_the_total_in_its_measure(protocol):
         shares = split_budget(queries, total)
         assert {s.measure for s in shares} == {total.measure}
         assert math.fsum(s.value for s in shares) == pytest.approx(total.value)
+
+
+def test_the_budget_goes_where_the_plan_needs_it(protocol):
+    """privacy/release.py, "Where the budget goes": the descriptive queries share 10%; on the model's statistics
+    every coordinate's rho is proportional to sqrt(weight of its effect) x its planning cost, so the primary's
+    long-run arm sum gets 20x the rho of the same sum at an earlier wave (sqrt(400)) and 10x a secondary outcome's
+    (sqrt(100))."""
+    from privacy.release import DESCRIPTIVE_SHARE, PLANNING_COST, split_budget
+    from schemas.privacy_values import PrivacyLoss
+
+    queries = standard_plan(protocol, resolve_outcome_bounds(protocol, OUTCOME_BOUNDS))
+    total = PrivacyLoss(rho=0.05)
+    shares = split_budget(queries, total)
+    descriptive = math.fsum(s.rho for q, s in zip(queries, shares, strict=True) if q.kind != "paired_moments")
+    assert descriptive == pytest.approx(DESCRIPTIVE_SHARE * total.rho)
+    rho = {}  # (outcome, wave, statistic) -> rho of that coordinate (one arm: what one participant touches)
+    for q, s in zip(queries, shares, strict=True):
+        if q.kind == "paired_moments":
+            for k, r in zip(q.keys, q.reach, strict=True):
+                if k.arm == "control":
+                    rho[(k.outcome, k.wave, k.statistic)] = s.rho * r * r / q.l2_sensitivity ** 2
+    assert math.fsum(rho.values()) == pytest.approx((1 - DESCRIPTIVE_SHARE) * total.rho)
+    top = rho[("who5.percent", "m3", "sum_y")]
+    assert max(rho.values()) == top
+    assert top / rho[("who5.percent", "m1", "sum_y")] == pytest.approx(20.0)
+    assert top / rho[("ext.score", "m3", "sum_y")] == pytest.approx(10.0)
+    for stat, cost in PLANNING_COST.items():
+        assert rho[("who5.percent", "m3", stat)] / top == pytest.approx(cost)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs=st.lists(st.floats(1e-3, 1e3), min_size=2, max_size=8),
+       other=st.lists(st.floats(1e-3, 1.0), min_size=8, max_size=8))
+def test_the_square_root_rule_minimises_the_noise_variance(costs, other):
+    """The derivation behind the rule: with noise variance A_j / rho_j per coordinate (Gaussian mechanism, zCDP) and
+    sum rho_j fixed, rho_j proportional to sqrt(A_j) gives the least total variance (Lagrange; here checked against
+    any other split of the same total)."""
+    a = [c * c for c in costs]
+    best = [math.sqrt(x) for x in a]
+    other = other[: len(a)]
+    scale_b, scale_o = 1 / math.fsum(best), 1 / math.fsum(other)
+    var_best = math.fsum(x / (r * scale_b) for x, r in zip(a, best, strict=True))
+    var_other = math.fsum(x / (r * scale_o) for x, r in zip(a, other, strict=True))
+    assert var_best <= var_other * (1 + 1e-9)

@@ -36,6 +36,10 @@ def test_release_then_budget_json(app, tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db), "--fraction", "0.5", "--json"])
     assert r.exit_code == 0, r.output
+    # each outcome's public/trusted width ratio of its long-run interval: a number, or why not (30 participants)
+    ratios = json.loads(r.stdout)["public_width_ratio"]
+    assert set(ratios) == {"who5.percent", "ext.score"}
+    assert all((isinstance(v, float) and v >= 1.0) or v.startswith("not available at m3") for v in ratios.values())
     r = runner.invoke(app, ["budget", "--warehouse", str(db), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
