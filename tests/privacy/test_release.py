@@ -321,3 +321,19 @@ def test_the_square_root_rule_minimises_the_noise_variance(costs, other):
     var_best = math.fsum(x / (r * scale_b) for x, r in zip(a, best, strict=True))
     var_other = math.fsum(x / (r * scale_o) for x, r in zip(a, other, strict=True))
     assert var_best <= var_other * (1 + 1e-9)
+
+
+def test_a_planned_interim_release_stops_its_paired_moments_at_its_wave(protocol):
+    """Waves not yet closed would be noise alone: an interim release's paired moments end at its ``after_wave``, which
+    becomes their long-run target (the largest share); an unknown wave is refused."""
+    from privacy.release import plan_paired
+
+    bounds = resolve_outcome_bounds(protocol, OUTCOME_BOUNDS)["who5.percent"]
+    full = plan_paired(protocol, "who5.percent", bounds)
+    interim = plan_paired(protocol, "who5.percent", bounds, through_wave="m1")
+    assert {k.wave for k in full.keys} == {"m1", "m3"} and {k.wave for k in interim.keys} == {"m1"}
+    for q, wave in ((full, "m3"), (interim, "m1")):
+        top = max(zip(q.reach, q.keys), key=lambda rk: rk[0])[1]
+        assert (top.wave, top.statistic) == (wave, "sum_y")
+    with pytest.raises(PrivacyError, match="not a wave"):
+        plan_paired(protocol, "who5.percent", bounds, through_wave="m9")
