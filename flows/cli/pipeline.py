@@ -7,6 +7,7 @@ bad rows and runs it through the same pipeline.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -91,11 +92,24 @@ def print_run(record: dict[str, Any], seconds: float) -> None:
     out.print(table)
 
 
+def print_report_paths(record: dict[str, Any]) -> None:
+    """The paths of the reports the run wrote (or found unchanged), one per line."""
+    stage = next((s for s in record["stages"] if s["stage"] == "reports"), None)
+    if stage is None or stage["state"] not in ("completed", "cached"):
+        return
+    labels = {"dashboard": "dashboard (public)", "trial_report": "trial report (trial team)",
+              "regulator_html": "regulator report", "regulator_json": "regulator report (JSON)"}
+    for key, label in labels.items():
+        if stage["summary"].get(key):
+            out.print(f"{label}: {escape(str(stage['summary'][key]))}")
+
+
 def _finish(record: dict[str, Any], started: float, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         print_run(record, time.perf_counter() - started)
+        print_report_paths(record)
     failed = [s for s in record["stages"] if s["state"] == "failed"]
     if failed:
         raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
@@ -196,6 +210,7 @@ def demo(
                       lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = result["run"]
     print_run(record, time.perf_counter() - started)
+    print_report_paths(record)
     stages = {s["stage"]: s for s in record["stages"]}
     ingest = stages["ingest"]["summary"]
     _print_ingest(ingest)
@@ -348,8 +363,22 @@ def _serve(planned) -> None:
         prefect_serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
 
 
+def orchestrated(command: Any) -> Any:
+    """Start the command's Prefect API first (flows/prefect_server.py ``orchestration``): the server's start-up
+    then overlaps with the command importing the pipeline, instead of following it."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flows.prefect_server import orchestration
+
+        with orchestration():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(one_sentence(serve))
-    app.command("run")(one_sentence(run))
-    app.command("score")(one_sentence(score))
-    app.command("demo")(one_sentence(demo))
+    app.command("run")(one_sentence(orchestrated(run)))
+    app.command("score")(one_sentence(orchestrated(score)))
+    app.command("demo")(one_sentence(orchestrated(demo)))
