@@ -54,11 +54,13 @@ cost). The queries no model reads (CONSORT counts, score moments and bands, tele
 the bound of a sum (h, not max|x|) and quarters that of a square. On the realistic simulator (WHO-5 primary, three
 secondary outcomes, five follow-up waves) this gives the primary's paired moments 69% of a release's rho, and at
 epsilon 1 and 10,000 participants a public interval of the long-run effect 1.24x as wide as the trusted MMRM's
-(``benchmarks/calibration.py``; before: an even split of uncentred statistics, 5.1x).
+(``benchmarks/calibration.py``; issue 20 measured 5.1x with the earlier sampled model on an even split of uncentred
+statistics).
 
 Steps 1-3 (the sensitivity argument) are ours, not OpenDP's proofs; they are tested by
 ``tests/privacy/test_release.py`` (adding any participant, including one with duplicate and
-out-of-range rows, moves the normalized vector by at most sqrt(k) in L2 and k in L1) and by an empirical
+out-of-range rows, moves the normalized vector by at most the query's L2 and L1 sensitivities: sqrt(k) and k
+unweighted, sqrt(sum r_j^2) and sum r_j over one arm for the paired moments) and by an empirical
 audit (``tests/privacy/test_audit.py``). OpenDP features enabled: ``contrib``, in :func:`opendp` (see there why).
 
 Floating point: DuckDB sums doubles in parallel, so an untouched cell can move by rounding (~1e-15 relative)
