@@ -67,7 +67,8 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         made = summary.get("releases", [])
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
-        ratios = [f"{m.get('after_wave')}: {_primary_ratio(m)}" for m in made if m.get("public_width_ratio")]
+        ratios = [f"{m.get('after_wave')}: {_ratio(m['public_width_ratio'])}" for m in made
+                  if m.get("public_width_ratio") is not None]
         return f"{len(made)} release(s) made{budget}" + (
             f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "")
     if stage == "reports":
@@ -75,9 +76,8 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
     return ""
 
 
-def _primary_ratio(made: dict[str, Any]) -> str:
-    """The primary outcome's width ratio of one release (the first outcome the release names is the primary)."""
-    ratio = next(iter(made["public_width_ratio"].values()))
+def _ratio(ratio: float | str) -> str:
+    """A release's public/trusted width ratio of the primary, or n/a when the release cannot carry the model."""
     return f"{ratio:.2f}x" if isinstance(ratio, float) else "n/a"
 
 
