@@ -150,10 +150,12 @@ class PlanStatistics:
 
 @dataclass(frozen=True)
 class ReleasedCells:
-    """The latest DP release of one outcome's paired moments: per (arm, wave) cells and the waves covered."""
+    """The latest DP release of one outcome's paired moments: per (arm, wave) cells, the waves covered, and the
+    earlier waves it covers that cannot be analysed, with why (a suppressed cell)."""
 
     cells: Mapping[tuple[str, str], NoisyPairedMoments]
     waves: tuple[str, ...]
+    unusable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -598,5 +600,8 @@ def run_public_plan(
                                direction=o.direction, reason=failure) for a in treated for w in waves]
             continue
         results[o.name] = res
+        effects += [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method="bayes_ancova_noise_aware",
+                           tier="public", interval_level=plan.interval_level, direction=o.direction, reason=why)
+                    for w, why in release.unusable.items() for a in treated]
         effects += [e for e in res.effects if not (running and e.wave == LONG_RUN)]
     return _published(effects, notes, [], failures, results, protocol)
