@@ -569,7 +569,6 @@ def _published(effects: list[Effect], notes: list[str], tips: list, failures: Ma
         if unknown:
             notes.append(f"DIVERGENCE MONITOR INDETERMINATE ({tier}): {len(unknown)} of {len(divergence)} checks, "
                          f"e.g. {unknown[0].arm} at {unknown[0].wave}: {unknown[0].reason}")
-        notes = notes + [f"decision rule ({tier}): {d.statement}" for d in decisions]
     return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results),
                       tuple(divergence), tuple(decisions))
 
