@@ -1,117 +1,161 @@
-"""Privacy flows: open the warehouse, call one privacy function, write the result (STYLE.md, habit 2).
+"""Privacy flows: open the warehouse, call privacy functions, write the result (STYLE.md, habit 2).
 
-Plain functions rather than Prefect flows: erasure, re-keying and releases are administrative commands a
-privacy officer runs by hand, and a Prefect ephemeral server costs 20-30 s per process here
+Plain functions rather than Prefect flows: erasure, compaction, re-keying and releases are administrative
+commands a privacy officer runs by hand, and a Prefect ephemeral server costs 20-30 s per process here
 (research/stack.md). Wrap them in ``@flow`` where a scheduled pipeline needs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from flows.warehouse import connect
+from flows.ingest import quarantine_dir
+from flows.ingest.landing import format_of, kind_of
+from flows.warehouse import connect, open_warehouse
+from privacy.budget import BudgetStatus
+from privacy.erasure import ErasureReceipt
+from privacy.release import ReleaseResult
+from privacy.rekey import RekeyReport
+from privacy.scrub import Folders
+from schemas.privacy_values import Bounds
 from schemas.protocol import StudyProtocol
-from schemas.warehouse import participant_tables
+from schemas.warehouse import transaction
 
 
-def _db_path(con: duckdb.DuckDBPyConnection) -> Path | None:
-    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
-    return Path(row[0]) if row and row[0] else None
+def erasure_folders(con: duckdb.DuckDBPyConnection, warehouse: Path, study_folder: Path | None = None) -> Folders:
+    """What an erasure covers: the study folder (default: the warehouse's folder), and every landing folder an
+    ingest recorded in ``batches`` with its quarantine folder beside it (flows/ingest), wherever they are. A
+    recorded landing folder that is no longer there is listed as missing, so the receipt can say it was not
+    covered rather than let the byte scan claim it."""
+    landings = [Path(p) for (p,) in con.execute("SELECT DISTINCT landing FROM batches ORDER BY 1").fetchall()]
+    sources = [folder for landing in landings for folder in (landing, quarantine_dir(landing))]
+    missing = tuple(landing for landing in landings if not landing.is_dir())
+    return Folders(study=(study_folder or warehouse.parent), sources=tuple(sources), missing=missing,
+                   skip=(warehouse, Path(str(warehouse) + ".wal")), is_landing_name=_is_landing_name)
+
+
+def _is_landing_name(name: str) -> bool:
+    """A file the ingest would read as landing data by its name alone (flows/ingest/landing.py's rule)."""
+    return kind_of(name) is not None and format_of(name) is not None
 
 
 def erase_participant(
-    con_or_path: duckdb.DuckDBPyConnection | str | Path,
-    pseudonym: str,
-    reason: str = "withdrawn",
+    warehouse: str | Path,
+    raw_id: str,
+    key: bytes,
+    reason: str = "erasure_request",
     *,
-    raw_id: str | None = None,
     study_folder: str | Path | None = None,
-    in_transaction: bool = False,
-    scrub: bool = True,
-):
-    """Erase one participant everywhere under the warehouse's folder; return an ErasureReceipt.
+) -> ErasureReceipt:
+    """Erase one participant from the warehouse and from every file the erasure covers; prove it with a byte scan.
 
-    With a path: rows, files, compaction and the byte-scan proof (``receipt.residual_files`` lists any file
-    still holding the pseudonym or raw id: it should be empty). With an open connection (ingest, when a
-    consent record with ``withdrawn_at`` lands; pass ``in_transaction=True`` inside its batch transaction):
-    rows and files only, ``receipt.compacted`` is False and the caller runs ``compact_warehouse(path)``
-    after closing its connection, since DuckDB keeps deleted bytes in free blocks until then. Inside a batch
-    whose landing files are still being read, pass ``scrub=False`` and call the path form (or
-    ``compact_warehouse`` plus this function with ``scrub=True``) after the batch commits, so the files of the
-    running batch are not rewritten under it.
+    The order makes a failure harmless: checks and the file plan first (a refusal changes nothing: a key that is
+    not the warehouse's active key, an id the warehouse holds nothing of, a file that cannot be rewritten), then
+    the rows in one transaction, then the files, the compaction of the warehouse file and the byte scan. If a
+    step after the rows fails, the error says so and running the same command again finishes the erasure (the
+    participant is then known by their tombstone). ``receipt.residual_files`` lists files still holding the
+    pseudonym or raw id (it should be empty), ``unchecked_files`` files the scan could not read, and
+    ``folders_missing`` recorded landing folders it could not cover.
     """
-    from privacy.erasure import Needles, compact_database, erase_rows, record_file_scrub, scan_bytes, scrub_files
+    from flows.ingest import record_rewrites
+    from privacy.erasure import compact_database, erase_rows, participant_state, record_compaction, record_file_scrub
+    from privacy.scrub import Needles, apply_scrub, byte_scan, plan_scrub
+    from privacy.errors import ErasureIncomplete, UnknownParticipant
+    from privacy.pseudonym import check_active_key, pseudonymize
 
+    db = Path(warehouse)
+    pseudonym = pseudonymize(raw_id, key)
     needles = Needles(pseudonym, raw_id)
-    if isinstance(con_or_path, duckdb.DuckDBPyConnection):
-        con = con_or_path
-        receipt = erase_rows(con, pseudonym, reason, participant_tables=participant_tables(con),
-                             in_transaction=in_transaction)
-        db = _db_path(con)
-        folder = Path(study_folder) if study_folder else (db.parent if db else None)
-        if folder is not None and scrub:
-            skip = [db, Path(str(db) + ".wal")] if db else []
-            rewritten, deleted = scrub_files(folder, needles, skip=skip, reason=reason)
-            receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted))
+    with open_warehouse(db) as con:
+        folders = erasure_folders(con, db, Path(study_folder) if study_folder else None)
+        with transaction(con):
+            check_active_key(con, key)
+            state = participant_state(con, pseudonym)
+            if state == "unknown":
+                raise UnknownParticipant(
+                    "the warehouse holds no row of this participant and records no erasure of them: the id is "
+                    "mistyped or the key is not the one their data were ingested with; nothing was erased and no "
+                    "tombstone was written")
+            plan = plan_scrub(folders, needles)
+            receipt = erase_rows(con, pseudonym, reason, in_transaction=True)
+    step = "rewriting the files that hold the participant"
+    try:
+        rewrites: list[tuple[str, str]] = []
+        rewritten, deleted, left = apply_scrub(plan, needles, on_rewrite=lambda a, b: rewrites.append((a, b)))
+        receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted),
+                          files_left=tuple(left))
+        step = "recording the file scrub"
+        with open_warehouse(db) as con, transaction(con):
             record_file_scrub(con, receipt)
-        return receipt
-
-    db = Path(con_or_path)
-    con = connect(db)
-    try:
-        receipt = erase_rows(con, pseudonym, reason, participant_tables=participant_tables(con))
-    finally:
-        con.close()
-    folder = Path(study_folder) if study_folder else db.parent
-    rewritten, deleted = scrub_files(folder, needles, skip=[db, Path(str(db) + ".wal")], reason=reason)
-    receipt = replace(receipt, files_rewritten=tuple(rewritten), files_deleted=tuple(deleted), compacted=True)
-    con = connect(db)
-    try:
-        record_file_scrub(con, receipt)
-    finally:
-        con.close()
-    compact_database(db)
-    return replace(receipt, residual_files=tuple(scan_bytes(folder, needles)))
+            record_rewrites(con, rewrites, reason)
+        step = "compacting the warehouse file"
+        compact_database(db)
+        with open_warehouse(db) as con:
+            record_compaction(con)
+    except (OSError, duckdb.Error) as exc:
+        # the cause, without anything that names the participant (a path or a database message might)
+        cause = " ".join(str(exc).split())[:200].replace(raw_id, "[participant]").replace(pseudonym, "[participant]")
+        raise ErasureIncomplete(
+            f"the participant's rows are erased (receipt {receipt.erasure_id}) but {step} failed "
+            f"({type(exc).__name__}: {cause}); run the same erase again to finish it") from exc
+    proof = byte_scan(folders, needles, include=[db])
+    return replace(receipt, compacted=True, residual_files=proof.residual, unchecked_files=proof.unchecked + tuple(
+        u for u in plan.unchecked if u not in proof.unchecked), folders_scanned=proof.scanned,
+        folders_missing=tuple(str(m) for m in folders.missing))
 
 
-def compact_warehouse(path: str | Path) -> None:
-    """Rewrite the warehouse so deleted rows leave no bytes behind (after an erasure inside ingest)."""
-    from privacy.erasure import compact_database
+@dataclass(frozen=True)
+class CompactionReport:
+    """What ``flourish compact`` did: the file's size before and after, and the erasures it completed."""
 
-    connect(path).close()  # waits for another process's lock, applies migrations
-    compact_database(path)
+    warehouse: str
+    bytes_before: int
+    bytes_after: int
+    erasures_compacted: int
 
 
-def rekey_warehouse(path: str | Path, old_key: bytes, new_key: bytes, raw_ids: list[str]):
+def compact_warehouse(path: str | Path) -> CompactionReport:
+    """Rewrite the warehouse so deleted rows leave no bytes behind.
+
+    An erasure at ingest (a consent withdrawal arriving in a later batch) deletes the rows in the batch's
+    transaction, but DuckDB keeps their bytes in free blocks until the file is rewritten; this does it, and
+    marks those erasures compacted in the erasure log."""
+    from privacy.erasure import compact_database, record_compaction
+
+    p = Path(path)
+    connect(p).close()  # waits for another process's lock, applies migrations
+    before = p.stat().st_size + (Path(str(p) + ".wal").stat().st_size if Path(str(p) + ".wal").exists() else 0)
+    compact_database(p)
+    with open_warehouse(p) as con:
+        n = record_compaction(con)
+    return CompactionReport(str(p), before, p.stat().st_size, n)
+
+
+def rekey_warehouse(path: str | Path, old_key: bytes, new_key: bytes, raw_ids: list[str]) -> RekeyReport:
     """Re-key every participant table in one transaction, then compact so old pseudonyms leave no bytes."""
     from privacy.erasure import compact_database
     from privacy.rekey import rekey
 
-    con = connect(path)
-    try:
-        report = rekey(con, old_key, new_key, raw_ids, participant_tables=participant_tables(con))
-    finally:
-        con.close()
+    with open_warehouse(path) as con:
+        report = rekey(con, old_key, new_key, raw_ids)
     compact_database(path)
     return report
 
 
-def release_protocol(protocol: Any, warehouse: str | Path, *, outcome_bounds: Mapping[str, Any] | None = None,
-                     fraction: float = 1.0, release_id: str | None = None):
+def release_protocol(protocol: StudyProtocol, warehouse: str | Path, *,
+                     outcome_bounds: Mapping[str, Bounds] | None = None, fraction: float = 1.0,
+                     release_id: str | None = None) -> ReleaseResult:
     """The protocol's standard DP releases, written to ``releases``/``release_values``, spend in the ledger."""
     from privacy.release import release_standard_set
 
-    con = connect(warehouse)
-    try:
+    with open_warehouse(warehouse) as con:
         return release_standard_set(con, protocol, outcome_bounds=outcome_bounds, fraction=fraction,
                                     release_id=release_id)
-    finally:
-        con.close()
 
 
 def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
@@ -121,7 +165,6 @@ def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
     These bounds are public information in the DP sense (they come from the instrument's published scale, not
     from the data), which is why they may set the sensitivity of a release."""
     import instruments
-    from privacy.release import Bounds
 
     out: dict[str, Bounds] = {}
     for o in protocol.outcomes:
@@ -133,29 +176,37 @@ def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
     return out
 
 
-def budget(warehouse: str | Path) -> dict[str, Any]:
+def budget(warehouse: str | Path) -> dict[str, BudgetStatus]:
     from privacy.budget import budget_status
 
-    con = connect(warehouse)
-    try:
+    with open_warehouse(warehouse) as con:
         return budget_status(con)
-    finally:
-        con.close()
 
 
-def consent_status(warehouse: str | Path, *, sync: bool = True) -> dict[str, Any]:
-    """Status of the consent ledger; with ``sync``, first append entries for consents ingested since."""
+def budget_json(warehouse: str | Path) -> dict[str, dict[str, float | int]]:
+    """``{"<study_id>": {"epsilon_total", "epsilon_spent", "releases"}}``: what ``budget --json`` prints and the
+    figures the text form prints."""
+    from privacy.budget import budget_json as as_json
+
+    with open_warehouse(warehouse) as con:
+        return as_json(con)
+
+
+def consent_status(warehouse: str | Path) -> dict[str, Any]:
+    """Status of the consent ledger, with the count of consents not in it yet. Read-only."""
     from privacy.consent import consent_status as status
+
+    with open_warehouse(warehouse, read_only=True) as con:
+        return status(con)
+
+
+def consent_sync(warehouse: str | Path) -> int:
+    """Append ledger entries for the consents the warehouse holds and its ledger lacks; return how many."""
     from privacy.consent import sync_from_consents
 
-    con = connect(warehouse)
-    try:
-        if sync:
-            sync_from_consents(con)
-        return status(con)
-    finally:
-        con.close()
+    with open_warehouse(warehouse) as con:
+        return sync_from_consents(con)
 
 
-__all__ = ["erase_participant", "instrument_bounds", "compact_warehouse", "rekey_warehouse", "release_protocol", "budget",
-           "consent_status"]
+__all__ = ["erase_participant", "erasure_folders", "instrument_bounds", "compact_warehouse", "CompactionReport",
+           "rekey_warehouse", "release_protocol", "budget", "budget_json", "consent_status", "consent_sync"]

@@ -11,6 +11,14 @@ is a random-looking 256-bit value). For entries not redacted, ``verify_chain`` a
 against the stored pseudonym, so swapping participants between entries is detected. Re-keying
 (privacy/rekey.py) recomputes commitments under new pseudonyms and re-seals the chain, logging the old and
 new heads in ``rekey_log``. This module is the only writer of ``consent_ledger``.
+
+When the ledger is written: before any participant is erased (a withdrawal arriving through the ingest, an
+erasure request), their consents are appended (:func:`sync_from_consents` for those participants, in the
+erasure's transaction), so a withdrawal is in the ledger, redacted, rather than lost with their rows. The
+consents of everyone else are appended by :func:`sync_from_consents` (``flourish consent sync``): it is not
+done in every ingest batch, because hashing the chain entry by entry and indexing them costs about a second per
+10,000 participants, which the ingest's throughput target cannot carry. Reading the ledger
+(:func:`consent_status`, ``flourish consent status``) writes nothing, and reports how many entries are pending.
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import duckdb
 
 from privacy.errors import PrivacyError
 from schemas.sqltext import literal
+from schemas.warehouse import transaction
 
 SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
 GENESIS = "0" * 64
@@ -46,11 +57,15 @@ def scope_summary_sql(scope: str | None) -> str:
         FROM consents GROUP BY participant"""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _us(ts: datetime | None) -> int:
+    """Microseconds since the epoch, exactly (integer arithmetic; DuckDB's ``epoch_us`` gives the same)."""
     ts = ts or datetime.now(UTC)
     if ts.tzinfo is None:
         raise PrivacyError(f"consent time {ts.isoformat()} has no time zone; give times in UTC")
-    return int(round(ts.timestamp() * 1_000_000))
+    return (ts - _EPOCH) // timedelta(microseconds=1)
 
 
 def subject_commit(salt: str, pseudonym: str) -> str:
@@ -72,8 +87,8 @@ def entry_hash(prev_hash: str, canonical: str) -> str:
 
 
 def _head(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
-    row = con.execute("SELECT seq, entry_hash FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+    rows = con.execute("SELECT seq, entry_hash FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchall()
+    return (0, GENESIS) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
 
 def append_consent(
@@ -97,9 +112,7 @@ def append_consent(
         raise PrivacyError(f"consent action {action!r} must be 'grant' or 'withdraw'")
     if not participant:
         raise PrivacyError("a consent entry needs the participant's pseudonym")
-    if not in_transaction:
-        con.execute("BEGIN TRANSACTION")
-    try:
+    with nullcontext() if in_transaction else transaction(con):
         seq, prev = _head(con)
         seq += 1
         salt = secrets.token_hex(16)
@@ -111,55 +124,66 @@ def append_consent(
             "action, effective_us, recorded_us, prev_hash, entry_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [seq, participant, salt, commit, scope, consent_version, action, eff, rec, prev, h],
         )
-        if not in_transaction:
-            con.execute("COMMIT")
-    except BaseException:
-        if not in_transaction:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.TransactionException:  # a failed COMMIT has already ended it
-                pass
-        raise
     return h
 
 
-def sync_from_consents(con: duckdb.DuckDBPyConnection) -> int:
+# Ledger entries the ``consents`` table implies and the ledger lacks: each consents row grants each of its
+# scopes at granted_at and, when withdrawn_at is set, withdraws them. In append order: by grant time and
+# participant, scopes in their listed order, a grant before its withdrawal. An entry with the same participant,
+# scope, version, action and effective time is not repeated.
+_PENDING = """
+WITH c AS (
+    SELECT participant, consent_version, granted_at, withdrawn_at,
+           unnest(scopes) AS scope, generate_subscripts(scopes, 1) AS scope_pos
+    FROM consents {where}),
+e AS (
+    SELECT participant, scope, consent_version, 'grant' AS action, epoch_us(granted_at) AS effective_us,
+           granted_at AS sort_at, scope_pos, 0 AS step FROM c
+    UNION ALL
+    SELECT participant, scope, consent_version, 'withdraw', epoch_us(withdrawn_at), granted_at, scope_pos, 1
+    FROM c WHERE withdrawn_at IS NOT NULL)
+SELECT participant, scope, consent_version, action, effective_us
+FROM e
+WHERE list_contains(?, scope) AND NOT EXISTS (
+    SELECT 1 FROM consent_ledger l WHERE NOT l.redacted AND l.participant = e.participant AND l.scope = e.scope
+    AND l.consent_version = e.consent_version AND l.action = e.action AND l.effective_us = e.effective_us)
+GROUP BY participant, scope, consent_version, action, effective_us
+ORDER BY min(sort_at), participant, consent_version, min(scope_pos), min(step)
+"""
+_PENDING_ALL = _PENDING.format(where="")
+_LEDGER_COLUMNS = ("seq", "participant", "subject_salt", "subject_commit", "scope", "consent_version", "action",
+                   "effective_us", "recorded_us", "prev_hash", "entry_hash")
+_APPEND_MANY = (f"INSERT INTO consent_ledger ({', '.join(_LEDGER_COLUMNS)}) SELECT "
+                + ", ".join("unnest(?)" for _ in _LEDGER_COLUMNS))
+_PENDING_SOME = _PENDING.format(where="WHERE participant IN (SELECT unnest(?::VARCHAR[]))")
+
+
+def sync_from_consents(con: duckdb.DuckDBPyConnection, *, participants: Sequence[str] | None = None,
+                       in_transaction: bool = False) -> int:
     """Append ledger entries for ``consents`` rows (written by ingest) not yet in the ledger; return how many.
 
-    A consents row grants each of its scopes at granted_at and, when withdrawn_at is set, withdraws them.
-    Idempotent: an entry with the same participant, scope, version, action and effective time is not repeated.
+    Only for ``participants`` when given. Set-based: one query finds the missing entries, the chain's hashes are
+    computed in order, one insert appends them. Idempotent. In the caller's transaction when ``in_transaction``.
     """
-    rows = con.execute(
-        "SELECT participant, consent_version, unnest(scopes) AS scope, granted_at, withdrawn_at FROM consents "
-        "ORDER BY granted_at, participant"
-    ).fetchall()
-    have = {
-        (p, s, v, a, e)
-        for p, s, v, a, e in con.execute(
-            "SELECT participant, scope, consent_version, action, effective_us FROM consent_ledger WHERE NOT redacted"
-        ).fetchall()
-    }
-    added = 0
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for participant, version, scope, granted_at, withdrawn_at in rows:
-            if scope not in SCOPES:
-                continue
-            todo: list[tuple[Action, datetime]] = [("grant", granted_at)]
-            if withdrawn_at is not None:
-                todo.append(("withdraw", withdrawn_at))
-            for action, ts in todo:
-                key = (participant, scope, version, action, _us(ts))
-                if key in have:
-                    continue
-                append_consent(con, participant, scope, version, action, ts, in_transaction=True)
-                have.add(key)
-                added += 1
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return added
+    sql, params = (_PENDING_ALL, [list(SCOPES)]) if participants is None else \
+        (_PENDING_SOME, [list(participants), list(SCOPES)])
+    with nullcontext() if in_transaction else transaction(con):
+        pending = con.execute(sql, params).fetchall()
+        if not pending:
+            return 0
+        seq, prev = _head(con)
+        recorded = _us(None)
+        rows = []
+        for participant, scope, version, action, effective_us in pending:
+            seq += 1
+            salt = secrets.token_hex(16)
+            commit = subject_commit(salt, participant)
+            h = entry_hash(prev, canonical_entry(seq, commit, scope, version, action, int(effective_us), recorded))
+            rows.append((seq, participant, salt, commit, scope, version, action, int(effective_us), recorded, prev, h))
+            prev = h
+        # one statement for all entries: each column is a list parameter, unnested side by side
+        con.execute(_APPEND_MANY, [[r[i] for r in rows] for i in range(len(_LEDGER_COLUMNS))])
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -205,23 +229,34 @@ def _genesis(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Per scope: participants whose latest entry is a grant (active), withdrawn, entries; and the chain check."""
+    """Per scope: participants whose latest entry is a grant (active) or a withdrawal (withdrawn), and entries;
+    ``not_in_ledger``, the entries the ``consents`` table implies that the ledger does not hold yet (appended by
+    :func:`sync_from_consents`, ``flourish consent sync``); and the chain check. Read-only.
+
+    An erased participant's entries are redacted (no pseudonym), so they cannot be grouped by participant: each
+    redacted withdrawal counts as one withdrawn participant of its scope (the ingest records one withdrawal per
+    consent row and scope), and a redacted grant counts as no one."""
     report = verify_chain(con)
     latest = con.execute(
         "SELECT scope, action, count(*) FROM ("
         "  SELECT scope, participant, arg_max(action, seq) AS action FROM consent_ledger "
         "  WHERE NOT redacted GROUP BY scope, participant) GROUP BY scope, action"
     ).fetchall()
+    erased_withdrawals = con.execute(
+        "SELECT scope, 'withdraw', count(*) FROM consent_ledger WHERE redacted AND action = 'withdraw' GROUP BY scope"
+    ).fetchall()
     entries = dict(con.execute("SELECT scope, count(*) FROM consent_ledger GROUP BY scope").fetchall())
+    pending = con.execute(f"SELECT count(*) FROM ({_PENDING_ALL})", [list(SCOPES)]).fetchone()[0]
     scopes: dict[str, dict[str, int]] = {s: {"active": 0, "withdrawn": 0, "entries": int(entries.get(s, 0))}
                                          for s in SCOPES}
-    for scope, action, n in latest:
+    for scope, action, n in [*latest, *erased_withdrawals]:
         scopes.setdefault(scope, {"active": 0, "withdrawn": 0, "entries": int(entries.get(scope, 0))})
         scopes[scope]["active" if action == "grant" else "withdrawn"] += int(n)
     return {
         "scopes": scopes,
         "entries": report.entries,
         "redacted_entries": report.redacted_entries,
+        "not_in_ledger": int(pending),
         "chain_verified": report.verified,
         "chain_head": report.head_hash,
         "first_bad_seq": report.first_bad_seq,
@@ -229,13 +264,14 @@ def consent_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     }
 
 
-def redact_participant(con: duckdb.DuckDBPyConnection, participant: str) -> int:
-    """Erasure's one mutation of the ledger: drop pseudonym and salt, keep the commitment. Caller holds the transaction."""
-    n = con.execute("SELECT count(*) FROM consent_ledger WHERE participant = ?", [participant]).fetchone()[0]
-    con.execute(
-        "UPDATE consent_ledger SET participant = NULL, subject_salt = NULL, redacted = true WHERE participant = ?",
-        [participant],
-    )
+def redact_participants(con: duckdb.DuckDBPyConnection, participants: Sequence[str]) -> int:
+    """Erasure's one mutation of the ledger: drop pseudonym and salt, keep the commitment, for every entry of
+    these participants; return how many entries. The caller holds the transaction."""
+    n = con.execute("SELECT count(*) FROM consent_ledger WHERE participant IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(participants)]).fetchone()[0]
+    if n:
+        con.execute("UPDATE consent_ledger SET participant = NULL, subject_salt = NULL, redacted = true "
+                    "WHERE participant IN (SELECT unnest(?::VARCHAR[]))", [list(participants)])
     return int(n)
 
 

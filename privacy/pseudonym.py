@@ -7,6 +7,14 @@ whitespace and a trailing newline in a key file are stripped). RFC 2104 HMAC; FI
 
 The key lives outside the warehouse: ``FLOURISH_PSEUDONYM_KEY`` (the key itself) or
 ``FLOURISH_PSEUDONYM_KEY_FILE`` (a file holding it). Without one, ingest refuses to run.
+
+The warehouse knows which key it is under without holding it: ``pseudonym_keys`` records the fingerprint
+``HMAC(key, 'flourish-key-fingerprint-v1')[:16]`` of its active key (``rekey`` retires the old one and records
+the new one). Everything that turns raw ids into pseudonyms for a warehouse (the ingest, ``erase``) calls
+:func:`check_active_key` first: a retired key, or another study's, would give the same person a second
+pseudonym (and let a leaked old key link new data again), so it is refused. A warehouse with no key recorded
+(new, or written before fingerprints were recorded) adopts the first key used with it, in the caller's
+transaction.
 """
 
 from __future__ import annotations
@@ -16,16 +24,21 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from privacy.errors import KeyNotActive
 from schemas.errors import FlourishError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
 
 MIN_KEY_CHARS = 16
 
 
 class PseudonymKeyError(FlourishError, RuntimeError):
     """No usable pseudonym key."""
-
-
 
 
 def pseudonymize(raw_id: str, key: bytes) -> str:
@@ -49,14 +62,30 @@ def _check(key: str, where: str) -> bytes:
     return key.encode("utf-8")
 
 
+def _read_key_file(p: Path) -> str:
+    """The key file's text; every way it can fail is one sentence naming the file (never its content)."""
+    if p.is_dir():
+        raise PseudonymKeyError(f"pseudonym key file {p} is a directory; give the file that holds the key")
+    if not p.exists():
+        raise PseudonymKeyError(f"pseudonym key file {p} does not exist")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise PseudonymKeyError(f"pseudonym key file {p} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PseudonymKeyError(
+            f"pseudonym key file {p} is not UTF-8 text; the key is the file's text (for example 64 hex "
+            "characters), not binary bytes") from None
+
+
 def load_key(key_file: str | Path | None = None, *, key_text: str | None = None, key_text_source: str = "the key") -> bytes:
     """The study key from an explicit key file, else from the key's text (``flows.settings`` passes
     FLOURISH_PSEUDONYM_KEY or the file named by FLOURISH_PSEUDONYM_KEY_FILE; this module reads no environment)."""
     if key_file is not None:
         p = Path(key_file)
-        if not p.is_file():
-            raise PseudonymKeyError(f"pseudonym key file {p} does not exist")
-        return _check(p.read_text(encoding="utf-8"), f"key file {p}")
+        return _check(_read_key_file(p), f"key file {p}")
     if key_text:
         return _check(key_text, key_text_source)
     raise PseudonymKeyError(
@@ -76,3 +105,34 @@ def create_key_file(path: str | Path) -> bytes:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(key + "\n")
     return key.encode("utf-8")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A public identifier of a key (not the key): HMAC(key, 'flourish-key-fingerprint-v1'), 16 hex."""
+    return hmac.new(key, b"flourish-key-fingerprint-v1", hashlib.sha256).hexdigest()[:16]
+
+
+def check_active_key(con: duckdb.DuckDBPyConnection, key: bytes) -> str:
+    """Refuse ``key`` unless it is the warehouse's active key; record it when the warehouse has none; return its
+    fingerprint.
+
+    Call it inside the transaction that then uses the key (the ingest's batch, an erasure): a warehouse's first
+    key is recorded only if that work commits. A retired key is named as such, with the date ``rekey`` retired it.
+    """
+    fingerprint = key_fingerprint(key)
+    # fetchall, not fetchone: a result left open makes DuckDB 2 refuse the caller's next registration
+    found = con.execute("SELECT fingerprint, activated_at FROM pseudonym_keys WHERE retired_at IS NULL").fetchall()
+    active = found[0] if found else None
+    if active is None:
+        con.execute("INSERT INTO pseudonym_keys VALUES (?, ?, NULL) ON CONFLICT DO NOTHING",
+                    [fingerprint, datetime.now(UTC)]).fetchall()  # consumed: DuckDB 2 refuses new work beside it
+        return fingerprint
+    if active[0] == fingerprint:
+        return fingerprint
+    found = con.execute("SELECT retired_at FROM pseudonym_keys WHERE fingerprint = ?", [fingerprint]).fetchall()
+    retired = found[0] if found else None
+    why = (f"it was retired by a rekey on {retired[0].astimezone(UTC):%Y-%m-%d %H:%M} UTC" if retired and retired[0] is not None
+           else "it is not a key this warehouse has used")
+    raise KeyNotActive(
+        f"the pseudonym key given (fingerprint {fingerprint}) is not the warehouse's active key (fingerprint "
+        f"{active[0]}): {why}; use the current key file, or the same person would get a second pseudonym")

@@ -26,7 +26,6 @@ active key fingerprint, the old key must match it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import uuid
@@ -37,26 +36,15 @@ from datetime import UTC, datetime
 import duckdb
 
 from privacy.consent import reseal_chain
-from privacy.erasure import SPECIAL_TABLES, _text_columns, tombstone_token
-from schemas.sqltext import ident
+from privacy.erasure import SPECIAL_TABLES, text_columns, tombstone_token
 from privacy.errors import RekeyError
-from privacy.pseudonym import pseudonymize_many
+from privacy.pseudonym import key_fingerprint, pseudonymize_many
+from schemas.sqltext import ident
+from schemas.warehouse import participant_tables as warehouse_participant_tables
+from schemas.warehouse import transaction
 
-
-def key_fingerprint(key: bytes) -> str:
-    """A public identifier of a key (not the key): HMAC(key, 'flourish-key-fingerprint-v1'), 16 hex."""
-    return hmac.new(key, b"flourish-key-fingerprint-v1", hashlib.sha256).hexdigest()[:16]
-
-
-def record_active_key(con: duckdb.DuckDBPyConnection, key: bytes) -> str:
-    """Note the key in use (its fingerprint) if none is recorded; refuse a different one."""
-    fp = key_fingerprint(key)
-    active = con.execute("SELECT fingerprint FROM pseudonym_keys WHERE retired_at IS NULL").fetchone()
-    if active is None:
-        con.execute("INSERT INTO pseudonym_keys VALUES (?, ?, NULL) ON CONFLICT DO NOTHING", [fp, datetime.now(UTC)])
-    elif active[0] != fp:
-        raise RekeyError(f"the warehouse's active pseudonym key has fingerprint {active[0]}, this key has {fp}")
-    return fp
+# How many stray pseudonyms or tombstones a refusal describes one by one (the count is always complete).
+_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -71,15 +59,39 @@ class RekeyReport:
     ledger_head_after: str
 
 
+def _where_strays_are(con: duckdb.DuckDBPyConnection, tables: Sequence[str], strays: set[str]) -> list[str]:
+    """Where the pseudonyms no raw id maps to sit, as "<n> in <table> (<row kind>)": the quarantine says which
+    record kind and reason (e.g. an assignment quarantined as unknown_arm for an id that was never enrolled)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _rekey_strays (participant VARCHAR)")
+    con.executemany("INSERT INTO _rekey_strays VALUES (?)", [[p] for p in sorted(strays)])
+    places: list[str] = []
+    for t in [*tables, "consent_ledger"]:
+        if t == "quarantine":
+            for kind, reason, n in con.execute(
+                    "SELECT record_kind, reason, count(DISTINCT participant) FROM quarantine "
+                    "WHERE participant IN (SELECT participant FROM _rekey_strays) GROUP BY ALL ORDER BY ALL").fetchall():
+                places.append(f"{n} in quarantine ({kind} rows quarantined as {reason})")
+            continue
+        n = con.execute(f"SELECT count(DISTINCT participant) FROM {ident(t)} "
+                        "WHERE participant IN (SELECT participant FROM _rekey_strays)").fetchone()[0]
+        if n:
+            places.append(f"{n} in {t} rows")
+    con.execute("DROP TABLE _rekey_strays")
+    return places
+
+
 def rekey(
     con: duckdb.DuckDBPyConnection,
     old_key: bytes,
     new_key: bytes,
     raw_ids: Iterable[str],
     *,
-    participant_tables: Sequence[str],
+    participant_tables: Sequence[str] | None = None,
 ) -> RekeyReport:
-    """Re-key every participant table, the tombstones and the consent ledger in ONE transaction."""
+    """Re-key every participant table, the tombstones and the consent ledger in ONE transaction.
+
+    ``participant_tables`` defaults to every table with a ``participant`` column
+    (``schemas.warehouse.participant_tables``)."""
     if hmac.compare_digest(old_key, new_key):
         raise RekeyError("the new key is the same as the old key")
     old_fp, new_fp = key_fingerprint(old_key), key_fingerprint(new_key)
@@ -89,7 +101,8 @@ def rekey(
     ids = list(dict.fromkeys(r.strip() for r in raw_ids if r and r.strip()))
     old_map, new_map = pseudonymize_many(ids, old_key), pseudonymize_many(ids, new_key)
     mapping = {old_map[r]: new_map[r] for r in ids}
-    tables = [t for t in participant_tables if t not in SPECIAL_TABLES]
+    tables = [t for t in (participant_tables if participant_tables is not None
+                          else warehouse_participant_tables(con)) if t not in SPECIAL_TABLES]
 
     present: set[str] = set()
     for t in [*tables, "consent_ledger"]:
@@ -99,28 +112,38 @@ def rekey(
     if missing:
         raise RekeyError(
             f"{len(missing)} pseudonyms in the warehouse are not HMAC(old key, id) of any of the {len(ids)} raw ids "
-            "given; supply the complete raw-id list (including withdrawn participants) or check the old key"
+            f"given: {'; '.join(_where_strays_are(con, tables, missing))}; add those participants' raw ids to the "
+            "list (the recruiting system's complete list, withdrawn and never-enrolled ids included) or check the "
+            "old key; nothing was changed"
         )
     tomb_map = {tombstone_token(o): tombstone_token(n) for o, n in mapping.items()}
     tombs = {r[0] for r in con.execute("SELECT participant FROM tombstones").fetchall()}
     unknown_tombs = tombs - tomb_map.keys()
     if unknown_tombs:
+        con.execute("CREATE OR REPLACE TEMP TABLE _rekey_strays (participant VARCHAR)")
+        con.executemany("INSERT INTO _rekey_strays VALUES (?)", [[t] for t in sorted(unknown_tombs)])
+        shown = con.execute(
+            "SELECT erased_at, reason FROM tombstones WHERE participant IN (SELECT participant FROM _rekey_strays) "
+            "ORDER BY erased_at LIMIT ?", [_SHOWN]).fetchall()
+        con.execute("DROP TABLE _rekey_strays")
+        which = ", ".join(f"erased {t.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({reason})" for t, reason in shown)
+        more = f" and {len(unknown_tombs) - len(shown)} more" if len(unknown_tombs) > len(shown) else ""
         raise RekeyError(
-            f"{len(unknown_tombs)} tombstones cannot be re-keyed because their raw ids are not in the list; "
-            "include erased participants' raw ids so their late data stay refused under the new key"
+            f"{len(unknown_tombs)} tombstones cannot be re-keyed because their raw ids are not in the list: "
+            f"{which}{more}; include erased participants' raw ids so their late data stay refused under the new "
+            "key (the erasure log has each erasure's time and reason); nothing was changed"
         )
 
     updated: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("CREATE OR REPLACE TEMP TABLE _rekey_map (old VARCHAR PRIMARY KEY, new VARCHAR NOT NULL)")
         con.executemany("INSERT INTO _rekey_map VALUES (?, ?)", [[o, n] for o, n in mapping.items() if o in present])
         for t in tables:
             n = con.execute(f"SELECT count(*) FROM {ident(t)} x JOIN _rekey_map m ON x.participant = m.old").fetchone()[0]
             if not n:
                 continue
-            text_cols = _text_columns(con, t)
-            sets = ", ".join(["participant = m.new"] + [f"{ident(c)} = replace({ident(c)}, m.old, m.new)" for c in text_cols])
+            sets = ", ".join(["participant = m.new"] + [f"{ident(c)} = replace({ident(c)}, m.old, m.new)"
+                                                         for c in text_columns(con, t)])
             con.execute(f"UPDATE {ident(t)} SET {sets} FROM _rekey_map m WHERE {ident(t)}.participant = m.old")
             updated[t] = int(n)
         if tombs:
@@ -141,8 +164,4 @@ def rekey(
         con.execute("INSERT INTO rekey_log VALUES (?,?,?,?,?,?,?,?,?)",
                     [rekey_id, now, old_fp, new_fp, len(present), sum(updated.values()), before, after,
                      json.dumps({"rows_updated": updated, "tombstones": len(tombs)}, sort_keys=True)])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return RekeyReport(rekey_id, old_fp, new_fp, len(present), updated, len(tombs), before, after)

@@ -1,11 +1,14 @@
 """Differentially private releases at the participant level, with OpenDP's noise and privacy maps.
 
-Privacy unit: one participant (all their rows, across waves, instruments and events). Neighbouring data sets
-differ by adding or removing one participant (OpenDP's symmetric distance on the participant table).
+Privacy unit: read from the protocol (``privacy.unit``, a ``schemas.privacy_values.PrivacyUnit``); today one
+participant (all their rows, across waves, instruments and events). Neighbouring data sets differ by adding or
+removing one participant (OpenDP's symmetric distance on the participant table). The loss each query may spend
+and the loss OpenDP's privacy map reports are ``PrivacyLoss`` values that carry their measure (zCDP rho for
+Gaussian noise, pure epsilon for Laplace noise), never a bare float.
 
 How a query is made private
 ---------------------------
-1. **Bound contributions per participant before aggregating** (in DuckDB, ``_bounded_*`` below): each
+1. **Bound contributions per participant before aggregating** (in DuckDB, ``exact_values`` below): each
    participant gets one arm (their first assignment), at most one score per outcome per wave (the latest
    scored), one clipped telemetry summary per surrogate, and every value is clamped to the declared bounds.
 2. **Aggregate** to a vector of cell statistics over public keys (arms and waves come from the protocol, so
@@ -26,9 +29,9 @@ How a query is made private
    delta-method noise_sd.
 
 Steps 1-3 (the sensitivity argument) are ours, not OpenDP's proofs; they are tested by
-``tests/privacy/test_priv_release.py`` (adding any participant, including one with duplicate and
+``tests/privacy/test_release.py`` (adding any participant, including one with duplicate and
 out-of-range rows, moves the normalized vector by at most sqrt(k) in L2 and k in L1) and by an empirical
-audit (``tests/privacy/test_priv_audit.py``). OpenDP features enabled: ``contrib``.
+audit (``tests/privacy/test_audit.py``). OpenDP features enabled: ``contrib``, in :func:`opendp` (see there why).
 
 Floating point: DuckDB sums doubles in parallel, so an untouched cell can move by rounding (~1e-15 relative)
 when a participant is added elsewhere; the privacy map is given ``sqrt(k) * (1 + 1e-9)`` to cover rounding
@@ -45,26 +48,29 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import duckdb
 
-from privacy.budget import (
-    Accounting,
-    Mechanism,
-    Spend,
-    _check_positive,
-    epsilon_to_rho,
-    finalize,
-    reserve,
-    rho_to_epsilon,
-)
-from privacy.errors import InvalidPrivacyParameter, PrivacyError, UnboundedColumn
-from schemas.sqltext import literal, number
-from schemas.warehouse import relations
+from privacy.budget import Accounting, Mechanism, Spend, budget_loss, cancel_reservation, finalize, reserve
+from privacy.errors import InvalidPrivacyParameter, PrivacyError, ReleaseRefused, UnboundedColumn
+from schemas.privacy_values import Bounds, PrivacyLoss, PrivacyUnit
+from schemas.protocol import StudyProtocol, SurrogateMetric
+from schemas.sqltext import ident, literal, number
+from schemas.warehouse import relations, transaction
+
+__all__ = ["Bounds", "CellKey", "Query", "Calibrated", "ReleaseRow", "ReleaseResult", "resolve_outcome_bounds",
+           "standard_plan", "split_budget", "exact_values", "calibrate", "draw", "to_rows", "release_queries",
+           "release_standard_set", "opendp", "installed_opendp_version", "OPENDP_FEATURES"]
 
 OPENDP_FEATURES = ("contrib",)
 DEFAULT_BANDS = 5
+# releases.min_cell_size is an INTEGER column; a protocol value past it would fail only when the release is
+# written, after the budget was reserved and the noise drawn, so it is refused before reserving
+_MAX_MIN_CELL_SIZE = 2**31 - 1
+# query kinds whose cells are statistics of scores (a release of them on a warehouse without scores is noise)
+_SCORE_KINDS = ("score_moments", "score_bands", "paired_moments")
 
 # The documented plan: the share of a release's budget each kind of query gets (normalized over the kinds
 # the protocol has; within a kind split evenly over outcomes/surrogates). The paired moments carry the
@@ -78,27 +84,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
-@dataclass(frozen=True)
-class Bounds:
-    """Public clipping bounds of one value (outcome score or telemetry summary)."""
-
-    lower: float
-    upper: float
-    name: str = "value"
-
-    def __post_init__(self) -> None:
-        for v in (self.lower, self.upper):
-            if v is None or not isinstance(v, int | float) or not math.isfinite(v):
-                raise UnboundedColumn(f"{self.name} has no finite clipping bounds (got [{self.lower}, {self.upper}])")
-        if self.lower >= self.upper:
-            raise UnboundedColumn(f"{self.name}: lower bound {self.lower} must be below upper bound {self.upper}")
-
-    @property
-    def max_abs(self) -> float:
-        return max(abs(self.lower), abs(self.upper))
-
-
-def resolve_outcome_bounds(protocol: Any, known: Mapping[str, Any] | None = None,
+def resolve_outcome_bounds(protocol: StudyProtocol, known: Mapping[str, Bounds | tuple[float, float]] | None = None,
                            outcomes: Sequence[str] | None = None) -> dict[str, Bounds]:
     """Clipping bounds per outcome: from ``known`` (e.g. instruments' scale range) else the protocol's
     ``lower_bound``/``upper_bound``; an outcome with neither is refused (UnboundedColumn), never guessed."""
@@ -152,7 +138,7 @@ class Query:
             raise UnboundedColumn(f"query {self.name!r} has a coordinate without a finite positive bound")
 
 
-def _outcome_waves(protocol: Any, outcome: str) -> list[str]:
+def _outcome_waves(protocol: StudyProtocol, outcome: str) -> list[str]:
     o = protocol.outcome(outcome)
     if o.instrument is None:
         return list(protocol.wave_names)
@@ -172,7 +158,7 @@ def _cells(spec: list[tuple[CellKey, float, bool]]) -> tuple[tuple[CellKey, ...]
     return tuple(keys), tuple(bounds), tuple(count_idx)
 
 
-def plan_consort(protocol: Any) -> Query:
+def plan_consort(protocol: StudyProtocol) -> Query:
     spec = []
     for arm in protocol.arm_names:
         spec.append((CellKey(None, arm, None, "assigned"), 1.0, True))
@@ -182,7 +168,7 @@ def plan_consort(protocol: Any) -> Query:
     return Query("consort_counts", "consort_counts", None, keys, bounds, 1 + len(protocol.wave_names), idx)
 
 
-def plan_score_moments(protocol: Any, outcome: str, b: Bounds) -> Query:
+def plan_score_moments(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query:
     waves = _outcome_waves(protocol, outcome)
     spec = []
     for arm in protocol.arm_names:
@@ -197,10 +183,10 @@ def band_edges(b: Bounds, bands: int = DEFAULT_BANDS) -> tuple[float, ...]:
     return tuple(b.lower + (b.upper - b.lower) * i / bands for i in range(bands + 1))
 
 
-def plan_score_bands(protocol: Any, outcome: str, b: Bounds, edges: Sequence[float] | None = None) -> Query:
+def plan_score_bands(protocol: StudyProtocol, outcome: str, b: Bounds, edges: Sequence[float] | None = None) -> Query:
     edges = tuple(edges) if edges is not None else band_edges(b)
-    if len(edges) < 2 or list(edges) != sorted(edges):
-        raise PrivacyError(f"band edges for {outcome!r} must be increasing, got {edges}")
+    if len(edges) < 2 or list(edges) != sorted(edges) or not all(math.isfinite(e) for e in edges):
+        raise PrivacyError(f"band edges for {outcome!r} must be finite and increasing, got {edges}")
     waves = _outcome_waves(protocol, outcome)
     spec = []
     for arm in protocol.arm_names:
@@ -211,7 +197,7 @@ def plan_score_bands(protocol: Any, outcome: str, b: Bounds, edges: Sequence[flo
     return Query(f"score_bands:{outcome}", "score_bands", outcome, keys, bounds, len(waves), idx, b, edges)
 
 
-def plan_telemetry(protocol: Any, surrogate: Any) -> Query:
+def plan_telemetry(protocol: StudyProtocol, surrogate: SurrogateMetric) -> Query:
     b = Bounds(surrogate.lower_bound, surrogate.upper_bound, f"surrogate {surrogate.name}")
     spec = []
     for arm in protocol.arm_names:
@@ -224,7 +210,7 @@ def plan_telemetry(protocol: Any, surrogate: Any) -> Query:
 PAIRED_STATISTICS = ("n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy")
 
 
-def plan_paired(protocol: Any, outcome: str, b: Bounds) -> Query | None:
+def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds) -> Query | None:
     """Per (arm, wave after baseline): the paired moments over participants with baseline x and wave y."""
     waves = _outcome_waves(protocol, outcome)
     base = protocol.baseline_wave
@@ -245,7 +231,7 @@ def plan_paired(protocol: Any, outcome: str, b: Bounds) -> Query | None:
                  len(PAIRED_STATISTICS) * len(later), idx, b)
 
 
-def standard_plan(protocol: Any, outcome_bounds: Mapping[str, Bounds],
+def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
                   band_edges_by_outcome: Mapping[str, Sequence[float]] | None = None) -> list[Query]:
     """The protocol's standard set of queries (every outcome needs bounds in ``outcome_bounds``)."""
     band_edges_by_outcome = band_edges_by_outcome or {}
@@ -264,8 +250,9 @@ def standard_plan(protocol: Any, outcome_bounds: Mapping[str, Bounds],
     return queries
 
 
-def split_budget(queries: Sequence[Query], total: float, weights: Mapping[str, float] | None = None) -> list[float]:
-    """Each query's share of ``total`` (rho or epsilon): kind weight / number of queries of that kind."""
+def split_budget(queries: Sequence[Query], total: PrivacyLoss,
+                 weights: Mapping[str, float] | None = None) -> list[PrivacyLoss]:
+    """Each query's share of ``total``, in ``total``'s measure: kind weight / number of queries of that kind."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     kinds: dict[str, int] = {}
     for q in queries:
@@ -274,13 +261,13 @@ def split_budget(queries: Sequence[Query], total: float, weights: Mapping[str, f
     if missing:
         raise InvalidPrivacyParameter(f"budget plan has no positive weight for {missing}")
     norm = math.fsum(weights[k] for k in kinds)
-    return [total * weights[q.kind] / norm / kinds[q.kind] for q in queries]
+    return [total.scaled(weights[q.kind] / norm / kinds[q.kind]) for q in queries]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Exact, contribution-bounded aggregates (DuckDB). Read-only.
 
-def _arm_view(con: duckdb.DuckDBPyConnection, protocol: Any) -> None:
+def _arm_view(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> None:
     """The arm of each participant (the canonical ``relations.study_arms``) as a temporary view."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW _dp_arm AS SELECT participant, arm, assigned_at "
                 f"FROM {relations.study_arms(protocol.study_id)}")
@@ -290,7 +277,7 @@ def _clip(expr: str, b: Bounds) -> str:
     return f"greatest({number(float(b.lower))}::DOUBLE, least({number(float(b.upper))}::DOUBLE, {expr}))"
 
 
-def _scores_sql(protocol: Any, outcome: str, b: Bounds) -> str:
+def _scores_sql(protocol: StudyProtocol, outcome: str, b: Bounds) -> str:
     """One clipped score per participant x wave for the outcome (the canonical ``relations.study_scores``, the
     value the trusted tier reads too), with the arm."""
     return (
@@ -299,15 +286,16 @@ def _scores_sql(protocol: Any, outcome: str, b: Bounds) -> str:
     )
 
 
-def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) -> list[float]:
-    """The query's true statistics, in ``query.keys`` order, after per-participant bounding."""
+def exact_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, query: Query) -> list[float]:
+    """The query's true statistics, in ``query.keys`` order, after bounding each unit's contribution."""
+    unit = _supported_unit(protocol)
     _arm_view(con, protocol)
     got: dict[tuple, float] = {}
     if query.kind == "consort_counts":
         for arm, n in con.execute("SELECT arm, count(*) FROM _dp_arm GROUP BY arm").fetchall():
             got[(None, arm, None, "assigned")] = n
         for arm, wave, n in con.execute(
-            "SELECT a.arm, r.wave, count(DISTINCT r.participant) "
+            f"SELECT a.arm, r.wave, count(DISTINCT r.{ident(unit.identifier)}) "
             f"FROM {relations.latest_responses(protocol.study_id)} r JOIN _dp_arm a USING (participant) "
             "GROUP BY a.arm, r.wave"
         ).fetchall():
@@ -322,8 +310,8 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) ->
     elif query.kind == "score_bands":
         edges = query.bands
         k = len(edges) - 1
-        case = " ".join(f"WHEN v < {edges[i + 1]!r} THEN {i}" for i in range(k - 1))
-        band = f"CASE {case} ELSE {k - 1} END" if case else "0"
+        case = " ".join(f"WHEN v < {number(float(edges[i + 1]))} THEN {number(i)}" for i in range(k - 1))
+        band = f"CASE {case} ELSE {number(k - 1)} END" if case else "0"
         for arm, wave, i, n in con.execute(
             f"SELECT arm, wave, {band} AS band, count(*) FROM ({_scores_sql(protocol, query.outcome, query.value_bounds)}) "
             "GROUP BY ALL"
@@ -350,38 +338,73 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: Any, query: Query) ->
     return [float(got.get((k.outcome, k.arm, k.wave, k.statistic)) or 0.0) for k in query.keys]
 
 
-def _telemetry_sql(protocol: Any, s: Any, b: Bounds) -> str:
+def _telemetry_sql(protocol: StudyProtocol, s: SurrogateMetric, b: Bounds) -> str:
     """One clipped summary per randomised participant over [assigned_at, assigned_at + window) (the canonical
     ``relations.telemetry_metric``; a ``mean_value`` without events is not a value and is left out)."""
     return (f"SELECT participant, arm, {_clip('value', b)} AS v "
             f"FROM {relations.telemetry_metric(protocol.study_id, s)} WHERE value IS NOT NULL")
 
 
+def _supported_unit(protocol: StudyProtocol) -> PrivacyUnit:
+    """The protocol's privacy unit, refused unless the bounding SQL above is written for it (one participant:
+    ``relations`` gives one arm, one score per wave and one telemetry summary per participant)."""
+    unit = PrivacyUnit.of(protocol)
+    if unit.kind != "participant" or unit.identifier != "participant":
+        raise PrivacyError(f"privacy unit {unit.kind!r} is not supported: contributions are bounded per participant")
+    return unit
+
+
+def _refuse_a_release_of_noise(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
+                               queries: Sequence[Query]) -> None:
+    """A release on a warehouse without assignments (every cell empty) or without scores (every score cell
+    empty) would spend the budget on noise alone: refused before anything is reserved."""
+    study = protocol.study_id
+    if not con.execute(f"SELECT count(*) FROM {relations.study_arms(study)}").fetchone()[0]:
+        raise ReleaseRefused(
+            f"study {study!r} has no assignments in this warehouse, so every released value would be noise alone; "
+            "ingest the study's data first (no budget was reserved)")
+    outcomes = sorted({q.outcome for q in queries if q.kind in _SCORE_KINDS and q.outcome})
+    if outcomes and not con.execute(
+            f"SELECT count(*) FROM {relations.study_scores(study, outcomes)} s "
+            f"JOIN {relations.study_arms(study)} a USING (participant)").fetchone()[0]:
+        raise ReleaseRefused(
+            f"study {study!r} has no scores of its randomised participants for {', '.join(outcomes)}, so every score "
+            "statistic would be noise alone; score the responses first (no budget was reserved)")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # OpenDP calibration (no noise) and drawing (noise).
 
-def _dp():
+def opendp():
+    """``opendp.prelude`` with the features Flourish uses enabled.
+
+    Where and why ``contrib`` is enabled: here, and only here (``calibrate`` calls this before building a
+    measurement). OpenDP keeps feature flags in one process-wide set, so the flag stays on for every later
+    OpenDP call in the process; nothing else in Flourish calls OpenDP. It is needed because OpenDP 0.16 marks
+    ``make_gaussian`` and ``make_laplace`` as "Required features: contrib" (their proofs are written but not yet
+    vetted by OpenDP's committee). ``OPENDP_FEATURES`` is recorded with every release and printed in the privacy
+    statement, so a reader knows the guarantee rests on contrib code.
+    """
     import opendp.prelude as dp
 
-    for feature in OPENDP_FEATURES:
-        dp.enable_features(feature)
+    dp.enable_features(*OPENDP_FEATURES)
     return dp
 
 
 @dataclass(frozen=True)
 class Calibrated:
+    """One query's OpenDP measurement, calibrated before any noise is drawn."""
+
     query: Query
     mechanism: Mechanism
     scale: float             # OpenDP noise scale on the normalized vector
     sensitivity: float       # d_in given to the privacy map: sqrt(k) (L2) or k (L1)
-    loss: float              # the map's output: rho (gaussian) or epsilon (laplace)
+    loss: PrivacyLoss        # the map's output at d_in: rho (gaussian, zCDP) or epsilon (laplace, pure DP)
     measurement: Any = field(repr=False, compare=False)
 
     @property
     def spend(self) -> Spend:
-        if self.mechanism == "gaussian":
-            return Spend(self.query.name, "gaussian", self.scale, self.sensitivity, rho=self.loss)
-        return Spend(self.query.name, "laplace", self.scale, self.sensitivity, epsilon=self.loss)
+        return Spend(self.query.name, self.mechanism, self.scale, self.sensitivity, self.loss)
 
     def noise_sd(self) -> list[float]:
         unit = self.scale if self.mechanism == "gaussian" else self.scale * math.sqrt(2.0)
@@ -390,43 +413,74 @@ class Calibrated:
 
 # Normalization divides by b_i in floating point; give the map a hair more than the exact sensitivity.
 _SENSITIVITY_SLACK = 1.0 + 1e-9
+_MEASURE_OF = {"gaussian": "zCDP", "laplace": "pure"}
 
 
-def calibrate(query: Query, mechanism: Mechanism, loss: float) -> Calibrated:
-    """The OpenDP measurement for ``query`` spending at most ``loss`` (rho for gaussian, epsilon for laplace)."""
-    _check_positive("rho" if mechanism == "gaussian" else "epsilon", loss)
-    dp = _dp()
+def calibrate(query: Query, mechanism: Mechanism, loss: PrivacyLoss) -> Calibrated:
+    """The OpenDP measurement for ``query`` spending at most ``loss``: Gaussian noise for a zCDP loss (rho),
+    Laplace noise for a pure-DP loss (epsilon). The vector-level unit is ``dp.unit_of(l2=sqrt(k))`` or
+    ``dp.unit_of(l1=k)``: what one participant can change after contribution bounding (module docstring)."""
+    if mechanism not in _MEASURE_OF:
+        raise PrivacyError(f"mechanism {mechanism!r} must be 'gaussian' or 'laplace'")
+    if not isinstance(loss, PrivacyLoss) or loss.measure != _MEASURE_OF[mechanism]:
+        raise InvalidPrivacyParameter(
+            f"{mechanism} noise is calibrated to a {_MEASURE_OF[mechanism]} loss, got {loss!r}")
+    dp = opendp()
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
     if mechanism == "gaussian":
-        d_in = math.sqrt(query.touches) * _SENSITIVITY_SLACK
-        metric = dp.l2_distance(T=float)
-        scale = d_in / math.sqrt(2.0 * loss)
-
-        def make(s: float):
-            return dp.m.make_gaussian(domain, metric, scale=s)
-    elif mechanism == "laplace":
-        d_in = float(query.touches) * _SENSITIVITY_SLACK
-        metric = dp.l1_distance(T=float)
-        scale = d_in / loss
-
-        def make(s: float):
-            return dp.m.make_laplace(domain, metric, scale=s)
+        metric, d_in = dp.unit_of(l2=math.sqrt(query.touches) * _SENSITIVITY_SLACK)
+        measure, budget = dp.loss_of(rho=loss.rho)
+        scale = d_in / math.sqrt(2.0 * budget)
+        make = dp.m.make_gaussian
     else:
-        raise PrivacyError(f"mechanism {mechanism!r} must be 'gaussian' or 'laplace'")
-    m = make(scale)
-    while m.map(d_in) > loss:  # OpenDP rounds its map conservatively: widen until it fits
+        metric, d_in = dp.unit_of(l1=float(query.touches) * _SENSITIVITY_SLACK)
+        measure, budget = dp.loss_of(epsilon=loss.epsilon)
+        scale = d_in / budget
+        make = dp.m.make_laplace
+    m = make(domain, metric, scale=scale)
+    if m.output_measure != measure:  # pragma: no cover - OpenDP's contract, checked rather than assumed
+        raise PrivacyError(f"OpenDP's {mechanism} measurement reports {m.output_measure}, not {measure}")
+    while m.map(d_in) > budget:  # OpenDP rounds its map conservatively: widen until it fits
         scale *= 1.0 + 1e-9
-        m = make(scale)
-    return Calibrated(query, mechanism, scale, d_in, float(m.map(d_in)), m)
+        m = make(domain, metric, scale=scale)
+    spent = float(m.map(d_in))
+    return Calibrated(query, mechanism, scale, d_in,
+                      PrivacyLoss(rho=spent) if mechanism == "gaussian" else PrivacyLoss(epsilon=spent), m)
+
+
+def _normalized(cal: Calibrated, exact: Sequence[float]) -> list[float]:
+    """The exact statistics divided by their per-coordinate bounds: the vector the mechanism perturbs."""
+    if len(exact) != len(cal.query.bounds):
+        raise PrivacyError(f"query {cal.query.name!r} expects {len(cal.query.bounds)} values, got {len(exact)}")
+    normalized = [float(x) / b for x, b in zip(exact, cal.query.bounds, strict=True)]
+    if not all(math.isfinite(v) for v in normalized):
+        raise PrivacyError(f"query {cal.query.name!r} has a statistic that is not a finite number")
+    return normalized
+
+
+def _denormalized(cal: Calibrated, noisy: Sequence[float]) -> list[float]:
+    return [v * b for v, b in zip(noisy, cal.query.bounds, strict=True)]
+
+
+class _Drawing:
+    """Draws one query's noise and counts the mechanisms started, so a failure after the reservation can tell
+    whether any noise was drawn (a mechanism that raised may have drawn: it counts as started)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def __call__(self, cal: Calibrated, normalized: Sequence[float]) -> list[float]:
+        self.started += 1
+        return _denormalized(cal, cal.measurement(normalized))
+
+
+def _draw_all(drawing: _Drawing, cals: Sequence[Calibrated], normalized: Sequence[Sequence[float]]) -> list[list[float]]:
+    return [drawing(c, v) for c, v in zip(cals, normalized, strict=True)]
 
 
 def draw(cal: Calibrated, exact: Sequence[float]) -> list[float]:
     """Noisy statistics in the query's units (noise from OpenDP on the normalized vector)."""
-    if len(exact) != len(cal.query.bounds):
-        raise PrivacyError(f"query {cal.query.name!r} expects {len(cal.query.bounds)} values, got {len(exact)}")
-    normalized = [float(x) / b for x, b in zip(exact, cal.query.bounds, strict=True)]
-    noisy = cal.measurement(normalized)
-    return [v * b for v, b in zip(noisy, cal.query.bounds, strict=True)]
+    return _denormalized(cal, cal.measurement(_normalized(cal, exact)))
 
 
 @dataclass(frozen=True)
@@ -469,17 +523,41 @@ class ReleaseResult:
     study_id: str
     mechanism: Mechanism
     accounting: Accounting
-    rho: float | None
-    epsilon: float
+    unit: PrivacyUnit
+    loss: PrivacyLoss        # what the release charged the budget, in the budget's measure
+    rho: float | None        # loss.rho under zCDP accounting
+    epsilon: float           # the release's own epsilon (rho converted at delta under zCDP)
     delta: float
     queries: tuple[str, ...]
     rows: tuple[ReleaseRow, ...]
     values_sha256: str
 
 
+def _checked_settings(protocol: StudyProtocol, fraction: float) -> tuple[Mechanism, Accounting]:
+    """Every protocol value the release uses, checked before anything is reserved (a value that fails only when
+    the release is written would otherwise cost the reserved budget)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not math.isfinite(fraction) \
+            or not (0 < fraction <= 1):
+        raise InvalidPrivacyParameter(f"fraction of the budget must be in (0, 1], got {fraction!r}")
+    p = protocol.privacy
+    if p is None:
+        raise PrivacyError(f"study {protocol.study_id} declares no privacy settings (no budget), so it releases "
+                           "nothing; add a `privacy:` section with its epsilon to release")
+    mechanism: Mechanism = p.mechanism
+    accounting: Accounting = "zcdp" if mechanism == "gaussian" else "pure"
+    if accounting == "zcdp" and not (0 < p.delta < 1):
+        raise InvalidPrivacyParameter(f"Gaussian noise needs delta in (0, 1), the protocol has {p.delta}")
+    if not 1 <= p.min_cell_size <= _MAX_MIN_CELL_SIZE:
+        raise InvalidPrivacyParameter(
+            f"the protocol's privacy.min_cell_size {p.min_cell_size:g} is outside 1..{_MAX_MIN_CELL_SIZE}; "
+            "no budget was reserved")
+    _supported_unit(protocol)
+    return mechanism, accounting
+
+
 def release_queries(
     con: duckdb.DuckDBPyConnection,
-    protocol: Any,
+    protocol: StudyProtocol,
     queries: Sequence[Query],
     *,
     fraction: float = 1.0,
@@ -491,66 +569,81 @@ def release_queries(
     ``release_id`` names the release (a planned release's unique key, flows/schedules.release_id): the ledger
     refuses an id it holds already (ReleaseAlreadyMade) before any spend, so a rerun never spends twice.
 
-    Order (each step can refuse, and nothing is written before step 4): validate parameters and bounds;
-    compute bounded exact aggregates; calibrate OpenDP measurements (no noise); reserve the whole spend in
-    one ledger transaction (BudgetExceeded if it does not fit); only then draw noise and write the header,
-    values and ledger completion in one transaction.
+    ``fraction`` is a share of the budget in the ledger's measure: of rho_total under zCDP (Gaussian noise),
+    where rho adds, so a quarter of rho is more than a quarter of epsilon; of epsilon_total under pure DP.
+
+    Order (each step can refuse, and nothing is written before step 4): validate parameters, protocol values
+    and bounds; refuse a release that would be noise alone (no assignments, no scores); compute bounded exact
+    aggregates; calibrate OpenDP measurements (no noise); reserve the whole spend in one ledger transaction
+    (BudgetExceeded if it does not fit); only then draw noise and write the header, values and ledger
+    completion in one transaction. A failure after the reservation and before the first draw gives the
+    reservation back.
     """
-    if not isinstance(fraction, int | float) or not math.isfinite(fraction) or not (0 < fraction <= 1):
-        raise InvalidPrivacyParameter(f"fraction of the budget must be in (0, 1], got {fraction!r}")
-    p = protocol.privacy
-    if p is None:
-        raise PrivacyError(f"study {protocol.study_id} declares no privacy settings (no budget), so it releases "
-                           "nothing; add a `privacy:` section with its epsilon to release")
-    _check_positive("epsilon", p.epsilon)
-    mechanism: Mechanism = p.mechanism
-    accounting: Accounting = "zcdp" if mechanism == "gaussian" else "pure"
-    if accounting == "zcdp" and not (0 < p.delta < 1):
-        raise InvalidPrivacyParameter(f"Gaussian noise needs delta in (0, 1), the protocol has {p.delta}")
+    mechanism, accounting = _checked_settings(protocol, fraction)
     if not queries:
         raise PrivacyError("no queries to release")
-    total = epsilon_to_rho(p.epsilon, p.delta) if accounting == "zcdp" else p.epsilon
-    shares = split_budget(queries, total * fraction, weights)
+    p = protocol.privacy
+    unit = _supported_unit(protocol)
+    shares = split_budget(queries, budget_loss(p.epsilon, p.delta, accounting).scaled(fraction), weights)
+    _refuse_a_release_of_noise(con, protocol, queries)
     exact = [exact_values(con, protocol, q) for q in queries]
     cals = [calibrate(q, mechanism, s) for q, s in zip(queries, shares, strict=True)]
+    normalized = [_normalized(c, x) for c, x in zip(cals, exact, strict=True)]
     release_id, entry_ids = reserve(con, protocol.study_id, [c.spend for c in cals],
-                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting,
+                                    epsilon_total=p.epsilon, delta=p.delta, accounting=accounting, unit=unit,
                                     release_id=release_id)
     # ---- the budget is committed; from here on noise may be drawn ----
-    per_query = [to_rows(c, draw(c, x), p.min_cell_size) for c, x in zip(cals, exact, strict=True)]
+    drawing = _Drawing()
+    try:
+        noisy = _draw_all(drawing, cals, normalized)
+    except BaseException:
+        if not drawing.started:  # nothing was drawn: the reservation bought nothing, give it back
+            cancel_reservation(con, protocol.study_id, release_id)
+        raise
+    per_query = [to_rows(c, x, p.min_cell_size) for c, x in zip(cals, noisy, strict=True)]
     rows = [r for rs in per_query for r in rs]
     digest = rows_sha256(rows)
-    rho = math.fsum(c.spend.cost("zcdp") for c in cals) if accounting == "zcdp" else None
-    eps = rho_to_epsilon(rho, p.delta) if accounting == "zcdp" else math.fsum(c.loss for c in cals)
+    charged = [c.spend.charge(accounting) for c in cals]
+    loss = sum(charged[1:], charged[0])
+    rho = loss.rho if accounting == "zcdp" else None
+    eps = loss.as_epsilon(p.delta) if accounting == "zcdp" else loss.epsilon
     delta = p.delta if accounting == "zcdp" else 0.0
-    import opendp
-
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(
-            "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [release_id, protocol.study_id, datetime.now(UTC), mechanism, accounting, rho, eps, delta,
-             p.min_cell_size, json.dumps([q.name for q in queries]), digest,
-             getattr(opendp, "__version__", "unknown"), ",".join(OPENDP_FEATURES)])
-        con.executemany(
-            "INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [[release_id, protocol.study_id, r.query, r.outcome, r.arm, r.wave, r.statistic, r.value, r.noise_sd,
-              r.suppressed] for r in rows])
-        for entry_id, rs in zip(entry_ids, per_query, strict=True):
-            finalize(con, [entry_id], rows_sha256(rs))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return ReleaseResult(release_id, protocol.study_id, mechanism, accounting, rho, eps, delta,
+        with transaction(con):
+            con.execute(
+                "INSERT INTO releases (release_id, study_id, created_at, mechanism, accounting, rho, epsilon, delta, "
+                "min_cell_size, queries, values_sha256, opendp_version, opendp_features) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [release_id, protocol.study_id, datetime.now(UTC), mechanism, accounting, rho, eps, delta,
+                 p.min_cell_size, json.dumps([q.name for q in queries]), digest, installed_opendp_version(),
+                 ",".join(OPENDP_FEATURES)])
+            con.executemany(
+                "INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [[release_id, protocol.study_id, r.query, r.outcome, r.arm, r.wave, r.statistic, r.value,
+                  r.noise_sd, r.suppressed] for r in rows])
+            for entry_id, rs in zip(entry_ids, per_query, strict=True):
+                finalize(con, [entry_id], rows_sha256(rs))
+    except duckdb.Error as exc:
+        raise PrivacyError(
+            f"release {release_id} drew its noise but could not be stored ({type(exc).__name__}); nothing was "
+            "published and its reservation stays counted in the ledger, as noise was drawn") from exc
+    return ReleaseResult(release_id, protocol.study_id, mechanism, accounting, unit, loss, rho, eps, delta,
                          tuple(q.name for q in queries), tuple(rows), digest)
+
+
+def installed_opendp_version() -> str:
+    """The OpenDP version a release records (and the statement prints)."""
+    try:
+        return version("opendp")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout without metadata
+        return "unknown"
 
 
 def release_standard_set(
     con: duckdb.DuckDBPyConnection,
-    protocol: Any,
+    protocol: StudyProtocol,
     *,
-    outcome_bounds: Mapping[str, Any] | None = None,
+    outcome_bounds: Mapping[str, Bounds | tuple[float, float]] | None = None,
     fraction: float = 1.0,
     weights: Mapping[str, float] | None = None,
     release_id: str | None = None,

@@ -7,24 +7,18 @@ the privacy unit, epsilon/delta (and rho), the mechanism, what is public and wha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from privacy.budget import BudgetStatus, epsilon_to_rho
-from privacy.release import OPENDP_FEATURES
+from privacy.release import OPENDP_FEATURES, installed_opendp_version
+from schemas.privacy_values import PrivacyUnit
+from schemas.protocol import StudyProtocol
 
 TEMPLATE = Path(__file__).with_name("STATEMENT.md")
 
 
-def render_statement(protocol: Any, status: BudgetStatus | None = None, opendp_version: str | None = None) -> str:
+def render_statement(protocol: StudyProtocol, status: BudgetStatus | None = None, opendp_version: str | None = None) -> str:
     """Markdown privacy statement for ``protocol`` with the spend in ``status`` (None: nothing spent yet)."""
     p = protocol.privacy
-    if opendp_version is None:
-        try:
-            from importlib.metadata import version
-
-            opendp_version = version("opendp")
-        except Exception:  # pragma: no cover
-            opendp_version = "unknown"
+    opendp_version = opendp_version or installed_opendp_version()
     if p.mechanism == "gaussian":
         rho_total = epsilon_to_rho(p.epsilon, p.delta)
         mech = (f"Gaussian noise with zero-concentrated DP accounting; the budget is rho = {rho_total:.6g} "
@@ -41,6 +35,6 @@ def render_statement(protocol: Any, status: BudgetStatus | None = None, opendp_v
         "rho_text": (f" (rho = {status.rho_spent:.6g} of {status.rho_total:.6g})"
                      if status and status.accounting == "zcdp" else ""),
         "opendp_version": opendp_version, "features": ", ".join(OPENDP_FEATURES),
-        "min_cell_size": str(p.min_cell_size),
+        "min_cell_size": str(p.min_cell_size), "unit_text": PrivacyUnit.of(protocol).describe(),
     }
     return "# Privacy statement\n\n" + body.format(**values)

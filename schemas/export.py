@@ -7,11 +7,12 @@ from pathlib import Path
 
 from schemas.protocol import StudyProtocol
 from schemas.records import RECORD_MODELS
+from schemas.regulator import regulator_report_schema
 
 
 def schemas() -> dict[str, dict]:
     """Name -> JSON Schema (draft 2020-12, as pydantic v2 emits it)."""
-    out = {"study_protocol": StudyProtocol.model_json_schema()}
+    out = {"study_protocol": StudyProtocol.model_json_schema(), "regulator_report": regulator_report_schema()}
     for kind, model in RECORD_MODELS.items():
         schema = model.model_json_schema()
         schema["description"] = (

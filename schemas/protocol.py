@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer, model_validator
 
 from schemas.errors import FlourishError
 
@@ -298,6 +298,28 @@ class Schedule(Contract):
         return self
 
 
+class RegulatoryContext(Contract):
+    """What the regulator report states about the AI system under study and how the team classifies it.
+
+    Written by the trial team and reported as written: Flourish never infers a classification. Intended-use wording
+    decides whether a wellbeing assistant is a medical device or a high-risk AI system (FDA General Wellness, MHRA
+    DMHT guidance, EU AI Act Annex III), so the rationale is recorded, not assumed (research/reports.md C4)."""
+
+    system_name: str = Field(min_length=1, description="The AI system (assistant) whose features the arms switch.")
+    system_version: str | None = Field(None, description="Version of the system the study ran on.")
+    feature_versions: dict[str, str] = Field(default_factory=dict, description="Version of each feature flag the "
+                                             "arms switch on (CONSORT-AI item 5(i)).")
+    intended_purpose: str = Field(min_length=1, description="The intended use, in the words the provider uses.")
+    classification: Literal["not_high_risk", "high_risk", "medical_device", "general_wellness", "undetermined"] = (
+        "undetermined")
+    rationale: str = Field(min_length=1, description="Why that classification: the reasoning the team records.")
+    registry: str | None = Field(None, description="Trial registry name, e.g. ISRCTN, ClinicalTrials.gov, OSF.")
+    registry_id: str | None = None
+    registry_url: str | None = None
+    registered_on: LenientDate | None = None
+    retention: str | None = Field(None, description="How long study data are kept, and under which rule.")
+
+
 class InstrumentPermission(Contract):
     instrument: str
     reference: str = Field(min_length=1, description="Licence or permission reference held by the study.")
@@ -324,6 +346,8 @@ class StudyProtocol(Contract):
                                       "counts as closed when `flourish run` is called (an on-demand study).")
     design: DesignSettings | None = Field(None, description="Assumptions of the design-stage simulation "
                                           "(`flourish design`); absent: its stated defaults.")
+    regulatory: RegulatoryContext | None = Field(None, description="System identification, intended purpose and the "
+                                                 "classification rationale the regulator report states.")
 
     @field_validator("study_id")
     @classmethod
@@ -364,6 +388,12 @@ class StudyProtocol(Contract):
             raise ValueError("privacy.releases name a wave more than once")
         if self.privacy and sum(r.share for r in self.privacy.releases) > 1 + 1e-9:
             raise ValueError("privacy.releases spend more than the whole budget (their shares add up to more than 1)")
+        if self.regulatory is not None:
+            features = {f for a in self.arms for f in a.features}
+            stray = sorted(set(self.regulatory.feature_versions) - features)
+            if stray:
+                raise ValueError(f"regulatory.feature_versions names {stray}, which no arm switches (features: "
+                                 f"{sorted(features)})")
         unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
         if unknown:
             raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
@@ -386,6 +416,15 @@ class StudyProtocol(Contract):
             if unknown:
                 raise ValueError(f"design.outcome_sd names {unknown}, which are not outcomes of the protocol")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_regulatory(self, handler):
+        """An absent ``regulatory`` section is left out of the dump, so the canonical JSON, and so the preregistration
+        hash, of a protocol written before the field existed stays what it was."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("regulatory", ...) is None:
+            data.pop("regulatory")
+        return data
 
     # -- convenience --------------------------------------------------------------------
     @property

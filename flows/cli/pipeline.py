@@ -67,6 +67,8 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
         return f"{len(made)} release(s) made{budget}"
+    if stage == "reports":
+        return f"dashboard, trial and regulator reports in {summary.get('out_dir', '')}"
     return ""
 
 
@@ -106,6 +108,10 @@ def run(
                                               "when it has never been locked.")] = True,
     exploratory: Annotated[bool, typer.Option("--exploratory", help="Analyse a protocol that differs from the "
                                               "locked plan; every row is labelled exploratory.")] = False,
+    reports: Annotated[bool, typer.Option("--reports/--no-reports", help="Write the dashboard, the trial report and "
+                                          "the regulator report at the end.")] = True,
+    reports_dir: Annotated[Path | None, typer.Option("--reports-dir", help="Folder for the reports (default: reports/ "
+                                                     "beside the warehouse file).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the study's pipeline: ingest, score, quality gates, analysis, DP release, reports. A stage whose inputs
@@ -131,7 +137,8 @@ def run(
     on_stage = None if as_json else (lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = run_flow(study_flow, str(study), str(warehouse), str(landing) if landing else None,
                       str(key_file) if key_file else None, analyze, release, preregister, exploratory, "cli", None,
-                      _progress(as_json), on_stage)
+                      _progress(as_json), on_stage, reports_dir=str(reports_dir) if reports_dir else None,
+                      reports=reports)
     _finish(record, started, as_json)
 
 

@@ -1,4 +1,4 @@
-"""CLI commands of the study spine: simulate, ingest, schema export."""
+"""CLI commands of the study spine: simulate, ingest, replay, schema export."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli.errors import UserError, one_sentence
+from flows.ingest.errors import printable
 
 schema_app = typer.Typer(help="Contracts as JSON Schema, for partners who produce landing files.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a progress line is one line, whatever the terminal's width
 out = Console()
 
 
 def register(app: typer.Typer) -> None:
     app.command("simulate")(one_sentence(simulate))
     app.command("ingest")(one_sentence(ingest))
+    app.command("replay")(one_sentence(replay))
     schema_app.command("export")(one_sentence(schema_export))
     app.add_typer(schema_app, name="schema")
 
@@ -56,7 +58,8 @@ def _progress_printer(quiet: bool):
     def progress(name: str, rows: int) -> None:
         now = time.perf_counter()
         if now - last["t"] >= 1.0:
-            err.print(f"  {name}: {rows:,} rows", highlight=False)
+            # a partner's file name, printed as text: control characters escaped, no markup read into it
+            err.print(f"  {printable(name)}: {rows:,} rows", highlight=False, markup=False)
             last["t"] = now
 
     return progress
@@ -68,6 +71,10 @@ def ingest(
     warehouse: Path = typer.Option(..., "--warehouse", help="The DuckDB warehouse file (created if missing)."),
     key_file: Optional[Path] = typer.Option(None, "--key-file", help="Pseudonym key file (else FLOURISH_PSEUDONYM_KEY[_FILE])."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: read, stored, quarantined."),
+    quarantine_dir: Optional[Path] = typer.Option(
+        None, "--quarantine-dir",
+        help="Folder for the sealed raw bytes of rows the warehouse cannot hold (default: <landing>.quarantine beside "
+             "the landing folder, which a read-only drop box cannot take)."),
 ) -> None:
     """Validate, pseudonymize, consent-gate and store a landing batch; every row is stored or quarantined."""
     from flows.pipeline import ingest_flow, orchestrator, run
@@ -77,10 +84,10 @@ def ingest(
     load_protocol(study)  # fail fast with one sentence
     pseudonym_key(key_file)
     if not landing.is_dir():
-        raise UserError(f"landing folder {landing} does not exist")
-    err.print(f"ingesting {landing} ({orchestrator()} orchestration) ...")
+        raise UserError(f"landing folder {printable(str(landing))} does not exist")
+    err.print(f"ingesting {printable(str(landing))} ({orchestrator()} orchestration) ...", markup=False)
     rec = run(ingest_flow, str(landing), str(study), str(warehouse), str(key_file) if key_file else None,
-              _progress_printer(as_json))
+              _progress_printer(as_json), str(quarantine_dir) if quarantine_dir else None)
     if as_json:
         sys.stdout.write(json.dumps(rec.as_json()) + "\n")
         return
@@ -104,9 +111,44 @@ def _print_reconciliation(rec) -> None:
         out.print(f"consent withdrawals in this batch erased their participants: {rec.erased.rows_deleted:,} rows "
                   f"deleted, {rec.erased.rows_redacted:,} quarantine rows stripped of identifiers "
                   f"(receipt {rec.erased.erasure_id})")
-    skipped = [f.name for f in rec.files if f.skipped]
+    for warning, n in rec.warnings.items():
+        out.print(f"warning: {n:,} row(s) stored with their participant's raw id inside another field "
+                  f"({warning}); ask the partner to fill those fields with something else", markup=False)
+    unreadable = [f"{printable(f.name)} ({f.unreadable_message})" for f in rec.files if f.unreadable_message]
+    if unreadable:
+        out.print(f"{len(unreadable)} file(s) could not be read, each one row in quarantine: {'; '.join(unreadable)}",
+                  markup=False, highlight=False)
+    skipped = [printable(f.name) for f in rec.files if f.skipped]
     if skipped:
-        out.print(f"{len(skipped)} file(s) already ingested, skipped: {', '.join(skipped)}")
+        out.print(f"{len(skipped)} file(s) already ingested, skipped: {', '.join(skipped)}", markup=False,
+                  highlight=False)
+
+
+def replay(
+    study: Path = typer.Option(..., "--study", help="The study protocol (YAML)."),
+    warehouse: Path = typer.Option(..., "--warehouse", help="The DuckDB warehouse file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: rows re-gated, stored, still refused."),
+) -> None:
+    """Re-gate quarantined no_consent records once their consents are ingested; store those that now pass.
+
+    Records that arrive before their participant's consent are quarantined as no_consent, and re-ingesting the
+    same files skips them. Run this after the consents have been ingested: every quarantined no_consent record
+    goes through the ingest's checks and consent gate again, and the reconciliation stays exact (the quarantine
+    row is kept and marked replayed). No key is needed: quarantined records hold pseudonyms only."""
+    from flows.ingest.replay import replay as run_replay
+    from flows.study import load_study as load_protocol
+
+    protocol = load_protocol(study)
+    if not warehouse.is_file():
+        raise UserError(f"warehouse {printable(str(warehouse))} does not exist")
+    result = run_replay(warehouse, protocol)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json()) + "\n")
+        return
+    stored = ", ".join(f"{n:,} {kind}" for kind, n in result.stored.items()) or "nothing"
+    refused = ", ".join(f"{n:,} {reason}" for reason, n in result.still_refused.items()) or "none"
+    out.print(f"replay {result.replay_id}: {result.rows_regated:,} quarantined record(s) re-gated; stored {stored}; "
+              f"still refused: {refused}", markup=False, highlight=False)
 
 
 def schema_export(directory: Path = typer.Argument(..., help="Folder to write the JSON Schema files into.")) -> None:

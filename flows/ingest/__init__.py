@@ -10,14 +10,16 @@ The modules in the order a batch runs them:
 - ``fastpath/``: clean sources proved by aggregates and loaded in one statement (facts, source, verify, load);
 - ``exact.py``: one chunk through staging, the gate and storage, every refused row with its reason;
 - ``store.py``: the INSERTs both paths share;
-- ``quarantine.py``: the quarantine folder's raw bytes of rows the warehouse cannot hold;
+- ``quarantine.py``: the quarantine folder's raw bytes of rows the warehouse cannot hold, sealed;
 - ``reconciliation.py``: where every row went, frozen once the batch ends;
 - ``pseudonyms.py``: raw ids to pseudonyms at the door.
 """
 
-from flows.ingest.batch import ingest_batch
+from flows.ingest.batch import ingest_batch, record_rewrites
 from flows.ingest.errors import IngestError
 from flows.ingest.quarantine import default_dir as quarantine_dir
+from flows.ingest.quarantine import read_rejected
 from flows.ingest.reconciliation import ErasureSummary, FileResult, Reconciliation
 
-__all__ = ["ErasureSummary", "FileResult", "IngestError", "Reconciliation", "ingest_batch", "quarantine_dir"]
+__all__ = ["ErasureSummary", "FileResult", "IngestError", "Reconciliation", "ingest_batch", "quarantine_dir",
+           "read_rejected", "record_rewrites"]

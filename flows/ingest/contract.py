@@ -227,6 +227,18 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
     return checks
 
 
+def embeds_id_sql(kind: str) -> str:
+    """SQL over the unpacked line: another text field holds the row's own participant id (an ``event_id`` made from
+    it, say). The contract cannot refuse it (the field is valid text) and the field is stored as it is, so the
+    reconciliation warns. Ids shorter than 8 characters are left out: their appearing in a word is chance."""
+    i = index(kind)["participant_id"]
+    others = [f"(t_{j} = 'VARCHAR' AND contains(v_{j}, v_{i}))" for j, s in enumerate(specs(kind), start=1)
+              if s.form == "text" and s.name != "participant_id"]
+    if not others:
+        return "false"
+    return f"coalesce(t_{i} = 'VARCHAR' AND strlen(v_{i}) >= 8 AND ({' OR '.join(others)}), false)"
+
+
 def all_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> list[Check]:
     return contract_checks(kind) + protocol_checks(kind, protocol, bounds)
 

@@ -11,7 +11,9 @@ read into the quarantine folder (quarantine.py). The chunk's tables are temporar
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -32,6 +34,7 @@ class ChunkCounts:
     read: int
     stored: int
     quarantined: dict[str, int]
+    embedded: int = 0  # rows with their participant id inside another field (contract.embeds_id_sql)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class FileContext:
     kind: str
     rejects: RejectWriter
     fast: bool  # offer each chunk to the fast path first (fastpath.try_chunk)
+    known_ids: Callable[[list[str]], dict[str, str]]  # raw ids of known participants among texts -> pseudonyms
 
 
 def lax_lines(table: pa.Table) -> pa.Array:
@@ -67,19 +71,37 @@ def lax_lines(table: pa.Table) -> pa.Array:
 
 
 def _quarantine_reader_rejects(ctx: FileContext, chunk: landing.Chunk) -> Counter:
-    """Rows the reader itself could not turn into records (CSV field count, invalid UTF-8)."""
+    """Rows the reader itself could not turn into records (CSV field count, invalid UTF-8, too large)."""
     q: Counter = Counter()
     if not chunk.rejects:
         return q
-    reasons = [landing.reject_reason(ctx.fmt, why) for _, _, why in chunk.rejects]
     qfile = ctx.rejects.name_for(ctx.name)
     ctx.con.executemany(
         "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
-        [[ctx.batch_id, ctx.kind, ctx.name, ln, reason, why, qfile] for (ln, _, why), reason in zip(chunk.rejects, reasons)])
-    for line, raw, why in chunk.rejects:
-        ctx.rejects.add(ctx.name, line, raw, why)
-    q.update(reasons)
+        [[ctx.batch_id, ctx.kind, ctx.name, r.line, r.reason, r.why, qfile] for r in chunk.rejects])
+    for r in chunk.rejects:
+        ctx.rejects.add(ctx.name, r.line, r.raw, r.why)
+    q.update(r.reason for r in chunk.rejects)
     return q
+
+
+def stage_and_gate(con: duckdb.DuckDBPyConnection, kind: str, protocol: StudyProtocol, bounds: ItemBounds,
+                   pseudonym_map: pa.Table) -> None:
+    """The registered chunk staged (contract, protocol, items), gated and de-duplicated into ``stage``: every row
+    with its reason, or none when it is to be stored. ``pseudonym_map`` covers the chunk's participant ids."""
+    with registered(con, PMAP, pseudonym_map):
+        staged = f"({stage.stage_sql(kind, protocol, bounds)})"
+        if kind in ("responses", "consents"):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE pre_stage AS {staged[1:-1]}")
+            staged = "pre_stage"
+            if kind == "responses":
+                stage.check_items(con, "pre_stage", bounds)
+            else:
+                stage.set_consent_hashes(con, "pre_stage")
+        con.execute(gate.gate_sql(kind, staged, protocol.study_id))
+    gate.mixed_scope_gate(con, kind)
+    if kind == "assignments":
+        gate.assignment_conflicts(con)
 
 
 def ingest_chunk(ctx: FileContext, chunk: landing.Chunk) -> ChunkCounts:
@@ -97,33 +119,24 @@ def ingest_chunk(ctx: FileContext, chunk: landing.Chunk) -> ChunkCounts:
             stored = fastpath.try_chunk(con, stage.CHUNK, kind, ctx.protocol, ctx.bounds, ctx.pseudonyms,
                                         ctx.batch_id, ctx.name)
             if stored is not None:
-                return ChunkCounts(n_read + stored, stored, dict(q))
+                return ChunkCounts(n_read + stored[0], stored[0], dict(q), stored[1])
         # pseudonymize at the door: one HMAC per distinct id, joined back inside the staging query
         distinct = [r[0] for r in con.execute(stage.distinct_ids_sql()).fetchall() if r[0] is not None]
-        with registered(con, PMAP, ctx.pseudonyms.table(distinct)):
-            staged = f"({stage.stage_sql(kind, ctx.protocol, ctx.bounds)})"
-            if kind in ("responses", "consents"):
-                con.execute(f"CREATE OR REPLACE TEMP TABLE pre_stage AS {staged[1:-1]}")
-                staged = "pre_stage"
-                if kind == "responses":
-                    stage.check_items(con, "pre_stage", ctx.bounds)
-                else:
-                    stage.set_consent_hashes(con, "pre_stage")
-            con.execute(gate.gate_sql(kind, staged, ctx.protocol.study_id))
-        gate.mixed_scope_gate(con, kind)
-        if kind == "assignments":
-            gate.assignment_conflicts(con)
+        stage_and_gate(con, kind, ctx.protocol, ctx.bounds, ctx.pseudonyms.table(distinct))
         _keep_unreadable_rows(ctx, table)
         con.execute(stage.payload_sql(kind, "stage"))
+        _name_unknown_fields_safely(ctx)
     _store(ctx)
-    stored = 0
-    for reason, n in con.execute("SELECT coalesce(reason, ''), count(*) FROM stage GROUP BY ALL").fetchall():
+    stored = embedded = 0
+    for reason, n, e in con.execute(
+            "SELECT coalesce(reason, ''), count(*), count_if(embedded) FROM stage GROUP BY ALL").fetchall():
         n_read += n
+        embedded += e
         if reason == "":
             stored += n
         else:
             q[reason] += n
-    return ChunkCounts(n_read, stored, dict(q))
+    return ChunkCounts(n_read, stored, dict(q), embedded)
 
 
 def _keep_unreadable_rows(ctx: FileContext, table: pa.Table) -> None:
@@ -137,6 +150,28 @@ def _keep_unreadable_rows(ctx: FileContext, table: pa.Table) -> None:
     for pos in np.flatnonzero(np.isin(lines, np.array([r[0] for r in unreadable], dtype=np.int64))):
         ctx.rejects.add(ctx.name, int(lines[pos]), raws[int(pos)].as_py().encode("utf-8").rstrip(b"\r\n"),
                         "participant id unreadable")
+
+
+_FIELD_LIKE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+UNNAMED = "(a key that is not a field name)"
+
+
+def _name_unknown_fields_safely(ctx: FileContext) -> None:
+    """A payload names the unknown fields of its record (never their values), so a partner sees which field is
+    wrong. A key is a partner's text and may be a participant's raw id (records keyed by participant): a key
+    that is a known participant's id is replaced by the pseudonym, and any key that does not look like a field
+    name (lowercase letters, digits, underscores) by a placeholder. Only rows with unknown fields are read
+    back, and they are few."""
+    rows = ctx.con.execute("SELECT line, payload FROM stage WHERE payload IS NOT NULL "
+                           "AND json_exists(payload, '$.unknown_fields')").fetchall()
+    if not rows:
+        return
+    payloads = [(line, json.loads(text)) for line, text in rows]
+    known = ctx.known_ids([n for _, p in payloads for n in p["unknown_fields"]])
+    for _, p in payloads:
+        p["unknown_fields"] = [known.get(n) or (n if _FIELD_LIKE.match(n) else UNNAMED) for n in p["unknown_fields"]]
+    ctx.con.executemany("UPDATE stage SET payload = ? WHERE line = ?",
+                        [[json.dumps(p, ensure_ascii=False), line] for line, p in payloads])
 
 
 def _store(ctx: FileContext) -> None:

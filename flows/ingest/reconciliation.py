@@ -28,6 +28,7 @@ class FileResult:
     quarantined: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     skipped: bool = False  # ingested before (same content), not read again
     unreadable_message: str = ""  # why the whole file could not be read, when it could not
+    ids_in_other_fields: int = 0  # rows with their participant id inside another field (stored as it is)
 
 
 @dataclass
@@ -42,11 +43,13 @@ class FileTally:
     stored: int = 0
     quarantined: Counter = field(default_factory=Counter)
     unreadable_message: str = ""
+    ids_in_other_fields: int = 0
 
-    def add(self, read: int, stored: int, quarantined: Mapping[str, int]) -> None:
+    def add(self, read: int, stored: int, quarantined: Mapping[str, int], ids_in_other_fields: int = 0) -> None:
         self.read += read
         self.stored += stored
         self.quarantined.update(quarantined)
+        self.ids_in_other_fields += ids_in_other_fields
 
     def freeze(self) -> FileResult:
         if self.read != self.stored + sum(self.quarantined.values()):
@@ -54,7 +57,7 @@ class FileTally:
                               f"{self.stored}, quarantined {sum(self.quarantined.values())}")
         return FileResult(self.name, self.kind, self.sha256, self.size_bytes, self.read, self.stored,
                           MappingProxyType(dict(sorted(self.quarantined.items()))),
-                          unreadable_message=self.unreadable_message)
+                          unreadable_message=self.unreadable_message, ids_in_other_fields=self.ids_in_other_fields)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,13 @@ class Reconciliation:
         return dict(sorted(total.items()))
 
     @property
+    def warnings(self) -> dict[str, int]:
+        """What a partner should fix though nothing was refused for it: rows whose participant id appears inside
+        another field (an event id made from it), stored as they are."""
+        n = sum(f.ids_in_other_fields for f in self.files)
+        return {"participant_id_inside_another_field": n} if n else {}
+
+    @property
     def balanced(self) -> bool:
         return self.read == sum(self.stored.values()) + sum(self.quarantined.values())
 
@@ -104,6 +114,7 @@ class Reconciliation:
             "quarantined": self.quarantined,
             "batch_id": self.batch_id,
             "files_skipped": [f.name for f in self.files if f.skipped],
+            "warnings": self.warnings,
             "erased_on_withdrawal": None if self.erased is None else {
                 "erasure_id": self.erased.erasure_id, "rows_deleted": self.erased.rows_deleted,
                 "rows_redacted": self.erased.rows_redacted},

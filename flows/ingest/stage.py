@@ -57,7 +57,8 @@ def stage_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
         SELECT *, {check_no} AS check_no FROM unpacked
     ), checked AS (
         SELECT *, {reason} AS reason, {message} AS message,
-               CASE WHEN is_object AND t_{i} = 'VARCHAR' AND length(v_{i}) BETWEEN 1 AND {ID_CHARS} THEN v_{i} END AS pid_raw
+               CASE WHEN is_object AND t_{i} = 'VARCHAR' AND length(v_{i}) BETWEEN 1 AND {ID_CHARS} THEN v_{i} END AS pid_raw,
+               {contract.embeds_id_sql(kind)} AS embedded
         FROM numbered
     )
     SELECT c.line,
@@ -65,7 +66,7 @@ def stage_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
            coalesce(pm.participant, CASE WHEN c.pid_raw IS NOT NULL
                     THEN error('internal error: a participant id is missing from the pseudonym map') END) AS participant,
            coalesce(pm.erased, false) AS erased,
-           {', '.join(contract.typed_sql(kind))}, c.reason, c.message, NULL::VARCHAR AS payload{extra}
+           {', '.join(contract.typed_sql(kind))}, c.reason, c.message, NULL::VARCHAR AS payload, c.embedded{extra}
     FROM checked c LEFT JOIN {PMAP} pm ON pm.pid_raw = c.pid_raw
     """
 

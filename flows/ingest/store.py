@@ -23,12 +23,13 @@ COLUMNS = {
 }
 
 
-def insert_sql(kind: str, rows: str, target: str | None = None) -> str:
-    """INSERT the records of ``rows`` (not responses: :func:`response_inserts`) into their table, or ``target``."""
-    return f"INSERT INTO {target or TARGET[kind]} SELECT {COLUMNS[kind]} FROM {rows}"
+def insert_sql(kind: str, rows: str, target: str | None = None, batch: str = "$batch") -> str:
+    """INSERT the records of ``rows`` (not responses: :func:`response_inserts`) into their table, or ``target``;
+    ``batch`` is the batch id's SQL (a parameter, or a column of ``rows`` for a replay)."""
+    return f"INSERT INTO {target or TARGET[kind]} SELECT {COLUMNS[kind].replace('$batch', batch)} FROM {rows}"
 
 
-def response_inserts(rows: str) -> list[str]:
+def response_inserts(rows: str, batch: str = "$batch") -> list[str]:
     """A response and one row per item (answered or skipped, value NULL when skipped), from ``rows`` that passed
     every check. Items are read with ``json_each``, never through a path built from a key."""
     return [
@@ -38,6 +39,6 @@ def response_inserts(rows: str) -> list[str]:
             FROM {rows} s, json_each(s.items) AS e""",
         f"""INSERT INTO responses
             SELECT response_id, participant, study_id, instrument, instrument_version, wave, submitted_at,
-                   (SELECT count(*) FROM json_each(s.items) e WHERE e.type <> 'NULL')::INTEGER, $batch
+                   (SELECT count(*) FROM json_each(s.items) e WHERE e.type <> 'NULL')::INTEGER, {batch}
             FROM {rows} s""",
     ]

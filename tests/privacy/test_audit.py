@@ -21,6 +21,7 @@ from scipy.stats import beta
 from tests.support.privacy import fill, make_protocol
 from privacy.budget import epsilon_to_rho, rho_to_epsilon
 from privacy.release import Calibrated, calibrate, draw, exact_values, plan_telemetry
+from schemas.privacy_values import PrivacyLoss
 from tests.support.privacy import add_extreme_participant
 
 RUNS = 2000
@@ -95,18 +96,18 @@ def _audit(cal: Calibrated, d, d1, delta: float) -> float:
 def test_gaussian_release_audit_stays_below_declared_epsilon(neighbours):
     q, d, d1 = neighbours
     declared_eps, delta = 1.0, 1e-6
-    cal = calibrate(q, "gaussian", epsilon_to_rho(declared_eps, delta))
+    cal = calibrate(q, "gaussian", PrivacyLoss(rho=epsilon_to_rho(declared_eps, delta)))
     eps_lb = _audit(cal, d, d1, delta)
-    print(f"gaussian: declared epsilon {rho_to_epsilon(cal.loss, delta):.3f}, audited lower bound {eps_lb:.3f}")
-    assert eps_lb <= rho_to_epsilon(cal.loss, delta)
+    print(f"gaussian: declared epsilon {rho_to_epsilon(cal.loss.rho, delta):.3f}, audited lower bound {eps_lb:.3f}")
+    assert eps_lb <= rho_to_epsilon(cal.loss.rho, delta)
 
 
 def test_laplace_release_audit_stays_below_declared_epsilon(neighbours):
     q, d, d1 = neighbours
-    cal = calibrate(q, "laplace", 1.0)
+    cal = calibrate(q, "laplace", PrivacyLoss(epsilon=1.0))
     eps_lb = _audit(cal, d, d1, 0.0)
-    print(f"laplace: declared epsilon {cal.loss:.3f}, audited lower bound {eps_lb:.3f}")
-    assert eps_lb <= cal.loss
+    print(f"laplace: declared epsilon {cal.loss.epsilon:.3f}, audited lower bound {eps_lb:.3f}")
+    assert eps_lb <= cal.loss.epsilon
 
 
 def test_audit_catches_a_mechanism_with_too_little_noise(neighbours):
@@ -116,7 +117,7 @@ def test_audit_catches_a_mechanism_with_too_little_noise(neighbours):
     import opendp.prelude as dp
 
     q, d, d1 = neighbours
-    cal = calibrate(q, "gaussian", epsilon_to_rho(1.0, 1e-6))
+    cal = calibrate(q, "gaussian", PrivacyLoss(rho=epsilon_to_rho(1.0, 1e-6)))
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
     broken = dataclasses.replace(cal, measurement=dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=cal.scale / 20))
     eps_lb = _audit(broken, d, d1, 1e-6)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.warehouse import MIGRATIONS_DIR
 from privacy.budget import Spend, budget_json, epsilon_to_rho, reserve, rho_to_epsilon
+from schemas.privacy_values import PrivacyLoss
 from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, PrivacyError
 
 from tests.support import REPO as ROOT  # noqa: E402
@@ -36,11 +37,11 @@ def test_bun_steinke_conversion():
 
 def test_overrun_is_refused_and_nothing_written(warehouse):
     _, con = warehouse
-    reserve(con, "s", [Spend("q1", "gaussian", 1.0, 1.0, rho=0.01)], epsilon_total=1.0, delta=1e-6)
+    reserve(con, "s", [Spend("q1", "gaussian", 1.0, 1.0, PrivacyLoss(rho=0.01))], epsilon_total=1.0, delta=1e-6)
     before = _counts(con)
     rho_total = epsilon_to_rho(1.0, 1e-6)
     with pytest.raises(BudgetExceeded, match="refused before any noise"):
-        reserve(con, "s", [Spend("q2", "gaussian", 1.0, 1.0, rho=rho_total)], epsilon_total=1.0, delta=1e-6)
+        reserve(con, "s", [Spend("q2", "gaussian", 1.0, 1.0, PrivacyLoss(rho=rho_total))], epsilon_total=1.0, delta=1e-6)
     assert _counts(con) == before
 
 
@@ -48,25 +49,25 @@ def test_overrun_is_refused_and_nothing_written(warehouse):
 def test_bad_loss_is_refused_and_nothing_written(warehouse, bad):
     _, con = warehouse
     with pytest.raises(InvalidPrivacyParameter):
-        reserve(con, "s", [Spend("q", "gaussian", 1.0, 1.0, rho=bad)], epsilon_total=1.0, delta=1e-6)
+        reserve(con, "s", [Spend("q", "gaussian", 1.0, 1.0, PrivacyLoss(rho=bad))], epsilon_total=1.0, delta=1e-6)
     with pytest.raises(InvalidPrivacyParameter):
-        reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, epsilon=bad)], epsilon_total=1.0, delta=1e-6,
+        reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, PrivacyLoss(epsilon=bad))], epsilon_total=1.0, delta=1e-6,
                 accounting="pure")
     with pytest.raises(InvalidPrivacyParameter):
-        reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, epsilon=0.1)], epsilon_total=bad, delta=1e-6)
+        reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, PrivacyLoss(epsilon=0.1))], epsilon_total=bad, delta=1e-6)
     assert _counts(con) == (0, 0, 0, 0)
 
 
 def test_gaussian_refused_under_pure_budget(warehouse):
     _, con = warehouse
     with pytest.raises(PrivacyError, match="no pure-DP guarantee"):
-        reserve(con, "s", [Spend("q", "gaussian", 1.0, 1.0, rho=0.01)], epsilon_total=1.0, delta=0, accounting="pure")
+        reserve(con, "s", [Spend("q", "gaussian", 1.0, 1.0, PrivacyLoss(rho=0.01))], epsilon_total=1.0, delta=0, accounting="pure")
     assert _counts(con) == (0, 0, 0, 0)
 
 
 def test_budget_json_shape(warehouse):
     _, con = warehouse
-    reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, epsilon=0.25)], epsilon_total=1.0, delta=0.0, accounting="pure")
+    reserve(con, "s", [Spend("q", "laplace", 1.0, 1.0, PrivacyLoss(epsilon=0.25))], epsilon_total=1.0, delta=0.0, accounting="pure")
     assert budget_json(con) == {"s": {"epsilon_total": 1.0, "epsilon_spent": 0.25, "releases": 1}}
 
 
@@ -78,16 +79,17 @@ def test_ledger_invariant_spent_never_exceeds_total(tmp_path_factory, costs, acc
     import duckdb
 
     con = duckdb.connect()
-    con.execute((MIGRATIONS_DIR / "0020_privacy.sql").read_text())
+    for migration in ("0020_privacy.sql", "0060_privacy_values.sql"):
+        con.execute((MIGRATIONS_DIR / migration).read_text())
     eps_total, delta = 1.0, 1e-6
     accepted = []
     for c in costs:
-        spend = Spend("q", "laplace", 1.0, 1.0, epsilon=c) if accounting == "pure" else \
-            Spend("q", "gaussian", 1.0, 1.0, rho=c / 10)
+        spend = Spend("q", "laplace", 1.0, 1.0, PrivacyLoss(epsilon=c)) if accounting == "pure" else \
+            Spend("q", "gaussian", 1.0, 1.0, PrivacyLoss(rho=c / 10))
         try:
             reserve(con, "s", [spend], epsilon_total=eps_total, delta=delta if accounting == "zcdp" else 0.0,
                     accounting=accounting)
-            accepted.append(spend.cost(accounting))
+            accepted.append(spend.charge(accounting).value)
         except BudgetExceeded:
             pass
         row = con.execute("SELECT rho_total, rho_spent, epsilon_spent_pure, releases FROM privacy_budgets").fetchone()
@@ -109,12 +111,13 @@ WORKER = textwrap.dedent("""
     from flows.warehouse import connect
     from privacy.budget import Spend, reserve
     from privacy.errors import BudgetExceeded
+    from schemas.privacy_values import PrivacyLoss
     path, rho, start = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
     while time.time() < start:
         time.sleep(0.001)
     con = connect(path, wait_seconds=120)
     try:
-        reserve(con, "race", [Spend("q", "gaussian", 1.0, 1.0, rho=rho)], epsilon_total=1.0, delta=1e-6)
+        reserve(con, "race", [Spend("q", "gaussian", 1.0, 1.0, PrivacyLoss(rho=rho))], epsilon_total=1.0, delta=1e-6)
         print("ok")
     except BudgetExceeded:
         print("refused")
@@ -168,7 +171,7 @@ def test_two_connections_in_one_process_conflict_safely(tmp_path):
     def worker():
         con = db.cursor()
         try:
-            reserve(con, "t", [Spend("q", "gaussian", 1.0, 1.0, rho=rho_total * 0.3)], epsilon_total=1.0, delta=1e-6)
+            reserve(con, "t", [Spend("q", "gaussian", 1.0, 1.0, PrivacyLoss(rho=rho_total * 0.3))], epsilon_total=1.0, delta=1e-6)
             results.append("ok")
         except BudgetExceeded:
             results.append("refused")

@@ -12,7 +12,8 @@ from tests.support.privacy import KEY, fill, make_protocol
 from flows.privacy_flows import erase_participant
 from flows.warehouse import connect
 from privacy.consent import append_consent, verify_chain
-from privacy.erasure import Needles, scan_bytes, tombstone_token
+from privacy.erasure import tombstone_token
+from privacy.scrub import Needles, scan_bytes
 from privacy.pseudonym import pseudonymize
 
 RAW = "raw-ERASE-ME-0007"
@@ -51,7 +52,7 @@ def test_erase_leaves_no_bytes_anywhere(tmp_path):
     needles = Needles(p, RAW)
     assert set(scan_bytes(folder, needles)) >= {"warehouse.duckdb", "exports/scores.parquet",
                                                  "cache/task-result.json", "landing/batch1/scores.jsonl"}
-    receipt = erase_participant(db, p, "erasure_request", raw_id=RAW)
+    receipt = erase_participant(db, RAW, KEY, "erasure_request")
     assert receipt.residual_files == ()
     assert scan_bytes(folder, needles) == []
     # quarantine rows are accounting: kept, with identifier and payload stripped
@@ -88,12 +89,16 @@ def test_delete_and_checkpoint_alone_leave_bytes(tmp_path):
 def test_erasure_inside_callers_transaction_then_compaction(tmp_path):
     folder, db, p = _study(tmp_path)
     from flows.privacy_flows import compact_warehouse
+    from privacy.erasure import erase_rows
+    from privacy.scrub import Folders, apply_scrub, plan_scrub
 
     con = connect(db)
     con.execute("BEGIN TRANSACTION")
-    receipt = erase_participant(con, p, "withdrawn", in_transaction=True)
+    receipt = erase_rows(con, p, "withdrawn", in_transaction=True)
+    plan = plan_scrub(Folders(folder, skip=(db,)), Needles(p))
     con.execute("COMMIT")
     con.close()
+    apply_scrub(plan, Needles(p))
     assert not receipt.compacted
     compact_warehouse(db)
     assert scan_bytes(folder, Needles(p)) == []
@@ -107,7 +112,7 @@ def test_reingest_of_erased_participant_is_quarantined(tmp_path):
     """
     import flows.ingest as ingest
     folder, db, p = _study(tmp_path)
-    erase_participant(db, p, "erasure_request", raw_id=RAW)
+    erase_participant(db, RAW, KEY, "erasure_request")
     late = tmp_path / "late" / "batch2"
     late.mkdir(parents=True)
     (late / "consents.jsonl").write_text(json.dumps({

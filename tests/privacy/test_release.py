@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.privacy import KEY, OUTCOME_BOUNDS, T0, add_extreme_participant, fill, make_protocol
 from privacy.budget import budget_json, epsilon_to_rho
-from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, UnboundedColumn
+from privacy.errors import BudgetExceeded, InvalidPrivacyParameter, PrivacyError, UnboundedColumn
 from privacy.pseudonym import pseudonymize
 from privacy.release import (
     Bounds,
@@ -139,3 +139,131 @@ def test_instrument_bounds_come_from_the_instrument_scale():
 
     bounds = instrument_bounds(make_protocol())
     assert bounds == {"who5.percent": Bounds(0, 100, "who5.percent")}   # WHO-5 percent = 4 x (5 items x 0..5)
+
+
+# ---- D4: no budget spent for nothing ------------------------------------------------------------------------
+
+def test_release_on_a_warehouse_without_assignments_is_refused_before_reserving(warehouse, protocol):
+    """D4: on an empty warehouse every released value would be noise; the whole budget went on it."""
+    _, con = warehouse
+    with pytest.raises(PrivacyError, match="no assignments"):
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS)
+    assert _counts(con) == (0, 0, 0, 0)
+
+
+def test_release_without_scores_is_refused_before_reserving(warehouse, protocol):
+    """D4: ingested but never scored (the walk-through's trap): the score statistics would be noise alone."""
+    _, con = warehouse
+    fill(con, 20)
+    con.execute("DELETE FROM scores")
+    with pytest.raises(PrivacyError, match="no scores"):
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS)
+    assert _counts(con) == (0, 0, 0, 0)
+
+
+def test_a_min_cell_size_the_release_table_cannot_hold_is_refused_before_reserving(warehouse):
+    """D4: min_cell_size 1e30 passed the protocol, reserved the whole budget, then crashed writing the release."""
+    from pydantic import ValidationError
+
+    _, con = warehouse
+    fill(con, 20)
+    with pytest.raises(ValidationError, match="min_cell_size"):  # the protocol refuses it when read (D18) ...
+        make_protocol(min_cell_size=10**30)
+    protocol = make_protocol()  # ... and a protocol object built past validation is refused by the release itself
+    unchecked = protocol.model_copy(update={"privacy": protocol.privacy.model_copy(update={"min_cell_size": 10**30})})
+    with pytest.raises(PrivacyError, match="min_cell_size"):
+        release_standard_set(con, unchecked, outcome_bounds=OUTCOME_BOUNDS)
+    assert _counts(con) == (0, 0, 0, 0)
+
+
+def test_a_release_that_fails_before_any_noise_gives_its_reservation_back(warehouse, protocol, monkeypatch):
+    """D4: a failure after the reservation commits and before the first mechanism runs costs nothing."""
+    import privacy.release as release
+
+    _, con = warehouse
+    fill(con, 20)
+
+    def interrupted(drawing, cals, normalized):
+        raise RuntimeError("interrupted before drawing")
+
+    monkeypatch.setattr(release, "_draw_all", interrupted)
+    with pytest.raises(RuntimeError, match="before drawing"):
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS)
+    assert con.execute("SELECT count(*) FROM privacy_ledger").fetchone()[0] == 0
+    assert con.execute("SELECT rho_spent, releases FROM privacy_budgets").fetchone() == (0.0, 0)
+    assert budget_json(con)["study-a"]["epsilon_spent"] == 0.0
+
+
+def test_a_release_that_fails_after_drawing_keeps_its_spend(warehouse, protocol, monkeypatch):
+    """The other side of D4's rule: once a mechanism ran, noise may have been seen; the spend stays counted."""
+    import privacy.release as release
+
+    _, con = warehouse
+    fill(con, 20)
+
+    def fails_after_one(drawing, cals, normalized):
+        drawing(cals[0], normalized[0])
+        raise RuntimeError("failed after drawing")
+
+    monkeypatch.setattr(release, "_draw_all", fails_after_one)
+    with pytest.raises(RuntimeError, match="after drawing"):
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
+    rho_spent, releases = con.execute("SELECT rho_spent, releases FROM privacy_budgets").fetchone()
+    assert rho_spent == pytest.approx(0.5 * epsilon_to_rho(2.0, 1e-6)) and releases == 1
+    assert con.execute("SELECT DISTINCT status FROM privacy_ledger").fetchall() == [("reserved",)]
+
+
+# ---- the budget speaks in epsilon --------------------------------------------------------------------------
+
+def test_the_budget_refusal_speaks_in_epsilon(warehouse, protocol):
+    """README finding: the refusal was stated in rho while the protocol and `budget` speak in epsilon."""
+    _, con = warehouse
+    fill(con, 20)
+    release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.6)
+    with pytest.raises(BudgetExceeded) as refused:
+        release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.6)
+    text = str(refused.value)
+    left = 2.0 - budget_json(con)["study-a"]["epsilon_spent"]
+    assert text.startswith(f"study 'study-a' has epsilon {left:.6g} left of 2")
+    assert "would spend epsilon" in text and "refused before any noise" in text
+
+
+# ---- issue 15: the unit and the loss as values --------------------------------------------------------------
+
+def test_the_ledger_records_each_spend_in_its_mechanisms_own_measure(warehouse):
+    _, con = warehouse
+    fill(con, 20)
+    fill(con, 20, study_id="study-b", raw_prefix="b-")
+    release_standard_set(con, make_protocol(), outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
+    release_standard_set(con, make_protocol(mechanism="laplace", epsilon=1.0, study_id="study-b"),
+                         outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
+    rows = con.execute("SELECT study_id, mechanism, loss_measure, loss_value, rho, epsilon FROM privacy_ledger").fetchall()
+    gaussian = [r for r in rows if r[0] == "study-a"]
+    laplace = [r for r in rows if r[0] == "study-b"]
+    assert gaussian and all(m == "gaussian" and lm == "zCDP" and lv == rho for _, m, lm, lv, rho, _ in gaussian)
+    assert laplace and all(m == "laplace" and lm == "pure" and lv == eps and rho is None
+                           for _, m, lm, lv, rho, eps in laplace)
+    assert math.fsum(r[3] for r in gaussian) == pytest.approx(0.5 * epsilon_to_rho(2.0, 1e-6))
+    assert math.fsum(r[3] for r in laplace) == pytest.approx(0.5)
+
+
+def test_the_privacy_unit_is_read_from_the_protocol_and_recorded(warehouse, protocol):
+    from schemas.privacy_values import PrivacyUnit
+
+    _, con = warehouse
+    fill(con, 20)
+    r = release_standard_set(con, protocol, outcome_bounds=OUTCOME_BOUNDS, fraction=0.5)
+    assert r.unit == PrivacyUnit.of(protocol) == PrivacyUnit("participant")
+    assert con.execute("SELECT DISTINCT privacy_unit FROM privacy_ledger").fetchall() == [("participant",)]
+    assert r.loss.measure == "zCDP" and r.rho == r.loss.rho and r.epsilon == r.loss.as_epsilon(1e-6)
+
+
+def test_split_budget_shares_add_up_to_the_total_in_its_measure(protocol):
+    from privacy.release import split_budget
+    from schemas.privacy_values import PrivacyLoss
+
+    queries = standard_plan(protocol, resolve_outcome_bounds(protocol, OUTCOME_BOUNDS))
+    for total in (PrivacyLoss(rho=0.3), PrivacyLoss(epsilon=1.5)):
+        shares = split_budget(queries, total)
+        assert {s.measure for s in shares} == {total.measure}
+        assert math.fsum(s.value for s in shares) == pytest.approx(total.value)

@@ -97,3 +97,26 @@ def warehouse(tmp_path: Path):
     con = connect(path)
     yield path, con
     con.close()
+
+
+def ingest_protocol(study_id: str = "s1") -> StudyProtocol:
+    """A protocol for landing folders written with tests.support.spine's record builders (study 's1')."""
+    return StudyProtocol.model_validate({
+        "study_id": study_id, "title": "privacy ingest test",
+        "arms": [{"name": "control", "control": True}, {"name": "guidance"}],
+        "waves": [{"name": "baseline", "day": 0, "instruments": ["who5"]}],
+        "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "baseline"},
+        "privacy": {"epsilon": 1.0},
+    })
+
+
+def write_landing(folder: Path, ids: list[str], *, withdrawn: tuple[str, ...] = (), first_event: int = 0) -> Path:
+    """A landing folder: a consent (withdrawn for ``withdrawn``), an assignment and an event per id."""
+    from tests.support.spine import assignment, consent, event, write_jsonl
+
+    folder.mkdir(parents=True)
+    write_jsonl(folder / "consents.jsonl",
+                [consent(p, withdrawn="2026-01-04T00:00:00Z" if p in withdrawn else None) for p in ids])
+    write_jsonl(folder / "assignments.jsonl", [assignment(p) for p in ids])
+    write_jsonl(folder / "events-1.jsonl", [event(f"e{first_event + i}", p) for i, p in enumerate(ids)])
+    return folder

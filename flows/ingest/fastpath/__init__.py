@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -102,6 +102,7 @@ def verify_run(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, bounds: 
 class RunOutcome:
     stored: bool
     rows: Mapping[str, int]  # file name -> rows stored (when stored)
+    embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id elsewhere
     withheld: int = 0  # events of participants this batch erases, not inserted (they count as erased)
     retry_alone: frozenset[str] = frozenset()  # files that looked clean on their own: worth a run of one
 
@@ -109,6 +110,7 @@ class RunOutcome:
 @dataclass(frozen=True)
 class _Decision:
     rows: Mapping[int, int]
+    embedded: Mapping[int, int]
     clean: frozenset[int]
     withheld: int
     repeats_within: frozenset[int]
@@ -128,6 +130,7 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
     with registered(con, FP, fp), registered(con, PMAP, pseudonyms.table(ids)), _small_side_first(con):
         per_file = {r[0]: r[1:] for r in con.execute(gate_sql(kind, study_id)).fetchall()}
         rows = {fi: per_file.get(fi, (0,))[0] for fi in lines}
+        embedded = {fi: per_file.get(fi, (0, 0, 0, 0, 0))[4] for fi in lines}
         withheld = sum(per_file.get(fi, (0, 0, 0, 0))[3] for fi in lines)
         candidates = {fi for fi, expected in lines.items() if fi in per_file and per_file[fi][1:3] == (0, 0)
                       and (expected is None or per_file[fi][0] == expected)}
@@ -138,7 +141,8 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
     clean = {fi for fi in candidates if not stored.get(fi)}
     if kind != "events":  # other records of those participants are stored, then erased with them
         withheld = 0
-    return _Decision(rows, frozenset(clean), withheld, frozenset(a for a, b in found if a == b), bool(found))
+    return _Decision(rows, embedded, frozenset(clean), withheld, frozenset(a for a, b in found if a == b),
+                     bool(found))
 
 
 @contextmanager
@@ -191,13 +195,14 @@ def try_run(con: duckdb.DuckDBPyConnection, run: list[tuple[landing.LandingFile,
         names = ", ".join(printable(f.name) for f, _ in run)
         raise IngestError(f"a landing file of {names} changed while it was being ingested ({inserted} rows loaded, "
                           f"{expected} verified); the batch was rolled back, nothing was stored")
-    return RunOutcome(True, {run[i][0].name: n for i, n in d.rows.items()}, d.withheld)
+    return RunOutcome(True, {run[i][0].name: n for i, n in d.rows.items()},
+                      {run[i][0].name: n for i, n in d.embedded.items()}, d.withheld)
 
 
 def try_chunk(con: duckdb.DuckDBPyConnection, chunk: str, kind: str, protocol: StudyProtocol,
-              bounds: ItemBounds, pseudonyms: Pseudonyms, batch_id: str, file_name: str) -> int | None:
-    """Store a registered chunk (every row of it, none a reader reject) if it is clean: the rows stored, or
-    None having stored nothing."""
+              bounds: ItemBounds, pseudonyms: Pseudonyms, batch_id: str, file_name: str) -> tuple[int, int] | None:
+    """Store a registered chunk (every row of it, none a reader reject) if it is clean: the rows stored and those
+    of them with their participant id in another field, or None having stored nothing."""
     source = Source(chunk=chunk)
     aggregates = con.sql(verify_sql(kind, protocol, bounds, source)).to_arrow_table()
     if aggregates.num_rows == 0:
@@ -211,7 +216,7 @@ def try_chunk(con: duckdb.DuckDBPyConnection, chunk: str, kind: str, protocol: S
     if inserted != d.rows[0]:
         raise IngestError(f"internal error: {inserted} rows of a chunk of {printable(file_name)} were loaded, "
                           f"{d.rows[0]} verified; the batch was rolled back, nothing was stored")
-    return inserted
+    return inserted, d.embedded[0]
 
 
 class Runs:
@@ -237,6 +242,7 @@ class Runs:
                           for first, run in self.runs.items()}
         self._retry: set[str] = set()
         self.stored: dict[str, int] = {}  # file name -> rows a run stored
+        self.embedded: dict[str, int] = {}  # file name -> rows a run stored with their participant id in another field
 
     def offer(self, con: duckdb.DuckDBPyConnection, f: landing.LandingFile, pseudonyms: Pseudonyms,
               batch_id: str) -> int:
@@ -256,6 +262,7 @@ class Runs:
         outcome = try_run(con, run, self.protocol, self.bounds, pseudonyms, batch_id, verified)
         if outcome.stored:
             self.stored.update(outcome.rows)
+            self.embedded.update(outcome.embedded)
         self._retry |= outcome.retry_alone
         return outcome
 

@@ -53,7 +53,8 @@ def _key_hash(kind: str) -> str:
 
 def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: Source) -> str:
     """Per (``fi``, ``pid``): ``n`` rows, ``bad`` rows failing the contract or the protocol, ``t0``/``t1`` the
-    first and last record time, ``hks`` the hashes of the rows' record keys."""
+    first and last record time, ``hks`` the hashes of the rows' record keys, ``embedded`` the rows with their
+    participant id inside another field (contract.embeds_id_sql)."""
     idx = contract.index(kind)
     ok = contract.fast_ok(kind, protocol, bounds)
     return f"""
@@ -66,10 +67,11 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
         SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw')} FROM typed
     ), c AS (
         SELECT fi, v_{idx['participant_id']} AS pid, try_cast(v_{idx[TIME_FIELD[kind]]} AS TIMESTAMPTZ) AS t,
-               {_key_hash(kind)} AS hk, is_object AND NOT lax AND {ok} AS ok
+               {_key_hash(kind)} AS hk, is_object AND NOT lax AND {ok} AS ok, {contract.embeds_id_sql(kind)} AS embeds
         FROM unpacked
     )
-    SELECT fi, pid, count(*) AS n, count_if(NOT ok) AS bad, min(t) AS t0, max(t) AS t1, list(hk) AS hks
+    SELECT fi, pid, count(*) AS n, count_if(NOT ok) AS bad, min(t) AS t0, max(t) AS t1, list(hk) AS hks,
+           count_if(embeds) AS embedded
     FROM c GROUP BY fi, pid"""
 
 
@@ -77,7 +79,8 @@ def gate_sql(kind: str, study_id: str) -> str:
     """Per file of ``fp``: its rows, rows failing, rows the consent gate refuses (``gated``: participant unknown
     to the map or erased; a record at or after a withdrawal; with a scope, a record before the first consent
     with it, or consent versions that differ in it; an assignment of a participant assigned already) and the
-    rows of participants this batch erases (``withheld``)."""
+    rows of participants this batch erases (``withheld``), and the rows with their participant id inside
+    another field (``embedded``)."""
     scope = CONSENT_SCOPE.get(kind)
     fail = ["p.participant IS NULL", "p.erased"]
     if kind != "consents":
@@ -93,7 +96,8 @@ def gate_sql(kind: str, study_id: str) -> str:
     )
     SELECT p.fi, sum(p.n)::BIGINT, sum(p.bad)::BIGINT,
            coalesce(sum(p.n) FILTER (WHERE {' OR '.join(fail)}), 0)::BIGINT AS gated,
-           coalesce(sum(p.n) FILTER (WHERE p.participant IN ({WITHDRAWN_NOT_ERASED})), 0)::BIGINT AS withheld
+           coalesce(sum(p.n) FILTER (WHERE p.participant IN ({WITHDRAWN_NOT_ERASED})), 0)::BIGINT AS withheld,
+           sum(p.embedded)::BIGINT AS embedded
     FROM p LEFT JOIN cs ON cs.participant = p.participant
     GROUP BY p.fi"""
 

@@ -69,6 +69,9 @@ def test_erase_and_consent_status(app, tmp_path, monkeypatch):
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY.decode())
     runner = CliRunner()
+    # the warehouse was filled directly, not by the ingest (which records consents in the ledger): sync it
+    r = runner.invoke(app, ["consent", "sync", "--warehouse", str(db)])
+    assert r.exit_code == 0 and "appended 60 ledger entries" in r.stdout, r.output
     r = runner.invoke(app, ["consent", "status", "--warehouse", str(db), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["scopes"]["surveys"]["active"] == 30
@@ -87,3 +90,68 @@ def test_statement_says_releases_are_not_recalled():
     text = render_statement(make_protocol(mechanism="laplace", epsilon=1.0))
     assert "not recalled" in text and "Laplace" in text and "one participant" in text
     assert "{" not in text  # every placeholder filled
+
+
+# ---- D24: an erase that finds no one exits non-zero, writes no tombstone, and --json says so ---------------
+
+def _erase_unknown(app, tmp_path, *extra):
+    db, _ = _study(tmp_path)
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY.decode())
+    r = CliRunner().invoke(app, ["erase", "no-such-participant", "--warehouse", str(db), "--key-file", str(keyfile),
+                                 *extra])
+    con = connect(db)
+    tombstones, log = (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("tombstones", "erasure_log"))
+    con.close()
+    return r, tombstones, log, db
+
+
+def test_erase_of_an_unknown_id_exits_non_zero_and_writes_no_tombstone(app, tmp_path):
+    r, tombstones, log, _ = _erase_unknown(app, tmp_path)
+    assert r.exit_code == 2 and "no row of this participant" in r.stderr and "no tombstone was written" in r.stderr
+    assert "no-such-participant" not in r.output and "Traceback" not in r.output
+    assert (tombstones, log) == (0, 0)
+
+
+def test_erase_json_of_an_unknown_id_says_so(app, tmp_path):
+    r, tombstones, _, _ = _erase_unknown(app, tmp_path, "--json")
+    assert r.exit_code == 2
+    out = json.loads(r.stdout)
+    assert out["erased"] is False and "no tombstone was written" in out["error"] and tombstones == 0
+
+
+def test_a_mistyped_erase_leaves_nothing_that_blocks_rekey(app, tmp_path):
+    """D24 -> D11: the tombstone of `erase no-such-participant` later blocked `rekey` with the complete id list."""
+    r, _, _, db = _erase_unknown(app, tmp_path)
+    assert r.exit_code == 2
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"raw-{i:04d}" for i in range(30)) + "\n")
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_bytes(KEY)
+    new.write_text("a-brand-new-key-0123456789")
+    r = CliRunner().invoke(app, ["rekey", "--warehouse", str(db), "--old-key-file", str(old), "--new-key-file",
+                                 str(new), "--ids-file", str(ids)])
+    assert r.exit_code == 0 and "re-keyed 30 participants" in r.stdout, r.output
+
+
+# ---- the README findings: what --fraction is a share of, and one set of budget figures ------------------------
+
+def test_fraction_help_says_what_it_is_a_share_of(app):
+    """`--fraction 0.25` spent epsilon 1.937 of 4: it is a share of rho under zCDP, and --help did not say so."""
+    r = CliRunner().invoke(app, ["release", "--help"])
+    text = " ".join(r.stdout.replace("\u2502", " ").split())  # the help panel's borders out
+    assert r.exit_code == 0 and "share of rho_total" in text and "MORE than a quarter of epsilon" in text
+
+
+def test_budget_text_and_json_agree(app, tmp_path):
+    """`budget --json` said epsilon_spent 3.99999999734129 while the text said '4 of 4 spent (2.659e-09 left)'."""
+    db, proto = _study(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db)])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(runner.invoke(app, ["budget", "--warehouse", str(db), "--json"]).stdout)["study-a"]
+    text = runner.invoke(app, ["budget", "--warehouse", str(db)]).stdout
+    spent, total = figures["epsilon_spent"], figures["epsilon_total"]
+    assert f"epsilon_spent {spent:.12g} of epsilon_total {total:.12g} ({total - spent:.12g} left" in text, text
+    assert "; 1 release\n" in text
+    assert f"study: epsilon {spent:.12g} of {total:g} spent" in r.stdout  # the release says the same figure

@@ -71,7 +71,8 @@ def test_schema_export_validates_real_records(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert names == ["assignments.schema.json", "consents.schema.json", "events.schema.json",
-                     "responses.schema.json", "scores.schema.json", "study_protocol.schema.json"]
+                     "regulator_report.schema.json", "responses.schema.json", "scores.schema.json",
+                     "study_protocol.schema.json"]
     schema = json.loads((tmp_path / "schemas" / "events.schema.json").read_text())
     jsonschema.validate(event("e1", "a"), schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -120,3 +121,50 @@ def test_erase_scrubs_the_whole_study_folder_and_reingest_refuses(tmp_path, prot
     write_jsonl(late / "events.jsonl", [event("e9", "alice@example.org")])
     rec = ingest_batch(late, protocol, wh, KEY)
     assert rec.quarantined == {"withdrawn": 1}
+
+
+def test_partner_file_names_reach_the_terminal_escaped_and_brackets_do_not_crash(tmp_path, protocol):
+    """D20: a file named with escape codes printed raw escape codes in the progress line; a path events-a[/]x.jsonl
+    (a folder named events-a[) crashed the ingest in rich's markup parser, on every retry."""
+    from schemas.protocol import dump_protocol
+
+    land = tmp_path / "landing"
+    (land / "events-a[").mkdir(parents=True)
+    write_jsonl(land / "events-\x1b[31mRED\x1b[0m.jsonl", [event("e1", "a"), "{oops"])
+    write_jsonl(land / "events-a[" / "]x.jsonl", [event("e2", "a")])
+    study = tmp_path / "study.yaml"
+    study.write_text(dump_protocol(protocol))
+    args = ["ingest", str(land), "--study", str(study), "--warehouse", str(tmp_path / "w.duckdb")]
+    for run in ("first", "again"):  # the second run lists both names as skipped
+        proc = _run(args, {"FLOURISH_PSEUDONYM_KEY": KEY.decode()})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        shown = proc.stdout + proc.stderr
+        assert "\x1b" not in shown and "Traceback" not in shown, shown
+        assert "\\x1b[31mRED" in shown, (run, shown)
+        if run == "again":
+            assert "events-a[/]x.jsonl" in shown
+
+
+def test_ingest_puts_the_quarantine_folder_where_it_is_told_and_replay_stores_late_consents(tmp_path, protocol):
+    """--quarantine-dir (D17) and flourish replay (D8) through the command line, JSON for scripts."""
+    from schemas.protocol import dump_protocol
+
+    early, late = tmp_path / "early", tmp_path / "late"
+    early.mkdir()
+    late.mkdir()
+    write_jsonl(early / "events.jsonl", [event("e1", "a"), "{oops"])
+    write_jsonl(late / "consents.jsonl", [consent("a")])
+    study = tmp_path / "study.yaml"
+    study.write_text(dump_protocol(protocol))
+    wh = tmp_path / "w.duckdb"
+    env = {"FLOURISH_PSEUDONYM_KEY": KEY.decode()}
+    proc = _run(["ingest", str(early), "--study", str(study), "--warehouse", str(wh), "--json",
+                 "--quarantine-dir", str(tmp_path / "q")], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["quarantined"] == {"malformed_json": 1, "no_consent": 1}
+    assert len(list((tmp_path / "q").iterdir())) == 1 and not (tmp_path / "early.quarantine").exists()
+    assert _run(["ingest", str(late), "--study", str(study), "--warehouse", str(wh)], env).returncode == 0
+    proc = _run(["replay", "--study", str(study), "--warehouse", str(wh), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stored"] == {"events": 1} and out["rows_regated"] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.ingest import ingest_batch, quarantine_dir
+from flows.ingest.quarantine import read_rejected
 from schemas.warehouse import participant_tables, table_names
 from privacy.pseudonym import pseudonymize
 
@@ -99,8 +99,9 @@ def test_quarantine_payload_is_pseudonymized_and_unreadable_rows_go_to_a_file(tm
     assert dup["participant_id"] == pseudonymize("participant-000@example.org", KEY)
     assert by_reason["malformed_json"][2] is None and by_reason["malformed_json"][3]
     qfile = quarantine_dir(land) / by_reason["malformed_json"][3]
-    lines = [json.loads(x) for x in qfile.read_text().splitlines()]
-    assert [x["raw"] for x in lines] == ['{"broken": ']
+    # the raw bytes are sealed under the study key: read back with it, unreadable without it
+    assert [raw for _, _, _, raw in read_rejected(qfile, KEY)] == [b'{"broken": ']
+    assert b"broken" not in qfile.read_bytes()
     assert rec.batch_id in qfile.name
 
 
@@ -270,8 +271,8 @@ def test_quarantine_files_have_short_distinct_names_whatever_the_landing_paths(t
     qfiles = sorted(quarantine_dir(land).iterdir())
     assert not (land / ".quarantine").exists() and len(qfiles) == 3
     assert all(len(q.name) < 200 for q in qfiles)
-    raws = sorted(json.loads(line)["raw"] for q in qfiles for line in q.read_text().splitlines())
-    assert raws == ['{"first file bad row": 1', '{"second file bad row": 2', "{not json"]
+    raws = sorted(raw for q in qfiles for _, _, _, raw in read_rejected(q, KEY))
+    assert raws == [b'{"first file bad row": 1', b'{"second file bad row": 2', b"{not json"]
 
 
 def test_one_invalid_utf8_byte_in_a_csv_costs_its_row_not_the_file(tmp_path, protocol):
@@ -290,10 +291,9 @@ def test_one_invalid_utf8_byte_in_a_csv_costs_its_row_not_the_file(tmp_path, pro
     assert rec.read == 1 + 3 + len(many) + 2
     assert _quarantined(tmp_path / "w.duckdb") == [("events-big.csv", len(many) + 2, "invalid_utf8"),
                                                    ("events.csv", 3, "invalid_utf8")]
-    raws = [json.loads(line) for q in quarantine_dir(land).iterdir() for line in q.read_text().splitlines()]
-    assert sorted(r["raw_base64"] for r in raws) == sorted(
-        base64.b64encode(b).decode() for b in (b"e2,a,s1,2026-01-03T10:00:00Z,s-\xff,message,,",
-                                                              b"e9,a,s1,2026-01-03T10:00:00Z,s-\xfe\xff,message,,"))
+    raws = [raw for q in quarantine_dir(land).iterdir() for _, _, _, raw in read_rejected(q, KEY)]
+    assert sorted(raws) == sorted((b"e2,a,s1,2026-01-03T10:00:00Z,s-\xff,message,,",
+                                   b"e9,a,s1,2026-01-03T10:00:00Z,s-\xfe\xff,message,,"))
 
 
 def test_values_of_unknown_fields_do_not_reach_the_warehouse(tmp_path, protocol):
