@@ -221,7 +221,7 @@ def run_plan(
         methods[o.name] = mmrm_method(plan) if model == "mmrm" else method_of(plan)
         progress(f"fitting the {model.replace('_', '-')} model of {o.name}")
         if model == "mmrm":
-            result, rows, failure = _fit_mmrm(s, o, protocol, treated, running)
+            result, rows, failure = fit_primary_mmrm(s, o, protocol, treated, running)
         else:
             result, failure = _fit_longitudinal(s, o, protocol, fit)
             rows = [] if failure else [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
@@ -348,9 +348,12 @@ def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
     return counts
 
 
-def _fit_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+def fit_primary_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
               running: bool) -> tuple[Any, list[Effect], str | None]:
-    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not."""
+    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not.
+
+    What :func:`run_plan` fits for an MMRM outcome, and what the design-stage simulation (``analysis.design``) fits
+    to its simulated statistics: one function, so the simulated operating characteristics are the plan's."""
     from analysis.mmrm import MMRMFitError, fit_mmrm, fit_mmrm_bayes
 
     plan = protocol.analysis

@@ -1,0 +1,126 @@
+"""``flourish design``: the design-stage simulation of a protocol, its manifest and its power curves.
+
+Thin: reads the protocol, resolves the primary outcome's baseline SD (the design section's ``outcome_sd``, else a
+fifth of the instrument's score range, stated as an assumption), runs ``analysis.design.run_design`` and writes
+
+- ``design-manifest.json``: the protocol's preregistration hash, the design section as used, the grid, the seeds,
+  the versions of Flourish's code and of the numerical libraries, and every cell's results; a rerun with the same
+  inputs gives identical summaries (timings apart, which are kept under ``timing``),
+- ``design-power.html`` and ``design-power.vl.json``: the power curves (``reports.design``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import FlourishError
+from schemas.protocol import DesignSettings, StudyProtocol
+
+__all__ = ["DesignRefused", "design_study", "outcome_sd"]
+
+MANIFEST_VERSION = "flourish.design_manifest/1"
+
+
+class DesignRefused(FlourishError):
+    """The protocol cannot be simulated (e.g. no MCID, no MMRM plan)."""
+
+
+def outcome_sd(protocol: StudyProtocol) -> tuple[float, str]:
+    """The primary outcome's baseline SD for the simulation and where it comes from."""
+    o = protocol.primary_outcome
+    settings = protocol.design or DesignSettings()
+    if o.name in settings.outcome_sd:
+        return settings.outcome_sd[o.name], "design.outcome_sd"
+    if o.lower_bound is not None and o.upper_bound is not None:
+        return (o.upper_bound - o.lower_bound) / 5.0, "assumed: a fifth of the outcome's bounds"
+    if o.instrument:
+        import instruments
+
+        lo, hi = instruments.load(o.instrument).score_range(o.name.split(".", 1)[1])
+        return (hi - lo) / 5.0, f"assumed: a fifth of {o.instrument}'s score range {lo:g}..{hi:g}"
+    raise DesignRefused(f"the primary outcome {o.name} needs design.outcome_sd (no instrument or bounds give a scale)")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from flows.runs import code_version
+
+    out = {"flourish_code_sha256": code_version(), "python": platform.python_version()}
+    for lib in ("numpy", "scipy", "altair"):
+        out[lib] = version(lib)
+    return out
+
+
+def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = None, monitor_nsim: int | None = None,
+                 monitor: bool = True, settings: DesignSettings | None = None,
+                 progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Simulate the study's plan over its design grid; write the manifest and the chart; return the manifest."""
+    from analysis.design import DesignAssumptions, run_design
+    from analysis.errors import AnalysisInputError
+    from analysis.prereg import plan_hash
+    from flows.study import load_study
+
+    protocol = load_study(study)
+    locked_hash = plan_hash(protocol)
+    if settings is not None:
+        protocol = protocol.model_copy(update={"design": settings})
+    sd, sd_source = outcome_sd(protocol)
+    try:
+        a = DesignAssumptions.of(protocol, sd)
+        result = run_design(a, nsim=nsim, monitor_nsim=monitor_nsim, monitor=monitor, progress=progress)
+    except AnalysisInputError as exc:
+        raise DesignRefused(str(exc)) from None
+    timing_keys = ("trials_per_second",)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "study_id": protocol.study_id,
+        "protocol_hash": locked_hash,
+        "design_section": "given on the command line" if settings is not None else
+                          ("the protocol's" if protocol.design is not None else "absent: the stated defaults"),
+        "primary_outcome": protocol.primary_outcome.name,
+        "estimator": "analysis.plan.fit_primary_mmrm (REML MMRM, "
+                     f"{protocol.analysis.mmrm_covariance or 'us'} covariance, Kenward-Roger)",
+        "alpha": a.alpha,
+        "outcome_sd": sd, "outcome_sd_source": sd_source,
+        "design": a.settings.model_dump(mode="json"),
+        "waves": list(a.waves), "months": list(a.months), "arms": list(a.arms),
+        "planned_participants_per_arm": result.planned_participants_per_arm,
+        "nsim": nsim or a.settings.nsim,
+        "seed": a.settings.seed,
+        "versions": _versions(),
+        "notes": list(result.notes),
+        "cells": [{k: v for k, v in c.record().items() if k not in timing_keys} for c in result.cells],
+        "monitor": [m.record() for m in result.monitor],
+        "timing": {"seconds": result.seconds, "trials": result.trials,
+                   "trials_per_second": result.trials_per_second,
+                   "cells": [c.trials_per_second for c in result.cells]},
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _finite(manifest)
+    (out / "design-manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n",
+                                              encoding="utf-8")
+    from reports.design import power_curve_chart
+
+    chart = power_curve_chart(manifest["cells"], title=f"{protocol.study_id}: power of the primary analysis")
+    chart.save(str(out / "design-power.html"))
+    (out / "design-power.vl.json").write_text(chart.to_json(), encoding="utf-8")
+    return manifest
+
+
+def _finite(x: Any) -> Any:
+    """JSON values: tuples as lists, numpy scalars as Python numbers, NaN (a rate over no fitted trial) as null."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if hasattr(x, "item"):
+        x = x.item()
+    if isinstance(x, float) and x != x:
+        return None
+    return x
