@@ -45,6 +45,30 @@ def outcome_sd(protocol: StudyProtocol) -> tuple[float, str]:
     raise DesignRefused(f"the primary outcome {o.name} needs design.outcome_sd (no instrument or bounds give a scale)")
 
 
+def release_noise(protocol: StudyProtocol, epsilon: float) -> tuple[float, Any]:
+    """The noise SD of each cell of the primary outcome's paired-moments release at a total budget ``epsilon``,
+    computed by the release code itself (``privacy.release``: the standard query plan, the budget split, the
+    OpenDP calibration), as the share of the budget the release after the final wave spends (its planned share;
+    the whole budget when none is planned). Returns (share, noise_sd(arm, wave, statistic))."""
+    from flows.privacy_flows import instrument_bounds
+    from privacy.budget import budget_loss
+    from privacy.release import calibrate, split_budget, standard_plan
+
+    p = protocol.privacy
+    final = protocol.wave_names[-1]
+    share = next((r.share for r in p.releases if r.after_wave == final), 1.0)
+    accounting = "zcdp" if p.mechanism == "gaussian" else "pure"
+    bounds = instrument_bounds(protocol)
+    queries = standard_plan(protocol, bounds)
+    losses = split_budget(queries, budget_loss(epsilon, p.delta, accounting).scaled(share))
+    o = protocol.primary_outcome.name
+    (query, loss), = [(q, lo) for q, lo in zip(queries, losses, strict=True)
+                      if q.kind == "paired_moments" and q.outcome == o]
+    sds = dict(zip(((k.arm, k.wave, k.statistic) for k in query.keys), calibrate(query, p.mechanism, loss).noise_sd(),
+                   strict=True))
+    return share, lambda arm, wave, statistic: sds[(arm, wave, statistic)]
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -57,7 +81,7 @@ def _versions() -> dict[str, str]:
 
 
 def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = None, monitor_nsim: int | None = None,
-                 monitor: bool = True, settings: DesignSettings | None = None,
+                 monitor: bool = True, public_nsim: int | None = None, settings: DesignSettings | None = None,
                  progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Simulate the study's plan over its design grid; write the manifest and the chart; return the manifest."""
     from analysis.design import DesignAssumptions, run_design
@@ -70,9 +94,16 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
     if settings is not None:
         protocol = protocol.model_copy(update={"design": settings})
     sd, sd_source = outcome_sd(protocol)
+    mean = _outcome_mid(protocol)
+    public = []
+    if protocol.privacy is not None:
+        eps_grid = (protocol.design.epsilon if protocol.design and protocol.design.epsilon
+                    else [protocol.privacy.epsilon * f for f in (0.5, 1.0, 2.0)])
+        public = [(eps, *release_noise(protocol, eps)) for eps in eps_grid]
     try:
-        a = DesignAssumptions.of(protocol, sd)
-        result = run_design(a, nsim=nsim, monitor_nsim=monitor_nsim, monitor=monitor, progress=progress)
+        a = DesignAssumptions.of(protocol, sd, mean)
+        result = run_design(a, nsim=nsim, monitor_nsim=monitor_nsim, monitor=monitor, public_noise=public,
+                            public_nsim=public_nsim, progress=progress)
     except AnalysisInputError as exc:
         raise DesignRefused(str(exc)) from None
     timing_keys = ("trials_per_second",)
@@ -96,6 +127,7 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
         "notes": list(result.notes),
         "cells": [{k: v for k, v in c.record().items() if k not in timing_keys} for c in result.cells],
         "monitor": [m.record() for m in result.monitor],
+        "public": [c.record() for c in result.public],
         "timing": {"seconds": result.seconds, "trials": result.trials,
                    "trials_per_second": result.trials_per_second,
                    "cells": [c.trials_per_second for c in result.cells]},
@@ -111,6 +143,15 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
     chart.save(str(out / "design-power.html"))
     (out / "design-power.vl.json").write_text(chart.to_json(), encoding="utf-8")
     return manifest
+
+
+def _outcome_mid(protocol: StudyProtocol) -> float:
+    """The middle of the primary outcome's public bounds: the simulated baseline mean (the DP release clips to the
+    bounds and its noise is on their scale; the MMRM does not depend on the mean)."""
+    from flows.privacy_flows import instrument_bounds
+
+    b = instrument_bounds(protocol).get(protocol.primary_outcome.name)
+    return 0.0 if b is None else (b.lower + b.upper) / 2.0
 
 
 def _finite(x: Any) -> Any:

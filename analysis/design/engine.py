@@ -32,8 +32,8 @@ from analysis.errors import AnalysisInputError
 from schemas.protocol import DesignSettings, StudyProtocol
 from schemas.results import LONG_RUN
 
-__all__ = ["CellSummary", "DesignAssumptions", "DesignResult", "MonitorSummary", "run_design", "simulate_cell",
-           "simulate_monitor"]
+__all__ = ["CellSummary", "DesignAssumptions", "DesignResult", "MonitorSummary", "PublicCellSummary", "run_design",
+           "simulate_cell", "simulate_monitor", "simulate_public"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,10 @@ class DesignAssumptions:
     waves: tuple[str, ...]
     months: tuple[float, ...]  # baseline first
     notes: tuple[str, ...] = ()
+    outcome_mean: float = 0.0  # the baseline mean (the MMRM does not depend on it; the DP release's clipping does)
 
     @classmethod
-    def of(cls, protocol: StudyProtocol, outcome_sd: float) -> DesignAssumptions:
+    def of(cls, protocol: StudyProtocol, outcome_sd: float, outcome_mean: float = 0.0) -> DesignAssumptions:
         from analysis.plan import followup_waves
 
         settings = protocol.design or DesignSettings()
@@ -77,7 +78,7 @@ class DesignAssumptions:
         control = protocol.control_arm
         arms = (control, *[a for a in protocol.arm_names if a != control])
         months = (protocol.wave(protocol.baseline_wave).months, *[protocol.wave(w).months for w in waves])
-        return cls(protocol, float(outcome_sd), settings, arms, waves, months, tuple(notes))
+        return cls(protocol, float(outcome_sd), settings, arms, waves, months, tuple(notes), float(outcome_mean))
 
     @property
     def alpha(self) -> float:
@@ -97,7 +98,7 @@ class DesignAssumptions:
         rel = np.asarray(self.months[1:]) - self.months[0]
         rise = self.settings.effect_rise_months
         shape = 1.0 - np.exp(-rel / rise) if rise > 0 else np.ones_like(rel)
-        return np.concatenate([[0.0], effect * shape / shape[-1]])
+        return self.outcome_mean + np.concatenate([[0.0], effect * shape / shape[-1]])
 
     def n_per_arm(self, n: int) -> dict[str, int]:
         alloc = {a.name: a.allocation for a in self.protocol.arms}
@@ -179,7 +180,7 @@ def simulate_cell(a: DesignAssumptions, n: int, attrition: float, multiple: floa
     effect = a.sign * multiple * float(o.mcid)
     rng = _seed(seed, n, attrition, multiple)
     sigma, pp = a.sigma(), pattern_probabilities(len(a.waves), attrition)
-    means = {arm: (a.effect_path(effect) if arm != a.arms[0] else np.zeros(len(a.months))) for arm in a.arms}
+    means = {arm: a.effect_path(effect if arm != a.arms[0] else 0.0) for arm in a.arms}
     counts = a.n_per_arm(n)
     from analysis.plan import mmrm_design
 
@@ -284,8 +285,8 @@ def simulate_monitor(a: DesignAssumptions, scenario: str, n: int, attrition: flo
     effect = a.sign * flourishing_sd * a.outcome_sd
     rng = _seed(seed, n, attrition, engagement_sd, flourishing_sd, float(suppress_final))
     sigma, pp = a.sigma(), pattern_probabilities(len(a.waves), attrition)
-    means = {arm: (np.concatenate([[0.0], np.full(len(a.waves), effect)]) if arm != a.arms[0]
-                   else np.zeros(len(a.months))) for arm in a.arms}
+    means = {arm: a.outcome_mean + (np.concatenate([[0.0], np.full(len(a.waves), effect)]) if arm != a.arms[0]
+                                    else np.zeros(len(a.months))) for arm in a.arms}
     counts = a.n_per_arm(n)
     z_columns = mmrm_design(protocol, a.waves).z_columns
     method = mmrm_method(protocol.analysis)
@@ -329,6 +330,96 @@ def simulate_monitor(a: DesignAssumptions, scenario: str, n: int, attrition: flo
 
 
 # ----------------------------------------------------------------------------------------------
+# The public tier: the noise-aware model on DP-noised statistics
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublicCellSummary:
+    """The public tier's long-run row (``analysis.plan.run_public_plan``: the noise-aware model on the DP release)
+    at one epsilon: power (the interval excludes 0 in the good direction), coverage, bias, RMSE, mean interval
+    width, with Monte Carlo SEs; failures (refused or failed diagnostics) apart."""
+
+    epsilon: float
+    release_share: float
+    participants_per_arm: int
+    attrition: float
+    effect_mcid_multiple: float
+    true_effect: float
+    nsim: int
+    n_failed: int
+    failure_rate: float
+    power: float
+    power_mcse: float
+    coverage: float
+    coverage_mcse: float
+    bias: float
+    bias_mcse: float
+    rmse: float
+    mean_interval_width: float
+    noise_sd_sum_y: float  # the noise SD of one cell's sum of the outcome, for scale
+    failures: tuple[str, ...] = ()
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def simulate_public(a: DesignAssumptions, epsilon: float, release_share: float,
+                    noise_sd: Callable[[str, str, str], float], n: int, attrition: float, multiple: float, nsim: int,
+                    seed: int) -> PublicCellSummary:
+    """``nsim`` trials whose per-arm x wave paired moments get the DP release's Gaussian noise (``noise_sd(arm, wave,
+    statistic)``, computed by the caller with the release code, ``privacy.release``) and are analysed by
+    ``analysis.plan.run_public_plan``, the public tier's plan."""
+    from analysis.errors import AnalysisRefused
+    from analysis.plan import ReleasedCells, run_public_plan
+    from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
+
+    from analysis.design.statistics import draw_arm_sums, paired_moments
+
+    protocol = a.protocol.model_copy(update={"secondary_outcomes": []})
+    o = protocol.primary_outcome
+    effect = a.sign * multiple * float(o.mcid)
+    rng = _seed(seed, n, attrition, multiple, epsilon, 1.0)
+    sigma, pp = a.sigma(), pattern_probabilities(len(a.waves), attrition)
+    means = {arm: a.effect_path(effect if arm != a.arms[0] else 0.0) for arm in a.arms}
+    counts = a.n_per_arm(n)
+    arm = a.arms[1]
+    est, lo, hi, failures = [], [], [], []
+    for _ in range(nsim):
+        exact = paired_moments(draw_arm_sums(rng, counts, a.arms, means, sigma, pp), a.arms, a.waves)
+        cells = {}
+        for (arm_name, wave), m in exact.items():
+            sds = {st: noise_sd(arm_name, wave, st) for st in PAIRED_STATISTICS}
+            noisy = {st: getattr(m, st) + sds[st] * rng.standard_normal() for st in PAIRED_STATISTICS}
+            cells[(arm_name, wave)] = NoisyPairedMoments(**noisy, **{f"noise_sd_{st}": sds[st] for st in sds})
+        try:
+            result = run_public_plan({o.name: ReleasedCells(cells, a.waves)}, protocol)
+        except AnalysisRefused as exc:
+            failures.append(str(exc))
+            continue
+        row = next(r for r in result.effects if r.arm == arm and r.wave == LONG_RUN)
+        est.append(row.estimate), lo.append(row.lower), hi.append(row.upper)
+    e, low, high = np.asarray(est), np.asarray(lo), np.asarray(hi)
+    k = e.size
+    nan = float("nan")
+
+    def rate(x: np.ndarray) -> tuple[float, float]:
+        m = float(x.mean()) if k else nan
+        return m, math.sqrt(m * (1 - m) / k) if k else nan
+
+    good = (low > 0) if a.sign > 0 else (high < 0)
+    pw, pw_se = rate(good)
+    cov, cov_se = rate((low <= effect) & (effect <= high))
+    err = e - effect
+    return PublicCellSummary(
+        epsilon=epsilon, release_share=release_share, participants_per_arm=n, attrition=attrition,
+        effect_mcid_multiple=multiple, true_effect=effect, nsim=nsim, n_failed=len(failures),
+        failure_rate=len(failures) / nsim, power=pw, power_mcse=pw_se, coverage=cov, coverage_mcse=cov_se,
+        bias=float(err.mean()) if k else nan, bias_mcse=float(e.std(ddof=1) / math.sqrt(k)) if k > 1 else nan,
+        rmse=float(math.sqrt(np.mean(err**2))) if k else nan,
+        mean_interval_width=float(np.mean(high - low)) if k else nan,
+        noise_sd_sum_y=noise_sd(arm, a.waves[-1], "sum_y"), failures=tuple(dict.fromkeys(failures))[:3])
+
+
+# ----------------------------------------------------------------------------------------------
 # The whole design
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -339,6 +430,7 @@ class DesignResult:
     notes: tuple[str, ...]
     seconds: float
     trials: int
+    public: tuple[PublicCellSummary, ...] = ()
 
     @property
     def trials_per_second(self) -> float:
@@ -346,10 +438,13 @@ class DesignResult:
 
 
 def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: int | None = None,
-               monitor: bool = True, progress: Callable[[str], None] = lambda _m: None) -> DesignResult:
+               monitor: bool = True, public_noise: Sequence[tuple[float, float, Callable[[str, str, str], float]]] = (),
+               public_nsim: int | None = None,
+               progress: Callable[[str], None] = lambda _m: None) -> DesignResult:
     """Every grid cell (N per arm x attrition x effect) and, with ``monitor``, the three monitor scenarios at the
     planned N and the first attrition: divergence (engagement up, flourishing down ``harm_effect_sd``), flourishing
-    unchanged, and the final wave suppressed."""
+    unchanged, and the final wave suppressed. ``public_noise``: (epsilon, release share, noise SD of a cell's
+    statistic) per epsilon of the public tier's curve, simulated at the planned N and effect 1 MCID."""
     s = a.settings
     nsim = nsim or s.nsim
     planned = a.planned_n(s.attrition[0])
@@ -371,4 +466,12 @@ def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: i
             progress(f"divergence monitor, {name}: {m_nsim} trials at N = {planned} per arm")
             mons.append(simulate_monitor(a, name, planned, att, eng, fl, m_nsim, s.seed, suppress_final=sup))
             trials += m_nsim
-    return DesignResult(planned, tuple(cells), tuple(mons), a.notes, time.perf_counter() - t0, trials)
+    pubs = []
+    p_nsim = public_nsim if public_nsim is not None else (s.public_nsim if s.public_nsim is not None
+                                                          else max(5, nsim // 10))
+    if p_nsim > 0:
+        for eps, share, noise in public_noise:
+            progress(f"public tier at epsilon {eps:g}: {p_nsim} noise-aware fits at N = {planned} per arm")
+            pubs.append(simulate_public(a, eps, share, noise, planned, s.attrition[0], 1.0, p_nsim, s.seed))
+            trials += p_nsim
+    return DesignResult(planned, tuple(cells), tuple(mons), a.notes, time.perf_counter() - t0, trials, tuple(pubs))

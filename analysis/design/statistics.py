@@ -29,8 +29,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from schemas.mmrm_stats import MMRMStatistics, PatternStatistics
+from schemas.suffstats import PairedMoments
 
-__all__ = ["covariance", "draw_mmrm_statistics", "pattern_probabilities", "wishart"]
+__all__ = ["covariance", "draw_arm_sums", "draw_mmrm_statistics", "mmrm_statistics", "paired_moments",
+           "pattern_probabilities", "wishart"]
 
 
 def covariance(sd: float, icc: float, growth_per_year: float, serial_correlation: float,
@@ -60,19 +62,16 @@ def wishart(rng: np.random.Generator, df: int, chol: np.ndarray) -> np.ndarray:
     return la @ la.T
 
 
-def draw_mmrm_statistics(rng: np.random.Generator, n_per_arm: Mapping[str, int], arms: Sequence[str],
-                         means: Mapping[str, np.ndarray], sigma: np.ndarray, pattern_p: np.ndarray,
-                         waves: Sequence[str], z_columns: Sequence[str]) -> MMRMStatistics:
-    """One trial's pattern statistics. ``arms``: control first (the z-columns are intercept, one dummy per treated
-    arm, baseline: ``analysis.mmrm.MMRMDesign.z_columns``); ``means[arm]``: the (baseline, follow-up) mean vector."""
-    n_follow = len(waves)
-    treated = list(arms[1:])
-    p = 2 + len(treated)
+def draw_arm_sums(rng: np.random.Generator, n_per_arm: Mapping[str, int], arms: Sequence[str],
+                  means: Mapping[str, np.ndarray], sigma: np.ndarray, pattern_p: np.ndarray
+                  ) -> list[tuple[str, int, int, np.ndarray, np.ndarray]]:
+    """Per arm and drop-out pattern k (seen at the first k follow-up waves, k >= 1): (arm, k, n, sum w, sum w w')
+    with w = (baseline, first k follow-ups); ``means[arm]`` is the (baseline, follow-up) mean vector."""
+    n_follow = sigma.shape[0] - 1
     chols = {k: np.linalg.cholesky(sigma[: k + 1, : k + 1]) for k in range(1, n_follow + 1)}
-    patterns: list[PatternStatistics] = []
+    out = []
     for arm in arms:
         counts = rng.multinomial(int(n_per_arm[arm]), pattern_p)
-        dummy = np.array([1.0 if a == arm else 0.0 for a in treated])
         for k in range(1, n_follow + 1):  # k = 0 (no follow-up) adds nothing to the likelihood
             n = int(counts[k])
             if n == 0:
@@ -84,11 +83,42 @@ def draw_mmrm_statistics(rng: np.random.Generator, n_per_arm: Mapping[str, int],
             else:
                 w = mu + rng.standard_normal((n, d)) @ chols[k].T
                 s1, s2 = w.sum(axis=0), w.T @ w
-            zsum = np.concatenate([[n], n * dummy, [s1[0]]])
-            szz = np.empty((p, p))
-            szz[: p - 1, : p - 1] = n * np.outer(np.concatenate([[1.0], dummy]), np.concatenate([[1.0], dummy]))
-            szz[-1, :-1] = szz[:-1, -1] = s1[0] * np.concatenate([[1.0], dummy])
-            szz[-1, -1] = s2[0, 0]
-            szy = np.vstack([np.outer(zsum[:-1] / n, s1[1:]), s2[0, 1:]])
-            patterns.append(PatternStatistics(tuple(range(k)), n, szz, szy, s2[1:, 1:]))
+            out.append((arm, k, n, s1, s2))
+    return out
+
+
+def mmrm_statistics(sums: Sequence[tuple[str, int, int, np.ndarray, np.ndarray]], arms: Sequence[str],
+                    waves: Sequence[str], z_columns: Sequence[str]) -> MMRMStatistics:
+    """The MMRM's pattern statistics of :func:`draw_arm_sums`' output, z = (1, treated-arm dummies, baseline) (the
+    z-columns of ``analysis.mmrm.MMRMDesign``); patterns of several arms add."""
+    treated = list(arms[1:])
+    p = 2 + len(treated)
+    patterns = []
+    for arm, k, n, s1, s2 in sums:
+        head = np.concatenate([[1.0], [1.0 if a == arm else 0.0 for a in treated]])
+        szz = np.empty((p, p))
+        szz[:-1, :-1] = n * np.outer(head, head)
+        szz[-1, :-1] = szz[:-1, -1] = s1[0] * head
+        szz[-1, -1] = s2[0, 0]
+        szy = np.vstack([np.outer(head, s1[1:]), s2[0, 1:]])
+        patterns.append(PatternStatistics(tuple(range(k)), n, szz, szy, s2[1:, 1:]))
     return MMRMStatistics(tuple(z_columns), tuple(waves), tuple(patterns))
+
+
+def paired_moments(sums: Sequence[tuple[str, int, int, np.ndarray, np.ndarray]], arms: Sequence[str],
+                   waves: Sequence[str]) -> dict[tuple[str, str], PairedMoments]:
+    """Per (arm, follow-up wave): the (baseline, wave) moments of the participants seen at that wave, what the DP
+    release's paired-moments query holds (``privacy.release.plan_paired``) before its noise."""
+    out = {(a, w): PairedMoments.zero() for a in arms for w in waves}
+    for arm, k, n, s1, s2 in sums:
+        for t in range(k):
+            out[(arm, waves[t])] = out[(arm, waves[t])] + PairedMoments(
+                n, float(s1[0]), float(s1[1 + t]), float(s2[0, 0]), float(s2[1 + t, 1 + t]), float(s2[0, 1 + t]))
+    return out
+
+
+def draw_mmrm_statistics(rng: np.random.Generator, n_per_arm: Mapping[str, int], arms: Sequence[str],
+                         means: Mapping[str, np.ndarray], sigma: np.ndarray, pattern_p: np.ndarray,
+                         waves: Sequence[str], z_columns: Sequence[str]) -> MMRMStatistics:
+    """One trial's pattern statistics (:func:`draw_arm_sums` then :func:`mmrm_statistics`)."""
+    return mmrm_statistics(draw_arm_sums(rng, n_per_arm, arms, means, sigma, pattern_p), arms, waves, z_columns)
