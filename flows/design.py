@@ -82,6 +82,7 @@ def _versions() -> dict[str, str]:
 
 def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = None, monitor_nsim: int | None = None,
                  monitor: bool = True, public_nsim: int | None = None, settings: DesignSettings | None = None,
+                 public_fit: Callable[..., Any] | None = None,
                  progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Simulate the study's plan over its design grid; write the manifest and the chart; return the manifest."""
     from analysis.design import DesignAssumptions, run_design
@@ -103,7 +104,7 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
     try:
         a = DesignAssumptions.of(protocol, sd, mean)
         result = run_design(a, nsim=nsim, monitor_nsim=monitor_nsim, monitor=monitor, public_noise=public,
-                            public_nsim=public_nsim, progress=progress)
+                            public_nsim=public_nsim, public_fit=public_fit, progress=progress)
     except AnalysisInputError as exc:
         raise DesignRefused(str(exc)) from None
     timing_keys = ("trials_per_second",)
@@ -137,9 +138,9 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
     manifest = _finite(manifest)
     (out / "design-manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n",
                                               encoding="utf-8")
-    from reports.design import power_curve_chart
+    from reports.design import design_chart
 
-    chart = power_curve_chart(manifest["cells"], title=f"{protocol.study_id}: power of the primary analysis")
+    chart = design_chart(manifest["cells"], manifest["public"], study_id=protocol.study_id)
     chart.save(str(out / "design-power.html"))
     (out / "design-power.vl.json").write_text(chart.to_json(), encoding="utf-8")
     return manifest

@@ -11,7 +11,7 @@ from typing import Any
 
 import altair as alt
 
-__all__ = ["power_curve_chart"]
+__all__ = ["design_chart", "power_curve_chart", "public_curve_chart"]
 
 
 def power_curve_chart(cells: Sequence[dict[str, Any]], *, title: str) -> alt.LayerChart:
@@ -33,3 +33,28 @@ def power_curve_chart(cells: Sequence[dict[str, Any]], *, title: str) -> alt.Lay
                  alt.Tooltip("analytic:Q", format=".3f"), alt.Tooltip("failure_rate:Q", format=".3f")])
     analytic = base.mark_line(strokeDash=[4, 3]).encode(y="analytic:Q")
     return (band + line + analytic).properties(title=title, width=480, height=300)
+
+
+def public_curve_chart(public: Sequence[dict[str, Any]], *, title: str) -> alt.Chart:
+    """The public tier's power and interval coverage against the study's total epsilon (at the planned N and 1
+    MCID), each with a 2-MC-SE error bar: what the privacy budget costs the published analysis."""
+    rows = []
+    for c in public:
+        for measure, rate, se in (("power", c["power"], c["power_mcse"]), ("coverage", c["coverage"], c["coverage_mcse"])):
+            if rate is None:
+                continue
+            rows.append({"epsilon": c["epsilon"], "measure": measure, "rate": rate,
+                         "low": max(0.0, rate - 2 * (se or 0.0)), "high": min(1.0, rate + 2 * (se or 0.0))})
+    base = alt.Chart(alt.Data(values=rows)).encode(
+        x=alt.X("epsilon:Q", title="total privacy budget (epsilon)", scale=alt.Scale(type="log")),
+        color=alt.Color("measure:N", title="public tier"))
+    return (base.mark_line(point=True).encode(y=alt.Y("rate:Q", title="rate", scale=alt.Scale(domain=[0, 1])))
+            + base.mark_errorbar().encode(y="low:Q", y2="high:Q")).properties(title=title, width=480, height=240)
+
+
+def design_chart(cells: Sequence[dict[str, Any]], public: Sequence[dict[str, Any]], *, study_id: str):
+    """The power curves and, when the public tier was simulated, its curves against epsilon below them."""
+    chart = power_curve_chart(cells, title=f"{study_id}: power of the primary analysis (trusted tier)")
+    if public:
+        return alt.vconcat(chart, public_curve_chart(public, title=f"{study_id}: public tier against epsilon"))
+    return chart

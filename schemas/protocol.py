@@ -253,7 +253,8 @@ class DesignSettings(Contract):
                                 "rule: each test it needs is powered at 1 - (1 - target_power) / tests).")
     nsim: int = Field(200, ge=2, le=1_000_000, description="Simulated trials per grid cell (trusted tier).")
     public_nsim: int | None = Field(None, ge=0, le=100_000, description="Simulated trials per epsilon (public tier, "
-                                    "a sampler run each). Absent: nsim / 10, at least 5.")
+                                    "a noise-aware sampler run each, tens of seconds). Absent: 0, the public tier's "
+                                    "curve is not simulated (`flourish design --public-nsim`).")
     seed: int = Field(20261207, ge=0, lt=2**63)
 
 

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,32 @@ class DesignAssumptions:
         se = analytic_se(counts, self.arms, self.sigma(), pp, self.arms[1])
         df = sum(counts.values()) * pp[-1] - 2 - (len(self.arms) - 1)
         return se, df, analytic_power(effect, se, self.alpha, df)
+
+    def analytic_detection(self, n: int, attrition: float, engagement_sd: float, flourishing_sd: float) -> float:
+        """The divergence IUT's detection probability with known SEs, normal reference: the product of the two
+        one-sided powers (the engagement and flourishing estimates are independent: separate models, separate
+        data), engagement by CUPED (variance (1 - r^2) per participant, r the pre-period correlation)."""
+        from scipy import stats as st
+
+        counts = self.n_per_arm(n)
+        margin = float(self.protocol.primary_outcome.margin)
+        harm = -flourishing_sd * self.outcome_sd  # against the good direction
+        se = self.analytic(n, attrition, 0.0)[0]
+        z = st.norm.ppf(1 - self.alpha)
+        r = self.settings.engagement_pre_correlation
+        eng_se = math.sqrt((1 - r**2) * (1 / counts[self.arms[0]] + 1 / counts[self.arms[1]]))
+        return float(st.norm.sf(z - engagement_sd / eng_se) * st.norm.sf(z - (harm - margin) / se))
+
+    def monitor_n(self, attrition: float, target: float = 0.8) -> int:
+        """The smallest N per arm at which the monitor detects the design's divergence scenario with ``target``
+        probability (analytic), or 10,000,000 when the harm is within the margin (it never will)."""
+        s = self.settings
+        n = 4
+        while self.analytic_detection(n, attrition, s.engagement_effect_sd, -s.harm_effect_sd) < target:
+            if n >= 10_000_000:
+                return n
+            n = n + max(1, n // 20)
+        return n
 
     def planned_n(self, attrition: float) -> int:
         """The planned N per arm: the design section's, else the smallest with analytic power >= target at 1 MCID."""
@@ -314,12 +341,7 @@ def simulate_monitor(a: DesignAssumptions, scenario: str, n: int, attrition: flo
         n_ind += any(s.status == INDETERMINATE for s in mine if s.wave == final)
     k = nsim - failed
     rate = n_div_final / k if k else float("nan")
-    se, df, _ = a.analytic(n, attrition, effect)
-    z = st.norm.ppf(1 - a.alpha)
-    eng_se = math.sqrt((1 - a.settings.engagement_pre_correlation**2) * (1 / counts[a.arms[0]] + 1 / counts[arm]))
-    harm = -a.sign * effect
-    detect = (0.0 if suppress_final else
-              float(st.norm.sf(z - engagement_sd / eng_se) * st.norm.sf(z - (harm - margin) / se)))
+    detect = 0.0 if suppress_final else a.analytic_detection(n, attrition, engagement_sd, flourishing_sd)
     return MonitorSummary(
         scenario=scenario, participants_per_arm=n, attrition=attrition, engagement_effect_sd=engagement_sd,
         flourishing_effect_sd=flourishing_sd, margin_sd=margin / a.outcome_sd, suppressed_final_wave=suppress_final,
@@ -364,10 +386,11 @@ class PublicCellSummary:
 
 def simulate_public(a: DesignAssumptions, epsilon: float, release_share: float,
                     noise_sd: Callable[[str, str, str], float], n: int, attrition: float, multiple: float, nsim: int,
-                    seed: int) -> PublicCellSummary:
+                    seed: int, *, fit: Callable[..., Any] | None = None) -> PublicCellSummary:
     """``nsim`` trials whose per-arm x wave paired moments get the DP release's Gaussian noise (``noise_sd(arm, wave,
     statistic)``, computed by the caller with the release code, ``privacy.release``) and are analysed by
-    ``analysis.plan.run_public_plan``, the public tier's plan."""
+    ``analysis.plan.run_public_plan``, the public tier's plan (``fit``: its model, ``analysis.public.fit_public`` by
+    default; tests pass a stand-in)."""
     from analysis.errors import AnalysisRefused
     from analysis.plan import ReleasedCells, run_public_plan
     from schemas.suffstats import PAIRED_STATISTICS, NoisyPairedMoments
@@ -391,7 +414,7 @@ def simulate_public(a: DesignAssumptions, epsilon: float, release_share: float,
             noisy = {st: getattr(m, st) + sds[st] * rng.standard_normal() for st in PAIRED_STATISTICS}
             cells[(arm_name, wave)] = NoisyPairedMoments(**noisy, **{f"noise_sd_{st}": sds[st] for st in sds})
         try:
-            result = run_public_plan({o.name: ReleasedCells(cells, a.waves)}, protocol)
+            result = run_public_plan({o.name: ReleasedCells(cells, a.waves)}, protocol, fit=fit)
         except AnalysisRefused as exc:
             failures.append(str(exc))
             continue
@@ -439,7 +462,7 @@ class DesignResult:
 
 def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: int | None = None,
                monitor: bool = True, public_noise: Sequence[tuple[float, float, Callable[[str, str, str], float]]] = (),
-               public_nsim: int | None = None,
+               public_nsim: int | None = None, public_fit: Callable[..., Any] | None = None,
                progress: Callable[[str], None] = lambda _m: None) -> DesignResult:
     """Every grid cell (N per arm x attrition x effect) and, with ``monitor``, the three monitor scenarios at the
     planned N and the first attrition: divergence (engagement up, flourishing down ``harm_effect_sd``), flourishing
@@ -467,11 +490,16 @@ def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: i
             mons.append(simulate_monitor(a, name, planned, att, eng, fl, m_nsim, s.seed, suppress_final=sup))
             trials += m_nsim
     pubs = []
-    p_nsim = public_nsim if public_nsim is not None else (s.public_nsim if s.public_nsim is not None
-                                                          else max(5, nsim // 10))
+    p_nsim = public_nsim if public_nsim is not None else (s.public_nsim or 0)
+    notes = list(a.notes)
+    if public_noise and p_nsim == 0:
+        notes.append("the public tier's power and coverage per epsilon were not simulated (a noise-aware sampler "
+                     "run per trial): ask for them with design.public_nsim or --public-nsim")
     if p_nsim > 0:
         for eps, share, noise in public_noise:
             progress(f"public tier at epsilon {eps:g}: {p_nsim} noise-aware fits at N = {planned} per arm")
-            pubs.append(simulate_public(a, eps, share, noise, planned, s.attrition[0], 1.0, p_nsim, s.seed))
+            pubs.append(simulate_public(a, eps, share, noise, planned, s.attrition[0], 1.0, p_nsim, s.seed,
+                                        fit=public_fit))
             trials += p_nsim
-    return DesignResult(planned, tuple(cells), tuple(mons), a.notes, time.perf_counter() - t0, trials, tuple(pubs))
+    return DesignResult(planned, tuple(cells), tuple(mons), tuple(notes), time.perf_counter() - t0, trials,
+                        tuple(pubs))

@@ -20,6 +20,10 @@ def design_cmd(
     monitor_nsim: Annotated[int | None, typer.Option("--monitor-nsim", min=2, help="Simulated trials per divergence-"
                                                      "monitor scenario (default: nsim).")] = None,
     no_monitor: Annotated[bool, typer.Option("--no-monitor", help="Skip the divergence-monitor scenarios.")] = False,
+    public_nsim: Annotated[int | None, typer.Option("--public-nsim", min=0, help="Simulated trials per epsilon for the "
+                                                    "public tier's power and coverage (a noise-aware sampler run "
+                                                    "each, tens of seconds; default: the design section's, 0).")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON for scripts.")] = False,
 ) -> None:
     """Simulate the preregistered primary analysis before any data exist: power, type I error, bias, RMSE and
@@ -35,7 +39,8 @@ def design_cmd(
     if not study.is_file():
         raise UserError(f"study protocol {study} does not exist")
     say = (lambda _m: None) if json_out else (lambda m: typer.echo(m, err=True))
-    manifest = design_study(study, out, nsim=nsim, monitor_nsim=monitor_nsim, monitor=not no_monitor, progress=say)
+    manifest = design_study(study, out, nsim=nsim, monitor_nsim=monitor_nsim, monitor=not no_monitor,
+                           public_nsim=public_nsim, progress=say)
     if json_out:
         typer.echo(json.dumps(manifest, indent=2))
         return
@@ -62,6 +67,11 @@ def design_cmd(
                    f"{m['margin_sd']:.2f} SD): divergence at the final wave {pm(m['divergence_rate_final'], m['divergence_rate_final_mcse'])}"
                    f" (analytic {m['analytic_detection_final']:.3f}), at any wave {m['divergence_rate_any_wave']:.3f}, "
                    f"indeterminate {m['indeterminate_rate_final']:.3f}")
+    for c in manifest["public"]:
+        typer.echo(f"public tier, epsilon {c['epsilon']:g} (release share {c['release_share']:g}, N "
+                   f"{c['participants_per_arm']}/arm, 1 MCID): power {pm(c['power'], c['power_mcse'])}, coverage "
+                   f"{pm(c['coverage'], c['coverage_mcse'])}, mean interval width {c['mean_interval_width'] or 0:.3g}, "
+                   f"failed {c['failure_rate']:.1%}")
     for n in manifest["notes"]:
         typer.echo(f"note: {n}")
     t = manifest["timing"]

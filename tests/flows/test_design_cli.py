@@ -41,7 +41,7 @@ def test_a_rerun_gives_identical_summaries_and_the_chart_is_written(study, tmp_p
     assert on_disk["cells"] == first["cells"]
     assert (tmp_path / "a" / "design-power.html").stat().st_size > 1000
     spec = json.loads((tmp_path / "a" / "design-power.vl.json").read_text())
-    assert "layer" in spec
+    assert "layer" in spec and "vconcat" not in spec  # no public curve unless asked for
     other = design_study(study, tmp_path / "c", monitor=False, settings=load_study(study).design.model_copy(
         update={"seed": 8}))
     assert other["cells"] != first["cells"]  # the seed matters (the summaries are not constants)
@@ -58,3 +58,49 @@ def test_the_cli_prints_the_grid_and_refuses_in_one_sentence(study, tmp_path):
     bad.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["design", str(bad), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "MMRM" in result.output and "Traceback" not in result.output
+
+
+def test_release_noise_comes_from_the_release_code_and_shrinks_with_epsilon():
+    """The public tier's noise per cell statistic is what privacy.release calibrates for the final planned release
+    (half the demo's budget): the sum of a 0..100 score has 100 times the count's noise SD; a larger epsilon, less."""
+    from flows.design import release_noise
+
+    p = demo_protocol()
+    share, at4 = release_noise(p, 4.0)
+    _, at8 = release_noise(p, 8.0)
+    assert share == 0.5
+    assert at4("control", "m12", "sum_y") == pytest.approx(100 * at4("control", "m12", "n"))
+    assert at4("control", "m12", "sum_yy") == pytest.approx(100 ** 2 * at4("control", "m12", "n"))
+    assert at8("candor", "m3", "n") < at4("candor", "m3", "n")
+
+
+def test_the_public_tier_runs_the_public_plan_on_cells_with_the_release_noise(study, tmp_path):
+    """A stand-in for the sampler (run_public_plan's ``fit``) sees the noised cells with the release's noise SDs;
+    its rows become the epsilon curve's power and coverage."""
+    from analysis.public import PublicResult
+    from analysis.results import Diagnostics
+    from flows.design import release_noise
+    from schemas.results import LONG_RUN, Effect
+
+    seen = []
+
+    def stand_in(cells, plan, *, control, waves, outcome, direction, mcid, rope):
+        seen.append(cells)
+        final = waves[-1]
+        mean = {a: cells[(a, final)].sum_y / cells[(a, final)].n for a, _ in cells}
+        rows = [Effect(outcome=outcome, arm=a, control=control, wave=LONG_RUN, method="bayes_ancova_noise_aware",
+                       tier="public", estimate=mean[a] - mean[control], lower=-1e9, upper=1e9,
+                       interval_level=0.95, direction=direction) for a in mean if a != control]
+        return PublicResult(outcome, control, tuple(mean), tuple(waves), tuple(rows),
+                            Diagnostics(True, 1.0, 1000.0, 0), True)
+
+    manifest = __import__("flows.design", fromlist=["x"]).design_study(
+        study, tmp_path / "p", nsim=2, monitor=False, public_nsim=3, public_fit=stand_in)
+    assert [c["epsilon"] for c in manifest["public"]] == [2.0, 4.0, 8.0]  # half, one and two times privacy.epsilon
+    assert len(seen) == 9 and all(c["coverage"] == 1.0 and c["power"] == 0.0 for c in manifest["public"])
+    _, noise = release_noise(demo_protocol(), 2.0)
+    cell = seen[0][("guidance", "m12")]
+    assert cell.noise_sd_sum_y == pytest.approx(noise("guidance", "m12", "sum_y"))
+    assert manifest["public"][0]["noise_sd_sum_y"] > manifest["public"][2]["noise_sd_sum_y"]
+    spec = json.loads((tmp_path / "p" / "design-power.vl.json").read_text())
+    assert "vconcat" in spec and "public tier against epsilon" in json.dumps(spec)
