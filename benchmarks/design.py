@@ -88,13 +88,31 @@ def main() -> None:
     ap.add_argument("--speed-trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--json", type=str, default=None, help="also write the results here")
+    ap.add_argument("--public-only", action="store_true", help="run part 4 only")
+    ap.add_argument("--public-n", type=int, default=None, help="N per arm of part 4 (default: the planned N)")
     args = ap.parse_args()
     a, att, out = assumptions(), 0.25, {}
     n = a.planned_n(att)
     print(f"demo protocol: arms {a.arms}, follow-up waves {a.waves}, outcome SD {SD:g}, alpha {a.alpha:g}, "
           f"planned N {n} per arm (analytic power >= 0.8 at 1 MCID, attrition {att:.0%})")
 
+    if args.public_only:
+        args.nsim = args.monitor_nsim = args.speed_trials = 0
     # 1. calibration
+    if args.nsim:
+        calibration(a, n, att, args, out)
+    if args.monitor_nsim:
+        monitor(a, n, att, args, out)
+    if args.speed_trials:
+        speed(a, n, att, args, out)
+    if args.public_nsim:
+        public(a, n, att, args, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2, default=float)
+
+
+def calibration(a, n, att, args, out) -> None:
     null = simulate_cell(a, n, att, 0.0, args.nsim, args.seed)
     alt = simulate_cell(a, n, att, 1.0, args.nsim, args.seed)
     out["null"], out["alt"] = null.record(), alt.record()
@@ -111,7 +129,9 @@ def main() -> None:
               f"{c.bias_mcse:.3f}; RMSE {c.rmse:.3f} +- {c.rmse_mcse:.3f}; mean SE {c.mean_se:.3f} vs analytic "
               f"{c.analytic_se:.3f}; {c.trials_per_second:.1f} trials/s")
 
-    # 2. monitor
+
+
+def monitor(a, n, att, args, out) -> None:
     s = a.settings
     n_mon = a.monitor_n(att)
     print(f"\n2. divergence monitor (margin {a.protocol.primary_outcome.margin:g} points = "
@@ -131,7 +151,9 @@ def main() -> None:
               f"{m.divergence_rate_any_wave:.4f}, indeterminate {m.indeterminate_rate_final:.3f} "
               f"(nsim {k}, failures {m.n_failed})")
 
-    # 3. speed
+
+
+def speed(a, n, att, args, out) -> None:
     print(f"\n3. speed, same run ({args.speed_trials} trials each)")
     out["speed"] = {}
     for nn in (n, 1000):
@@ -143,7 +165,10 @@ def main() -> None:
         print(f"   N {nn:>5} per arm: engine {engine:.2f} trials/s (REML MMRM, unstructured, Kenward-Roger); "
               f"simr-style MixedLM refit {simr:.2f} trials/s (random intercept only); ratio {engine / simr:.1f}x")
 
-    # 4. public tier
+
+
+def public(a, n, att, args, out) -> None:
+    n = args.public_n or n
     if args.public_nsim:
         print(f"\n4. public tier at N {n} per arm, 1 MCID, {args.public_nsim} noise-aware fits per epsilon")
         out["public"] = []
@@ -154,9 +179,6 @@ def main() -> None:
             print(f"   epsilon {eps:g} (release share {share:g}; noise SD of a cell's sum {c.noise_sd_sum_y:.0f}): "
                   f"power {c.power:.3f} +- {c.power_mcse:.3f}, coverage {c.coverage:.3f} +- {c.coverage_mcse:.3f}, "
                   f"mean interval width {c.mean_interval_width:.1f}, failures {c.n_failed}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2, default=float)
 
 
 if __name__ == "__main__":
