@@ -7,6 +7,7 @@ bad rows and runs it through the same pipeline.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -342,8 +343,22 @@ def _serve(planned) -> None:
         prefect_serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
 
 
+def orchestrated(command: Any) -> Any:
+    """Start the command's Prefect API first (flows/prefect_server.py ``orchestration``): the server's start-up
+    then overlaps with the command importing the pipeline, instead of following it."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flows.prefect_server import orchestration
+
+        with orchestration():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(one_sentence(serve))
-    app.command("run")(one_sentence(run))
-    app.command("score")(one_sentence(score))
-    app.command("demo")(one_sentence(demo))
+    app.command("run")(one_sentence(orchestrated(run)))
+    app.command("score")(one_sentence(orchestrated(score)))
+    app.command("demo")(one_sentence(orchestrated(demo)))

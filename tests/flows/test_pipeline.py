@@ -106,7 +106,8 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
 
 
 def test_ingest_then_score_then_analyze_as_separate_commands(study, monkeypatch):
-    """The new user's path of issue 17: `flourish ingest` of their own folder, then `score`, then `analyze`."""
+    """The new user's path of issue 17 (hardening D5: real studies could not be scored): `flourish ingest` of their
+    own folder, then `score`, then `analyze`."""
     monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
     wh = study / "separate.duckdb"
     sim = study / "sim"
