@@ -122,6 +122,8 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
         "design": a.settings.model_dump(mode="json"),
         "waves": list(a.waves), "months": list(a.months), "arms": list(a.arms),
         "planned_participants_per_arm": result.planned_participants_per_arm,
+        "monitor_needs_participants_per_arm": (a.monitor_n(a.settings.attrition[0])
+                                               if protocol.engagement_metrics() else None),
         "nsim": nsim or a.settings.nsim,
         "seed": a.settings.seed,
         "versions": _versions(),

@@ -61,6 +61,11 @@ def design_cmd(
                    f"{pm(c['rejection_rate'], c['rejection_rate_mcse']) if null else '-':>13} "
                    f"{pm(c['bias'], c['bias_mcse'], '{:.2f}'):>14} {pm(c['rmse'], c['rmse_mcse'], '{:.2f}'):>14} "
                    f"{pm(c['coverage'], c['coverage_mcse']):>13} {c['failure_rate']:>6.1%}")
+    if manifest["monitor"]:
+        need = manifest["monitor_needs_participants_per_arm"]
+        typer.echo("divergence monitor: " + (f"{need} participants per arm detect the scenario with 80% probability "
+                                             "(analytic)" if need < 10_000_000 else "the scenario's decline is inside "
+                                             "the margin: no N detects it as a divergence"))
     for m in manifest["monitor"]:
         typer.echo(f"divergence monitor, {m['scenario']} (N {m['participants_per_arm']}/arm, engagement "
                    f"{m['engagement_effect_sd']:+g} SD, flourishing {m['flourishing_effect_sd']:+g} SD, margin "
