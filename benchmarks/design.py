@@ -19,7 +19,8 @@ and is by definition not a divergence, so no N detects it).
    Kenward-Roger) at the planned N and at 1,000 per arm, beside simr-style refitting (participants simulated
    and refitted by statsmodels MixedLM, random intercept, REML: statsmodels has no unstructured-covariance MMRM)
    on the same design.
-4. With ``--public-nsim K``: the public tier's power and coverage at epsilon 2, 4 and 8 (K noise-aware fits each).
+4. With ``--public-nsim K``: the public tier's power and coverage at epsilon 2, 4 and 8 (K noise-aware fits each,
+   the closed-form public model since main's public-tier merge).
 """
 
 from __future__ import annotations
@@ -173,8 +174,9 @@ def public(a, n, att, args, out) -> None:
         print(f"\n4. public tier at N {n} per arm, 1 MCID, {args.public_nsim} noise-aware fits per epsilon")
         out["public"] = []
         for eps in (2.0, 4.0, 8.0):
-            share, noise = release_noise(a.protocol, eps)
-            c = simulate_public(a, eps, share, noise, n, att, 1.0, args.public_nsim, args.seed)
+            share, noise, center, half_range = release_noise(a.protocol, eps)
+            c = simulate_public(a, eps, share, noise, n, att, 1.0, args.public_nsim, args.seed, center=center,
+                                half_range=half_range)
             out["public"].append(c.record())
             print(f"   epsilon {eps:g} (release share {share:g}; noise SD of a cell's sum {c.noise_sd_sum_y:.0f}): "
                   f"power {c.power:.3f} +- {c.power_mcse:.3f}, coverage {c.coverage:.3f} +- {c.coverage_mcse:.3f}, "

@@ -45,11 +45,12 @@ def outcome_sd(protocol: StudyProtocol) -> tuple[float, str]:
     raise DesignRefused(f"the primary outcome {o.name} needs design.outcome_sd (no instrument or bounds give a scale)")
 
 
-def release_noise(protocol: StudyProtocol, epsilon: float) -> tuple[float, Any]:
+def release_noise(protocol: StudyProtocol, epsilon: float) -> tuple[float, Any, float, float]:
     """The noise SD of each cell of the primary outcome's paired-moments release at a total budget ``epsilon``,
     computed by the release code itself (``privacy.release``: the standard query plan, the budget split, the
     OpenDP calibration), as the share of the budget the release after the final wave spends (its planned share;
-    the whole budget when none is planned). Returns (share, noise_sd(arm, wave, statistic))."""
+    the whole budget when none is planned). Returns (share, noise_sd(arm, wave, statistic), the release's centre,
+    the bounds' half-range): the release holds moments of values centred at the bounds' midpoint."""
     from flows.privacy_flows import instrument_bounds
     from privacy.budget import budget_loss
     from privacy.release import calibrate, split_budget, standard_plan
@@ -66,7 +67,9 @@ def release_noise(protocol: StudyProtocol, epsilon: float) -> tuple[float, Any]:
                       if q.kind == "paired_moments" and q.outcome == o]
     sds = dict(zip(((k.arm, k.wave, k.statistic) for k in query.keys), calibrate(query, p.mechanism, loss).noise_sd(),
                    strict=True))
-    return share, lambda arm, wave, statistic: sds[(arm, wave, statistic)]
+    b = bounds[o]
+    return (share, lambda arm, wave, statistic: sds[(arm, wave, statistic)], float(query.center),
+            (b.upper - b.lower) / 2.0)
 
 
 def _versions() -> dict[str, str]:
@@ -100,7 +103,7 @@ def design_study(study: str | Path, out_dir: str | Path, *, nsim: int | None = N
     if protocol.privacy is not None:
         eps_grid = (protocol.design.epsilon if protocol.design and protocol.design.epsilon
                     else [protocol.privacy.epsilon * f for f in (0.5, 1.0, 2.0)])
-        public = [(eps, *release_noise(protocol, eps)) for eps in eps_grid]
+        public = [(eps, *release_noise(protocol, eps)) for eps in eps_grid]  # (eps, share, sd, centre, h)
     try:
         a = DesignAssumptions.of(protocol, sd, mean)
         result = run_design(a, nsim=nsim, monitor_nsim=monitor_nsim, monitor=monitor, public_noise=public,

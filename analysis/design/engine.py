@@ -386,9 +386,11 @@ class PublicCellSummary:
 
 def simulate_public(a: DesignAssumptions, epsilon: float, release_share: float,
                     noise_sd: Callable[[str, str, str], float], n: int, attrition: float, multiple: float, nsim: int,
-                    seed: int, *, fit: Callable[..., Any] | None = None) -> PublicCellSummary:
+                    seed: int, *, center: float = 0.0, half_range: float | None = None,
+                    fit: Callable[..., Any] | None = None) -> PublicCellSummary:
     """``nsim`` trials whose per-arm x wave paired moments get the DP release's Gaussian noise (``noise_sd(arm, wave,
-    statistic)``, computed by the caller with the release code, ``privacy.release``) and are analysed by
+    statistic)``, computed by the caller with the release code, ``privacy.release``; the moments centred at the
+    release's ``center``, as it releases them) and are analysed by
     ``analysis.plan.run_public_plan``, the public tier's plan (``fit``: its model, ``analysis.public.fit_public`` by
     default; tests pass a stand-in)."""
     from analysis.errors import AnalysisRefused
@@ -408,11 +410,9 @@ def simulate_public(a: DesignAssumptions, epsilon: float, release_share: float,
     est, lo, hi, failures = [], [], [], []
     for _ in range(nsim):
         exact = paired_moments(draw_arm_sums(rng, counts, a.arms, means, sigma, pp), a.arms, a.waves)
-        cells = {}
-        for (arm_name, wave), m in exact.items():
-            sds = {st: noise_sd(arm_name, wave, st) for st in PAIRED_STATISTICS}
-            noisy = {st: getattr(m, st) + sds[st] * rng.standard_normal() for st in PAIRED_STATISTICS}
-            cells[(arm_name, wave)] = NoisyPairedMoments(**noisy, **{f"noise_sd_{st}": sds[st] for st in sds})
+        cells = {key: NoisyPairedMoments.with_gaussian_noise(
+                     m, {st: noise_sd(key[0], key[1], st) for st in PAIRED_STATISTICS}, rng, center=center,
+                     half_range=half_range) for key, m in exact.items()}
         try:
             result = run_public_plan({o.name: ReleasedCells(cells, a.waves)}, protocol, fit=fit)
         except AnalysisRefused as exc:
@@ -461,13 +461,15 @@ class DesignResult:
 
 
 def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: int | None = None,
-               monitor: bool = True, public_noise: Sequence[tuple[float, float, Callable[[str, str, str], float]]] = (),
+               monitor: bool = True, public_noise: Sequence[tuple[float, float, Callable[[str, str, str], float],
+                                                                  float, float]] = (),
                public_nsim: int | None = None, public_fit: Callable[..., Any] | None = None,
                progress: Callable[[str], None] = lambda _m: None) -> DesignResult:
     """Every grid cell (N per arm x attrition x effect) and, with ``monitor``, the three monitor scenarios at the
     planned N and the first attrition: divergence (engagement up, flourishing down ``harm_effect_sd``), flourishing
     unchanged, and the final wave suppressed. ``public_noise``: (epsilon, release share, noise SD of a cell's
-    statistic) per epsilon of the public tier's curve, simulated at the planned N and effect 1 MCID."""
+    statistic, the release's centre, the bounds' half-range) per epsilon of the public tier's curve, simulated at the
+    planned N and effect 1 MCID."""
     s = a.settings
     nsim = nsim or s.nsim
     planned = a.planned_n(s.attrition[0])
@@ -496,10 +498,10 @@ def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: i
         notes.append("the public tier's power and coverage per epsilon were not simulated (a noise-aware sampler "
                      "run per trial): ask for them with design.public_nsim or --public-nsim")
     if p_nsim > 0:
-        for eps, share, noise in public_noise:
+        for eps, share, noise, center, half_range in public_noise:
             progress(f"public tier at epsilon {eps:g}: {p_nsim} noise-aware fits at N = {planned} per arm")
             pubs.append(simulate_public(a, eps, share, noise, planned, s.attrition[0], 1.0, p_nsim, s.seed,
-                                        fit=public_fit))
+                                        center=center, half_range=half_range, fit=public_fit))
             trials += p_nsim
     return DesignResult(planned, tuple(cells), tuple(mons), tuple(notes), time.perf_counter() - t0, trials,
                         tuple(pubs))

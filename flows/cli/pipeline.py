@@ -67,10 +67,18 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         made = summary.get("releases", [])
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
-        return f"{len(made)} release(s) made{budget}"
+        ratios = [f"{m.get('after_wave')}: {_ratio(m['public_width_ratio'])}" for m in made
+                  if m.get("public_width_ratio") is not None]
+        return f"{len(made)} release(s) made{budget}" + (
+            f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "")
     if stage == "reports":
         return f"dashboard, trial and regulator reports in {summary.get('out_dir', '')}"
     return ""
+
+
+def _ratio(ratio: float | str) -> str:
+    """A release's public/trusted width ratio of the primary, or n/a when the release cannot carry the model."""
+    return f"{ratio:.2f}x" if isinstance(ratio, float) else "n/a"
 
 
 def print_run(record: dict[str, Any], seconds: float) -> None:
@@ -86,11 +94,24 @@ def print_run(record: dict[str, Any], seconds: float) -> None:
         out.print(f"ALERT: {escape(alert)}")
 
 
+def print_report_paths(record: dict[str, Any]) -> None:
+    """The paths of the reports the run wrote (or found unchanged), one per line."""
+    stage = next((s for s in record["stages"] if s["stage"] == "reports"), None)
+    if stage is None or stage["state"] not in ("completed", "cached"):
+        return
+    labels = {"dashboard": "dashboard (public)", "trial_report": "trial report (trial team)",
+              "regulator_html": "regulator report", "regulator_json": "regulator report (JSON)"}
+    for key, label in labels.items():
+        if stage["summary"].get(key):
+            out.print(f"{label}: {escape(str(stage['summary'][key]))}")
+
+
 def _finish(record: dict[str, Any], started: float, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         print_run(record, time.perf_counter() - started)
+        print_report_paths(record)
     failed = [s for s in record["stages"] if s["state"] == "failed"]
     if failed:
         raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
@@ -191,6 +212,7 @@ def demo(
                       lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = result["run"]
     print_run(record, time.perf_counter() - started)
+    print_report_paths(record)
     stages = {s["stage"]: s for s in record["stages"]}
     ingest = stages["ingest"]["summary"]
     _print_ingest(ingest)

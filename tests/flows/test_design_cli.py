@@ -66,12 +66,12 @@ def test_release_noise_comes_from_the_release_code_and_shrinks_with_epsilon():
     from flows.design import release_noise
 
     p = demo_protocol()
-    share, at4 = release_noise(p, 4.0)
-    _, at8 = release_noise(p, 8.0)
-    assert share == 0.5
-    assert at4("control", "m12", "sum_y") == pytest.approx(100 * at4("control", "m12", "n"))
-    assert at4("control", "m12", "sum_yy") == pytest.approx(100 ** 2 * at4("control", "m12", "n"))
+    share, at4, center, half_range = release_noise(p, 4.0)
+    at8 = release_noise(p, 8.0)[1]
+    assert share == 0.5 and center == 50.0 and half_range == 50.0  # WHO-5 percent 0..100, released centred
     assert at8("candor", "m3", "n") < at4("candor", "m3", "n")
+    assert at8("candor", "m12", "sum_y") < at4("candor", "m12", "sum_y")
+    assert at4("control", "m12", "sum_y") < at4("control", "m3", "sum_y")  # the long-run wave gets more of the budget
 
 
 def test_the_public_tier_runs_the_public_plan_on_cells_with_the_release_noise(study, tmp_path):
@@ -98,7 +98,8 @@ def test_the_public_tier_runs_the_public_plan_on_cells_with_the_release_noise(st
         study, tmp_path / "p", nsim=2, monitor=False, public_nsim=3, public_fit=stand_in)
     assert [c["epsilon"] for c in manifest["public"]] == [2.0, 4.0, 8.0]  # half, one and two times privacy.epsilon
     assert len(seen) == 9 and all(c["coverage"] == 1.0 and c["power"] == 0.0 for c in manifest["public"])
-    _, noise = release_noise(demo_protocol(), 2.0)
+    assert seen[0][("guidance", "m12")].center == 50.0  # centred as the release centres
+    noise = release_noise(demo_protocol(), 2.0)[1]
     cell = seen[0][("guidance", "m12")]
     assert cell.noise_sd_sum_y == pytest.approx(noise("guidance", "m12", "sum_y"))
     assert manifest["public"][0]["noise_sd_sum_y"] > manifest["public"][2]["noise_sd_sum_y"]
