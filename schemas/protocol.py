@@ -252,9 +252,9 @@ class DesignSettings(Contract):
     target_power: float = Field(0.8, gt=0.5, lt=1, description="Power the decision rule should have (Spotify's "
                                 "rule: each test it needs is powered at 1 - (1 - target_power) / tests).")
     nsim: int = Field(200, ge=2, le=1_000_000, description="Simulated trials per grid cell (trusted tier).")
-    public_nsim: int | None = Field(None, ge=0, le=100_000, description="Simulated trials per epsilon (public tier, "
-                                    "a noise-aware sampler run each, tens of seconds). Absent: 0, the public tier's "
-                                    "curve is not simulated (`flourish design --public-nsim`).")
+    public_nsim: int | None = Field(None, ge=0, le=100_000, description="Simulated trials per epsilon (public tier: "
+                                    "the noise-aware model on DP-noised statistics). Absent: nsim; 0 skips the public "
+                                    "tier's curve.")
     seed: int = Field(20261207, ge=0, lt=2**63)
 
 

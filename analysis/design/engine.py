@@ -492,11 +492,10 @@ def run_design(a: DesignAssumptions, *, nsim: int | None = None, monitor_nsim: i
             mons.append(simulate_monitor(a, name, planned, att, eng, fl, m_nsim, s.seed, suppress_final=sup))
             trials += m_nsim
     pubs = []
-    p_nsim = public_nsim if public_nsim is not None else (s.public_nsim or 0)
+    p_nsim = public_nsim if public_nsim is not None else (s.public_nsim if s.public_nsim is not None else nsim)
     notes = list(a.notes)
     if public_noise and p_nsim == 0:
-        notes.append("the public tier's power and coverage per epsilon were not simulated (a noise-aware sampler "
-                     "run per trial): ask for them with design.public_nsim or --public-nsim")
+        notes.append("the public tier's power and coverage per epsilon were not simulated (public_nsim 0)")
     if p_nsim > 0:
         for eps, share, noise, center, half_range in public_noise:
             progress(f"public tier at epsilon {eps:g}: {p_nsim} noise-aware fits at N = {planned} per arm")

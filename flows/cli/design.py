@@ -21,8 +21,8 @@ def design_cmd(
                                                      "monitor scenario (default: nsim).")] = None,
     no_monitor: Annotated[bool, typer.Option("--no-monitor", help="Skip the divergence-monitor scenarios.")] = False,
     public_nsim: Annotated[int | None, typer.Option("--public-nsim", min=0, help="Simulated trials per epsilon for the "
-                                                    "public tier's power and coverage (a noise-aware sampler run "
-                                                    "each, tens of seconds; default: the design section's, 0).")]
+                                                    "public tier's power and coverage (default: the design "
+                                                    "section's public_nsim, else --nsim; 0 skips it).")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON for scripts.")] = False,
 ) -> None:

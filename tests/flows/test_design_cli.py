@@ -41,7 +41,8 @@ def test_a_rerun_gives_identical_summaries_and_the_chart_is_written(study, tmp_p
     assert on_disk["cells"] == first["cells"]
     assert (tmp_path / "a" / "design-power.html").stat().st_size > 1000
     spec = json.loads((tmp_path / "a" / "design-power.vl.json").read_text())
-    assert "layer" in spec and "vconcat" not in spec  # no public curve unless asked for
+    assert "vconcat" in spec  # the power curves and the public tier's curves against epsilon
+    assert [c["epsilon"] for c in first["public"]] == [2.0, 4.0, 8.0] and first["public"][0]["nsim"] == 3
     other = design_study(study, tmp_path / "c", monitor=False, settings=load_study(study).design.model_copy(
         update={"seed": 8}))
     assert other["cells"] != first["cells"]  # the seed matters (the summaries are not constants)
