@@ -30,6 +30,12 @@ so it can be read in one place and tested without a warehouse (``tests/analysis/
 6. **CUPED** for each telemetry metric (Deng et al. 2013) over its first ``window_days`` after assignment.
 7. **The surrogate index** forecast of the primary's long-run effect, when a calibration cohort is given
    (Athey et al. 2019).
+8. **The divergence monitor** (``analysis.divergence``): per treated arm, engagement metric, flourishing outcome and
+   wave due so far, the intersection-union test of {engagement up} and {flourishing down beyond its margin}, on the
+   rows above (the flourishing effect as its model reports it, never adjusted for engagement); a wave whose
+   flourishing effect is missing or failed is indeterminate. A divergence is a note (and the pipeline's alert).
+9. **The decision rule** (``analysis.decision``) per treated arm: success on the primary, non-inferiority on every
+   guardrail, no divergence; ``ship``, ``do_not_ship`` or ``indeterminate`` with its evidence.
 
 No step returns a plausible default: a quantity that could not be estimated is an :class:`Effect` with a
 ``reason``, or (for a subgroup whose levels could not be formed) a note.
@@ -54,6 +60,8 @@ from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from analysis.decision import ArmDecision
+    from analysis.divergence import DivergenceStatus
     from analysis.missing import TippingPoint
 
 __all__ = [
@@ -161,13 +169,21 @@ class ReleasedCells:
 @dataclass(frozen=True)
 class PlanResult:
     """What a plan publishes: its effects, the notes a reader must see, the tipping points (for their
-    statements), the outcomes whose model failed, and each model's full result (``results``, for saving)."""
+    statements), the outcomes whose model failed, each model's full result (``results``, for saving), the divergence
+    monitor's rows and the decision rule's verdict per arm."""
 
     effects: tuple[Effect, ...]
     notes: tuple[str, ...] = ()
     tipping_points: tuple[TippingPoint, ...] = ()
     failed: tuple[str, ...] = ()
     results: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    divergence: tuple[DivergenceStatus, ...] = ()
+    decisions: tuple[ArmDecision, ...] = ()
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """One sentence per divergence the monitor found (what the pipeline's run record lists)."""
+        return tuple(s.alert for s in self.divergence if s.alert is not None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,6 +208,7 @@ def run_plan(
     notes: list[str] = _sample_ratio_notes(statistics.arm_counts, protocol)
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
+    methods: dict[str, str] = {}
 
     for o in protocol.outcomes:
         s = statistics.outcome(o.name)
@@ -203,9 +220,10 @@ def run_plan(
                 f"effects cover {', '.join(s.observed_waves)} only; no long-run estimate until that wave closes"
                 + ("" if statistics.surrogate else " (a surrogate-index forecast needs --calibration-study)"))
         model = plan.primary_model(len(s.observed_waves))
+        methods[o.name] = mmrm_method(plan) if model == "mmrm" else method_of(plan)
         progress(f"fitting the {model.replace('_', '-')} model of {o.name}")
         if model == "mmrm":
-            result, rows, failure = _fit_mmrm(s, o, protocol, treated, running)
+            result, rows, failure = fit_primary_mmrm(s, o, protocol, treated, running)
         else:
             result, failure = _fit_longitudinal(s, o, protocol, fit)
             rows = [] if failure else [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
@@ -215,6 +233,7 @@ def run_plan(
         else:
             results[o.name] = result
             effects += rows
+            methods[o.name] = rows[0].method if rows else methods[o.name]  # e.g. a stand-in fit's own label
         effects += _ml_cross_check(s, o, protocol, treated, running)
 
     ancova = {o.name: _final_wave_ancova(statistics.outcome(o.name), o, protocol, treated) for o in protocol.outcomes
@@ -244,7 +263,9 @@ def run_plan(
         if forecast:
             notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
 
-    return _published(effects, notes, tips, failures, results, protocol)
+    observed = {w for o in statistics.outcomes for w in o.observed_waves}
+    due = {o.name: [w for w in followup_waves(protocol, o) if w in observed] for o in protocol.outcomes}
+    return _published(effects, notes, tips, failures, results, protocol, monitor=(due, methods, "trusted"))
 
 
 def _sample_ratio_notes(counts: Mapping[str, int], protocol: StudyProtocol) -> list[str]:
@@ -329,9 +350,12 @@ def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
     return counts
 
 
-def _fit_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+def fit_primary_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
               running: bool) -> tuple[Any, list[Effect], str | None]:
-    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not."""
+    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not.
+
+    What :func:`run_plan` fits for an MMRM outcome, and what the design-stage simulation (``analysis.design``) fits
+    to its simulated statistics: one function, so the simulated operating characteristics are the plan's."""
     from analysis.mmrm import MMRMFitError, fit_mmrm, fit_mmrm_bayes
 
     plan = protocol.analysis
@@ -528,21 +552,38 @@ def surrogate_forecast(inputs: SurrogateInputs, protocol: StudyProtocol) -> list
 
 
 def _published(effects: list[Effect], notes: list[str], tips: list, failures: Mapping[str, str],
-               results: Mapping[str, Any], protocol: StudyProtocol) -> PlanResult:
-    """The plan's result, or the refusal when no outcome's model could be fitted."""
+               results: Mapping[str, Any], protocol: StudyProtocol,
+               monitor: tuple[Mapping[str, list[str]], Mapping[str, str], str] | None = None) -> PlanResult:
+    """The plan's result, or the refusal when no outcome's model could be fitted. ``monitor`` (waves due per outcome,
+    each outcome's primary method, the tier) runs the divergence monitor and the decision rule on the effects."""
+    from analysis.decision import decision_table
+    from analysis.divergence import INDETERMINATE, divergence_monitor
+
     if failures and len(failures) == len(protocol.outcomes):
         raise AnalysisRefused("; ".join(failures.values()) + "; nothing was published")
     primary = protocol.primary_outcome.name
     failed_notes = [("PRIMARY OUTCOME FAILED: " if name == primary else "OUTCOME FAILED: ") + reason
                     + "; its rows say so and carry no estimate" for name, reason in failures.items()]
-    return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results))
+    divergence, decisions = (), ()
+    if monitor is not None:
+        due, methods, tier = monitor
+        divergence = divergence_monitor(effects, protocol, waves=due, methods=methods, tier=tier)
+        decisions = decision_table(effects, divergence, protocol, methods=dict(methods), tier=tier)
+        notes = notes + [s.alert for s in divergence if s.alert is not None]
+        unknown = [s for s in divergence if s.status == INDETERMINATE]
+        if unknown:
+            notes.append(f"DIVERGENCE MONITOR INDETERMINATE ({tier}): {len(unknown)} of {len(divergence)} checks, "
+                         f"e.g. {unknown[0].arm} at {unknown[0].wave}: {unknown[0].reason}")
+    return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results),
+                      tuple(divergence), tuple(decisions))
 
 
 # ----------------------------------------------------------------------------------------------
 # The public tier
 # ----------------------------------------------------------------------------------------------
 PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
-               "statistics and are reported by the trusted tier only")
+               "statistics and are reported by the trusted tier only; without a released engagement effect (CUPED's) "
+               "the public divergence monitor is indeterminate")
 
 
 def run_public_plan(
@@ -565,6 +606,8 @@ def run_public_plan(
     notes: list[str] = [PUBLIC_NOTE]
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
+    released_waves = {w for r in released.values() if isinstance(r, ReleasedCells) for w in r.waves}
+    due = {o.name: [w for w in followup_waves(protocol, o) if w in released_waves] for o in protocol.outcomes}
     for o in protocol.outcomes:
         progress(f"fitting the noise-aware model of {o.name} to its DP release")
         release = released[o.name]
@@ -604,4 +647,5 @@ def run_public_plan(
                            tier="public", interval_level=plan.interval_level, direction=o.direction, reason=why)
                     for w, why in release.unusable.items() for a in treated]
         effects += [e for e in res.effects if not (running and e.wave == LONG_RUN)]
-    return _published(effects, notes, [], failures, results, protocol)
+    methods = {o.name: "bayes_ancova_noise_aware" for o in protocol.outcomes}
+    return _published(effects, notes, [], failures, results, protocol, monitor=(due, methods, "public"))

@@ -86,6 +86,18 @@ class Outcome(Contract):
     rope: float | None = Field(None, gt=0, description="Half-width of the region of practical equivalence.")
     lower_bound: float | None = Field(None, description="Smallest possible value (for DP clipping of external scores).")
     upper_bound: float | None = Field(None, description="Largest possible value (for DP clipping of external scores).")
+    # Added after plans were locked: absent (None) keeps a locked plan's hash (analysis.prereg leaves it out).
+    ni_margin: float | None = Field(None, gt=0, description="Non-inferiority margin, outcome units: the largest "
+                                    "harm the decision rule's guardrail test and the divergence monitor tolerate. "
+                                    "Absent: the outcome's mcid.")
+    guardrail: bool | None = Field(None, description="Whether the decision rule requires non-inferiority on this "
+                                   "outcome. Absent: yes for a secondary outcome with a margin (ni_margin or mcid), "
+                                   "never for the primary (the success metric).")
+
+    @property
+    def margin(self) -> float | None:
+        """The non-inferiority margin in outcome units: ``ni_margin``, else the MCID, else None (no margin)."""
+        return self.ni_margin if self.ni_margin is not None else self.mcid
 
     @model_validator(mode="after")
     def _source_matches(self) -> Outcome:
@@ -93,6 +105,9 @@ class Outcome(Contract):
             raise ValueError(f"outcome {self.name!r} is scored by Flourish, so it must name its instrument")
         if self.lower_bound is not None and self.upper_bound is not None and self.lower_bound >= self.upper_bound:
             raise ValueError(f"outcome {self.name!r}: lower_bound must be below upper_bound")
+        if self.guardrail and self.margin is None:
+            raise ValueError(f"outcome {self.name!r} is a guardrail, so it needs a non-inferiority margin (ni_margin "
+                             "or mcid)")
         return self
 
 
@@ -120,6 +135,8 @@ class SurrogateMetric(Contract):
     window_days: int = Field(28, gt=0, le=3_650)
     lower_bound: float = 0.0
     upper_bound: float = Field(100.0, description="Clip bound per participant (public information for DP).")
+    engagement: bool | None = Field(None, description="Whether the divergence monitor reads this metric as "
+                                    "engagement (more is more use). Absent: yes.")
 
 
 class ReleasePlan(Contract):
@@ -188,6 +205,57 @@ class AnalysisPlan(Contract):
             return self.model
         per_wave = self.effect_shape == "per_wave" and self.time_trend == "per_wave" and not self.random_slopes
         return "mmrm" if n_followup_waves >= 2 and per_wave else "random_intercept"
+
+
+class DesignSettings(Contract):
+    """The inputs of the design-stage simulation (``flourish design``, ``analysis.design``): what the team assumes
+    before any data exist. Every number is an assumption, stated here so it is preregistered with the plan.
+
+    The expected effect is never a pilot's observed effect (simr #91, #257: "observed power" is a function of the
+    p-value): it is a multiple of the preregistered minimal important difference (``Outcome.mcid``), 0 for the null.
+    The covariance defaults follow the realistic simulator's sources (``flows/simulation/realistic.py``): a stable
+    share of 0.6 of the baseline variance, occasion variance doubling over a year, correlation 0.5 between
+    consecutive waves' occasion noise; attrition 25% by the final wave (about 22% overall in a meta-analysis of 41
+    RCTs, rising with length: instruments.md)."""
+
+    participants_per_arm: list[Annotated[int, Field(ge=4, le=10_000_000)]] = Field(
+        default_factory=list, description="The grid of participants per arm (arms with allocation weights other than 1 "
+        "scale it). Empty: half, one and one and a half times the planned number.")
+    planned_participants_per_arm: int | None = Field(
+        None, ge=4, le=10_000_000, description="The planned number per arm, where the decision rule and the divergence "
+        "monitor are simulated. Absent: the analytic number for target_power at the planned effect.")
+    attrition: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.25], min_length=1, description="Share of participants without the final wave "
+        "(monotone drop-out completely at random, the same hazard at every follow-up wave); a grid.")
+    icc: float = Field(0.6, gt=0, lt=1, description="Share of the baseline variance that is stable (participant level).")
+    variance_growth_per_year: float = Field(1.0, ge=0, le=20, description="Growth of the occasion variance per year "
+                                            "since assignment (1: it doubles over a year).")
+    serial_correlation: float = Field(0.5, ge=0, lt=1, description="Correlation of the occasion noise between "
+                                      "consecutive waves (AR(1) over waves).")
+    effect_mcid_multiples: list[Annotated[float, Field(ge=0, le=20)]] = Field(
+        default_factory=lambda: [0.0, 1.0], min_length=1, description="The effect grid, in multiples of the primary "
+        "outcome's MCID in its good direction: 0 is the null (type I error), 1 the planned effect.")
+    effect_rise_months: float = Field(0.0, ge=0, le=120, description="Time constant of the effect's rise, months; 0: "
+                                      "the same effect at every follow-up wave.")
+    outcome_sd: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Baseline SD per outcome, outcome units. Absent for an outcome: a fifth of "
+        "its score range, stated as an assumption in the output.")
+    epsilon: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=list, description="Grid of the study's total privacy budget for the public tier's curves. "
+        "Empty: half, one and two times privacy.epsilon (none without a privacy section).")
+    engagement_effect_sd: float = Field(0.3, ge=0, le=5, description="Engagement effect of every treated arm, SD "
+                                        "units, in the decision-rule and monitor scenarios (features raise use).")
+    harm_effect_sd: float = Field(0.2, gt=0, le=5, description="Decline of the primary outcome, SD units, in the "
+                                  "scenario the divergence monitor must detect.")
+    engagement_pre_correlation: float = Field(0.5, ge=0, lt=1, description="Correlation of an engagement metric "
+                                              "with its pre-period value (what CUPED uses).")
+    target_power: float = Field(0.8, gt=0.5, lt=1, description="Power the decision rule should have (Spotify's "
+                                "rule: each test it needs is powered at 1 - (1 - target_power) / tests).")
+    nsim: int = Field(200, ge=2, le=1_000_000, description="Simulated trials per grid cell (trusted tier).")
+    public_nsim: int | None = Field(None, ge=0, le=100_000, description="Simulated trials per epsilon (public tier: "
+                                    "the noise-aware model on DP-noised statistics). Absent: nsim; 0 skips the public "
+                                    "tier's curve.")
+    seed: int = Field(20261207, ge=0, lt=2**63)
 
 
 _CRON = re.compile(r"^\S+(\s+\S+){4}$")
@@ -277,6 +345,8 @@ class StudyProtocol(Contract):
         "may name as covariates.")
     schedule: Schedule | None = Field(None, description="When the pipeline runs itself; without one, every wave "
                                       "counts as closed when `flourish run` is called (an on-demand study).")
+    design: DesignSettings | None = Field(None, description="Assumptions of the design-stage simulation "
+                                          "(`flourish design`); absent: its stated defaults.")
     regulatory: RegulatoryContext | None = Field(None, description="System identification, intended purpose and the "
                                                  "classification rationale the regulator report states.")
 
@@ -334,6 +404,18 @@ class StudyProtocol(Contract):
             raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names (its "
                              f"baseline value is the covariate) or a declared baseline_covariates entry; known: "
                              f"{outcome_names + declared}")
+        if self.primary_outcome.guardrail:
+            raise ValueError(f"the primary outcome {self.primary_outcome.name!r} is the decision rule's success metric; "
+                             "a guardrail (non-inferiority) outcome is a secondary outcome")
+        engagement = {m.name for m in self.engagement_metrics()}
+        adjusted = sorted(engagement & (set(self.analysis.covariates) | set(declared)))
+        if adjusted:
+            raise ValueError(f"{adjusted} are engagement metrics (telemetry after randomisation): the flourishing "
+                             "effects are never adjusted for engagement, so they cannot be covariates")
+        if self.design is not None:
+            unknown = [o for o in self.design.outcome_sd if o not in outcome_names]
+            if unknown:
+                raise ValueError(f"design.outcome_sd names {unknown}, which are not outcomes of the protocol")
         return self
 
     @model_serializer(mode="wrap")
@@ -371,6 +453,16 @@ class StudyProtocol(Contract):
             if o.name == name:
                 return o
         raise KeyError(f"outcome {name!r} is not in the protocol; it has {[o.name for o in self.outcomes]}")
+
+    def guardrails(self) -> list[Outcome]:
+        """The outcomes the decision rule holds to non-inferiority (``Outcome.guardrail``; absent: every secondary
+        outcome with a margin)."""
+        return [o for o in self.secondary_outcomes
+                if (o.guardrail if o.guardrail is not None else o.margin is not None)]
+
+    def engagement_metrics(self) -> list[SurrogateMetric]:
+        """The telemetry metrics the divergence monitor reads as engagement (``SurrogateMetric.engagement``)."""
+        return [m for m in self.surrogates if m.engagement is not False]
 
     def instruments(self) -> list[str]:
         seen: dict[str, None] = {}
