@@ -103,11 +103,26 @@ class BaselineCovariate(Contract):
     name: str
     kind: Literal["numeric", "categorical"] = "numeric"
     description: str = ""
+    levels: list[str] | None = Field(None, description="The levels a categorical covariate takes, the reference level "
+                                     "first (its coefficients are each other level against it); none for a numeric one.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _identifier(v, "baseline covariate name")
+
+    @model_validator(mode="after")
+    def _levels(self) -> BaselineCovariate:
+        if self.kind == "categorical":
+            if not self.levels or len(self.levels) < 2:
+                raise ValueError(f"baseline covariate {self.name!r} is categorical, so it must list at least two levels "
+                                 "(the reference level first)")
+            if len(set(self.levels)) != len(self.levels) or any(not lv or len(lv) > 1024 for lv in self.levels):
+                raise ValueError(f"the levels of baseline covariate {self.name!r} must be distinct texts of 1..1024 "
+                                 "characters")
+        elif self.levels is not None:
+            raise ValueError(f"baseline covariate {self.name!r} is numeric and takes no levels")
+        return self
 
 
 class SurrogateMetric(Contract):
@@ -325,10 +340,18 @@ class StudyProtocol(Contract):
             if stray:
                 raise ValueError(f"regulatory.feature_versions names {stray}, which no arm switches (features: "
                                  f"{sorted(features)})")
-        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
-        if unknown:
-            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
         declared = [c.name for c in self.baseline_covariates]
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"baseline covariate names must be unique, got {declared}")
+        if set(declared) & set(outcome_names):
+            raise ValueError(f"baseline covariates {sorted(set(declared) & set(outcome_names))} are also outcomes; "
+                             "a name is one or the other")
+        categorical = [c.name for c in self.baseline_covariates if c.kind == "categorical"]
+        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS and g not in categorical]
+        if unknown:
+            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of "
+                             f"{list(SUPPORTED_SUBGROUPS) + categorical} (the supported ones, or a declared "
+                             "categorical baseline covariate)")
         unknown = [c for c in self.analysis.covariates if c not in outcome_names and c not in declared]
         if unknown:
             raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names (its "
@@ -361,6 +384,10 @@ class StudyProtocol(Contract):
     @property
     def baseline_wave(self) -> str:
         return self.analysis.baseline_wave or self.waves[0].name
+
+    def baseline_covariate(self, name: str) -> BaselineCovariate | None:
+        """The declared baseline covariate ``name``, or None when the name is not one (an outcome's baseline)."""
+        return next((c for c in self.baseline_covariates if c.name == name), None)
 
     @property
     def outcomes(self) -> list[Outcome]:

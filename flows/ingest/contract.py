@@ -26,16 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.protocol import StudyProtocol
-from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, FieldSpec, field_specs
+from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, TEXT_CHARS, FieldSpec, field_specs
 from schemas.sqltext import literal, number, varchar_list
 
 TS_MIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 TS_MAX = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 # the time field of each kind: the consent gate compares it with the participant's consents
-TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "responses": "submitted_at",
-              "scores": "scored_at", "events": "ts"}
+TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "participants": "recorded_at",
+              "responses": "submitted_at", "scores": "scored_at", "events": "ts"}
 # the consent scope a record needs in force at its time (consents and assignments need none)
-CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys"}
+CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys", "participants": "surveys"}
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -182,9 +182,24 @@ def contract_checks(kind: str) -> list[Check]:
         elif s.form == "items":
             checks.append(Check(f"{present} AND {t} <> 'OBJECT'", "'schema_violation'",
                                 literal(f"field {s.name} must be an object of item code -> integer or null")))
+        elif s.form == "characteristics":
+            checks.append(Check(f"{present} AND NOT ({characteristics_ok(t, v)})", "'schema_violation'",
+                                literal(f"field {s.name} must be an object of covariate name -> number, text of "
+                                        f"1..{TEXT_CHARS} characters, or null")))
         else:  # pragma: no cover - field_specs knows no other form
             raise AssertionError(s.form)
     return checks
+
+
+def characteristics_ok(t: str, v: str) -> str:
+    """SQL: an object whose values are finite JSON numbers, JSON strings of 1..TEXT_CHARS characters, or null (the
+    form ``schemas.records.Characteristics``). Values are read with the ``$.*`` wildcard, never through a path built
+    from a key; repeated keys are the staging's (stage.check_characteristics)."""
+    pairs = f"list_zip(json_type({v}, '$.*'), json_extract_string({v}, '$.*'))"
+    bad = (f"list_filter({pairs}, lambda x: NOT (x[1] IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'NULL') "
+           f"OR (x[1] = 'DOUBLE' AND coalesce(isfinite(try_cast(x[2] AS DOUBLE)), false)) "
+           f"OR (x[1] = 'VARCHAR' AND length(x[2]) BETWEEN 1 AND {TEXT_CHARS})))")
+    return f"{t} = 'OBJECT' AND len({bad}) = 0"
 
 
 def scopes_ok(t: str, s: FieldSpec) -> str:
@@ -289,6 +304,8 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
             cond = scopes_ok(t, s)
         elif s.form == "items":
             cond = items_ok(t, v, f"v_{idx['instrument']}", f"v_{idx['instrument_version']}", bounds)
+        elif s.form == "characteristics":  # the fast path never vouches for them: the exact path checks each key
+            cond = "false"
         else:  # pragma: no cover
             raise AssertionError(s.form)
         ok.append(f"({_missing(t)} OR ({cond}))" if not s.required else f"({cond})")
@@ -311,7 +328,7 @@ def typed_sql(kind: str) -> list[str]:
             out.append(f"try_cast(trim({v}) AS DOUBLE) AS {s.name}")
         elif s.form == "scopes":
             out.append(f"scope_values AS {s.name}")
-        elif s.form == "items":
+        elif s.form in ("items", "characteristics"):
             out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {s.name}")
         else:
             out.append(f"{v} AS {s.name}")
