@@ -297,15 +297,29 @@ def mmrm_method(plan) -> str:
     return f"mmrm_reml_{plan.mmrm_covariance or 'us'}"
 
 
+def covariate_columns(protocol: StudyProtocol, covariates: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The design columns of the plan's covariates, in order: a numeric covariate (an outcome's baseline, or a declared
+    numeric baseline covariate) is its own column; a declared categorical one is one treatment-coded dummy per level
+    after the reference (the first listed), named ``<covariate>[<level>]`` (``drug[Yes]``, as R's ``drugYes``)."""
+    out: list[str] = []
+    for c in covariates:
+        declared = protocol.baseline_covariate(c)
+        if declared is not None and declared.kind == "categorical":
+            out += [f"{c}[{level}]" for level in (declared.levels or [])[1:]]
+        else:
+            out.append(c)
+    return tuple(out)
+
+
 def mmrm_design(protocol: StudyProtocol, waves: tuple[str, ...] | list[str], covariates: tuple[str, ...] | list[str] = ()):
     """The MMRM of a protocol over the follow-up ``waves`` (in protocol order): wave means, arm x wave and baseline x
-    wave effects, one slope per covariate (``analysis.mmrm.default_design``)."""
+    wave effects, one slope per covariate column (:func:`covariate_columns`; ``analysis.mmrm.default_design``)."""
     from analysis.mmrm import MMRMDesign
 
     arms = (protocol.control_arm, *[a for a in protocol.arm_names if a != protocol.control_arm])
     waves = tuple(w for w in protocol.wave_names if w in set(waves))
     months = tuple(protocol.wave(w).months for w in waves)
-    return MMRMDesign(arms, waves, tuple(covariates), True, months)
+    return MMRMDesign(arms, waves, covariate_columns(protocol, covariates), True, months)
 
 
 def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
