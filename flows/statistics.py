@@ -58,6 +58,7 @@ from analysis.plan import (
     followup_waves,
 )
 from schemas.errors import FlourishError
+from schemas.binary_stats import BinaryCountTable
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
 from schemas.sqltext import ident, literal, number
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "OutcomeHasNoData",
     "arm_counts",
+    "binary_table",
     "baseline_moments",
     "coverage",
     "design_spec",
@@ -542,10 +544,39 @@ def mmrm_stats(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outco
     return pattern_statistics_from_rows(design, rows, fourth_order=True)
 
 
+@_reproducible
+def binary_table(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome,
+                 waves: Sequence[str]) -> BinaryCountTable:
+    """A binary outcome's counts per arm (control first) x follow-up ``waves``: participants with the outcome at the
+    wave and those with the event (a 0/1 score, or the score against the outcome's cut-off), one GROUP BY
+    (``analysis.binary.binary_counts_sql``) over the canonical score and arm relations."""
+    from analysis.binary import binary_counts
+
+    sid = protocol.study_id
+    arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
+    source = (f"(SELECT s.participant, a.arm, s.wave, s.value AS y FROM "
+              f"{relations.study_scores(sid, [outcome.name], list(waves))} s JOIN {relations.study_arms(sid)} a "
+              "USING (participant))")
+    cut = outcome.cutoff
+    return binary_counts(con, source, arms, list(waves), cutoff=cut[0] if cut else None,
+                         event_at_or_above=cut[1] if cut else True)
+
+
 def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, o: Outcome) -> OutcomeStatistics:
+    from analysis.binary import BinaryInputError
     from analysis.mmrm import StatisticsInputError
 
     observed = observed_followup_waves(con, protocol, o)
+    if o.binary:
+        if not observed:
+            return OutcomeStatistics(o.name, (), Unavailable(f"{o.name} has no follow-up scores yet"),
+                                     binary=Unavailable(f"{o.name} has no follow-up scores yet"))
+        try:
+            table: BinaryCountTable | Unavailable = binary_table(con, protocol, o, observed)
+        except (BinaryInputError, AnalysisInputError, InsufficientData) as exc:
+            table = Unavailable(str(exc))
+        return OutcomeStatistics(o.name, tuple(observed), Unavailable(f"{o.name} is binary: analysed from counts"),
+                                 binary=table)
     mmrm: MMRMStatistics | Unavailable | None = None
     if not observed:
         longitudinal: LongitudinalStats | Unavailable = Unavailable(

@@ -86,6 +86,29 @@ class Outcome(Contract):
     rope: float | None = Field(None, gt=0, description="Half-width of the region of practical equivalence.")
     lower_bound: float | None = Field(None, description="Smallest possible value (for DP clipping of external scores).")
     upper_bound: float | None = Field(None, description="Largest possible value (for DP clipping of external scores).")
+    # Fields added after plans were locked default to None ("absent"), so a locked plan's hash does not change.
+    kind: Literal["continuous", "binary"] | None = Field(
+        None, description="binary: an event per participant x wave (responder, remission, pancreatitis), analysed from "
+        "counts per arm x wave (risk difference, risk ratio, odds ratio, Pearson and exact tests, beta-binomial). "
+        "Without a cut-off its scores are 0 or 1; with one the event is the score at or above (or at or below) it. "
+        "Absent: continuous.")
+    event_at_or_above: float | None = Field(None, description="Binary from a score: the event is score >= this "
+                                            "(e.g. PHQ-9 total >= 10).")
+    event_at_or_below: float | None = Field(None, description="Binary from a score: the event is score <= this "
+                                            "(e.g. WHO-5 percent <= 50).")
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "binary"
+
+    @property
+    def cutoff(self) -> tuple[float, bool] | None:
+        """(cut-off, event at or above it) of a binary outcome read from a score; None for 0/1 scores or continuous."""
+        if self.event_at_or_above is not None:
+            return self.event_at_or_above, True
+        if self.event_at_or_below is not None:
+            return self.event_at_or_below, False
+        return None
 
     @model_validator(mode="after")
     def _source_matches(self) -> Outcome:
@@ -93,6 +116,13 @@ class Outcome(Contract):
             raise ValueError(f"outcome {self.name!r} is scored by Flourish, so it must name its instrument")
         if self.lower_bound is not None and self.upper_bound is not None and self.lower_bound >= self.upper_bound:
             raise ValueError(f"outcome {self.name!r}: lower_bound must be below upper_bound")
+        if self.event_at_or_above is not None and self.event_at_or_below is not None:
+            raise ValueError(f"outcome {self.name!r}: give event_at_or_above or event_at_or_below, not both")
+        if self.cutoff is not None and not self.binary:
+            raise ValueError(f"outcome {self.name!r} has a cut-off, so it must say kind: binary")
+        if self.binary and self.cutoff is None and self.source == "flourish":
+            raise ValueError(f"outcome {self.name!r} is binary and scored by Flourish, so it needs a cut-off "
+                             "(event_at_or_above or event_at_or_below) on its instrument's score")
         return self
 
 

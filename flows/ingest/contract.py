@@ -239,6 +239,13 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
         checks.append(Check(f"list_contains({varchar_list(own)}, {v['outcome']})", "'scored_by_flourish'",
                             literal("outcome is scored by Flourish from the responses (protocol source: flourish); "
                                     "an external score for it is refused")))
+        # a binary outcome without a cut-off is an event indicator: 0 or 1, nothing else
+        binary = [o.name for o in protocol.outcomes if o.source == "external" and o.binary and o.cutoff is None]
+        if binary:
+            checks.append(Check(
+                f"list_contains({varchar_list(binary)}, {v['outcome']}) "
+                f"AND coalesce(try_cast(trim({v['value']}) AS DOUBLE) NOT IN (0, 1), true)", "'out_of_range'",
+                literal(f"value of a binary outcome ({', '.join(binary)}) must be 0 or 1")))
     return checks
 
 

@@ -131,3 +131,59 @@ def test_a_covariate_missing_for_some_participants_is_named_with_the_count(cli, 
     out = cli("analyze", study, "--warehouse", wh, "--json", ok=False)
     assert out.exit_code == 2
     assert "covariate 'drug' declared but no participants record holds it for 12 of the 97 participants" in out.output
+
+
+# -- the indomethacin trial: a binary outcome ------------------------------------------------------------------
+INDO = EXAMPLES / "indo_rct"
+# Elmunzer et al. (2012), N Engl J Med 366:1414, abstract: post-ERCP pancreatitis in 27 of 295 patients (9.2%) in
+# the indomethacin group and 52 of 307 (16.9%) in the placebo group, P = 0.005
+PUBLISHED_COUNTS = {"indomethacin": (27, 295), "placebo": (52, 307)}
+PUBLISHED_P = 0.005
+
+
+def test_the_indomethacin_trial_through_the_cli_gives_the_published_counts_test_and_measures(cli, tmp_path):
+    import numpy as np
+    from scipy import stats
+    from statsmodels.stats.contingency_tables import Table2x2
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    study = INDO / "study.yaml"
+    wh, rec = _ingest(cli, tmp_path, study, INDO / "landing")
+    assert rec["read"] == 2408 and rec["quarantined"] == {}
+    rows = [r for r in _rows(cli, study, wh) if r["wave"] == "long_run"]
+    by = {r["method"]: r for r in rows}
+    rd = by["risk_difference_newcombe_hybrid_score"]
+    (a, n1), (c, n2) = PUBLISHED_COUNTS["indomethacin"], PUBLISHED_COUNTS["placebo"]
+    assert (rd["n_arm"], rd["n_control"]) == (n1, n2)
+    assert rd["estimate"] == pytest.approx(a / n1 - c / n2, abs=1e-12)
+    # independent references on the published 2 x 2 table: scipy's tests, statsmodels' intervals
+    chi2, p, _, _ = stats.chi2_contingency(np.array([[a, n1 - a], [c, n2 - c]]), correction=False)
+    assert round(by["chi_square_pearson_uncorrected"]["p_value"], 3) == PUBLISHED_P
+    assert by["chi_square_pearson_uncorrected"]["p_value"] == pytest.approx(p, rel=1e-9)
+    assert rd["p_value"] == pytest.approx(p, rel=1e-9)
+    assert by["fisher_exact"]["p_value"] == pytest.approx(stats.fisher_exact([[a, n1 - a], [c, n2 - c]])[1], rel=1e-9)
+    lo, hi = confint_proportions_2indep(a, n1, c, n2, method="newcomb", compare="diff")
+    assert (rd["lower"], rd["upper"]) == pytest.approx((lo, hi), abs=1e-9)
+    table = Table2x2(np.array([[a, n1 - a], [c, n2 - c]]))
+    rr, odds = by["risk_ratio_katz_log"], by["odds_ratio_woolf_logit"]
+    assert rr["estimate"] == pytest.approx(table.riskratio, rel=1e-12)
+    assert (rr["lower"], rr["upper"]) == pytest.approx(table.riskratio_confint(), rel=1e-9)
+    assert odds["estimate"] == pytest.approx(table.oddsratio, rel=1e-12)
+    assert (odds["lower"], odds["upper"]) == pytest.approx(table.oddsratio_confint(), rel=1e-9)
+    bayes = by["beta_binomial_conjugate"]
+    assert bayes["p_benefit"] > 0.99 and bayes["lower"] < bayes["estimate"] < bayes["upper"] < 0
+    assert all(r["estimable"] and not r["exploratory"] for r in rows)
+    # the text form prints the counts and the test in a note
+    text = cli("analyze", study, "--warehouse", wh).stdout
+    assert "indomethacin 27/295 (9.2%) vs placebo 52/307 (16.9%)" in text and "p = 0.00468" in text
+
+
+def test_a_binary_outcome_score_that_is_not_0_or_1_is_quarantined(cli, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(INDO / "landing", landing)
+    scores = (landing / "scores.jsonl").read_text(encoding="utf-8").splitlines()
+    bad = json.loads(scores[0])
+    bad["value"] = 2
+    (landing / "scores.jsonl").write_text("\n".join([json.dumps(bad), *scores[1:]]) + "\n", encoding="utf-8")
+    _, rec = _ingest(cli, tmp_path, INDO / "study.yaml", landing)
+    assert rec["quarantined"] == {"out_of_range": 1} and rec["stored"]["scores"] == 601
