@@ -500,6 +500,10 @@ def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol)
     run (``flourish release`` comes first); a release whose cells cannot be used is that outcome's failure."""
     out: dict[str, ReleasedCells | Unavailable] = {}
     for o in protocol.outcomes:
+        if o.binary:  # the noise-aware model is an ANCOVA of a continuous outcome; it says nothing honest about 0/1
+            out[o.name] = Unavailable("the public tier does not analyse binary outcomes yet (the trusted tier reports "
+                                      "its counts, measures and tests)")
+            continue
         try:
             out[o.name] = released_cells(con, protocol, o)
         except InsufficientData as exc:

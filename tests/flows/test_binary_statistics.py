@@ -66,3 +66,14 @@ def test_counts_equal_a_count_of_the_same_rows(tmp_path, outcome):
         assert (table.cell(arm, wave).n, table.cell(arm, wave).events) == (len(cell), int(cell["event"].sum()))
     assert table.arms == ("control", "coach")
     assert stats.outcome("screen").binary == table and stats.outcome("screen").observed_waves == ("w1", "w2")
+
+
+def test_the_public_tier_says_it_does_not_analyse_a_binary_outcome(tmp_path):
+    from analysis.plan import Unavailable
+    from flows.statistics import released_statistics
+    from flows.warehouse import open_warehouse
+
+    protocol = _protocol()
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        released = released_statistics(con, protocol)
+    assert isinstance(released["screen"], Unavailable) and "binary" in released["screen"].reason
