@@ -165,32 +165,26 @@ def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProto
 # ----------------------------------------------------------------------------------------------
 # The primary model's cross-products
 # ----------------------------------------------------------------------------------------------
-def _covariate_relations(protocol: StudyProtocol, covariates: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """Per covariate: a relation (participant, its design columns) and the columns' names
-    (``analysis.plan.covariate_columns``). An outcome's covariate is its score at the baseline wave; a declared baseline
-    covariate comes from the participants records (``participant_characteristics``): a numeric one as its number, a
-    categorical one as one 0/1 dummy per level after the reference. A participant without the value has no row."""
+def _covariate_relation(protocol: StudyProtocol, covariate: str) -> str:
+    """A relation (participant, the covariate's design columns: ``analysis.plan.covariate_columns``). An outcome's
+    covariate is its score at the baseline wave; a declared baseline covariate comes from the participants records
+    (``participant_characteristics``): a numeric one as its number, a categorical one as one 0/1 dummy per level after
+    the reference. A participant without the value has no row."""
     from analysis.plan import covariate_columns
 
     sid = protocol.study_id
-    out = []
-    for c in covariates:
-        declared = protocol.baseline_covariate(c)
-        cols = list(covariate_columns(protocol, [c]))
-        if declared is None:
-            out.append((f"(SELECT participant, value AS {ident(c)} FROM "
-                        f"{relations.study_scores(sid, [c], [protocol.baseline_wave])})", cols))
-            continue
-        where = f"study_id = {literal(sid)} AND covariate = {literal(c)}"
-        if declared.kind == "numeric":
-            out.append((f"(SELECT participant, value_number AS {ident(c)} FROM participant_characteristics "
-                        f"WHERE {where} AND value_number IS NOT NULL)", cols))
-        else:
-            dummies = ", ".join(f"CASE WHEN value_text = {literal(level)} THEN 1.0 ELSE 0.0 END AS {ident(col)}"
-                                for level, col in zip((declared.levels or [])[1:], cols, strict=True))
-            out.append((f"(SELECT participant, {dummies} FROM participant_characteristics "
-                        f"WHERE {where} AND value_text IS NOT NULL)", cols))
-    return out
+    declared = protocol.baseline_covariate(covariate)
+    if declared is None:
+        return (f"(SELECT participant, value AS {ident(covariate)} FROM "
+                f"{relations.study_scores(sid, [covariate], [protocol.baseline_wave])})")
+    where = f"study_id = {literal(sid)} AND covariate = {literal(covariate)}"
+    if declared.kind == "numeric":
+        return (f"(SELECT participant, value_number AS {ident(covariate)} FROM participant_characteristics "
+                f"WHERE {where} AND value_number IS NOT NULL)")
+    dummies = ", ".join(f"CASE WHEN value_text = {literal(level)} THEN 1.0 ELSE 0.0 END AS {ident(col)}"
+                        for level, col in zip((declared.levels or [])[1:], covariate_columns(protocol, [covariate]),
+                                              strict=True))
+    return f"(SELECT participant, {dummies} FROM participant_characteristics WHERE {where} AND value_text IS NOT NULL)"
 
 
 def observations_sql(
@@ -204,10 +198,12 @@ def observations_sql(
     follow = [w.name for w in _followup(protocol, waves)]
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
-    rels = _covariate_relations(protocol, covariates)
-    cov_cte = "".join(f", cov{k} AS {rel}" for k, (rel, _) in enumerate(rels))
-    cov_cols = "".join(f", cov{k}.{ident(col)}" for k, (_, cols) in enumerate(rels) for col in cols)
-    cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(rels)))
+    from analysis.plan import covariate_columns
+
+    cov_cte = "".join(f", cov{k} AS {_covariate_relation(protocol, c)}" for k, c in enumerate(covariates))
+    cov_cols = "".join(f", cov{k}.{ident(col)}" for k, c in enumerate(covariates)
+                       for col in covariate_columns(protocol, [c]))
+    cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
     return (
         f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.study_scores(sid, [outcome], [bw])}), "
         f"arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}), "
@@ -224,10 +220,11 @@ def require_covariates(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
     the participants the model would analyse (randomised, with a baseline and a follow-up score): leaving them out
     silently would change the analysed sample."""
     analysed = observations_sql(protocol, outcome, (), waves)
-    for c, (rel, _) in zip(covariates, _covariate_relations(protocol, covariates), strict=True):
+    for c in covariates:
         n_missing, n_all = con.execute(
-            f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {rel} AS cv WHERE cv.participant = a.participant)), "
-            f"count(*) FROM (SELECT DISTINCT participant FROM {analysed}) AS a").fetchone()
+            f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {_covariate_relation(protocol, c)} AS cv "
+            f"WHERE cv.participant = a.participant)), count(*) FROM (SELECT DISTINCT participant FROM {analysed}) AS a"
+        ).fetchone()
         if n_missing:
             declared = protocol.baseline_covariate(c)
             where = ("no participants record holds it" if declared is not None
