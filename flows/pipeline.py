@@ -233,6 +233,40 @@ def release_stage(study: str, warehouse: str, now_iso: str) -> State:
                   key_after=lambda: runs.cache_key("release", plan_hash, sorted(rid for _, rid in due), False))
 
 
+REPORT_FILES = ("dashboard.html", "trial-report.html", "regulator-report.html", "regulator-report.json")
+
+
+def default_reports_dir(warehouse: str | Path) -> Path:
+    """Where ``flourish run`` writes the reports unless told: ``reports/`` beside the warehouse file."""
+    return Path(warehouse).resolve().parent / "reports"
+
+
+@task(name="flourish-reports-stage", persist_result=False, cache_policy=None)
+def reports_stage(study: str, warehouse: str, out_dir: str) -> State:
+    """The dashboard and the regulator report (public bundle) and the trial report (trusted bundle) into
+    ``out_dir``; cached while the data, the scores, the stored analyses, releases and quality runs and the plan
+    registry are unchanged and the files are still there."""
+    from flows.reports import write_reports
+
+    protocol = load_protocol(study)
+    out = Path(out_dir)
+
+    def key_now() -> str:
+        con = connect(warehouse, create=False)
+        try:
+            results = runs.results_version(con, protocol.study_id)
+        finally:
+            con.close()
+        present = all((out / name).is_file() for name in REPORT_FILES)
+        return _data_key("reports", protocol, warehouse, results, str(out.resolve()), present)
+
+    def body() -> dict[str, Any]:
+        paths = write_reports(study, warehouse, out, charts=False)
+        return {"out_dir": str(out)} | {k: v for k, v in paths.as_json().items() if v}
+
+    return _stage("reports", warehouse, protocol.study_id, key_now(), body, key_after=key_now)
+
+
 def _plan_hash(protocol) -> str:
     from analysis.prereg import plan_hash
 
@@ -285,9 +319,11 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
                exploratory: bool = False, trigger: str = "cli", now_iso: str | None = None,
                progress: Callable[[str, int], None] | None = None,
                on_stage: Callable[[StageResult], None] | None = None,
-               only: list[str] | None = None) -> dict[str, Any]:
+               only: list[str] | None = None, reports_dir: str | None = None,
+               reports: bool = True) -> dict[str, Any]:
     """Run the study's pipeline once; return the run's record (stages with state, seconds and summary).
-    ``only`` restricts the run to these stages (``flourish score`` is the score stage alone)."""
+    ``only`` restricts the run to these stages (``flourish score`` is the score stage alone). The reports go to
+    ``reports_dir`` (default: :func:`default_reports_dir`)."""
     from flows.schedules import closed_waves
 
     protocol = load_protocol(study)
@@ -316,6 +352,11 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
         plan.append(("release", lambda: _call(release_stage, study, warehouse, now.isoformat()), None))
     else:
         plan.append(("release", None, "not asked for (--no-release)"))
+    if reports:
+        out = reports_dir or str(default_reports_dir(warehouse))
+        plan.append(("reports", lambda: _call(reports_stage, study, warehouse, out), None))
+    else:
+        plan.append(("reports", None, "not asked for (--no-reports)"))
 
     if only is not None:
         plan = [step for step in plan if step[0] in only]
@@ -369,7 +410,8 @@ def demo_flow(out: str, participants: int, seed: int, bad_rows: float,
     warehouse = str(out_dir / "warehouse" / "flourish.duckdb")
     study = str(out_dir / "study" / "study.yaml")
     record = study_flow.fn(study, warehouse, sim["landing"], key_file, analyze="always" if analyze else "never",
-                           release=analyze, trigger="demo", progress=progress, on_stage=on_stage)
+                           release=analyze, trigger="demo", progress=progress, on_stage=on_stage,
+                           reports_dir=str(out_dir / "reports"))
     return {"simulation": sim, "run": record, "warehouse": warehouse, "key_file": key_file, "study": study}
 
 
@@ -415,9 +457,11 @@ def scheduled_run(study: str, landing: str, warehouse: str, key_file: str | None
         return Cancelled(message="skipped: a later missed run of this schedule covers it (late_runs: latest_only)")
     trigger = f"schedule:{kind}" + (f":{wave}" if wave else "")
     if kind == "nightly_ingest":
-        return study_flow.fn(study, warehouse, landing, key_file, analyze="never", release=False, trigger=trigger)
+        return study_flow.fn(study, warehouse, landing, key_file, analyze="never", release=False, trigger=trigger,
+                             reports=False)
     if kind == "wave_close":
         return study_flow.fn(study, warehouse, landing, key_file, analyze="always", release=True, trigger=trigger)
     if kind == "weekly_report":
-        return study_flow.fn(study, warehouse, None, None, analyze="never", release=False, trigger=trigger)
+        return study_flow.fn(study, warehouse, None, None, analyze="never", release=False, trigger=trigger,
+                             only=["reports"])
     raise FlourishError(f"unknown scheduled run kind {kind!r}")

@@ -68,13 +68,20 @@ def _drain_to(url: str) -> None:
 
 @contextlib.contextmanager
 def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
-    """Yield the API URL every flow of this block uses: ``PREFECT_API_URL``, or a local server started here."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """Yield the API URL every flow of this block uses: ``PREFECT_API_URL``, or a local server started here.
 
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield str(configured)
+    The server process is started before Prefect is imported here, so its start-up (about 6 s of CPU, mostly
+    imports) overlaps with the command's own imports; a ``PREFECT_API_URL`` set in Prefect's profile rather than
+    the environment is seen only after the import, and then the server just started is stopped unused."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
         return
+    if "prefect.settings" in sys.modules:  # already imported (a block inside another): its settings are cheap to read
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            yield str(PREFECT_API_URL.value())
+            return
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -86,6 +93,12 @@ def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        configured = PREFECT_API_URL.value()
+        if configured:  # from the profile: use it, the local server was not needed
+            yield str(configured)
+            return
         deadline = time.monotonic() + timeout_seconds
         while not _healthy(url):
             if proc.poll() is not None:
@@ -110,3 +123,16 @@ def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def orchestration() -> Iterator[None]:
+    """For a command that will run flows: start the Prefect API now (before the command imports the pipeline, so
+    the two start-ups overlap), or nothing when ``FLOURISH_ORCHESTRATOR=inline``. The flows inside find it."""
+    from flows.settings import Settings
+
+    if Settings.from_env().orchestrator == "inline":
+        yield
+        return
+    with prefect_api():
+        yield

@@ -97,6 +97,20 @@ def scores_fingerprint(con: duckdb.DuckDBPyConnection, study_id: str) -> tuple[i
     return int(count), int(total)
 
 
+def results_version(con: duckdb.DuckDBPyConnection, study_id: str) -> str:
+    """SHA-256 of what the reports read besides the data: the stored analysis runs, the DP releases of the ledger,
+    the quality runs and the plan registry (the reports stage is cached only while none of them changed)."""
+    analyses = con.execute("SELECT DISTINCT run_id FROM analysis_summary WHERE study_id = ? ORDER BY 1",
+                           [study_id]).fetchall()
+    releases = con.execute("SELECT DISTINCT release_id FROM privacy_ledger WHERE study_id = ? ORDER BY 1",
+                           [study_id]).fetchall()
+    quality = con.execute("SELECT DISTINCT run_id FROM quality_results WHERE study_id = ? ORDER BY 1",
+                          [study_id]).fetchall()
+    registry = con.execute("SELECT entry_hash FROM plan_registry WHERE study_id = ? ORDER BY seq",
+                           [study_id]).fetchall()
+    return _digest([analyses, releases, quality, registry])
+
+
 def cache_key(stage: str, *inputs: object) -> str:
     """The cache key of a stage: its name, the code version and its inputs."""
     return _digest([stage, code_version(), *inputs])

@@ -86,16 +86,19 @@ def _manifest(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def bucket_connection(root: str | Path, bucket: int) -> duckdb.DuckDBPyConnection:
+def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyConnection:
     """A fresh single-threaded in-memory DuckDB whose ``assignments``, ``scores`` and ``events`` are the bucket's
-    files: the canonical relations (schemas/warehouse/relations.py) read them as they read the warehouse."""
+    files (every bucket's with ``bucket=None``): the canonical relations (schemas/warehouse/relations.py) read them
+    as they read the warehouse."""
     root = Path(root)
     con = duckdb.connect(":memory:")
     con.execute("SET threads = 1")  # one order of floating-point additions: results equal wherever they run
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     for table in ("assignments", "scores", "events"):
-        files = [root / table / "schema.parquet", *sorted((root / table / f"bucket={bucket}").rglob("*.parquet"))]
+        folder = root / table if bucket is None else root / table / f"bucket={int(bucket)}"
+        files = [root / table / "schema.parquet",
+                 *sorted(f for f in folder.rglob("*.parquet") if f.name != "schema.parquet")]
         paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
         con.execute(f"CREATE VIEW {table} AS SELECT * EXCLUDE (bucket) FROM read_parquet({paths}, "
                     "hive_partitioning = false, union_by_name = true)")
@@ -165,3 +168,105 @@ def statistics_on_dask(root: str | Path, protocol: StudyProtocol, outcome: str, 
 
     with prefect_api():  # the server PREFECT_API_URL names (inside a pipeline run), else one for this call
         return _pool(partitioned(), f"{outcome} statistics")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The plan's primary models on a partitioned study (``flourish scaleout analyze``)
+
+
+def _plan_waves(root: str | Path, protocol: StudyProtocol) -> dict[str, list[str]]:
+    """Per outcome, the follow-up waves with a score in any bucket (one scan of the scores' partition folders):
+    every bucket's statistics are then read over the same waves, so they add."""
+    from flows.statistics import observed_followup_waves, require_rows
+
+    con = bucket_connection(root, None)
+    try:
+        for o in protocol.outcomes:
+            require_rows(con, protocol, o)
+        return {o.name: observed_followup_waves(con, protocol, o) for o in protocol.outcomes}
+    finally:
+        con.close()
+
+
+def plan_bucket(root: str, bucket: int, protocol_json: str, waves_json: str) -> dict[str, Any]:
+    """One bucket's share of the primary models' statistics: per outcome the longitudinal cross-products and (when
+    the plan's primary is the MMRM) the pattern statistics, over the waves every bucket uses; and the arm counts."""
+    from flows.statistics import arm_counts, longitudinal_stats, mmrm_stats
+
+    protocol = StudyProtocol.model_validate_json(protocol_json)
+    waves: dict[str, list[str]] = json.loads(waves_json)
+    con = bucket_connection(root, bucket)
+    try:
+        out: dict[str, Any] = {"arm_counts": arm_counts(con, protocol), "outcomes": {}}
+        for o in protocol.outcomes:
+            observed = waves[o.name]
+            parts: dict[str, Any] = {"longitudinal": None, "mmrm": None}
+            if observed and con.execute(f"SELECT count(*) FROM {_observations(protocol, o.name, observed)}"
+                                        ).fetchone()[0]:
+                parts["longitudinal"] = longitudinal_stats(con, protocol, outcome=o.name, waves=observed)
+                if protocol.analysis.primary_model(len(observed)) == "mmrm":
+                    parts["mmrm"] = mmrm_stats(con, protocol, outcome=o.name, waves=observed)
+            out["outcomes"][o.name] = parts
+        return out
+    finally:
+        con.close()
+
+
+def _observations(protocol: StudyProtocol, outcome: str, waves: list[str]) -> str:
+    from flows.statistics import observations_sql
+
+    return observations_sql(protocol, outcome, list(protocol.analysis.covariates), waves)
+
+
+@task(name="flourish-partition-plan-statistics", persist_result=False, cache_policy=None, retries=2)
+def _plan_bucket_task(root: str, bucket: int, protocol_json: str, waves_json: str) -> dict[str, Any]:
+    return plan_bucket(root, bucket, protocol_json, waves_json)  # reads files, writes nothing: safe to retry
+
+
+def partitioned_plan_statistics(root: str | Path, protocol: StudyProtocol, *, task_runner: str = "process",
+                                address: str | None = None, workers: int = 2,
+                                progress: Callable[[str], None] = lambda _m: None):
+    """``analysis.plan.PlanStatistics`` of a partitioned study for the plan's primary models: every bucket reduced
+    (in this process, or each bucket a Prefect task on Dask with ``task_runner="dask"``) and summed in bucket order.
+    The final-wave cells, subgroups and telemetry are left out (the warehouse path reads them), so ``run_plan`` on
+    the result publishes the primary model's rows and its cross-check, the same code as ``flourish analyze``."""
+    from analysis.plan import OutcomeStatistics, PlanStatistics, Unavailable
+
+    if task_runner not in ("process", "dask"):
+        raise ScaleOutError(f"task runner must be process or dask, not {task_runner!r}")
+    root = Path(root)
+    manifest = _manifest(root)
+    if manifest.get("study_id") != protocol.study_id:
+        raise ScaleOutError(f"{root} holds study {manifest.get('study_id')!r}, not {protocol.study_id!r}")
+    buckets = int(manifest["buckets"])
+    waves = _plan_waves(root, protocol)
+    payload, waves_json = protocol.model_dump_json(), json.dumps(waves)
+    progress(f"reducing {buckets} partitions ({task_runner})")
+    if task_runner == "dask":
+        @flow(name="flourish-partitioned-plan-statistics", task_runner=dask_task_runner(address, workers),
+              persist_result=False)
+        def partitioned() -> list[dict[str, Any]]:
+            futures = [_plan_bucket_task.submit(str(root), k, payload, waves_json) for k in range(buckets)]
+            return [f.result() for f in futures]
+
+        from flows.prefect_server import prefect_api
+
+        with prefect_api():
+            parts = partitioned()
+    else:
+        parts = [plan_bucket(str(root), k, payload, waves_json) for k in range(buckets)]
+
+    counts: dict[str, int] = {}
+    for part in parts:
+        for arm, n in part["arm_counts"].items():
+            counts[arm] = counts.get(arm, 0) + n
+    outcomes = []
+    for o in protocol.outcomes:
+        observed = tuple(waves[o.name])
+        pieces = {what: [p["outcomes"][o.name][what] for p in parts if p["outcomes"][o.name][what] is not None]
+                  for what in ("longitudinal", "mmrm")}
+        longitudinal = (reduce(add, pieces["longitudinal"]) if pieces["longitudinal"]
+                        else Unavailable(f"{o.name} has no follow-up scores in the partitions"))
+        mmrm = reduce(add, pieces["mmrm"]) if pieces["mmrm"] else None
+        outcomes.append(OutcomeStatistics(o.name, observed, longitudinal, mmrm=mmrm))
+    return PlanStatistics(outcomes=tuple(outcomes), arm_counts=counts)

@@ -13,37 +13,33 @@ from instruments.errors import (
     UnknownInstrument,
 )
 from instruments.model import Instrument, instrument_json_schema
-from instruments.cfa import CFAFit, fit_cfa
 from instruments.licences import check_licences
-from instruments.psychometrics import (
-    AlphaResult,
-    ICCResult,
-    InvarianceResult,
-    InvarianceStep,
-    ItemRestResult,
-    OmegaResult,
-    cronbach_alpha,
-    factor_omegas,
-    icc,
-    invariance,
-    item_rest_correlations,
-    mcdonald_omega,
-    omega_from_loadings,
-    psychometrics_table,
-    study_psychometrics,
-    test_retest_icc,
-)
 from instruments.registry import all_instruments, item_bounds, known_versions, load, parse_definition
-from instruments.scoring import (
-    ResponseMatrix,
-    assign_bands,
-    band_of,
-    response_matrix,
-    safety_counts,
-    safety_flags,
-    score,
-    score_study,
-)
+
+# The numerical modules (SciPy, pandas: about 4 s of imports on a loaded machine) load when first used, so a
+# command that only checks a protocol's instruments (every run loads its study through flows/study.py) does not
+# pay for them (PEP 562).
+_LAZY = {
+    "CFAFit": "instruments.cfa", "fit_cfa": "instruments.cfa",
+    **{name: "instruments.psychometrics" for name in (
+        "AlphaResult", "ICCResult", "InvarianceResult", "InvarianceStep", "ItemRestResult", "OmegaResult",
+        "cronbach_alpha", "factor_omegas", "icc", "invariance", "item_rest_correlations", "mcdonald_omega",
+        "omega_from_loadings", "psychometrics_table", "study_psychometrics", "test_retest_icc")},
+    **{name: "instruments.scoring" for name in (
+        "ResponseMatrix", "assign_bands", "band_of", "response_matrix", "safety_counts", "safety_flags", "score",
+        "score_study")},
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'instruments' has no attribute {name!r}")
+
 
 __all__ = [
     "AlphaResult",

@@ -10,14 +10,11 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-import instruments
 from flows.cli.errors import UserError, one_sentence
-from instruments.scoring import SCORE_COLUMNS
 
 app = typer.Typer(
     help="Validated survey instruments: list them, show a definition (items, scoring, bands, licence), "
@@ -30,6 +27,8 @@ app = typer.Typer(
 
 def list_(json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """List every shipped instrument version with its items, scale and licence."""
+    import instruments
+
     rows = [
         {"name": i.name, "version": i.version, "title": i.title, "items": len(i.items),
          "scale": f"{i.scale_min}..{i.scale_max}", "scores": [i.outcome(s.name) for s in i.scores],
@@ -55,6 +54,8 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print the full definition as JSON.")] = False,
 ) -> None:
     """Show one definition: items, response scale, scores, missing-item rules, bands, safety flags, licence."""
+    import instruments
+
     inst = instruments.load(name, version)
     if json_out:
         typer.echo(inst.model_dump_json(indent=2))
@@ -94,6 +95,11 @@ def score_(
     json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON records.")] = False,
 ) -> None:
     """Score a wide CSV (one row per participant x wave) and print every score."""
+    import pandas as pd
+
+    import instruments
+    from instruments.scoring import SCORE_COLUMNS
+
     inst = instruments.load(name, version)
     try:
         wide = pd.read_csv(file, dtype={"participant": str, "wave": str})

@@ -7,6 +7,7 @@ bad rows and runs it through the same pipeline.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -67,6 +68,8 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
         return f"{len(made)} release(s) made{budget}"
+    if stage == "reports":
+        return f"dashboard, trial and regulator reports in {summary.get('out_dir', '')}"
     return ""
 
 
@@ -81,11 +84,24 @@ def print_run(record: dict[str, Any], seconds: float) -> None:
     out.print(table)
 
 
+def print_report_paths(record: dict[str, Any]) -> None:
+    """The paths of the reports the run wrote (or found unchanged), one per line."""
+    stage = next((s for s in record["stages"] if s["stage"] == "reports"), None)
+    if stage is None or stage["state"] not in ("completed", "cached"):
+        return
+    labels = {"dashboard": "dashboard (public)", "trial_report": "trial report (trial team)",
+              "regulator_html": "regulator report", "regulator_json": "regulator report (JSON)"}
+    for key, label in labels.items():
+        if stage["summary"].get(key):
+            out.print(f"{label}: {escape(str(stage['summary'][key]))}")
+
+
 def _finish(record: dict[str, Any], started: float, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         print_run(record, time.perf_counter() - started)
+        print_report_paths(record)
     failed = [s for s in record["stages"] if s["state"] == "failed"]
     if failed:
         raise UserError(f"the {failed[0]['stage']} stage failed: {failed[0]['message']}")
@@ -106,6 +122,10 @@ def run(
                                               "when it has never been locked.")] = True,
     exploratory: Annotated[bool, typer.Option("--exploratory", help="Analyse a protocol that differs from the "
                                               "locked plan; every row is labelled exploratory.")] = False,
+    reports: Annotated[bool, typer.Option("--reports/--no-reports", help="Write the dashboard, the trial report and "
+                                          "the regulator report at the end.")] = True,
+    reports_dir: Annotated[Path | None, typer.Option("--reports-dir", help="Folder for the reports (default: reports/ "
+                                                     "beside the warehouse file).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the study's pipeline: ingest, score, quality gates, analysis, DP release, reports. A stage whose inputs
@@ -131,7 +151,8 @@ def run(
     on_stage = None if as_json else (lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = run_flow(study_flow, str(study), str(warehouse), str(landing) if landing else None,
                       str(key_file) if key_file else None, analyze, release, preregister, exploratory, "cli", None,
-                      _progress(as_json), on_stage)
+                      _progress(as_json), on_stage, reports_dir=str(reports_dir) if reports_dir else None,
+                      reports=reports)
     _finish(record, started, as_json)
 
 
@@ -181,6 +202,7 @@ def demo(
                       lambda r: err.print(f"  {r.stage}: {r.state} ({r.seconds:.1f} s)"))
     record = result["run"]
     print_run(record, time.perf_counter() - started)
+    print_report_paths(record)
     stages = {s["stage"]: s for s in record["stages"]}
     ingest = stages["ingest"]["summary"]
     _print_ingest(ingest)
@@ -333,8 +355,22 @@ def _serve(planned) -> None:
         prefect_serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
 
 
+def orchestrated(command: Any) -> Any:
+    """Start the command's Prefect API first (flows/prefect_server.py ``orchestration``): the server's start-up
+    then overlaps with the command importing the pipeline, instead of following it."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flows.prefect_server import orchestration
+
+        with orchestration():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(one_sentence(serve))
-    app.command("run")(one_sentence(run))
-    app.command("score")(one_sentence(score))
-    app.command("demo")(one_sentence(demo))
+    app.command("run")(one_sentence(orchestrated(run)))
+    app.command("score")(one_sentence(orchestrated(score)))
+    app.command("demo")(one_sentence(orchestrated(demo)))

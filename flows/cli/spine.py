@@ -13,11 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli.errors import UserError, one_sentence
-from flows.ingest.errors import printable
 
 schema_app = typer.Typer(help="Contracts as JSON Schema, for partners who produce landing files.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)  # a progress line is one line, whatever the terminal's width
 out = Console()
+
+
+def printable(name: str) -> str:
+    """A partner's file name as plain text (``flows.ingest.errors.printable``, imported when first needed: the
+    ingest package is not loaded for ``flourish --help``)."""
+    from flows.ingest.errors import printable as as_text
+
+    return as_text(name)
 
 
 def register(app: typer.Typer) -> None:

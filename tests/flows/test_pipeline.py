@@ -60,7 +60,10 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     rec = json.loads(first.stdout)
     assert [(s["stage"], s["state"]) for s in rec["stages"]] == [
         ("ingest", "completed"), ("score", "completed"), ("quality", "completed"), ("analyze", "completed"),
-        ("release", "completed")]
+        ("release", "completed"), ("reports", "completed")]
+    reports = study / "reports"  # the default: beside the warehouse file
+    written = {p.name for p in reports.iterdir()}
+    assert {"dashboard.html", "trial-report.html", "regulator-report.html", "regulator-report.json"} <= written
     assert _count(wh, "SELECT count(*) FROM scores") > 0
     assert _count(wh, "SELECT count(*) FROM analysis_summary") > 0
     assert _count(wh, "SELECT count(*) FROM releases") == 2  # the protocol plans two (after m3 and m12)
@@ -74,7 +77,7 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger  # no budget spent twice
     assert _count(wh, "SELECT count(*) FROM analysis_summary") == summaries
     assert _count(wh, "SELECT count(*) FROM pipeline_runs WHERE state = 'completed'") == 2
-    assert _count(wh, "SELECT count(*) FROM pipeline_stages") == 10
+    assert _count(wh, "SELECT count(*) FROM pipeline_stages") == 12
     assert _count(wh, "SELECT count(*) FROM quality_results") > 0
 
     # a new batch invalidates what depends on the data; the planned release is made already, so it stays cached
@@ -90,12 +93,21 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     assert third.exit_code == 0, third.output
     states = {s["stage"]: s["state"] for s in json.loads(third.stdout)["stages"]}
     assert states == {"ingest": "completed", "score": "completed", "quality": "completed", "analyze": "completed",
-                      "release": "cached"}
+                      "release": "cached", "reports": "completed"}
     assert _count(wh, "SELECT count(*) FROM privacy_ledger") == ledger
+
+    # a report file removed by hand is written again, though nothing else changed
+    (reports / "trial-report.html").unlink()
+    fourth = _run("run", study / "sim" / "study.yaml", "--warehouse", wh, "--json")
+    assert fourth.exit_code == 0, fourth.output
+    states = {s["stage"]: s["state"] for s in json.loads(fourth.stdout)["stages"]}
+    assert states["reports"] == "completed" and states["analyze"] == "cached"
+    assert (reports / "trial-report.html").is_file()
 
 
 def test_ingest_then_score_then_analyze_as_separate_commands(study, monkeypatch):
-    """The new user's path of issue 17: `flourish ingest` of their own folder, then `score`, then `analyze`."""
+    """The new user's path of issue 17 (hardening D5: real studies could not be scored): `flourish ingest` of their
+    own folder, then `score`, then `analyze`."""
     monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
     wh = study / "separate.duckdb"
     sim = study / "sim"

@@ -66,3 +66,65 @@ def test_export_refuses_a_folder_that_is_not_empty(tmp_path):
             export_partitions(con, make_protocol(), tmp_path / "parts")
     finally:
         con.close()
+
+
+def _effects(rows):
+    return {(r["outcome"], r["arm"], r["wave"], r["method"]): (r["estimate"], r["sd"]) for r in rows
+            if r["estimate"] is not None}
+
+
+@pytest.mark.slow
+def test_the_partitioned_plan_fits_the_same_primary_rows_as_the_warehouse(tmp_path):
+    """`flourish scaleout export` then `flourish scaleout analyze --task-runner dask`: the primary model's rows
+    (here the MMRM and its ML cross-check) equal those `flourish analyze` fits from the warehouse, to rounding
+    (the warehouse sums in another order), and the in-process reduction gives the Dask one exactly."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.simulation import simulate
+    from tests.support.spine import KEY
+
+    simulate(tmp_path / "sim", 300, seed=5, truth_draws=2_000)
+    study = tmp_path / "sim" / "study.yaml"
+    data = yaml.safe_load(study.read_text())
+    data["secondary_outcomes"], data["surrogates"] = [], []
+    data["analysis"].update({"subgroups": []})
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    (tmp_path / "k.key").write_text(KEY.decode())
+    wh = tmp_path / "w.duckdb"
+    run = CliRunner()
+    assert run.invoke(app, ["ingest", str(tmp_path / "sim" / "landing"), "--study", str(study), "--warehouse",
+                            str(wh), "--key-file", str(tmp_path / "k.key")]).exit_code == 0
+    assert run.invoke(app, ["score", str(study), "--warehouse", str(wh)]).exit_code == 0
+    whole = run.invoke(app, ["analyze", str(study), "--warehouse", str(wh), "--exploratory", "--json"])
+    assert whole.exit_code == 0, whole.output
+    exported = run.invoke(app, ["scaleout", "export", str(study), "--warehouse", str(wh), "--out",
+                                str(tmp_path / "parts"), "--buckets", "4"])
+    assert exported.exit_code == 0, exported.output
+    rows = {}
+    for runner in ("process", "dask"):
+        res = run.invoke(app, ["scaleout", "analyze", str(study), "--partitions", str(tmp_path / "parts"),
+                               "--task-runner", runner, "--json"])
+        assert res.exit_code == 0, res.output
+        rows[runner] = _effects(json.loads(res.stdout))
+    assert rows["process"] == rows["dask"]
+    reference = _effects(json.loads(whole.stdout))
+    primary = {k: v for k, v in reference.items() if k in rows["dask"]}
+    assert {k[3] for k in primary} >= {"mmrm_reml_us", "ml_random_intercept"}
+    for k, (est, sd) in primary.items():
+        assert rows["dask"][k][0] == pytest.approx(est, rel=1e-6, abs=1e-9), k
+        assert rows["dask"][k][1] == pytest.approx(sd, rel=1e-6, abs=1e-9), k
+
+
+def test_the_partitioned_plan_refuses_another_studys_partitions(partitioned, tmp_path):
+    from flows.scaleout import partitioned_plan_statistics
+
+    root, protocol, _ = partitioned
+    other = protocol.model_copy(update={"study_id": "another-study"})
+    with pytest.raises(ScaleOutError, match="another-study"):
+        partitioned_plan_statistics(root, other)
+    with pytest.raises(ScaleOutError, match="process or dask"):
+        partitioned_plan_statistics(root, protocol, task_runner="threads")

@@ -34,3 +34,7 @@ def test_demo_reruns_in_its_own_folder(tmp_path):
     assert _demo(out).returncode == 0
     proc = _demo(out)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # issue 18: the demo ends by writing the three reports and printing their paths
+    for name in ("dashboard.html", "trial-report.html", "regulator-report.html", "regulator-report.json"):
+        assert (out / "reports" / name).is_file(), name
+        assert str(out / "reports" / name) in proc.stdout.replace("\n", ""), name
