@@ -64,3 +64,17 @@ def test_a_declared_categorical_covariate_is_a_subgroup(btheb):
         for arm, moments in arms.items():
             sub = completers[(completers["drug"] == level) & (completers["treatment"] == arm)]
             assert moments.n == len(sub) and moments.sum_y == pytest.approx(sub["bdi.8m"].sum())
+
+
+def test_partitions_carry_the_participants_covariates(btheb, tmp_path):
+    """flourish scaleout: the buckets hold the participants records' characteristics, so the partitioned statistics
+    equal the warehouse's with the covariates in."""
+    from flows.scaleout import export_partitions, partitioned_plan_statistics
+
+    con, protocol, _ = btheb
+    root = export_partitions(con, protocol, tmp_path / "parts", buckets=4)
+    parted = partitioned_plan_statistics(root, protocol).outcome("bdi").longitudinal
+    whole = longitudinal_stats(con, protocol)
+    assert parted.cross.columns == whole.cross.columns and "drug[Yes]" in parted.cross.columns
+    np.testing.assert_allclose(parted.cross.xtx, whole.cross.xtx, rtol=1e-12)
+    np.testing.assert_allclose(parted.cross.xty, whole.cross.xty, rtol=1e-12)
