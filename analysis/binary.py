@@ -79,8 +79,7 @@ from analysis.errors import AnalysisInputError
 from schemas.results import LONG_RUN, Effect
 from schemas.binary_stats import BinaryCounts, BinaryCountTable
 from schemas.errors import FlourishError
-from schemas.sqltext import literal as _lit
-from schemas.sqltext import number as _number
+from schemas.sqltext import literal, number
 from schemas.suffstats import InsufficientData
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,12 +136,13 @@ def binary_counts_sql(source: str, arms: Sequence[str], waves: Sequence[str], *,
     if cutoff is None:
         valid, event = "v IN (0, 1)", "v = 1"
     else:
-        c = _number(float(cutoff))
+        c = number(float(cutoff))
         valid, event = "isfinite(v)", f"isfinite(v) AND v {'>=' if event_at_or_above else '<='} {c}"
     arm_index = "CASE CAST(arm AS VARCHAR) " + " ".join(
-        f"WHEN {_lit(a)} THEN {k}" for k, a in enumerate(arms)) + " ELSE -1 END"
-    wave_index = "CASE CAST(wave AS VARCHAR) " + " ".join(f"WHEN {_lit(w)} THEN {t}" for t, w in enumerate(waves)) + " END"
-    waves_in = ", ".join(_lit(w) for w in waves)
+        f"WHEN {literal(a)} THEN {k}" for k, a in enumerate(arms)) + " ELSE -1 END"
+    wave_index = "CASE CAST(wave AS VARCHAR) " + " ".join(
+        f"WHEN {literal(w)} THEN {t}" for t, w in enumerate(waves)) + " END"
+    waves_in = ", ".join(literal(w) for w in waves)
     obs = (f"SELECT participant, {arm_index} AS a, {wave_index} AS t, CAST(y AS DOUBLE) AS v FROM {source} "
            f"WHERE y IS NOT NULL AND CAST(wave AS VARCHAR) IN ({waves_in})")
     # duplicates: rows beyond one per observed wave (bit mask of waves, as analysis.mmrm.sql does)

@@ -124,7 +124,8 @@ def main() -> None:
 
         n_m = args.mixedlm_participants
         frame = con.execute(f"SELECT * FROM obs WHERE participant < {n_m}").df()
-        sub = pattern_statistics(con, f"(SELECT * FROM obs WHERE participant < {n_m})", design)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW obs_sub AS SELECT * FROM obs WHERE participant < {int(n_m)}")
+        sub = pattern_statistics(con, "obs_sub", design)
         t_mmrm, sub_fit = median_time(lambda: fit_mmrm(sub, design), args.repeats)
         t0 = time.perf_counter()
         arm = "C(arm, Treatment('control'))"

@@ -38,7 +38,7 @@ Public API::
     MMRMDesign, default_design                           the mean model (z-columns and their terms)
     pattern_statistics_sql(design, source, fourth_order)  SQL text, one GROUP BY per pattern
     pattern_statistics_from_rows(design, rows, ...)      its rows -> schemas.mmrm_stats.MMRMStatistics
-    pattern_statistics(con, source, design, ...)         both, on an open DuckDB connection
+    pattern_statistics(con, table, design, ...)          both, on a table or view of an open DuckDB connection
     fit_mmrm(stats, design, structure="us", method="reml", level=0.95, kenward_roger="linear") -> MMRMFit
     fit_mmrm_bayes(stats, design, plan=None, outcome=, direction=, mcid=, rope=, eta=2) -> MMRMPosterior
     MMRMFit.effects / .effect(arm, wave) / .contrast(weights)  ContrastEstimate (model_based, sandwich,

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
-from schemas.sqltext import ident as _ident
-from schemas.sqltext import literal as _lit
+from schemas.sqltext import ident, literal
 from analysis.mmrm.design import BASELINE, MMRMDesign
 from schemas.mmrm_stats import MMRMStatistics, PatternStatistics
 
@@ -87,19 +86,19 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
     missingness pattern: the pattern bit mask, participants, observation rows, the three problem counts
     and the sums (module docstring). With ``fourth_order`` it also sums the fourth-order products the
     sandwich covariance needs (schemas/mmrm_stats.py)."""
-    n_w = design.n_waves
+    n_w = len(design.waves)
     wave_index = "CASE CAST(wave AS VARCHAR) " + " ".join(
-        f"WHEN {_lit(w)} THEN {t}" for t, w in enumerate(design.waves)) + " END"
+        f"WHEN {literal(w)} THEN {t}" for t, w in enumerate(design.waves)) + " END"
     # participant-level columns that must agree between a participant's rows
     fixed = ([("b", "CAST(baseline AS DOUBLE)")] if design.baseline else []) + [
-        (f"c{k}", f"CAST({_ident(c)} AS DOUBLE)") for k, c in enumerate(design.covariates)]
+        (f"c{k}", f"CAST({ident(c)} AS DOUBLE)") for k, c in enumerate(design.covariates)]
     # the arm as its index in the design (-1: not a design arm, or missing): integer aggregates per
     # participant instead of string ones, which were most of the query's time
     arm_index = "CASE CAST(arm AS VARCHAR) " + " ".join(
-        f"WHEN {_lit(a)} THEN {k}" for k, a in enumerate(design.arms)) + " ELSE -1 END"
+        f"WHEN {literal(a)} THEN {k}" for k, a in enumerate(design.arms)) + " ELSE -1 END"
     obs_cols = ", ".join(["participant", f"{arm_index} AS arm", f"{wave_index} AS t", "CAST(y AS DOUBLE) AS y"]
                          + [f"{expr} AS {name}" for name, expr in fixed])
-    waves_in = ", ".join(_lit(w) for w in design.waves)
+    waves_in = ", ".join(literal(w) for w in design.waves)
     obs = f"SELECT {obs_cols} FROM {source} WHERE y IS NOT NULL AND CAST(wave AS VARCHAR) IN ({waves_in})"
 
     # z columns in design order: intercept, arm dummies, baseline, covariates (all DOUBLE: SQL number
@@ -143,7 +142,7 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
     """:class:`MMRMStatistics` from the rows of :func:`pattern_statistics_sql` (same ``fourth_order``).
 
     Raises :class:`StatisticsInputError` when any participant broke the relation's contract."""
-    p, n_w = len(design.z_columns), design.n_waves
+    p, n_w = len(design.z_columns), len(design.waves)
     aggs = _aggregates(p, n_w, fourth_order, len(design.treated))
     problems = dict.fromkeys(_PROBLEMS, 0)
     for row in rows:  # refuse before reading any sum: a broken participant can make them NULL
@@ -194,8 +193,10 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
 
 def pattern_statistics(con: duckdb.DuckDBPyConnection, source: str, design: MMRMDesign, *,
                        fourth_order: bool = False) -> MMRMStatistics:
-    """Run :func:`pattern_statistics_sql` on an open connection and parse the rows (the convenience path)."""
-    rows = con.execute(pattern_statistics_sql(design, source, fourth_order=fourth_order)).fetchall()
+    """Run :func:`pattern_statistics_sql` on the table or view named ``source`` (quoted as an identifier; for a
+    sub-query, run :func:`pattern_statistics_sql` itself) on an open connection and parse the rows (the
+    convenience path)."""
+    rows = con.execute(pattern_statistics_sql(design, ident(source), fourth_order=fourth_order)).fetchall()
     return pattern_statistics_from_rows(design, rows, fourth_order=fourth_order)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from schemas.protocol import StudyProtocol
 from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, TEXT_CHARS, FieldSpec, field_specs
-from schemas.sqltext import literal, number, varchar_list
+from schemas.sqltext import ident, literal, number, varchar_list
 
 TS_MIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 TS_MAX = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
@@ -39,11 +39,10 @@ CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surve
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
-@dataclass(frozen=True)
-class Check:
-    condition: str  # SQL over the unpacked line columns; true when the row fails
-    reason: str  # SQL expression giving the reason code
-    message: str  # SQL expression giving the message (no value of the row)
+Check = tuple[str, str, str]
+"""A check ``(condition, reason, message)``: SQL over the unpacked line columns, true when the row fails; a SQL
+expression giving the reason code; one giving the message (no value of the row). A plain tuple rather than an
+object, so that ``tests/test_sql_text.py`` follows each part from where it is written to the query using it."""
 
 
 @dataclass(frozen=True)
@@ -144,48 +143,48 @@ def _missing(t: str) -> str:
 
 def contract_checks(kind: str) -> list[Check]:
     """The field forms' checks, in field order, after the line's shape (unknown or repeated keys)."""
-    checks = [Check("n_keys > n_known", "'schema_violation'",
+    checks = [("n_keys > n_known", "'schema_violation'",
                     literal("a field is unknown or repeated (the contract's fields are "
                             + ", ".join(s.name for s in specs(kind)) + ")"))]
     for i, s in enumerate(specs(kind), start=1):
         t, v = f"t_{i}", f"v_{i}"
         present = f"NOT {_missing(t)}"
         if s.required:
-            checks.append(Check(_missing(t), "'schema_violation'", literal(f"missing required field {s.name}")))
+            checks.append((_missing(t), "'schema_violation'", literal(f"missing required field {s.name}")))
         if s.form == "text":
-            checks.append(Check(f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
+            checks.append((f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
                                 literal(f"field {s.name} must be a string")))
             # bytes bound characters from above: characters are counted only when the byte length is out of range
-            checks.append(Check(
-                f"{present} AND CASE WHEN strlen({v}) BETWEEN 1 AND {s.max_chars} THEN false "
-                f"ELSE length({v}) = 0 OR length({v}) > {s.max_chars} END",
+            checks.append((
+                f"{present} AND CASE WHEN strlen({v}) BETWEEN 1 AND {number(s.max_chars)} THEN false "
+                f"ELSE length({v}) = 0 OR length({v}) > {number(s.max_chars)} END",
                 "'schema_violation'", literal(f"field {s.name} must be 1..{s.max_chars} characters")))
         elif s.form == "timestamp":
-            checks.append(Check(f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
+            checks.append((f"{present} AND {t} <> 'VARCHAR'", "'schema_violation'",
                                 literal(f"field {s.name} must be an ISO 8601 timestamp string")))
             naive = f"coalesce(regexp_full_match({v}, {literal(NAIVE_TS)}), false)"
-            checks.append(Check(
+            checks.append((
                 f"{present} AND NOT {ts_ok(v)}",
                 f"CASE WHEN {naive} THEN 'naive_timestamp' ELSE 'schema_violation' END",
                 f"CASE WHEN {naive} THEN {literal(f'field {s.name} has no UTC offset')} ELSE "
                 f"{literal(f'field {s.name} is not an ISO 8601 timestamp with an offset in the years 1-9999')} END"))
         elif s.form == "number":
-            checks.append(Check(f"{present} AND NOT ({number_ok(t, v)})", "'schema_violation'",
+            checks.append((f"{present} AND NOT ({number_ok(t, v)})", "'schema_violation'",
                                 literal(f"field {s.name} must be a finite number")))
         elif s.form == "enum":
-            checks.append(Check(f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(s.values)}, {v}))",
+            checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(s.values)}, {v}))",
                                 "'schema_violation'", literal(f"field {s.name} must be one of {', '.join(s.values)}")))
         elif s.form == "scopes":
-            checks.append(Check(
+            checks.append((
                 f"{present} AND NOT ({scopes_ok(t, s)})", "'schema_violation'",
                 literal(f"field {s.name} must be a list of scope names ({', '.join(s.values)})")))
         elif s.form == "items":
-            checks.append(Check(f"{present} AND {t} <> 'OBJECT'", "'schema_violation'",
+            checks.append((f"{present} AND {t} <> 'OBJECT'", "'schema_violation'",
                                 literal(f"field {s.name} must be an object of item code -> integer or null")))
         elif s.form == "characteristics":
-            checks.append(Check(f"{present} AND NOT ({characteristics_ok(t, v)})", "'schema_violation'",
-                                literal(f"field {s.name} must be an object of covariate name -> number, text of "
-                                        f"1..{TEXT_CHARS} characters, or null")))
+            checks.append((f"{present} AND NOT ({characteristics_ok(t, v)})", "'schema_violation'",
+                           literal(f"field {s.name} must be an object of covariate name -> number, text of "
+                                   f"1..{TEXT_CHARS} characters, or null")))
         else:  # pragma: no cover - field_specs knows no other form
             raise AssertionError(s.form)
     return checks
@@ -213,36 +212,36 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
     v = {n: f"v_{i}" for n, i in idx.items()}
     checks: list[Check] = []
     if "study_id" in idx:
-        checks.append(Check(f"{v['study_id']} <> {literal(protocol.study_id)}", "'unknown_study'",
+        checks.append((f"{v['study_id']} <> {literal(protocol.study_id)}", "'unknown_study'",
                             literal(f"study_id is not this study's id ({protocol.study_id})")))
     if kind == "assignments":
-        checks.append(Check(f"NOT list_contains({varchar_list(protocol.arm_names)}, {v['arm']})", "'unknown_arm'",
+        checks.append((f"NOT list_contains({varchar_list(protocol.arm_names)}, {v['arm']})", "'unknown_arm'",
                             literal(f"arm is not one of {', '.join(protocol.arm_names)}")))
     if "wave" in idx:
-        checks.append(Check(f"NOT list_contains({varchar_list(protocol.wave_names)}, {v['wave']})", "'unknown_wave'",
+        checks.append((f"NOT list_contains({varchar_list(protocol.wave_names)}, {v['wave']})", "'unknown_wave'",
                             literal(f"wave is not one of {', '.join(protocol.wave_names)}")))
     if kind == "responses":
-        checks.append(Check(f"NOT list_contains({varchar_list(protocol.instruments())}, {v['instrument']})",
+        checks.append((f"NOT list_contains({varchar_list(protocol.instruments())}, {v['instrument']})",
                             "'unknown_instrument'",
                             literal(f"instrument is not one administered by study {protocol.study_id} "
                                     f"({', '.join(protocol.instruments())})")))
-        checks.append(Check(
+        checks.append((
             f"NOT list_contains({varchar_list(bounds.versions())}, {v['instrument']} || chr(31) || {v['instrument_version']})",
             "'unknown_instrument'", literal("instrument_version is not a version of the instrument Flourish knows")))
     if kind == "scores":
         outcomes = [o.name for o in protocol.outcomes]
         own = [o.name for o in protocol.outcomes if o.source == "flourish"]
-        checks.append(Check(f"NOT list_contains({varchar_list(outcomes)}, {v['outcome']})", "'unknown_outcome'",
+        checks.append((f"NOT list_contains({varchar_list(outcomes)}, {v['outcome']})", "'unknown_outcome'",
                             literal(f"outcome is not one named in the protocol ({', '.join(outcomes)})")))
         # Flourish scores these from the responses; a second, external value for the same participant x wave would
         # make the readers choose (schemas.warehouse.relations.SCORE_PRECEDENCE), so it is refused at the door
-        checks.append(Check(f"list_contains({varchar_list(own)}, {v['outcome']})", "'scored_by_flourish'",
+        checks.append((f"list_contains({varchar_list(own)}, {v['outcome']})", "'scored_by_flourish'",
                             literal("outcome is scored by Flourish from the responses (protocol source: flourish); "
                                     "an external score for it is refused")))
         # a binary outcome without a cut-off is an event indicator: 0 or 1, nothing else
         binary = [o.name for o in protocol.outcomes if o.source == "external" and o.binary and o.cutoff is None]
         if binary:
-            checks.append(Check(
+            checks.append((
                 f"list_contains({varchar_list(binary)}, {v['outcome']}) "
                 f"AND coalesce(try_cast(trim({v['value']}) AS DOUBLE) NOT IN (0, 1), true)", "'out_of_range'",
                 literal(f"value of a binary outcome ({', '.join(binary)}) must be 0 or 1")))
@@ -300,7 +299,7 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
     for i, s in enumerate(specs(kind), start=1):
         t, v = f"t_{i}", f"v_{i}"
         if s.form == "text":
-            cond = f"{t} = 'VARCHAR' AND strlen({v}) BETWEEN 1 AND {s.max_chars}"
+            cond = f"{t} = 'VARCHAR' AND strlen({v}) BETWEEN 1 AND {number(s.max_chars)}"
         elif s.form == "timestamp":
             cond = f"{t} = 'VARCHAR' AND {ts_ok(v)}"
         elif s.form == "enum":
@@ -317,7 +316,7 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
             raise AssertionError(s.form)
         ok.append(f"({_missing(t)} OR ({cond}))" if not s.required else f"({cond})")
     ok.append("n_keys = n_known")
-    ok += [f"NOT coalesce({c.condition}, false)" for c in protocol_checks(kind, protocol, bounds)]
+    ok += [f"NOT coalesce({condition}, false)" for condition, _, _ in protocol_checks(kind, protocol, bounds)]
     return "coalesce(" + " AND ".join(ok) + ", false)"
 
 
@@ -330,13 +329,13 @@ def typed_sql(kind: str) -> list[str]:
         if s.name == "participant_id":
             continue
         if s.form == "timestamp":
-            out.append(f"try_cast({v} AS TIMESTAMPTZ) AS {s.name}")
+            out.append(f"try_cast({v} AS TIMESTAMPTZ) AS {ident(s.name)}")
         elif s.form == "number":
-            out.append(f"try_cast(trim({v}) AS DOUBLE) AS {s.name}")
+            out.append(f"try_cast(trim({v}) AS DOUBLE) AS {ident(s.name)}")
         elif s.form == "scopes":
-            out.append(f"scope_values AS {s.name}")
+            out.append(f"scope_values AS {ident(s.name)}")
         elif s.form in ("items", "characteristics"):
-            out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {s.name}")
+            out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {ident(s.name)}")
         else:
-            out.append(f"{v} AS {s.name}")
+            out.append(f"{v} AS {ident(s.name)}")
     return out

@@ -35,11 +35,12 @@ def stage_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
     unpack = contract.unpack_sql(kind, "raw")
     idx = contract.index(kind)
     check_no = ("CASE WHEN NOT is_json THEN -1 WHEN NOT is_object THEN 0 "
-                + " ".join(f"WHEN {c.condition} THEN {k}" for k, c in enumerate(checks, start=1)) + " END")
+                + " ".join(f"WHEN {condition} THEN {k}" for k, (condition, _, _) in enumerate(checks, start=1))
+                + " END")
     reason = ("CASE check_no WHEN -1 THEN 'malformed_json' WHEN 0 THEN 'schema_violation' "
-              + " ".join(f"WHEN {k} THEN {c.reason}" for k, c in enumerate(checks, start=1)) + " END")
+              + " ".join(f"WHEN {k} THEN {code}" for k, (_, code, _) in enumerate(checks, start=1)) + " END")
     message = ("CASE check_no WHEN -1 THEN 'line is not valid JSON' WHEN 0 THEN 'record must be a JSON object' "
-               + " ".join(f"WHEN {k} THEN {c.message}" for k, c in enumerate(checks, start=1)) + " END")
+               + " ".join(f"WHEN {k} THEN {text}" for k, (_, _, text) in enumerate(checks, start=1)) + " END")
     i = idx["participant_id"]
     extra = ", NULL::VARCHAR AS record_hash" if kind == "consents" else ""
     return f"""

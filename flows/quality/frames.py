@@ -42,11 +42,15 @@ if TYPE_CHECKING:  # pragma: no cover
 DAY_SECONDS = 86400.0
 
 
-def _values(rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
-    """A ``VALUES`` relation of bound parameters: ``(VALUES (?::T, ...), ...) AS v(c, ...)`` and its values."""
+def _values(rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A ``VALUES`` relation of bound parameters for ``rows``: ``(VALUES (?::T, ...), ...) AS v(c, ...)``; the
+    values it takes are :func:`_flat` of the rows."""
     one = "(" + ", ".join(f"?::{t}" for _, t in columns) + ")"
-    sql = f"(VALUES {', '.join([one] * len(rows))}) AS v({', '.join(c for c, _ in columns)})"
-    return sql, [x for r in rows for x in r]
+    return f"(VALUES {', '.join([one] * len(rows))}) AS v({', '.join(c for c, _ in columns)})"
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    return [x for r in rows for x in r]
 
 
 def _days_outside(x: str, lo: str, hi: str) -> str:
@@ -103,8 +107,9 @@ def response_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> p
     participants; ``tests/flows/quality/test_frames.py`` holds this reduction equal to one built on
     ``latest_responses``."""
     windows = [wave_window(w) for w in protocol.waves]
-    rel, params = _values([(w.wave, w.opens_days, w.closes_days) for w in windows],
-                          [("wave", "VARCHAR"), ("opens_days", "DOUBLE"), ("closes_days", "DOUBLE")])
+    bounds = [(w.wave, w.opens_days, w.closes_days) for w in windows]
+    rel = _values(bounds, [("wave", "VARCHAR"), ("opens_days", "DOUBLE"), ("closes_days", "DOUBLE")])
+    params = _flat(bounds)
     sid = protocol.study_id
     key = "hash(participant, wave, instrument)"
     offset = f"(epoch(k.latest_at) - epoch(a.assigned_at)) / {DAY_SECONDS}"
@@ -168,7 +173,9 @@ def completeness(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of:
 
     waves = primary_waves(protocol)
     windows = [wave_window(w) for w in waves]
-    rel, params = _values([(w.wave, w.closes_days) for w in windows], [("wave", "VARCHAR"), ("closes_days", "DOUBLE")])
+    bounds = [(w.wave, w.closes_days) for w in windows]
+    rel = _values(bounds, [("wave", "VARCHAR"), ("closes_days", "DOUBLE")])
+    params = _flat(bounds)
     sid, primary = protocol.study_id, protocol.primary_outcome.name
     due = f"epoch(a.assigned_at) + v.closes_days * {DAY_SECONDS} <= epoch(?::TIMESTAMPTZ)"
     scores = study_scores(sid, outcomes=[primary], waves=[w.name for w in waves])

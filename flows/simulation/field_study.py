@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.protocol import StudyProtocol, dump_protocol
+from schemas.sqltext import literal
 
 STUDY_ID = "flourish-sim"
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -385,11 +386,11 @@ def _write_events(land: Path, ev: dict, formats: str) -> int:
     con.register("ev", table)
     months = sorted(set(month.tolist()))
     for i, m in enumerate(months):
+        rows = f"SELECT * EXCLUDE (month) FROM ev WHERE month = {literal(m)}"
         if formats == "mixed" and i % 3 == 2:
-            con.execute(f"COPY (SELECT * EXCLUDE (month) FROM ev WHERE month = '{m}') TO '{land / f'events-{m}.parquet'}' (FORMAT PARQUET)")
+            con.execute(f"COPY ({rows}) TO {literal(land / f'events-{m}.parquet')} (FORMAT PARQUET)")
         else:
-            target = land / f"events-{m}.jsonl"
-            con.execute(f"COPY (SELECT * EXCLUDE (month) FROM ev WHERE month = '{m}') TO '{target}' (FORMAT JSON)")
+            con.execute(f"COPY ({rows}) TO {literal(land / f'events-{m}.jsonl')} (FORMAT JSON)")
     # bad event lines prepared by _inject live in events-bad.jsonl, interleaved with a clean month
     con.close()
     return n

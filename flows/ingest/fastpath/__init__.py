@@ -40,7 +40,7 @@ from flows.ingest.fastpath import facts as facts_mod
 from flows.ingest.fastpath.facts import FileFacts
 from flows.ingest.fastpath.load import load
 from flows.ingest.fastpath.source import Source
-from flows.ingest.fastpath.verify import FP, gate_sql, repeats, stored_keys_sql, verify_sql
+from flows.ingest.fastpath.verify import FP, gate_counts_sql, repeats, stored_keys_sql, verify_sql
 from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
 from schemas.protocol import StudyProtocol
 
@@ -131,7 +131,7 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
     ids = [i for i in pc.unique(fp.column("pid")).to_pylist() if i is not None]
     found = repeats(key_file, key_hash)
     with registered(con, FP, fp), registered(con, PMAP, pseudonyms.table(ids)), _small_side_first(con):
-        per_file = {r[0]: r[1:] for r in con.execute(gate_sql(kind, study_id)).fetchall()}
+        per_file = {r[0]: r[1:] for r in con.execute(gate_counts_sql(kind, study_id)).fetchall()}
         rows = {fi: per_file.get(fi, (0,))[0] for fi in lines}
         embedded = {fi: per_file.get(fi, (0, 0, 0, 0, 0))[4] for fi in lines}
         withheld = sum(per_file.get(fi, (0, 0, 0, 0))[3] for fi in lines)
@@ -178,10 +178,16 @@ def try_run(con: duckdb.DuckDBPyConnection, run: list[tuple[landing.LandingFile,
     kind = run[0][0].kind
     assert kind is not None and all(f.kind == kind for f, _ in run)
     paths = [f.path for f, _ in run]
-    if verified is None:
-        verified = verify_run(con, protocol, bounds, kind, paths)
-    elif isinstance(verified, Future):
-        verified = verified.result()
+    try:
+        if verified is None:
+            verified = verify_run(con, protocol, bounds, kind, paths)
+        elif isinstance(verified, Future):
+            verified = verified.result()
+    except duckdb.InvalidInputException:
+        # DuckDB's reader refused the files as a whole (a row past read_json's maximum_object_size: the first pass
+        # starts before the byte facts are known): not a clean run. Each file of a longer run is tried alone; the
+        # file the reader refuses goes to the exact path, which quarantines the one row (hardening D7).
+        return RunOutcome(False, {}, retry_alone=frozenset(f.name for f, _ in run) if len(run) > 1 else frozenset())
     lines = {i: (facts.lines if facts is not None else -1) for i, (_, facts) in enumerate(run)}
     source = Source(tuple(paths))
     d = _decide(con, kind, protocol.study_id, source, verified.aggregates, pseudonyms, lines)

@@ -28,7 +28,6 @@ class Source:
     paths: tuple[Path, ...] = ()  # a run of files (read_json), or
     chunk: str | None = None  # the name a chunk is registered under
 
-    @property
     def guard(self) -> str | None:
         """What a line must satisfy before it is parsed (``read_json`` gives NULL for a line that is not JSON;
         a chunk's text may be anything)."""
@@ -42,7 +41,7 @@ class Source:
 
     def lines(self) -> str:
         if self.chunk:
-            return f"(SELECT 0 AS fi, line, raw, lax FROM {self.chunk})"
+            return f"(SELECT 0 AS fi, line, raw, lax FROM {ident(self.chunk)})"
         return (f"(SELECT file_index AS fi, NULL::BIGINT AS line, json AS raw, false AS lax "
                 f"FROM {self._read_json({'json': 'JSON'}, records=False)})")
 
@@ -57,7 +56,7 @@ class Source:
                     cols.append(f"json_extract(raw, {literal('$.' + s.name)}) AS {ident(s.name)}")
                 else:
                     cols.append(f"json_extract_string(raw, {literal('$.' + s.name)}) AS {ident(s.name)}")
-            return f"(SELECT 0 AS fi, line, {', '.join(cols)} FROM {self.chunk})"
+            return f"(SELECT 0 AS fi, line, {', '.join(cols)} FROM {ident(self.chunk)})"
         types = {s.name: {"scopes": "VARCHAR[]", "items": "JSON"}.get(s.form, "VARCHAR") for s in specs}
         return (f"(SELECT file_index AS fi, NULL::BIGINT AS line, {', '.join(ident(n) for n in types)} "
                 f"FROM {self._read_json(types, records=True)})")

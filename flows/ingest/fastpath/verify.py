@@ -6,8 +6,8 @@ one sufficient condition a field, the exact path's own protocol checks; unknown 
 and the 64-bit hashes of the rows' record keys. Nothing is stored; the participant ids come back as query
 results in this process's memory only.
 
-Then, with the ids pseudonymized and the aggregates registered as ``fp`` (:data:`FP`): :func:`gate_sql` decides
-the consent gate per participant (every record of a participant passes it exactly when the first and last
+Then, with the ids pseudonymized and the aggregates registered as ``fp`` (:data:`FP`): :func:`gate_counts_sql`
+decides the consent gate per participant (every record of a participant passes it exactly when the first and last
 do, unless their consent versions differ in the scope: then the exact path decides), :func:`repeats` finds a
 record key repeated in the source, and :func:`stored_keys_sql` a key stored already. A source is clean when
 no row fails, none is gated and no key repeats or is stored.
@@ -60,8 +60,8 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
     return f"""
     WITH r AS (SELECT * FROM {source.lines()}
     ), typed AS (
-        SELECT fi, lax, raw, coalesce(starts_with(raw::VARCHAR, '{{') {'AND json_valid(raw)' if source.guard else ''},
-               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard)}
+        SELECT fi, lax, raw, coalesce(starts_with(raw::VARCHAR, '{{') {'AND json_valid(raw)' if source.guard() else ''},
+               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard())}
         FROM r
     ), unpacked AS (
         SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw')} FROM typed
@@ -75,7 +75,7 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
     FROM c GROUP BY fi, pid"""
 
 
-def gate_sql(kind: str, study_id: str) -> str:
+def gate_counts_sql(kind: str, study_id: str) -> str:
     """Per file of ``fp``: its rows, rows failing, rows the consent gate refuses (``gated``: participant unknown
     to the map or erased; a record at or after a withdrawal; with a scope, a record before the first consent
     with it, or consent versions that differ in it; an assignment of a participant assigned already) and the
