@@ -152,10 +152,12 @@ class PlanStatistics:
 
 @dataclass(frozen=True)
 class ReleasedCells:
-    """The latest DP release of one outcome's paired moments: per (arm, wave) cells and the waves covered."""
+    """The latest DP release of one outcome's paired moments: per (arm, wave) cells, the waves covered, and the
+    earlier waves it covers that cannot be analysed, with why (a suppressed cell)."""
 
     cells: Mapping[tuple[str, str], NoisyPairedMoments]
     waves: tuple[str, ...]
+    unusable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -667,24 +669,35 @@ def run_public_plan(
     publish, and nothing is published when all fail."""
     if fit is None:
         from analysis.public import fit_public as fit
+    from analysis.public import PublicFitError
+
     plan = protocol.analysis
     treated = [a for a in protocol.arm_names if a != protocol.control_arm]
     effects: list[Effect] = []
+    notes: list[str] = [PUBLIC_NOTE]
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
     for o in protocol.outcomes:
         progress(f"fitting the noise-aware model of {o.name} to its DP release")
         release = released[o.name]
         failure = None
+        running = False
         if isinstance(release, Unavailable):
             failure = f"the public-tier model of {o.name} could not be fitted: {release.reason}"
         else:
+            final = final_wave(protocol, o)
+            running = bool(release.waves) and release.waves[-1] != final
+            if running:  # an interim release: its last wave is not the long-run one (the trusted tier's rule)
+                notes.append(f"STUDY RUNNING: the latest DP release of {o.name} covers {', '.join(release.waves)}; "
+                             f"no public long-run estimate until a release covers {final}")
             try:
                 res = fit(release.cells, plan, control=protocol.control_arm, waves=list(release.waves), outcome=o.name,
                           direction=o.direction, mcid=o.mcid, rope=o.rope)
                 if not res.diagnostics.passed:
                     failure = (f"the public-tier model of {o.name} failed its diagnostics: "
                                f"{'; '.join(res.diagnostics.reasons)}")
+            except PublicFitError as exc:
+                failure = str(exc)
             except (AnalysisInputError, InsufficientData) as exc:
                 failure = f"the public-tier model of {o.name} could not be fitted: {exc}"
             except RuntimeError as exc:  # the sampler could not start or run (e.g. no valid initial point)
@@ -692,11 +705,15 @@ def run_public_plan(
                 failure = f"the public-tier model of {o.name} could not be fitted to its DP release ({first})"
         if failure is not None:
             failures[o.name] = failure
-            waves = [*release.waves, LONG_RUN] if isinstance(release, ReleasedCells) else [LONG_RUN]
+            waves = ([*release.waves] + ([] if running else [LONG_RUN]) if isinstance(release, ReleasedCells)
+                     else [LONG_RUN])
             effects += [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w,
                                method="bayes_ancova_noise_aware", tier="public", interval_level=plan.interval_level,
                                direction=o.direction, reason=failure) for a in treated for w in waves]
             continue
         results[o.name] = res
-        effects += res.effects
-    return _published(effects, [PUBLIC_NOTE], [], failures, results, protocol)
+        effects += [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method="bayes_ancova_noise_aware",
+                           tier="public", interval_level=plan.interval_level, direction=o.direction, reason=why)
+                    for w, why in release.unusable.items() for a in treated]
+        effects += [e for e in res.effects if not (running and e.wave == LONG_RUN)]
+    return _published(effects, notes, [], failures, results, protocol)

@@ -221,9 +221,11 @@ def release_stage(study: str, warehouse: str, now_iso: str) -> State:
         bounds = instrument_bounds(protocol)
         for planned, rid in todo:
             result = release_protocol(protocol, warehouse, outcome_bounds=bounds, fraction=planned.share,
-                                      release_id=rid)
+                                      release_id=rid, through_wave=planned.after_wave)
             made_now.append({"release_id": result.release_id, "after_wave": planned.after_wave,
-                             "share": planned.share, "epsilon": result.epsilon, "values": len(result.rows)})
+                             "share": planned.share, "epsilon": result.epsilon, "values": len(result.rows),
+                             # the primary's public/trusted interval width at the release's last wave (or why not)
+                             "public_width_ratio": result.width_ratios.get(protocol.primary_outcome.name)})
         status = budget(warehouse).get(protocol.study_id)
         return {"releases": made_now, "due": [rid for _, rid in due],
                 "epsilon_spent": None if status is None else status.epsilon_spent,

@@ -149,13 +149,42 @@ def rekey_warehouse(path: str | Path, old_key: bytes, new_key: bytes, raw_ids: l
 
 def release_protocol(protocol: StudyProtocol, warehouse: str | Path, *,
                      outcome_bounds: Mapping[str, Bounds] | None = None, fraction: float = 1.0,
-                     release_id: str | None = None) -> ReleaseResult:
-    """The protocol's standard DP releases, written to ``releases``/``release_values``, spend in the ledger."""
+                     release_id: str | None = None, through_wave: str | None = None) -> ReleaseResult:
+    """The protocol's standard DP releases, written to ``releases``/``release_values``, spend in the ledger; the
+    result carries each outcome's public/trusted interval width ratio (:func:`public_width_ratios`)."""
     from privacy.release import release_standard_set
 
     with open_warehouse(warehouse) as con:
-        return release_standard_set(con, protocol, outcome_bounds=outcome_bounds, fraction=fraction,
-                                    release_id=release_id)
+        result = release_standard_set(con, protocol, outcome_bounds=outcome_bounds, fraction=fraction,
+                                      release_id=release_id, through_wave=through_wave)
+    return replace(result, width_ratios=public_width_ratios(protocol, result))
+
+
+def public_width_ratios(protocol: StudyProtocol, result: ReleaseResult) -> dict[str, float | str]:
+    """Per outcome, how much wider the public tier's interval of the release's long-run effect (its last wave) is
+    than the same ANCOVA's on the exact statistics: sqrt((sampling + noise variance) / sampling variance), the
+    largest over the treated arms, from the released values only (post-processing of DP output: no privacy cost).
+    An outcome whose release cannot carry the model gets the reason instead."""
+    from analysis.errors import AnalysisInputError, InsufficientData
+    from analysis.public import width_ratio
+    from schemas.suffstats import NoisyPairedMoments
+
+    out: dict[str, float | str] = {}
+    for o in protocol.outcomes:
+        by_cell: dict[tuple[str, str], list[dict]] = {}
+        for r in result.rows:
+            if r.query == f"paired_moments:{o.name}" and r.statistic != "mean":
+                by_cell.setdefault((r.arm, r.wave), []).append(
+                    {"statistic": r.statistic, "value": r.value, "noise_sd": r.noise_sd, "suppressed": r.suppressed})
+        if not by_cell:
+            continue
+        last = max((w for _, w in by_cell), key=protocol.wave_names.index)
+        try:
+            cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] == last}
+            out[o.name] = max(width_ratio(cells, control=protocol.control_arm, wave=last).values())
+        except (AnalysisInputError, InsufficientData, ValueError) as exc:
+            out[o.name] = f"not available at {last}: {exc}"
+    return out
 
 
 def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
@@ -209,4 +238,4 @@ def consent_sync(warehouse: str | Path) -> int:
 
 
 __all__ = ["erase_participant", "erasure_folders", "instrument_bounds", "compact_warehouse", "CompactionReport",
-           "rekey_warehouse", "release_protocol", "budget", "budget_json", "consent_status", "consent_sync"]
+           "rekey_warehouse", "release_protocol", "public_width_ratios", "budget", "budget_json", "consent_status", "consent_sync"]

@@ -488,8 +488,17 @@ def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outc
         by_cell.setdefault((arm, wave), []).append(
             {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
     waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
-    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in waves}
-    return ReleasedCells(cells, tuple(waves))
+    # a wave with a suppressed cell (its noisy count fell below min_cell_size) cannot be analysed; an earlier wave,
+    # which gets a small share of the budget, is reported not estimable, the release's last wave sinks the outcome
+    unusable = {w: f"the DP release suppressed a cell of {outcome.name} at {w} (a noisy count below the protocol's "
+                   f"min_cell_size)" for w in waves
+                if any(r["suppressed"] for k, v in by_cell.items() if k[1] == w for r in v)}
+    if waves and waves[-1] in unusable:
+        raise InsufficientData(f"the released cells of {outcome.name} at {waves[-1]}", 1, 0,
+                               "a release that suppressed one (a noisy count below the protocol's min_cell_size)")
+    kept = [w for w in waves if w not in unusable]
+    cells = {k: NoisyPairedMoments.from_release_rows(v) for k, v in by_cell.items() if k[1] in kept}
+    return ReleasedCells(cells, tuple(kept), unusable)
 
 
 def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, ReleasedCells | Unavailable]:

@@ -178,16 +178,24 @@ class NoisyPairedMoments:
     noise_sd_sum_xx: float = 0.0
     noise_sd_sum_yy: float = 0.0
     noise_sd_sum_xy: float = 0.0
+    center: float = 0.0  # the sums are of x - center and y - center (the release centres at the bounds' midpoint)
+    half_range: float | None = None  # the clipping bounds are center +- half_range (public; None: not released)
 
     def __post_init__(self) -> None:
         for s in PAIRED_STATISTICS:
             sd = getattr(self, f"noise_sd_{s}")
             if not (sd >= 0 and math.isfinite(sd)):
                 raise ValueError(f"noise_sd of {s} must be a finite number >= 0, got {sd}")
+        if not math.isfinite(self.center):
+            raise ValueError(f"center must be a finite number, got {self.center}")
+        if self.half_range is not None and not (math.isfinite(self.half_range) and self.half_range > 0):
+            raise ValueError(f"half_range must be a finite number > 0, got {self.half_range}")
 
     def __add__(self, other: NoisyPairedMoments) -> NoisyPairedMoments:
         _same_type(self, other)
-        kwargs: dict[str, float] = {}
+        if (self.center, self.half_range) != (other.center, other.half_range):
+            raise ValueError(f"cells centred at {self.center} and {other.center} (or with other bounds) do not add")
+        kwargs: dict[str, float | None] = {"center": self.center, "half_range": self.half_range}
         for s in PAIRED_STATISTICS:
             kwargs[s] = getattr(self, s) + getattr(other, s)
             kwargs[f"noise_sd_{s}"] = math.hypot(getattr(self, f"noise_sd_{s}"), getattr(other, f"noise_sd_{s}"))
@@ -219,13 +227,20 @@ class NoisyPairedMoments:
         stats: PairedMoments,
         noise_sd: Mapping[str, float],
         rng: np.random.Generator,
+        center: float = 0.0,
+        half_range: float | None = None,
     ) -> NoisyPairedMoments:
-        """Add independent Gaussian noise of the given SD to each statistic (simulation helper;
-        real releases come from OpenDP in ``privacy/``)."""
-        kwargs: dict[str, float] = {}
+        """Centre the exact statistics at ``center`` (as the release does) and add independent Gaussian noise of the
+        given SD to each (simulation helper; real releases come from OpenDP in ``privacy/``)."""
+        c, n, sx, sy = float(center), float(stats.n), float(stats.sum_x), float(stats.sum_y)
+        centred = {"n": n, "sum_x": sx - n * c, "sum_y": sy - n * c,
+                   "sum_xx": float(stats.sum_xx) - 2 * c * sx + n * c * c,
+                   "sum_yy": float(stats.sum_yy) - 2 * c * sy + n * c * c,
+                   "sum_xy": float(stats.sum_xy) - c * (sx + sy) + n * c * c}
+        kwargs: dict[str, float | None] = {"center": c, "half_range": half_range}
         for s in PAIRED_STATISTICS:
             sd = float(noise_sd.get(s, 0.0))
-            kwargs[s] = float(getattr(stats, s)) + (float(rng.normal(0.0, sd)) if sd > 0 else 0.0)
+            kwargs[s] = centred[s] + (float(rng.normal(0.0, sd)) if sd > 0 else 0.0)
             kwargs[f"noise_sd_{s}"] = sd
         return cls(**kwargs)
 
@@ -239,7 +254,13 @@ class NoisyPairedMoments:
         """
         values: dict[str, float] = {}
         sds: dict[str, float] = {}
+        plan = {"center": 0.0, "half_range": None}  # releases made before the centring hold sums of the values
         for row in rows:
+            if row["statistic"] in plan:  # public constants of the release plan, not noisy statistics
+                if row.get("suppressed") or row.get("value") is None:
+                    raise InsufficientData("the released cell's centre", 1, 0, "a suppressed cell")
+                plan[str(row["statistic"])] = float(row["value"])  # type: ignore[arg-type]
+                continue
             stat = _check_statistic(str(row["statistic"]))
             if row.get("suppressed"):
                 raise InsufficientData(f"the released statistic {stat}", 1, 0, "a suppressed cell")
@@ -252,7 +273,14 @@ class NoisyPairedMoments:
         missing = [s for s in PAIRED_STATISTICS if s not in values]
         if missing:
             raise ValueError(f"release cell lacks statistics {missing}")
-        return cls(**values, **sds)
+        return cls(**values, **sds, **plan)
+
+    def uncentred(self) -> dict[str, float]:
+        """The six sums of the values themselves (x and y, not x - center): exact only for an exact cell (with
+        noise, the count's noise would mix into every sum)."""
+        c, n, sx, sy = self.center, self.n, self.sum_x, self.sum_y
+        return {"n": n, "sum_x": sx + n * c, "sum_y": sy + n * c, "sum_xx": self.sum_xx + 2 * c * sx + n * c * c,
+                "sum_yy": self.sum_yy + 2 * c * sy + n * c * c, "sum_xy": self.sum_xy + c * (sx + sy) + n * c * c}
 
 
 def _check_statistic(statistic: str) -> str:

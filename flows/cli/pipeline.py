@@ -67,10 +67,18 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         made = summary.get("releases", [])
         spent = summary.get("epsilon_spent")
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
-        return f"{len(made)} release(s) made{budget}"
+        ratios = [f"{m.get('after_wave')}: {_ratio(m['public_width_ratio'])}" for m in made
+                  if m.get("public_width_ratio") is not None]
+        return f"{len(made)} release(s) made{budget}" + (
+            f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "")
     if stage == "reports":
         return f"dashboard, trial and regulator reports in {summary.get('out_dir', '')}"
     return ""
+
+
+def _ratio(ratio: float | str) -> str:
+    """A release's public/trusted width ratio of the primary, or n/a when the release cannot carry the model."""
+    return f"{ratio:.2f}x" if isinstance(ratio, float) else "n/a"
 
 
 def print_run(record: dict[str, Any], seconds: float) -> None:

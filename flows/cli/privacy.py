@@ -199,11 +199,16 @@ def release(
     out = {"release_id": r.release_id, "study_id": r.study_id, "mechanism": r.mechanism, "privacy_unit": r.unit.kind,
            "rho": r.rho, "epsilon": r.epsilon, "delta": r.delta, "queries": list(r.queries), "values": len(r.rows),
            "suppressed": sum(x.suppressed for x in r.rows), "values_sha256": r.values_sha256,
-           "study_epsilon_spent": study_budget["epsilon_spent"], "study_epsilon_total": study_budget["epsilon_total"]}
+           "study_epsilon_spent": study_budget["epsilon_spent"], "study_epsilon_total": study_budget["epsilon_total"],
+           "public_width_ratio": dict(r.width_ratios)}
     typer.echo(json.dumps(out, indent=2) if json_out else
                f"released {out['values']} values ({out['suppressed']} suppressed) in {len(r.queries)} queries; "
                f"this release: epsilon {r.epsilon:.6g} (delta {r.delta:g}); study: epsilon "
                f"{study_budget['epsilon_spent']:.12g} of {study_budget['epsilon_total']:g} spent; release {r.release_id}")
+    if not json_out and r.width_ratios:
+        typer.echo("public-tier interval of the long-run effect, width over the same model's on exact statistics: "
+                   + "; ".join(f"{o} {v:.2f}x" if isinstance(v, float) else f"{o} {v}"
+                               for o, v in r.width_ratios.items()))
 
 
 def budget_lines(status: dict[str, dict[str, float | int]], details: dict) -> list[str]:

@@ -254,3 +254,17 @@ def test_an_mmrm_that_cannot_be_fitted_is_reported_failed():
     assert result.failed == ("a.total",)
     failed = [e for e in result.effects if e.outcome == "a.total" and e.method == "mmrm_reml_us"]
     assert failed and all(not e.estimable and "duplicate waves" in e.reason for e in failed)
+
+
+def test_an_interim_release_gives_no_public_long_run_row():
+    """A release that stops before the outcome's long-run wave (a planned interim release) is the trusted tier's
+    running study: per-wave rows for the waves it covers, a STUDY RUNNING note, no long-run row (the real model)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(50, 15, 400)
+    cells = {(a, "w1"): NoisyPairedMoments.exact(PairedMoments.from_arrays(x, 0.6 * x + rng.normal(0, 10, 400) + k))
+             for k, a in enumerate(("control", "coach"))}
+    released = {o.name: ReleasedCells(cells, ("w1",)) for o in PROTOCOL.outcomes}
+    result = run_public_plan(released, PROTOCOL)
+    assert result.failed == ()
+    assert {e.wave for e in result.effects} == {"w1"} and all(e.estimable for e in result.effects)
+    assert any(n.startswith("STUDY RUNNING: the latest DP release of who5.percent covers w1") for n in result.notes)

@@ -7,6 +7,8 @@ import random
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.privacy import KEY, OUTCOME_BOUNDS, T0, add_extreme_participant, fill, make_protocol
 from privacy.budget import budget_json, epsilon_to_rho
@@ -28,8 +30,9 @@ def _counts(con):
 
 
 def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensitivity(warehouse, protocol):
-    """The sensitivity argument of privacy/release.py, checked on adversarial participants:
-    ||delta / b||_2 <= sqrt(k) and ||delta / b||_1 <= k for every query of the standard plan."""
+    """The sensitivity argument of privacy/release.py, checked on adversarial participants: with u the query's
+    normalisers (its bounds, or the paired moments' weighted ones), ||delta / u||_2 <= the query's L2 sensitivity
+    (sqrt(k) unweighted) and ||delta / u||_1 <= its L1 sensitivity, each coordinate by at most its reach b / u."""
     _, con = warehouse
     fill(con, 20)
     bounds = resolve_outcome_bounds(protocol, OUTCOME_BOUNDS)
@@ -44,10 +47,11 @@ def test_adding_any_participant_moves_the_normalized_vector_by_at_most_the_sensi
         after = [exact_values(con, protocol, q) for q in queries]
         con.execute("ROLLBACK")
         for q, b, a in zip(queries, before, after, strict=True):
-            diff = [(y - x) / bound for x, y, bound in zip(b, a, q.bounds, strict=True)]
-            assert max(abs(d) for d in diff) <= 1 + 1e-9, q.name
-            assert math.sqrt(sum(d * d for d in diff)) <= math.sqrt(q.touches) + 1e-9, q.name
-            assert sum(abs(d) for d in diff) <= q.touches + 1e-9, q.name
+            diff = [(y - x) / u for x, y, u in zip(b, a, q.normalizers, strict=True)]
+            assert all(abs(d) <= r + 1e-9 for d, r in zip(diff, q.reach, strict=True)), q.name
+            assert max(q.reach) <= 1 + 1e-12 and q.l2_sensitivity <= math.sqrt(q.touches) + 1e-12, q.name
+            assert math.sqrt(sum(d * d for d in diff)) <= q.l2_sensitivity + 1e-9, q.name
+            assert sum(abs(d) for d in diff) <= q.l1_sensitivity + 1e-9, q.name
             # untouched cells may move by float rounding of DuckDB's parallel sums (~1e-15 relative), which the
             # 1e-9 slack in calibrate() covers; count only real moves
             assert sum(1 for d in diff if abs(d) > 1e-9) <= q.touches, q.name
@@ -61,9 +65,10 @@ def test_paired_moments_equal_sums_over_clipped_raw_rows(warehouse, protocol):
     got = dict(zip([(k.arm, k.wave, k.statistic) for k in q.keys], exact_values(con, protocol, q), strict=True))
     rows = con.execute("SELECT a.arm, s.participant, s.wave, s.value FROM scores s JOIN assignments a USING (participant) "
                        "WHERE s.outcome = 'who5.percent'").fetchall()
+    assert q.center == 50.0  # the sums are of values centred at the bounds' midpoint (module docstring)
     by = {}
     for arm, p, w, v in rows:
-        by.setdefault((arm, p), {})[w] = min(100.0, max(0.0, v))
+        by.setdefault((arm, p), {})[w] = min(100.0, max(0.0, v)) - 50.0
     for arm in ("control", "coach"):
         for wave in ("m1", "m3"):
             pairs = [(d["baseline"], d[wave]) for (a, _), d in by.items() if a == arm and "baseline" in d and wave in d]
@@ -106,9 +111,14 @@ def test_release_rows_ledger_and_overrun(warehouse, protocol):
     n_rows = con.execute("SELECT count(*) FROM release_values WHERE release_id = ?", [r.release_id]).fetchone()[0]
     assert n_rows == len(r.rows) > 100
     assert con.execute("SELECT count(*) FROM release_values WHERE suppressed AND value IS NOT NULL").fetchone()[0] == 0
-    assert con.execute("SELECT min(noise_sd) FROM release_values").fetchone()[0] > 0
+    # every released statistic carries noise; only the centre and half-range, constants of the plan, do not
+    assert con.execute("SELECT min(noise_sd) FROM release_values WHERE statistic NOT IN ('center', 'half_range')"
+                       ).fetchone()[0] > 0
     paired = con.execute("SELECT DISTINCT statistic FROM release_values WHERE query LIKE 'paired_moments:%'").fetchall()
-    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"}
+    assert {s for (s,) in paired} == {"n", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy", "center", "half_range"}
+    assert con.execute("SELECT DISTINCT statistic, value, noise_sd FROM release_values WHERE statistic IN "
+                       "('center', 'half_range') AND query = 'paired_moments:who5.percent' AND NOT suppressed "
+                       "ORDER BY 1").fetchall() == [("center", 50.0, 0.0), ("half_range", 50.0, 0.0)]
     ledger = con.execute("SELECT status, sum(rho) FROM privacy_ledger GROUP BY status").fetchall()
     assert ledger == [("released", pytest.approx(0.6 * epsilon_to_rho(2.0, 1e-6)))]
     assert budget_json(con)["study-a"]["releases"] == 1
@@ -267,3 +277,63 @@ def test_split_budget_shares_add_up_to_the_total_in_its_measure(protocol):
         shares = split_budget(queries, total)
         assert {s.measure for s in shares} == {total.measure}
         assert math.fsum(s.value for s in shares) == pytest.approx(total.value)
+
+
+def test_the_budget_goes_where_the_plan_needs_it(protocol):
+    """privacy/release.py, "Where the budget goes": the descriptive queries share 10%; on the model's statistics
+    every coordinate's rho is proportional to sqrt(weight of its effect) x its planning cost, so the primary's
+    long-run arm sum gets 20x the rho of the same sum at an earlier wave (sqrt(400)) and 10x a secondary outcome's
+    (sqrt(100))."""
+    from privacy.release import DESCRIPTIVE_SHARE, PLANNING_COST, split_budget
+    from schemas.privacy_values import PrivacyLoss
+
+    queries = standard_plan(protocol, resolve_outcome_bounds(protocol, OUTCOME_BOUNDS))
+    total = PrivacyLoss(rho=0.05)
+    shares = split_budget(queries, total)
+    descriptive = math.fsum(s.rho for q, s in zip(queries, shares, strict=True) if q.kind != "paired_moments")
+    assert descriptive == pytest.approx(DESCRIPTIVE_SHARE * total.rho)
+    rho = {}  # (outcome, wave, statistic) -> rho of that coordinate (one arm: what one participant touches)
+    for q, s in zip(queries, shares, strict=True):
+        if q.kind == "paired_moments":
+            for k, r in zip(q.keys, q.reach, strict=True):
+                if k.arm == "control":
+                    rho[(k.outcome, k.wave, k.statistic)] = s.rho * r * r / q.l2_sensitivity ** 2
+    assert math.fsum(rho.values()) == pytest.approx((1 - DESCRIPTIVE_SHARE) * total.rho)
+    top = rho[("who5.percent", "m3", "sum_y")]
+    assert max(rho.values()) == top
+    assert top / rho[("who5.percent", "m1", "sum_y")] == pytest.approx(20.0)
+    assert top / rho[("ext.score", "m3", "sum_y")] == pytest.approx(10.0)
+    for stat, cost in PLANNING_COST.items():
+        assert rho[("who5.percent", "m3", stat)] / top == pytest.approx(cost)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs=st.lists(st.floats(1e-3, 1e3), min_size=2, max_size=8),
+       other=st.lists(st.floats(1e-3, 1.0), min_size=8, max_size=8))
+def test_the_square_root_rule_minimises_the_noise_variance(costs, other):
+    """The derivation behind the rule: with noise variance A_j / rho_j per coordinate (Gaussian mechanism, zCDP) and
+    sum rho_j fixed, rho_j proportional to sqrt(A_j) gives the least total variance (Lagrange; here checked against
+    any other split of the same total)."""
+    a = [c * c for c in costs]
+    best = [math.sqrt(x) for x in a]
+    other = other[: len(a)]
+    scale_b, scale_o = 1 / math.fsum(best), 1 / math.fsum(other)
+    var_best = math.fsum(x / (r * scale_b) for x, r in zip(a, best, strict=True))
+    var_other = math.fsum(x / (r * scale_o) for x, r in zip(a, other, strict=True))
+    assert var_best <= var_other * (1 + 1e-9)
+
+
+def test_a_planned_interim_release_stops_its_paired_moments_at_its_wave(protocol):
+    """Waves not yet closed would be noise alone: an interim release's paired moments end at its ``after_wave``, which
+    becomes their long-run target (the largest share); an unknown wave is refused."""
+    from privacy.release import plan_paired
+
+    bounds = resolve_outcome_bounds(protocol, OUTCOME_BOUNDS)["who5.percent"]
+    full = plan_paired(protocol, "who5.percent", bounds)
+    interim = plan_paired(protocol, "who5.percent", bounds, through_wave="m1")
+    assert {k.wave for k in full.keys} == {"m1", "m3"} and {k.wave for k in interim.keys} == {"m1"}
+    for q, wave in ((full, "m3"), (interim, "m1")):
+        top = max(zip(q.reach, q.keys), key=lambda rk: rk[0])[1]
+        assert (top.wave, top.statistic) == (wave, "sum_y")
+    with pytest.raises(PrivacyError, match="not a wave"):
+        plan_paired(protocol, "who5.percent", bounds, through_wave="m9")

@@ -80,8 +80,7 @@ def study(tmp_path_factory) -> Study:
     from flows.warehouse import open_warehouse
 
     with open_warehouse(s.warehouse, create=False) as con:
-        run_analysis(con, load_study(s.study), tier="public", store=True,
-                     fit=functools.partial(fit_public, draws=200, tune=200, chains=1))
+        run_analysis(con, load_study(s.study), tier="public", store=True, fit=fit_public)
     return s
 
 

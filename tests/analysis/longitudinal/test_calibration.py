@@ -62,7 +62,9 @@ def _public_cells(frame: pd.DataFrame, epsilon: float, rng: np.random.Generator)
     l2 = math.sqrt(1 + 2 * CLIP**2 + 3 * CLIP**4)
     sd = gaussian_mechanism_sd(l2, epsilon, DELTA)
     exact = paired_moments_from_frame(frame[frame["wave"] == "w3"])
-    return {k: NoisyPairedMoments.with_gaussian_noise(v, {s: sd for s in PAIRED_STATISTICS}, rng) for k, v in exact.items()}
+    # the values are clipped to [-CLIP, CLIP], so the release's centre is 0 and its stated half-range CLIP
+    return {k: NoisyPairedMoments.with_gaussian_noise(v, {s: sd for s in PAIRED_STATISTICS}, rng, half_range=CLIP)
+            for k, v in exact.items()}
 
 
 @pytest.mark.slow

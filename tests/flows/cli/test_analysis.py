@@ -370,3 +370,45 @@ def test_analyze_without_telemetry_publishes_no_number_for_the_metric(tmp_path, 
             assert row["estimable"] and row["sd"] > 0 and row["interval_level"] == 0.95, row
             assert row["n_arm"] > 0 and row["n_control"] > 0, row
 
+
+
+def test_a_suppressed_cell_costs_its_wave_only_unless_it_is_the_last(tmp_path):
+    """A release suppresses a cell whose noisy count fell below min_cell_size. At an earlier wave (which gets a small
+    share of the budget) that wave's public rows say so and the long-run row still publishes; at the release's last
+    wave the outcome cannot be analysed."""
+    from analysis.plan import run_public_plan
+    from flows.statistics import released_cells
+    from analysis.errors import InsufficientData
+    from schemas.protocol import StudyProtocol
+    from schemas.suffstats import PAIRED_STATISTICS
+
+    proto = StudyProtocol.model_validate({**PROTOCOL, "secondary_outcomes": []})
+    rng = np.random.default_rng(3)
+
+    def cell(arm, wave, suppressed):
+        x = rng.uniform(20, 80, 300)
+        y = np.clip(0.6 * x + rng.normal(20, 12, 300) + (3 if arm == "coach" else 0), 0, 100)
+        xs, ys = x - 50, y - 50
+        stats = dict(zip(PAIRED_STATISTICS, (300.0, xs.sum(), ys.sum(), xs @ xs, ys @ ys, xs @ ys), strict=True))
+        rows = [(s, None if suppressed else v, 2.0) for s, v in stats.items()]
+        return rows + [("center", None if suppressed else 50.0, 0.0), ("half_range", None if suppressed else 50.0, 0.0)]
+
+    for suppressed_wave, last_fails in (("w1", False), ("w3", True)):
+        with open_warehouse(tmp_path / f"{suppressed_wave}.duckdb") as con:
+            con.execute("INSERT INTO releases VALUES ('r1', 'cli-study', now(), 'gaussian', 'zcdp', 0.1, 1.0, 1e-6, 10, "
+                        "'[]', 'x', 'test', '')")
+            con.executemany("INSERT INTO release_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                ("r1", "cli-study", "paired_moments:who5.percent", "who5.percent", arm, wave, stat, value, sd,
+                 value is None)
+                for arm in ("control", "coach") for wave in ("w1", "w3")
+                for stat, value, sd in cell(arm, wave, wave == suppressed_wave and arm == "coach")])
+            if last_fails:
+                with pytest.raises(InsufficientData, match="at w3"):
+                    released_cells(con, proto, proto.primary_outcome)
+                continue
+            release = released_cells(con, proto, proto.primary_outcome)
+        assert release.waves == ("w3",) and "suppressed a cell of who5.percent at w1" in release.unusable["w1"]
+        result = run_public_plan({"who5.percent": release}, proto)
+        rows = {e.wave: e for e in result.effects}
+        assert not rows["w1"].estimable and "suppressed" in rows["w1"].reason
+        assert rows["long_run"].estimable and rows["w3"].estimable

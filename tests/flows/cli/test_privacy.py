@@ -36,6 +36,10 @@ def test_release_then_budget_json(app, tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["release", str(proto), "--warehouse", str(db), "--fraction", "0.5", "--json"])
     assert r.exit_code == 0, r.output
+    # each outcome's public/trusted width ratio of its long-run interval: a number, or why not (30 participants)
+    ratios = json.loads(r.stdout)["public_width_ratio"]
+    assert set(ratios) == {"who5.percent", "ext.score"}
+    assert all((isinstance(v, float) and v >= 1.0) or v.startswith("not available at m3") for v in ratios.values())
     r = runner.invoke(app, ["budget", "--warehouse", str(db), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -155,3 +159,14 @@ def test_budget_text_and_json_agree(app, tmp_path):
     assert f"epsilon_spent {spent:.12g} of epsilon_total {total:.12g} ({total - spent:.12g} left" in text, text
     assert "; 1 release\n" in text
     assert f"study: epsilon {spent:.12g} of {total:g} spent" in r.stdout  # the release says the same figure
+
+
+def test_the_run_table_prints_each_planned_releases_width_ratio():
+    """`flourish run` prints the primary's public/trusted width ratio for each planned release it made, and n/a for a
+    release that cannot carry the public model."""
+    from flows.cli.pipeline import _detail
+
+    made = [{"after_wave": "m3", "public_width_ratio": 1.214}, {"after_wave": "m12", "public_width_ratio": "not available"}]
+    text = _detail("release", "completed", {"releases": made, "epsilon_spent": 3.5, "epsilon_total": 4.0}, None)
+    assert text == ("2 release(s) made; epsilon 3.5 of 4 spent; public/trusted width of the primary's last released "
+                    "wave m3: 1.21x, m12: n/a")
