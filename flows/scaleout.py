@@ -11,6 +11,7 @@ Layout (:func:`export_partitions`; hive-style, so any engine reads it)::
     <root>/manifest.json                             study, buckets, what was exported and when
     <root>/assignments/bucket=<k>/*.parquet          the study's assignments
     <root>/scores/bucket=<k>/wave=<w>/*.parquet      the study's scores, one folder per wave
+    <root>/participant_characteristics/bucket=<k>/   the participants records' baseline characteristics
     <root>/events/bucket=<k>/month=<YYYY-MM>/*.parquet
 
 A participant's bucket is ``hash(participant) % buckets``: every row of a participant lands in one bucket, so a
@@ -60,6 +61,9 @@ def export_partitions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, r
     exports = {
         "assignments": (f"SELECT *, {bucket} FROM assignments WHERE study_id = {sid}", "bucket"),
         "scores": (f"SELECT *, {bucket} FROM scores WHERE study_id = {sid}", "bucket, wave"),
+        # declared baseline covariates (participants records): the statistics read them as the warehouse path does
+        "participant_characteristics": (f"SELECT *, {bucket} FROM participant_characteristics WHERE study_id = {sid}",
+                                        "bucket"),
         "events": (f"SELECT *, {bucket}, strftime(ts AT TIME ZONE 'UTC', '%Y-%m') AS month FROM events "
                    f"WHERE study_id = {sid}", "bucket, month"),
     }
@@ -95,7 +99,12 @@ def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyCo
     con.execute("SET threads = 1")  # one order of floating-point additions: results equal wherever they run
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
-    for table in ("assignments", "scores", "events"):
+    for table in ("assignments", "scores", "events", "participant_characteristics"):
+        if not (root / table).is_dir():  # laid out before participants records existed: none to read
+            con.execute("CREATE VIEW participant_characteristics AS SELECT NULL::VARCHAR AS participant, "
+                        "NULL::VARCHAR AS study_id, NULL::VARCHAR AS covariate, NULL::VARCHAR AS value_text, "
+                        "NULL::DOUBLE AS value_number WHERE false")
+            continue
         folder = root / table if bucket is None else root / table / f"bucket={int(bucket)}"
         files = [root / table / "schema.parquet",
                  *sorted(f for f in folder.rglob("*.parquet") if f.name != "schema.parquet")]

@@ -99,6 +99,30 @@ class Outcome(Contract):
         """The non-inferiority margin in outcome units: ``ni_margin``, else the MCID, else None (no margin)."""
         return self.ni_margin if self.ni_margin is not None else self.mcid
 
+    # Fields added after plans were locked default to None ("absent"), so a locked plan's hash does not change.
+    kind: Literal["continuous", "binary"] | None = Field(
+        None, description="binary: an event per participant x wave (responder, remission, pancreatitis), analysed from "
+        "counts per arm x wave (risk difference, risk ratio, odds ratio, Pearson and exact tests, beta-binomial). "
+        "Without a cut-off its scores are 0 or 1; with one the event is the score at or above (or at or below) it. "
+        "Absent: continuous.")
+    event_at_or_above: float | None = Field(None, description="Binary from a score: the event is score >= this "
+                                            "(e.g. PHQ-9 total >= 10).")
+    event_at_or_below: float | None = Field(None, description="Binary from a score: the event is score <= this "
+                                            "(e.g. WHO-5 percent <= 50).")
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "binary"
+
+    @property
+    def cutoff(self) -> tuple[float, bool] | None:
+        """(cut-off, event at or above it) of a binary outcome read from a score; None for 0/1 scores or continuous."""
+        if self.event_at_or_above is not None:
+            return self.event_at_or_above, True
+        if self.event_at_or_below is not None:
+            return self.event_at_or_below, False
+        return None
+
     @model_validator(mode="after")
     def _source_matches(self) -> Outcome:
         if self.source == "flourish" and not self.instrument:
@@ -108,6 +132,13 @@ class Outcome(Contract):
         if self.guardrail and self.margin is None:
             raise ValueError(f"outcome {self.name!r} is a guardrail, so it needs a non-inferiority margin (ni_margin "
                              "or mcid)")
+        if self.event_at_or_above is not None and self.event_at_or_below is not None:
+            raise ValueError(f"outcome {self.name!r}: give event_at_or_above or event_at_or_below, not both")
+        if self.cutoff is not None and not self.binary:
+            raise ValueError(f"outcome {self.name!r} has a cut-off, so it must say kind: binary")
+        if self.binary and self.cutoff is None and self.source == "flourish":
+            raise ValueError(f"outcome {self.name!r} is binary and scored by Flourish, so it needs a cut-off "
+                             "(event_at_or_above or event_at_or_below) on its instrument's score")
         return self
 
 
@@ -118,11 +149,26 @@ class BaselineCovariate(Contract):
     name: str
     kind: Literal["numeric", "categorical"] = "numeric"
     description: str = ""
+    levels: list[str] | None = Field(None, description="The levels a categorical covariate takes, the reference level "
+                                     "first (its coefficients are each other level against it); none for a numeric one.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _identifier(v, "baseline covariate name")
+
+    @model_validator(mode="after")
+    def _levels(self) -> BaselineCovariate:
+        if self.kind == "categorical":
+            if not self.levels or len(self.levels) < 2:
+                raise ValueError(f"baseline covariate {self.name!r} is categorical, so it must list at least two levels "
+                                 "(the reference level first)")
+            if len(set(self.levels)) != len(self.levels) or any(not lv or len(lv) > 1024 for lv in self.levels):
+                raise ValueError(f"the levels of baseline covariate {self.name!r} must be distinct texts of 1..1024 "
+                                 "characters")
+        elif self.levels is not None:
+            raise ValueError(f"baseline covariate {self.name!r} is numeric and takes no levels")
+        return self
 
 
 class SurrogateMetric(Contract):
@@ -395,10 +441,18 @@ class StudyProtocol(Contract):
             if stray:
                 raise ValueError(f"regulatory.feature_versions names {stray}, which no arm switches (features: "
                                  f"{sorted(features)})")
-        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
-        if unknown:
-            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
         declared = [c.name for c in self.baseline_covariates]
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"baseline covariate names must be unique, got {declared}")
+        if set(declared) & set(outcome_names):
+            raise ValueError(f"baseline covariates {sorted(set(declared) & set(outcome_names))} are also outcomes; "
+                             "a name is one or the other")
+        categorical = [c.name for c in self.baseline_covariates if c.kind == "categorical"]
+        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS and g not in categorical]
+        if unknown:
+            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of "
+                             f"{list(SUPPORTED_SUBGROUPS) + categorical} (the supported ones, or a declared "
+                             "categorical baseline covariate)")
         unknown = [c for c in self.analysis.covariates if c not in outcome_names and c not in declared]
         if unknown:
             raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names (its "
@@ -443,6 +497,10 @@ class StudyProtocol(Contract):
     @property
     def baseline_wave(self) -> str:
         return self.analysis.baseline_wave or self.waves[0].name
+
+    def baseline_covariate(self, name: str) -> BaselineCovariate | None:
+        """The declared baseline covariate ``name``, or None when the name is not one (an outcome's baseline)."""
+        return next((c for c in self.baseline_covariates if c.name == name), None)
 
     @property
     def outcomes(self) -> list[Outcome]:
