@@ -30,6 +30,12 @@ so it can be read in one place and tested without a warehouse (``tests/analysis/
 6. **CUPED** for each telemetry metric (Deng et al. 2013) over its first ``window_days`` after assignment.
 7. **The surrogate index** forecast of the primary's long-run effect, when a calibration cohort is given
    (Athey et al. 2019).
+8. **The divergence monitor** (``analysis.divergence``): per treated arm, engagement metric, flourishing outcome and
+   wave due so far, the intersection-union test of {engagement up} and {flourishing down beyond its margin}, on the
+   rows above (the flourishing effect as its model reports it, never adjusted for engagement); a wave whose
+   flourishing effect is missing or failed is indeterminate. A divergence is a note (and the pipeline's alert).
+9. **The decision rule** (``analysis.decision``) per treated arm: success on the primary, non-inferiority on every
+   guardrail, no divergence; ``ship``, ``do_not_ship`` or ``indeterminate`` with its evidence.
 
 No step returns a plausible default: a quantity that could not be estimated is an :class:`Effect` with a
 ``reason``, or (for a subgroup whose levels could not be formed) a note.
@@ -48,12 +54,15 @@ from analysis.longitudinal import LongitudinalStats
 from analysis.longitudinal.summarise import method_of
 from schemas.protocol import Outcome, StudyProtocol
 from schemas.results import LONG_RUN, PLATEAU, Effect
+from schemas.binary_stats import BinaryCountTable
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from analysis.decision import ArmDecision
+    from analysis.divergence import DivergenceStatus
     from analysis.missing import TippingPoint
 
 __all__ = [
@@ -119,6 +128,7 @@ class OutcomeStatistics:
     final_wave: FinalWaveCells | None = None
     subgroups: Mapping[str, Mapping[str, Mapping[str, PairedMoments]] | Unavailable] = field(default_factory=dict)
     mmrm: MMRMStatistics | Unavailable | None = None  # the MMRM's pattern statistics, when the plan fits one
+    binary: BinaryCountTable | Unavailable | None = None  # a binary outcome's counts per arm x follow-up wave
 
 
 @dataclass(frozen=True)
@@ -161,13 +171,21 @@ class ReleasedCells:
 @dataclass(frozen=True)
 class PlanResult:
     """What a plan publishes: its effects, the notes a reader must see, the tipping points (for their
-    statements), the outcomes whose model failed, and each model's full result (``results``, for saving)."""
+    statements), the outcomes whose model failed, each model's full result (``results``, for saving), the divergence
+    monitor's rows and the decision rule's verdict per arm."""
 
     effects: tuple[Effect, ...]
     notes: tuple[str, ...] = ()
     tipping_points: tuple[TippingPoint, ...] = ()
     failed: tuple[str, ...] = ()
     results: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    divergence: tuple[DivergenceStatus, ...] = ()
+    decisions: tuple[ArmDecision, ...] = ()
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """One sentence per divergence the monitor found (what the pipeline's run record lists)."""
+        return tuple(s.alert for s in self.divergence if s.alert is not None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,7 +210,9 @@ def run_plan(
     notes: list[str] = _sample_ratio_notes(statistics.arm_counts, protocol)
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
+    methods: dict[str, str] = {}
 
+    binary_family: dict[str, list[Effect]] = {}
     for o in protocol.outcomes:
         s = statistics.outcome(o.name)
         final = final_wave(protocol, o)
@@ -202,10 +222,24 @@ def run_plan(
                 f"STUDY RUNNING: {o.name} has no scores at its long-run wave {final} yet; per-wave "
                 f"effects cover {', '.join(s.observed_waves)} only; no long-run estimate until that wave closes"
                 + ("" if statistics.surrogate else " (a surrogate-index forecast needs --calibration-study)"))
+        if o.binary:
+            progress(f"comparing the arms on the binary outcome {o.name} from its counts")
+            result, rows, failure, binary_notes = _binary_outcome(s, o, protocol, treated, running)
+            if failure is not None:
+                failures[o.name] = failure
+                effects += _failed_model_rows(o, s, protocol, treated, running, failure, "binary")
+                continue
+            results[o.name] = result
+            notes += binary_notes
+            # the long-run risk difference is the outcome's member of the Holm family (step 3), adjusted there
+            binary_family[o.name] = [e for e in rows if e.wave == LONG_RUN and e.method.startswith("risk_difference")]
+            effects += [e for e in rows if e not in binary_family[o.name]]
+            continue
         model = plan.primary_model(len(s.observed_waves))
+        methods[o.name] = mmrm_method(plan) if model == "mmrm" else method_of(plan)
         progress(f"fitting the {model.replace('_', '-')} model of {o.name}")
         if model == "mmrm":
-            result, rows, failure = _fit_mmrm(s, o, protocol, treated, running)
+            result, rows, failure = fit_primary_mmrm(s, o, protocol, treated, running)
         else:
             result, failure = _fit_longitudinal(s, o, protocol, fit)
             rows = [] if failure else [e for e in result.effects if not (running and e.wave in (LONG_RUN, PLATEAU))]
@@ -215,11 +249,12 @@ def run_plan(
         else:
             results[o.name] = result
             effects += rows
+            methods[o.name] = rows[0].method if rows else methods[o.name]  # e.g. a stand-in fit's own label
         effects += _ml_cross_check(s, o, protocol, treated, running)
 
     ancova = {o.name: _final_wave_ancova(statistics.outcome(o.name), o, protocol, treated) for o in protocol.outcomes
-              if statistics.outcome(o.name).final_wave is not None}
-    effects += _holm_across_secondary(ancova, protocol)
+              if statistics.outcome(o.name).final_wave is not None and not o.binary}
+    effects += _holm_across_secondary({**ancova, **binary_family}, protocol)
 
     primary = protocol.primary_outcome
     tips: list[TippingPoint] = []
@@ -244,7 +279,9 @@ def run_plan(
         if forecast:
             notes.append("surrogate index assumes " + "; and ".join(forecast[0].assumptions))
 
-    return _published(effects, notes, tips, failures, results, protocol)
+    observed = {w for o in statistics.outcomes for w in o.observed_waves}
+    due = {o.name: [w for w in followup_waves(protocol, o) if w in observed] for o in protocol.outcomes}
+    return _published(effects, notes, tips, failures, results, protocol, monitor=(due, methods, "trusted"))
 
 
 def _sample_ratio_notes(counts: Mapping[str, int], protocol: StudyProtocol) -> list[str]:
@@ -283,12 +320,94 @@ def _failed_model_rows(o: Outcome, s: OutcomeStatistics, protocol: StudyProtocol
     waves = list(s.observed_waves)
     if not running or not waves:
         waves.append(LONG_RUN)
-    if not running and plan.effect_shape == "saturating" and model != "mmrm":
+    if not running and plan.effect_shape == "saturating" and model not in ("mmrm", "binary"):
         waves.append(PLATEAU)
-    method = mmrm_method(plan) if model == "mmrm" else method_of(plan)
+    method = {"mmrm": mmrm_method(plan), "binary": BINARY_METHOD}.get(model) or method_of(plan)
     return [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w, method=method,
                    interval_level=plan.interval_level, direction=o.direction, reason=reason)
             for a in treated for w in waves]
+
+
+# ----------------------------------------------------------------------------------------------
+# Binary outcomes: counts per arm x wave
+# ----------------------------------------------------------------------------------------------
+BINARY_METHOD = "risk_difference_newcombe_hybrid_score"
+"""The method label of a binary outcome's risk-difference rows (``analysis.binary.BinaryEffect.to_effect``)."""
+
+
+def _binary_outcome(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+                    running: bool) -> tuple[Any, list[Effect], str | None, list[str]]:
+    """A binary outcome's rows from its counts (``analysis.binary``), at every follow-up wave with data and, once the
+    outcome's wave has closed, the long run (its final wave), for each treated arm against control:
+
+    - ``risk_difference_newcombe_hybrid_score``: the risk difference (risk units) with Newcombe's interval;
+    - ``risk_ratio_katz_log`` and ``odds_ratio_woolf_logit``: the ratios (treated over control) with their log-scale
+      intervals, no SD (their spread is on the log scale); a ratio a zero cell makes undefined says why instead;
+    - these three carry the p-value of Pearson's chi-square without continuity correction (the test of equal risks);
+    - ``chi_square_pearson_uncorrected`` and ``fisher_exact``: the two tests as rows of their own, the estimate the
+      risk difference they test and the p-value the test's;
+    - ``beta_binomial_conjugate``: the Bayesian risk difference (uniform Beta priors) with P(benefit).
+
+    The notes give each long-run comparison's counts and the chi-square statistic. Or why there are none."""
+    from analysis.binary import ZeroCellRefused, beta_binomial_effects, binary_summary
+
+    plan = protocol.analysis
+    if s.binary is None:
+        return None, [], f"the binary outcome {o.name} has no counts (they were not read)", []
+    if isinstance(s.binary, Unavailable):
+        return None, [], f"the binary outcome {o.name} could not be analysed: {s.binary.reason}", []
+    waves = list(s.observed_waves)
+    try:
+        summary = binary_summary(s.binary, outcome=o.name, direction=o.direction, level=plan.interval_level,
+                                 waves=waves)
+        risk_units = {"mcid": o.mcid if o.mcid is not None and o.mcid < 1 else None,
+                      "rope": o.rope if o.rope is not None and o.rope < 1 else None}
+        posteriors = beta_binomial_effects(s.binary, outcome=o.name, direction=o.direction, level=plan.interval_level,
+                                           seed=plan.seed, waves=waves, **risk_units)
+    except (AnalysisInputError, InsufficientData, ZeroCellRefused, ValueError) as exc:
+        return None, [], f"the binary outcome {o.name} could not be analysed: {exc}", []
+    rows: list[Effect] = []
+    notes: list[str] = []
+    control = protocol.control_arm
+    for c in summary.comparisons:
+        if running and c.wave == LONG_RUN:
+            continue
+        n = {"n_arm": c.treated_counts.n, "n_control": c.control_counts.n}
+        base = {"outcome": o.name, "arm": c.arm, "control": control, "wave": c.wave, "direction": o.direction}
+        p = c.chi_square.p_value if c.chi_square is not None else None
+        rows.append(c.risk_difference.to_effect(o.name, o.direction, p_value=p, **n))
+        refused = dict(c.refused)
+        for measure, label in (("risk_ratio", "katz_log"), ("odds_ratio", "woolf_logit")):
+            e = getattr(c, measure)
+            if e is None:
+                rows.append(Effect(**base, method=f"{measure}_{label}", interval_level=plan.interval_level,
+                                   reason=f"the {measure.replace('_', ' ')} is refused: {refused[measure]}"))
+            else:
+                rows.append(Effect(**base, method=f"{measure}_{e.method}", estimate=e.estimate, lower=e.lower,
+                                   upper=e.upper, interval_level=plan.interval_level, p_value=p, **n))
+        rd = c.risk_difference.estimate
+        if c.chi_square is None:
+            rows.append(Effect(**base, method="chi_square_pearson_uncorrected",
+                               reason=f"Pearson's chi-square is refused: {refused['chi_square']}"))
+        else:
+            rows.append(Effect(**base, method="chi_square_pearson_uncorrected", estimate=rd, p_value=p, **n))
+        rows.append(Effect(**base, method="fisher_exact", estimate=rd, p_value=c.fisher.p_value, **n))
+        if c.wave == LONG_RUN:
+            t, k = c.treated_counts, c.control_counts
+            chi = (f"Pearson chi-square {c.chi_square.statistic:.3f} on 1 df without continuity correction, "
+                   f"p = {c.chi_square.p_value:.3g}" if c.chi_square is not None else
+                   f"Pearson chi-square refused ({refused['chi_square']})")
+            notes.append(f"binary outcome {o.name} at {waves[-1]} (long run): {c.arm} {t.events}/{t.n} "
+                         f"({100 * t.risk:.1f}%) vs {control} {k.events}/{k.n} ({100 * k.risk:.1f}%); {chi}; "
+                         f"Fisher's exact p = {c.fisher.p_value:.3g}")
+    rows += [_with_counts(b.to_effect(), s.binary, waves) for b in posteriors if not (running and b.wave == LONG_RUN)]
+    notes.append(f"binary outcome {o.name}: {summary.note}")
+    return {"summary": summary, "beta_binomial": posteriors}, rows, None, notes
+
+
+def _with_counts(e: Effect, table: BinaryCountTable, waves: list[str]) -> Effect:
+    at = waves[-1] if e.wave == LONG_RUN else e.wave
+    return replace(e, n_arm=table.cell(e.arm, at).n, n_control=table.cell(table.control, at).n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,15 +418,29 @@ def mmrm_method(plan) -> str:
     return f"mmrm_reml_{plan.mmrm_covariance or 'us'}"
 
 
+def covariate_columns(protocol: StudyProtocol, covariates: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The design columns of the plan's covariates, in order: a numeric covariate (an outcome's baseline, or a declared
+    numeric baseline covariate) is its own column; a declared categorical one is one treatment-coded dummy per level
+    after the reference (the first listed), named ``<covariate>[<level>]`` (``drug[Yes]``, as R's ``drugYes``)."""
+    out: list[str] = []
+    for c in covariates:
+        declared = protocol.baseline_covariate(c)
+        if declared is not None and declared.kind == "categorical":
+            out += [f"{c}[{level}]" for level in (declared.levels or [])[1:]]
+        else:
+            out.append(c)
+    return tuple(out)
+
+
 def mmrm_design(protocol: StudyProtocol, waves: tuple[str, ...] | list[str], covariates: tuple[str, ...] | list[str] = ()):
     """The MMRM of a protocol over the follow-up ``waves`` (in protocol order): wave means, arm x wave and baseline x
-    wave effects, one slope per covariate (``analysis.mmrm.default_design``)."""
+    wave effects, one slope per covariate column (:func:`covariate_columns`; ``analysis.mmrm.default_design``)."""
     from analysis.mmrm import MMRMDesign
 
     arms = (protocol.control_arm, *[a for a in protocol.arm_names if a != protocol.control_arm])
     waves = tuple(w for w in protocol.wave_names if w in set(waves))
     months = tuple(protocol.wave(w).months for w in waves)
-    return MMRMDesign(arms, waves, tuple(covariates), True, months)
+    return MMRMDesign(arms, waves, covariate_columns(protocol, covariates), True, months)
 
 
 def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
@@ -329,9 +462,12 @@ def _mmrm_counts(stats: MMRMStatistics, design, wave: str) -> dict[str, int]:
     return counts
 
 
-def _fit_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
+def fit_primary_mmrm(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str],
               running: bool) -> tuple[Any, list[Effect], str | None]:
-    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not."""
+    """The REML MMRM's rows (Kenward-Roger and sandwich) and, when the plan asks, the Bayesian MMRM's; or why not.
+
+    What :func:`run_plan` fits for an MMRM outcome, and what the design-stage simulation (``analysis.design``) fits
+    to its simulated statistics: one function, so the simulated operating characteristics are the plan's."""
     from analysis.mmrm import MMRMFitError, fit_mmrm, fit_mmrm_bayes
 
     plan = protocol.analysis
@@ -528,21 +664,38 @@ def surrogate_forecast(inputs: SurrogateInputs, protocol: StudyProtocol) -> list
 
 
 def _published(effects: list[Effect], notes: list[str], tips: list, failures: Mapping[str, str],
-               results: Mapping[str, Any], protocol: StudyProtocol) -> PlanResult:
-    """The plan's result, or the refusal when no outcome's model could be fitted."""
+               results: Mapping[str, Any], protocol: StudyProtocol,
+               monitor: tuple[Mapping[str, list[str]], Mapping[str, str], str] | None = None) -> PlanResult:
+    """The plan's result, or the refusal when no outcome's model could be fitted. ``monitor`` (waves due per outcome,
+    each outcome's primary method, the tier) runs the divergence monitor and the decision rule on the effects."""
+    from analysis.decision import decision_table
+    from analysis.divergence import INDETERMINATE, divergence_monitor
+
     if failures and len(failures) == len(protocol.outcomes):
         raise AnalysisRefused("; ".join(failures.values()) + "; nothing was published")
     primary = protocol.primary_outcome.name
     failed_notes = [("PRIMARY OUTCOME FAILED: " if name == primary else "OUTCOME FAILED: ") + reason
                     + "; its rows say so and carry no estimate" for name, reason in failures.items()]
-    return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results))
+    divergence, decisions = (), ()
+    if monitor is not None:
+        due, methods, tier = monitor
+        divergence = divergence_monitor(effects, protocol, waves=due, methods=methods, tier=tier)
+        decisions = decision_table(effects, divergence, protocol, methods=dict(methods), tier=tier)
+        notes = notes + [s.alert for s in divergence if s.alert is not None]
+        unknown = [s for s in divergence if s.status == INDETERMINATE]
+        if unknown:
+            notes.append(f"DIVERGENCE MONITOR INDETERMINATE ({tier}): {len(unknown)} of {len(divergence)} checks, "
+                         f"e.g. {unknown[0].arm} at {unknown[0].wave}: {unknown[0].reason}")
+    return PlanResult(tuple(effects), tuple(failed_notes + notes), tuple(tips), tuple(failures), dict(results),
+                      tuple(divergence), tuple(decisions))
 
 
 # ----------------------------------------------------------------------------------------------
 # The public tier
 # ----------------------------------------------------------------------------------------------
 PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
-               "statistics and are reported by the trusted tier only")
+               "statistics and are reported by the trusted tier only; without a released engagement effect (CUPED's) "
+               "the public divergence monitor is indeterminate")
 
 
 def run_public_plan(
@@ -565,6 +718,8 @@ def run_public_plan(
     notes: list[str] = [PUBLIC_NOTE]
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
+    released_waves = {w for r in released.values() if isinstance(r, ReleasedCells) for w in r.waves}
+    due = {o.name: [w for w in followup_waves(protocol, o) if w in released_waves] for o in protocol.outcomes}
     for o in protocol.outcomes:
         progress(f"fitting the noise-aware model of {o.name} to its DP release")
         release = released[o.name]
@@ -604,4 +759,5 @@ def run_public_plan(
                            tier="public", interval_level=plan.interval_level, direction=o.direction, reason=why)
                     for w, why in release.unusable.items() for a in treated]
         effects += [e for e in res.effects if not (running and e.wave == LONG_RUN)]
-    return _published(effects, notes, [], failures, results, protocol)
+    methods = {o.name: "bayes_ancova_noise_aware" for o in protocol.outcomes}
+    return _published(effects, notes, [], failures, results, protocol, monitor=(due, methods, "public"))

@@ -10,7 +10,8 @@ outcome summary.
 - :func:`srm_check`, :func:`baseline_balance`: on the ingested assignments and baseline scores.
 - :func:`run_analysis`: the locked plan (``analysis.plan.run_plan``) on the trusted tier's statistics, or with
   ``tier="public"`` the noise-aware model on the latest DP releases only (``analysis.plan.run_public_plan``),
-  into one :class:`OutcomeSummary`, stored in ``analysis_summary``.
+  into one :class:`OutcomeSummary`, stored in ``analysis_summary``; the divergence monitor's rows and the decision
+  rule's verdicts of the same run in ``divergence_status`` and ``decision_table`` (migration 0090).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "registry_history",
     "run_analysis",
     "srm_check",
+    "store_monitor",
     "store_summary",
 ]
 
@@ -187,6 +189,13 @@ class AnalysisRun:
     notes: tuple[str, ...] = ()
     results: dict = field(default_factory=dict, compare=False, repr=False)
     failed: tuple[str, ...] = ()  # outcomes whose model failed (their rows say why)
+    divergence: tuple = ()  # analysis.divergence.DivergenceStatus rows
+    decisions: tuple = ()  # analysis.decision.ArmDecision per treated arm
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """One sentence per divergence (the pipeline's run record lists them)."""
+        return tuple(s.alert for s in self.divergence if s.alert is not None)
 
 
 def run_analysis(
@@ -234,8 +243,10 @@ def _finish(con, protocol: StudyProtocol, lock: LockStatus, exploratory: bool, r
     run_id = hashlib.sha256(f"{protocol.study_id}|{lock.plan_hash}|{created.isoformat()}".encode()).hexdigest()[:16]
     if store:
         store_summary(con, run_id, protocol.study_id, summary, created)
+        store_monitor(con, run_id, protocol.study_id, lock.plan_hash, exploratory, result.divergence, result.decisions,
+                      created)
     return AnalysisRun(run_id, summary, lock, exploratory, result.tipping_points, result.notes, dict(result.results),
-                       result.failed)
+                       result.failed, result.divergence, result.decisions)
 
 
 def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, summary: OutcomeSummary,
@@ -251,3 +262,27 @@ def store_summary(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, su
             f"INSERT INTO analysis_summary (run_id, study_id, {', '.join(map(ident, COLUMNS))}, created_at) "
             f"VALUES ({', '.join(['?'] * (len(COLUMNS) + 3))})", data,
         )
+
+
+def store_monitor(con: duckdb.DuckDBPyConnection, run_id: str, study_id: str, plan_hash: str, exploratory: bool,
+                  divergence: Sequence[Any], decisions: Sequence[Any], created_at: datetime) -> None:
+    """Append the run's divergence rows and decision criteria (``divergence_status``, ``decision_table``)."""
+    from analysis.divergence import FIELDS
+    from schemas.sqltext import ident
+    from schemas.warehouse import transaction
+
+    head = [run_id, study_id, plan_hash, exploratory, created_at]
+    decision_rows = [r for d in decisions for r in d.records()]
+    decision_cols = list(decision_rows[0]) if decision_rows else []
+    with transaction(con):
+        if divergence:
+            con.executemany(
+                f"INSERT INTO divergence_status (run_id, study_id, plan_hash, exploratory, created_at, "
+                f"{', '.join(map(ident, FIELDS))}) "
+                f"VALUES ({', '.join(['?'] * (len(FIELDS) + 5))})",
+                [head + [getattr(s, f) for f in FIELDS] for s in divergence])
+        if decision_rows:
+            con.executemany(
+                f"INSERT INTO decision_table (run_id, study_id, plan_hash, exploratory, created_at, "
+                f"{', '.join(map(ident, decision_cols))}) VALUES ({', '.join(['?'] * (len(decision_cols) + 5))})",
+                [head + [r[c] for c in decision_cols] for r in decision_rows])

@@ -188,9 +188,13 @@ def analyze_stage(study: str, warehouse: str, preregister_plan: bool, explorator
         finally:
             con.close()
         rows = result.summary.to_records()
+        from analysis.divergence import summary as divergence_summary
+
         return {"run_id": result.run_id, "plan_hash": result.lock.plan_hash, "exploratory": result.exploratory,
                 "locked_by_this_run": locked_now, "rows": len(rows), "notes": list(result.notes),
-                "long_run": [r for r in rows if r.get("wave") == "long_run"]}
+                "long_run": [r for r in rows if r.get("wave") == "long_run"],
+                "divergence": divergence_summary(result.divergence)["counts"], "alerts": list(result.alerts),
+                "decisions": {d.arm: d.decision for d in result.decisions}}
 
     return _stage("analyze", warehouse, protocol.study_id, key, body,
                   key_after=lambda: _analyze_key(protocol, warehouse, exploratory))
@@ -384,14 +388,15 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
             on_stage(result)
 
     failed = [r for r in results if r.state == "failed"]
+    alerts = [a for r in results for a in r.summary.get("alerts", [])]  # a divergence (a cached analysis keeps its)
     con = connect(warehouse, create=False)
     try:
         runs.finish_run(con, run_id, "failed" if failed else "completed",
-                        failed[0].message if failed else None)
+                        failed[0].message if failed else None, alerts)
     finally:
         con.close()
     return {"run_id": run_id, "study_id": protocol.study_id, "state": "failed" if failed else "completed",
-            "stages": [asdict(r) for r in results]}
+            "stages": [asdict(r) for r in results], "alerts": alerts}
 
 
 # ------------------------------------------------------------------------------------------------------------

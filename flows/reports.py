@@ -33,6 +33,8 @@ from reports.bundle import (
     Budget,
     ComplianceCell,
     ConsortFlow,
+    DivergenceCheck,
+    DivergenceStatus,
     FlowArm,
     FlowWave,
     Governance,
@@ -63,9 +65,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PUBLIC_TABLES = ("releases", "release_values", "privacy_budgets", "privacy_ledger", "plan_registry",
                  "analysis_summary", "quality_results", "psychometrics", "pipeline_runs", "pipeline_stages",
-                 "erasure_log")
+                 "erasure_log", "divergence_status")
 """The only tables the public loader reads. None has a participant column; exact counts in them (quality unit
-counts, reliability n, stage summaries, trusted-tier rows) are dropped by the loader, not shown."""
+counts, reliability n, stage summaries, trusted-tier rows) are dropped by the loader, not shown. Of
+``divergence_status`` only the public tier's rows are copied (the monitor on the noise-aware model's effects)."""
 
 SAFETY_QUERY_PREFIX = "safety_flags"
 """A DP release query whose name starts so holds safety-flag counts per arm x wave (statistic = the flag). The
@@ -95,6 +98,8 @@ def public_connection(warehouse: str | Path, study_id: str) -> Iterator[duckdb.D
                            "WHERE r.study_id = ?")
                 elif table == "erasure_log":
                     sql = "SELECT * FROM wh.erasure_log"  # no study column: a warehouse-wide operational record
+                elif table == "divergence_status":  # the trusted tier's monitor reads participant-level effects
+                    sql = "SELECT * FROM wh.divergence_status WHERE study_id = ? AND tier = 'public'"
                 else:
                     sql = f"SELECT * FROM wh.{table} WHERE study_id = ?"
                 con.execute(f"CREATE TABLE {table} AS {sql}", [] if table == "erasure_log" else [study_id])
@@ -257,6 +262,37 @@ def _public_safety(releases: tuple[Release, ...], values: tuple[ReleasedValue, .
     return Safety(source="dp_release", counts=counts, flags=tuple(sorted({c.flag for c in counts})))
 
 
+_STATUS_WORDS = {"divergence": "divergence", "no_divergence": "no divergence", "indeterminate": "indeterminate"}
+
+
+def _divergence(con: duckdb.DuckDBPyConnection, study_id: str, tier: str) -> DivergenceStatus | NotAvailable:
+    """The divergence monitor's rows of the latest stored analysis run of ``tier`` (``divergence_status``, migration
+    0090), summarised: a divergence anywhere makes the status a divergence; otherwise any indeterminate check (a
+    missing, failed or suppressed flourishing measure) makes it indeterminate, never a pass."""
+    latest = con.execute(
+        "SELECT run_id, max(created_at) FROM divergence_status WHERE study_id = ? AND tier = ? "
+        "GROUP BY run_id ORDER BY 2 DESC, 1 LIMIT 1", [study_id, tier]).fetchone()
+    if latest is None:
+        return NotAvailable(reason=f"the divergence monitor has no {tier}-tier check stored: no {tier}-tier analysis "
+                            "has run, or the protocol names no engagement metric")
+    rows = con.execute(
+        "SELECT arm, wave, outcome, metric, status, alpha, margin, engagement_estimate, engagement_sd, "
+        "harm_estimate, flourishing_sd, p_engagement, p_harm, p_iut, p_quadrant, reason FROM divergence_status "
+        "WHERE study_id = ? AND run_id = ? AND tier = ? ORDER BY arm, metric, outcome, wave",
+        [study_id, latest[0], tier]).fetchall()
+    checks = tuple(DivergenceCheck(arm=r[0], wave=r[1], outcome=r[2], metric=r[3], status=r[4], alpha=r[5],
+                                   margin=r[6], engagement_estimate=r[7], engagement_sd=r[8], harm_estimate=r[9],
+                                   harm_sd=r[10], p_engagement=r[11], p_harm=r[12], p_iut=r[13], p_quadrant=r[14],
+                                   reason=r[15]) for r in rows)
+    statuses = {c.status for c in checks}
+    overall = next(s for s in ("divergence", "indeterminate", "no_divergence") if s in statuses)
+    shown = [c for c in checks if c.status == overall]
+    detail = (f"{len(shown)} of {len(checks)} checks ({tier} tier, run {latest[0]}): "
+              + "; ".join(c.sentence() for c in shown[:4]) + ("; ..." if len(shown) > 4 else ""))
+    return DivergenceStatus(status=_STATUS_WORDS[overall], checked_at=_utc(latest[1]), detail=detail, tier=tier,
+                            checks=checks)
+
+
 def _erasures(con: duckdb.DuckDBPyConnection) -> tuple[int, int, dict[str, int]]:
     rows = con.execute("SELECT reason, count(*), sum(coalesce(TRY_CAST(json_extract(detail, '$.participants') AS "
                        "BIGINT), 1)) FROM erasure_log GROUP BY reason ORDER BY reason").fetchall()
@@ -275,6 +311,7 @@ def load_public_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
         analyses=_analyses(con, protocol, ("public",)), quality=_quality(con, protocol.study_id, counts=False),
         safety=_public_safety(releases, values), psychometrics=_psychometrics(con, protocol.study_id, counts=False),
         last_run=_last_run(con, protocol.study_id, notes=False),
+        divergence=_divergence(con, protocol.study_id, "public"),
         governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention),
         compliance=NotAvailable(reason="survey compliance is not part of the study's DP releases, so the public "
                                 "reports show none; the trial team's report has the exact counts"))
@@ -435,7 +472,15 @@ def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
         "availability": _availability(con, protocol),
         "governance": _trusted_governance(con, protocol, public.governance),
         "compliance": compliance,
+        "divergence": _trusted_divergence(con, protocol.study_id, public.divergence),
     })
+
+
+def _trusted_divergence(con: duckdb.DuckDBPyConnection, study_id: str,
+                        public: DivergenceStatus | NotAvailable) -> DivergenceStatus | NotAvailable:
+    """The trial team's monitor: the trusted tier's latest checks, else the public tier's."""
+    trusted = _divergence(con, study_id, "trusted")
+    return public if isinstance(trusted, NotAvailable) else trusted
 
 
 # ----------------------------------------------------------------------------------------------------------------

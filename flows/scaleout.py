@@ -11,6 +11,7 @@ Layout (:func:`export_partitions`; hive-style, so any engine reads it)::
     <root>/manifest.json                             study, buckets, what was exported and when
     <root>/assignments/bucket=<k>/*.parquet          the study's assignments
     <root>/scores/bucket=<k>/wave=<w>/*.parquet      the study's scores, one folder per wave
+    <root>/participant_characteristics/bucket=<k>/   the participants records' baseline characteristics
     <root>/events/bucket=<k>/month=<YYYY-MM>/*.parquet
     <root>/responses/bucket=<k>/wave=<w>/*.parquet   the study's responses (not their items) and survey prompts:
     <root>/prompts/bucket=<k>/wave=<w>/*.parquet     what judges an answer late (relations.primary_scores)
@@ -62,6 +63,9 @@ def export_partitions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, r
     exports = {
         "assignments": (f"SELECT *, {bucket} FROM assignments WHERE study_id = {sid}", "bucket"),
         "scores": (f"SELECT *, {bucket} FROM scores WHERE study_id = {sid}", "bucket, wave"),
+        # declared baseline covariates (participants records): the statistics read them as the warehouse path does
+        "participant_characteristics": (f"SELECT *, {bucket} FROM participant_characteristics WHERE study_id = {sid}",
+                                        "bucket"),
         "events": (f"SELECT *, {bucket}, strftime(ts AT TIME ZONE 'UTC', '%Y-%m') AS month FROM events "
                    f"WHERE study_id = {sid}", "bucket, month"),
         "responses": (f"SELECT *, {bucket} FROM responses WHERE study_id = {sid}", "bucket, wave"),
@@ -90,7 +94,7 @@ def _manifest(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-PARTITIONED_TABLES = ("assignments", "scores", "events", "responses", "prompts")
+PARTITIONED_TABLES = ("assignments", "scores", "events", "participant_characteristics", "responses", "prompts")
 
 
 def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyConnection:
@@ -103,6 +107,12 @@ def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyCo
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     for table in PARTITIONED_TABLES:
+        if table == "participant_characteristics" and not (root / table).is_dir():
+            # laid out before participants records existed: none to read
+            con.execute("CREATE VIEW participant_characteristics AS SELECT NULL::VARCHAR AS participant, "
+                        "NULL::VARCHAR AS study_id, NULL::VARCHAR AS covariate, NULL::VARCHAR AS value_text, "
+                        "NULL::DOUBLE AS value_number WHERE false")
+            continue
         if not (root / table / "schema.parquet").is_file():  # laid out before the table was exported
             continue
         folder = root / table if bucket is None else root / table / f"bucket={int(bucket)}"

@@ -58,6 +58,7 @@ from analysis.plan import (
     followup_waves,
 )
 from schemas.errors import FlourishError
+from schemas.binary_stats import BinaryCountTable
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
 from schemas.sqltext import ident, literal, number
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "OutcomeHasNoData",
     "arm_counts",
+    "binary_table",
     "baseline_moments",
     "coverage",
     "design_spec",
@@ -82,6 +84,7 @@ __all__ = [
     "plan_statistics",
     "released_cells",
     "released_statistics",
+    "require_covariates",
     "require_rows",
     "subgroup_cells",
     "surrogate_frame",
@@ -162,22 +165,44 @@ def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProto
 # ----------------------------------------------------------------------------------------------
 # The primary model's cross-products
 # ----------------------------------------------------------------------------------------------
+def _covariate_relation(protocol: StudyProtocol, covariate: str) -> str:
+    """A relation (participant, the covariate's design columns: ``analysis.plan.covariate_columns``). An outcome's
+    covariate is its score at the baseline wave; a declared baseline covariate comes from the participants records
+    (``participant_characteristics``): a numeric one as its number, a categorical one as one 0/1 dummy per level after
+    the reference. A participant without the value has no row."""
+    from analysis.plan import covariate_columns
+
+    sid = protocol.study_id
+    declared = protocol.baseline_covariate(covariate)
+    if declared is None:
+        return (f"(SELECT participant, value AS {ident(covariate)} FROM "
+                f"{relations.primary_scores(protocol, [covariate], [protocol.baseline_wave])})")
+    where = f"study_id = {literal(sid)} AND covariate = {literal(covariate)}"
+    if declared.kind == "numeric":
+        return (f"(SELECT participant, value_number AS {ident(covariate)} FROM participant_characteristics "
+                f"WHERE {where} AND value_number IS NOT NULL)")
+    dummies = ", ".join(f"CASE WHEN value_text = {literal(level)} THEN 1.0 ELSE 0.0 END AS {ident(col)}"
+                        for level, col in zip((declared.levels or [])[1:], covariate_columns(protocol, [covariate]),
+                                              strict=True))
+    return f"(SELECT participant, {dummies} FROM participant_characteristics WHERE {where} AND value_text IS NOT NULL)"
+
+
 def observations_sql(
     protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
 ) -> str:
     """A relation (parenthesised sub-query) with one row per participant x follow-up wave:
-    participant, arm, wave, y, baseline, covariates — the source the design SQL reads.
-    ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
+    participant, arm, wave, y, baseline, covariate columns (``analysis.plan.covariate_columns``) — the source the
+    design SQL reads. ``waves`` restricts the follow-up waves (default: all of the protocol's)."""
     sid = protocol.study_id
     bw = protocol.baseline_wave
     follow = [w.name for w in _followup(protocol, waves)]
     if not follow:
         raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
-    cov_cte = "".join(
-        f", cov{k} AS (SELECT participant, value AS {ident(c)} FROM {relations.primary_scores(protocol, [c], [bw])})"
-        for k, c in enumerate(covariates)
-    )
-    cov_cols = "".join(f", cov{k}.{ident(c)}" for k, c in enumerate(covariates))
+    from analysis.plan import covariate_columns
+
+    cov_cte = "".join(f", cov{k} AS {_covariate_relation(protocol, c)}" for k, c in enumerate(covariates))
+    cov_cols = "".join(f", cov{k}.{ident(col)}" for k, c in enumerate(covariates)
+                       for col in covariate_columns(protocol, [c]))
     cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
     return (
         f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.primary_scores(protocol, [outcome], [bw])}), "
@@ -189,12 +214,36 @@ def observations_sql(
     )
 
 
+def require_covariates(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: str,
+                       covariates: Sequence[str], waves: Sequence[str] | None = None) -> None:
+    """Refuse, naming the covariate and how many participants lack it, a plan whose covariate is missing for some of
+    the participants the model would analyse (randomised, with a baseline and a follow-up score): leaving them out
+    silently would change the analysed sample."""
+    analysed = observations_sql(protocol, outcome, (), waves)
+    for c in covariates:
+        n_missing, n_all = con.execute(
+            f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {_covariate_relation(protocol, c)} AS cv "
+            f"WHERE cv.participant = a.participant)), count(*) FROM (SELECT DISTINCT participant FROM {analysed}) AS a"
+        ).fetchone()
+        if n_missing:
+            declared = protocol.baseline_covariate(c)
+            where = ("no participants record holds it" if declared is not None
+                     else f"no {protocol.baseline_wave} score of it is stored")
+            raise AnalysisInputError(
+                f"covariate {c!r} {'declared' if declared is not None else 'named by the plan'} but {where} for "
+                f"{n_missing} of the {n_all} participants the {outcome!r} model would analyse; send their values "
+                "(null counts as missing) or take the covariate out of the plan")
+
+
 def design_spec(protocol: StudyProtocol, covariates: Sequence[str] = (), waves: Sequence[str] | None = None) -> DesignSpec:
-    """Arms (control first, then protocol order), follow-up waves with months (all, or ``waves``), numeric covariates."""
+    """Arms (control first, then protocol order), follow-up waves with months (all, or ``waves``), the covariates'
+    columns (numeric; a categorical covariate's dummies are columns of :func:`observations_sql`)."""
+    from analysis.plan import covariate_columns
+
     arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
     fu = _followup(protocol, waves)
     return DesignSpec(tuple(arms), tuple(w.name for w in fu), tuple(w.months for w in fu),
-                      tuple((c, ()) for c in covariates))
+                      tuple((c, ()) for c in covariate_columns(protocol, covariates)))
 
 
 def coverage(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: str | None = None) -> pd.DataFrame:
@@ -234,6 +283,7 @@ def longitudinal_stats(
     protocol's follow-up waves or only ``waves`` (a running study's waves with data)."""
     name = outcome or protocol.primary_outcome.name
     covs = list(protocol.analysis.covariates if covariates is None else covariates)
+    require_covariates(con, protocol, name, covs, waves)
     spec = design_spec(protocol, covs, waves)
     source = observations_sql(protocol, name, covs, waves)
     present = {r[0] for r in con.execute(f"SELECT DISTINCT arm FROM {source}").fetchall()}
@@ -309,13 +359,19 @@ def subgroup_cells(
 
     Supported prespecified subgroups: ``baseline_tercile`` (terciles of this outcome's baseline over all
     randomized participants — pre-treatment, so valid; ``ntile(3)`` ordered by the baseline, ties by
-    pseudonym, so the first groups take the remainder) and ``stratum`` (the randomisation stratum).
+    pseudonym, so the first groups take the remainder), ``stratum`` (the randomisation stratum) and any declared
+    categorical baseline covariate (its level from the participants records; ``not recorded`` without one).
     """
     sid = protocol.study_id
+    declared = protocol.baseline_covariate(subgroup)
     if subgroup == "baseline_tercile":
         level = "'T' || CAST(ntile(3) OVER (ORDER BY base.b, base.participant) AS VARCHAR)"
     elif subgroup == "stratum":
         level = "coalesce(a.stratum, 'none')"
+    elif declared is not None and declared.kind == "categorical":
+        level = (f"coalesce((SELECT any_value(pc.value_text) FROM participant_characteristics pc WHERE "
+                 f"pc.participant = base.participant AND pc.study_id = {literal(sid)} AND pc.covariate = "
+                 f"{literal(subgroup)}), 'not recorded')")
     else:
         raise AnalysisInputError(f"prespecified subgroup {subgroup!r} is not supported; use one of {', '.join(SUBGROUPS)}")
     sql = (
@@ -450,6 +506,10 @@ def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol)
     run (``flourish release`` comes first); a release whose cells cannot be used is that outcome's failure."""
     out: dict[str, ReleasedCells | Unavailable] = {}
     for o in protocol.outcomes:
+        if o.binary:  # the noise-aware model is an ANCOVA of a continuous outcome; it says nothing honest about 0/1
+            out[o.name] = Unavailable("the public tier does not analyse binary outcomes yet (the trusted tier reports "
+                                      "its counts, measures and tests)")
+            continue
         try:
             out[o.name] = released_cells(con, protocol, o)
         except InsufficientData as exc:
@@ -487,16 +547,46 @@ def mmrm_stats(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outco
     from analysis.plan import mmrm_design
 
     covariates = list(protocol.analysis.covariates)
+    require_covariates(con, protocol, outcome, covariates, waves)
     design = mmrm_design(protocol, list(waves), covariates)
     source = observations_sql(protocol, outcome, covariates, waves)
     rows = con.execute(pattern_statistics_sql(design, source, fourth_order=True)).fetchall()
     return pattern_statistics_from_rows(design, rows, fourth_order=True)
 
 
+@_reproducible
+def binary_table(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome,
+                 waves: Sequence[str]) -> BinaryCountTable:
+    """A binary outcome's counts per arm (control first) x follow-up ``waves``: participants with the outcome at the
+    wave and those with the event (a 0/1 score, or the score against the outcome's cut-off), one GROUP BY
+    (``analysis.binary.binary_counts_sql``) over the canonical score and arm relations."""
+    from analysis.binary import binary_counts
+
+    sid = protocol.study_id
+    arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
+    source = (f"(SELECT s.participant, a.arm, s.wave, s.value AS y FROM "
+              f"{relations.study_scores(sid, [outcome.name], list(waves))} s JOIN {relations.study_arms(sid)} a "
+              "USING (participant))")
+    cut = outcome.cutoff
+    return binary_counts(con, source, arms, list(waves), cutoff=cut[0] if cut else None,
+                         event_at_or_above=cut[1] if cut else True)
+
+
 def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, o: Outcome) -> OutcomeStatistics:
+    from analysis.binary import BinaryInputError
     from analysis.mmrm import StatisticsInputError
 
     observed = observed_followup_waves(con, protocol, o)
+    if o.binary:
+        if not observed:
+            return OutcomeStatistics(o.name, (), Unavailable(f"{o.name} has no follow-up scores yet"),
+                                     binary=Unavailable(f"{o.name} has no follow-up scores yet"))
+        try:
+            table: BinaryCountTable | Unavailable = binary_table(con, protocol, o, observed)
+        except (BinaryInputError, AnalysisInputError, InsufficientData) as exc:
+            table = Unavailable(str(exc))
+        return OutcomeStatistics(o.name, tuple(observed), Unavailable(f"{o.name} is binary: analysed from counts"),
+                                 binary=table)
     mmrm: MMRMStatistics | Unavailable | None = None
     if not observed:
         longitudinal: LongitudinalStats | Unavailable = Unavailable(
@@ -528,7 +618,8 @@ def plan_statistics(
 ) -> PlanStatistics:
     """Everything ``analysis.plan.run_plan`` needs. Refuses, before reading anything else, a plan that names a
     subgroup the warehouse cannot form or an outcome it has no score of."""
-    unknown = [sg for sg in protocol.analysis.subgroups if sg not in SUBGROUPS]
+    categorical = [c.name for c in protocol.baseline_covariates if c.kind == "categorical"]
+    unknown = [sg for sg in protocol.analysis.subgroups if sg not in SUBGROUPS and sg not in categorical]
     if unknown:
         raise AnalysisRefused(f"prespecified subgroup(s) {unknown} are not supported; use {' or '.join(SUBGROUPS)}")
     for o in protocol.outcomes:

@@ -317,12 +317,47 @@ class ComplianceCell(Part):
     unanswered: float | None = None
 
 
+class DivergenceCheck(Part):
+    """One check of the divergence monitor (``analysis.divergence``; table ``divergence_status``): an arm's
+    engagement effect on ``metric`` against its harm on ``outcome`` at ``wave`` (the effect against the outcome's good
+    direction, positive = worse), with the intersection-union test's p-values and the posterior quadrant probability."""
+
+    arm: str
+    wave: str
+    outcome: str
+    metric: str
+    status: Literal["divergence", "no_divergence", "indeterminate"]
+    alpha: float
+    margin: float
+    engagement_estimate: float | None = None
+    engagement_sd: float | None = None
+    harm_estimate: float | None = None
+    harm_sd: float | None = None
+    p_engagement: float | None = None
+    p_harm: float | None = None
+    p_iut: float | None = None
+    p_quadrant: float | None = None
+    reason: str | None = None
+
+    def sentence(self) -> str:
+        where = f"{self.arm} at {self.wave} ({self.metric} vs {self.outcome})"
+        if self.status == "indeterminate":
+            return f"{where}: indeterminate, {self.reason}"
+        return (f"{where}: engagement {self.engagement_estimate:+.3g} (p = {self.p_engagement:.2g}), harm "
+                f"{self.harm_estimate:+.3g} against margin {self.margin:g} (p = {self.p_harm:.2g}), IUT p = "
+                f"{self.p_iut:.2g}, P(quadrant) = {self.p_quadrant:.2f}")
+
+
 class DivergenceStatus(Part):
-    """The engagement-vs-flourishing divergence monitor's latest status (post-market monitoring)."""
+    """The engagement-vs-flourishing divergence monitor's latest status (post-market monitoring): the summary
+    ``status`` (divergence when any check diverges, else indeterminate when any check could not be made, else no
+    divergence), a ``detail`` sentence with the numbers, and every check of the run (``tier``'s rows only)."""
 
     status: str
     checked_at: datetime | None = None
     detail: str = ""
+    tier: Tier | None = None
+    checks: tuple[DivergenceCheck, ...] = ()
 
 
 class Governance(Part):
@@ -379,6 +414,8 @@ class ReportBundle(Part):
             if isinstance(self.compliance, tuple) and any(c.noise_sd is None and not c.suppressed
                                                           for c in self.compliance):
                 raise ValueError("a public bundle's compliance counts must come from a DP release")
+            if isinstance(self.divergence, DivergenceStatus) and self.divergence.tier == "trusted":
+                raise ValueError("a public bundle holds the trusted tier's divergence checks")
             if any(r.n_obs is not None for r in self.psychometrics):
                 raise ValueError("a public bundle's reliability rows carry exact n")
             if isinstance(self.quality, QualityStatus) and any(

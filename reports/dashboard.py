@@ -130,7 +130,13 @@ def optional_sections(bundle: ReportBundle) -> str:
                      caption="Survey compliance per arm and wave")
     d = bundle.divergence
     div = (not_available(d, "Engagement-vs-flourishing divergence monitor") if isinstance(d, NotAvailable)
-           else f"<p>Divergence monitor: <b>{esc(d.status)}</b> {esc(d.detail)}</p>")
+           else f"<p>Divergence monitor: <b>{esc(d.status)}</b> {esc(d.detail)}</p>" + (table(
+               ["arm", "wave", "engagement metric", "flourishing outcome", "status", "engagement effect",
+                "harm (positive = worse)", "margin", "IUT p", "P(quadrant)"],
+               [(c.arm, c.wave, c.metric, c.outcome, c.status.replace("_", " "), fmt(c.engagement_estimate),
+                 fmt(c.harm_estimate), fmt(c.margin), fmt(c.p_iut), fmt(c.p_quadrant)) for c in d.checks],
+               numeric=(5, 6, 7, 8, 9), caption="Divergence checks: engagement up and flourishing down beyond its "
+               "margin, an intersection-union test at the plan's alpha") if d.checks else ""))
     return (f'<section id="compliance"><h2>Survey compliance</h2>{comp}</section>'
             f'<section id="divergence"><h2>Engagement vs flourishing</h2>{div}</section>')
 

@@ -441,7 +441,8 @@ def render_html(doc: RegulatorReport, bundle: ReportBundle) -> str:
     pm = d.post_market_monitoring
     sec("pmm", "11. Post-market monitoring",
         f"<p>{esc(pm.plan)}</p><p>Planned releases: {esc('; '.join(pm.planned_releases))}.</p>"
-        f"<p>Engagement-vs-flourishing divergence monitor: {esc(_v(pm.divergence_monitor))}.</p>"
+        f"<p>Engagement-vs-flourishing divergence monitor: {esc(_v(pm.divergence_monitor))}"
+        f"{esc(': ' + bundle.divergence.detail) if getattr(bundle.divergence, 'detail', '') else ''}.</p>"
         + (f"<p>Last pipeline run {esc(pm.last_pipeline_run.run_id)}: {esc(pm.last_pipeline_run.state)} "
            f"({esc(', '.join(f'{k} {v}' for k, v in pm.last_pipeline_run.stages.items()))}).</p>"
            if not isinstance(pm.last_pipeline_run, NotAvailable) else f"<p>{esc(_v(pm.last_pipeline_run))}</p>"))

@@ -120,6 +120,42 @@ class Outcome(Contract):
     rope: float | None = Field(None, gt=0, description="Half-width of the region of practical equivalence.")
     lower_bound: float | None = Field(None, description="Smallest possible value (for DP clipping of external scores).")
     upper_bound: float | None = Field(None, description="Largest possible value (for DP clipping of external scores).")
+    # Added after plans were locked: absent (None) keeps a locked plan's hash (analysis.prereg leaves it out).
+    ni_margin: float | None = Field(None, gt=0, description="Non-inferiority margin, outcome units: the largest "
+                                    "harm the decision rule's guardrail test and the divergence monitor tolerate. "
+                                    "Absent: the outcome's mcid.")
+    guardrail: bool | None = Field(None, description="Whether the decision rule requires non-inferiority on this "
+                                   "outcome. Absent: yes for a secondary outcome with a margin (ni_margin or mcid), "
+                                   "never for the primary (the success metric).")
+
+    @property
+    def margin(self) -> float | None:
+        """The non-inferiority margin in outcome units: ``ni_margin``, else the MCID, else None (no margin)."""
+        return self.ni_margin if self.ni_margin is not None else self.mcid
+
+    # Fields added after plans were locked default to None ("absent"), so a locked plan's hash does not change.
+    kind: Literal["continuous", "binary"] | None = Field(
+        None, description="binary: an event per participant x wave (responder, remission, pancreatitis), analysed from "
+        "counts per arm x wave (risk difference, risk ratio, odds ratio, Pearson and exact tests, beta-binomial). "
+        "Without a cut-off its scores are 0 or 1; with one the event is the score at or above (or at or below) it. "
+        "Absent: continuous.")
+    event_at_or_above: float | None = Field(None, description="Binary from a score: the event is score >= this "
+                                            "(e.g. PHQ-9 total >= 10).")
+    event_at_or_below: float | None = Field(None, description="Binary from a score: the event is score <= this "
+                                            "(e.g. WHO-5 percent <= 50).")
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "binary"
+
+    @property
+    def cutoff(self) -> tuple[float, bool] | None:
+        """(cut-off, event at or above it) of a binary outcome read from a score; None for 0/1 scores or continuous."""
+        if self.event_at_or_above is not None:
+            return self.event_at_or_above, True
+        if self.event_at_or_below is not None:
+            return self.event_at_or_below, False
+        return None
 
     @model_validator(mode="after")
     def _source_matches(self) -> Outcome:
@@ -127,6 +163,16 @@ class Outcome(Contract):
             raise ValueError(f"outcome {self.name!r} is scored by Flourish, so it must name its instrument")
         if self.lower_bound is not None and self.upper_bound is not None and self.lower_bound >= self.upper_bound:
             raise ValueError(f"outcome {self.name!r}: lower_bound must be below upper_bound")
+        if self.guardrail and self.margin is None:
+            raise ValueError(f"outcome {self.name!r} is a guardrail, so it needs a non-inferiority margin (ni_margin "
+                             "or mcid)")
+        if self.event_at_or_above is not None and self.event_at_or_below is not None:
+            raise ValueError(f"outcome {self.name!r}: give event_at_or_above or event_at_or_below, not both")
+        if self.cutoff is not None and not self.binary:
+            raise ValueError(f"outcome {self.name!r} has a cut-off, so it must say kind: binary")
+        if self.binary and self.cutoff is None and self.source == "flourish":
+            raise ValueError(f"outcome {self.name!r} is binary and scored by Flourish, so it needs a cut-off "
+                             "(event_at_or_above or event_at_or_below) on its instrument's score")
         return self
 
 
@@ -137,11 +183,26 @@ class BaselineCovariate(Contract):
     name: str
     kind: Literal["numeric", "categorical"] = "numeric"
     description: str = ""
+    levels: list[str] | None = Field(None, description="The levels a categorical covariate takes, the reference level "
+                                     "first (its coefficients are each other level against it); none for a numeric one.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _identifier(v, "baseline covariate name")
+
+    @model_validator(mode="after")
+    def _levels(self) -> BaselineCovariate:
+        if self.kind == "categorical":
+            if not self.levels or len(self.levels) < 2:
+                raise ValueError(f"baseline covariate {self.name!r} is categorical, so it must list at least two levels "
+                                 "(the reference level first)")
+            if len(set(self.levels)) != len(self.levels) or any(not lv or len(lv) > 1024 for lv in self.levels):
+                raise ValueError(f"the levels of baseline covariate {self.name!r} must be distinct texts of 1..1024 "
+                                 "characters")
+        elif self.levels is not None:
+            raise ValueError(f"baseline covariate {self.name!r} is numeric and takes no levels")
+        return self
 
 
 class SurrogateMetric(Contract):
@@ -154,6 +215,8 @@ class SurrogateMetric(Contract):
     window_days: int = Field(28, gt=0, le=3_650)
     lower_bound: float = 0.0
     upper_bound: float = Field(100.0, description="Clip bound per participant (public information for DP).")
+    engagement: bool | None = Field(None, description="Whether the divergence monitor reads this metric as "
+                                    "engagement (more is more use). Absent: yes.")
 
 
 class ReleasePlan(Contract):
@@ -230,6 +293,57 @@ class AnalysisPlan(Contract):
             return self.model
         per_wave = self.effect_shape == "per_wave" and self.time_trend == "per_wave" and not self.random_slopes
         return "mmrm" if n_followup_waves >= 2 and per_wave else "random_intercept"
+
+
+class DesignSettings(Contract):
+    """The inputs of the design-stage simulation (``flourish design``, ``analysis.design``): what the team assumes
+    before any data exist. Every number is an assumption, stated here so it is preregistered with the plan.
+
+    The expected effect is never a pilot's observed effect (simr #91, #257: "observed power" is a function of the
+    p-value): it is a multiple of the preregistered minimal important difference (``Outcome.mcid``), 0 for the null.
+    The covariance defaults follow the realistic simulator's sources (``flows/simulation/realistic.py``): a stable
+    share of 0.6 of the baseline variance, occasion variance doubling over a year, correlation 0.5 between
+    consecutive waves' occasion noise; attrition 25% by the final wave (about 22% overall in a meta-analysis of 41
+    RCTs, rising with length: instruments.md)."""
+
+    participants_per_arm: list[Annotated[int, Field(ge=4, le=10_000_000)]] = Field(
+        default_factory=list, description="The grid of participants per arm (arms with allocation weights other than 1 "
+        "scale it). Empty: half, one and one and a half times the planned number.")
+    planned_participants_per_arm: int | None = Field(
+        None, ge=4, le=10_000_000, description="The planned number per arm, where the decision rule and the divergence "
+        "monitor are simulated. Absent: the analytic number for target_power at the planned effect.")
+    attrition: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.25], min_length=1, description="Share of participants without the final wave "
+        "(monotone drop-out completely at random, the same hazard at every follow-up wave); a grid.")
+    icc: float = Field(0.6, gt=0, lt=1, description="Share of the baseline variance that is stable (participant level).")
+    variance_growth_per_year: float = Field(1.0, ge=0, le=20, description="Growth of the occasion variance per year "
+                                            "since assignment (1: it doubles over a year).")
+    serial_correlation: float = Field(0.5, ge=0, lt=1, description="Correlation of the occasion noise between "
+                                      "consecutive waves (AR(1) over waves).")
+    effect_mcid_multiples: list[Annotated[float, Field(ge=0, le=20)]] = Field(
+        default_factory=lambda: [0.0, 1.0], min_length=1, description="The effect grid, in multiples of the primary "
+        "outcome's MCID in its good direction: 0 is the null (type I error), 1 the planned effect.")
+    effect_rise_months: float = Field(0.0, ge=0, le=120, description="Time constant of the effect's rise, months; 0: "
+                                      "the same effect at every follow-up wave.")
+    outcome_sd: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Baseline SD per outcome, outcome units. Absent for an outcome: a fifth of "
+        "its score range, stated as an assumption in the output.")
+    epsilon: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=list, description="Grid of the study's total privacy budget for the public tier's curves. "
+        "Empty: half, one and two times privacy.epsilon (none without a privacy section).")
+    engagement_effect_sd: float = Field(0.3, ge=0, le=5, description="Engagement effect of every treated arm, SD "
+                                        "units, in the decision-rule and monitor scenarios (features raise use).")
+    harm_effect_sd: float = Field(0.2, gt=0, le=5, description="Decline of the primary outcome, SD units, in the "
+                                  "scenario the divergence monitor must detect.")
+    engagement_pre_correlation: float = Field(0.5, ge=0, lt=1, description="Correlation of an engagement metric "
+                                              "with its pre-period value (what CUPED uses).")
+    target_power: float = Field(0.8, gt=0.5, lt=1, description="Power the decision rule should have (Spotify's "
+                                "rule: each test it needs is powered at 1 - (1 - target_power) / tests).")
+    nsim: int = Field(200, ge=2, le=1_000_000, description="Simulated trials per grid cell (trusted tier).")
+    public_nsim: int | None = Field(None, ge=0, le=100_000, description="Simulated trials per epsilon (public tier: "
+                                    "the noise-aware model on DP-noised statistics). Absent: nsim; 0 skips the public "
+                                    "tier's curve.")
+    seed: int = Field(20261207, ge=0, lt=2**63)
 
 
 _CRON = re.compile(r"^\S+(\s+\S+){4}$")
@@ -317,6 +431,8 @@ class StudyProtocol(Contract):
         "may name as covariates.")
     schedule: Schedule | None = Field(None, description="When the pipeline runs itself; without one, every wave "
                                       "counts as closed when `flourish run` is called (an on-demand study).")
+    design: DesignSettings | None = Field(None, description="Assumptions of the design-stage simulation "
+                                          "(`flourish design`); absent: its stated defaults.")
     regulatory: RegulatoryContext | None = Field(None, description="System identification, intended purpose and the "
                                                  "classification rationale the regulator report states.")
 
@@ -365,15 +481,35 @@ class StudyProtocol(Contract):
             if stray:
                 raise ValueError(f"regulatory.feature_versions names {stray}, which no arm switches (features: "
                                  f"{sorted(features)})")
-        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS]
-        if unknown:
-            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of {list(SUPPORTED_SUBGROUPS)}")
         declared = [c.name for c in self.baseline_covariates]
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"baseline covariate names must be unique, got {declared}")
+        if set(declared) & set(outcome_names):
+            raise ValueError(f"baseline covariates {sorted(set(declared) & set(outcome_names))} are also outcomes; "
+                             "a name is one or the other")
+        categorical = [c.name for c in self.baseline_covariates if c.kind == "categorical"]
+        unknown = [g for g in self.analysis.subgroups if g not in SUPPORTED_SUBGROUPS and g not in categorical]
+        if unknown:
+            raise ValueError(f"analysis.subgroups {unknown}: a prespecified subgroup must be one of "
+                             f"{list(SUPPORTED_SUBGROUPS) + categorical} (the supported ones, or a declared "
+                             "categorical baseline covariate)")
         unknown = [c for c in self.analysis.covariates if c not in outcome_names and c not in declared]
         if unknown:
             raise ValueError(f"analysis.covariates {unknown}: a covariate must be an outcome the protocol names (its "
                              f"baseline value is the covariate) or a declared baseline_covariates entry; known: "
                              f"{outcome_names + declared}")
+        if self.primary_outcome.guardrail:
+            raise ValueError(f"the primary outcome {self.primary_outcome.name!r} is the decision rule's success metric; "
+                             "a guardrail (non-inferiority) outcome is a secondary outcome")
+        engagement = {m.name for m in self.engagement_metrics()}
+        adjusted = sorted(engagement & (set(self.analysis.covariates) | set(declared)))
+        if adjusted:
+            raise ValueError(f"{adjusted} are engagement metrics (telemetry after randomisation): the flourishing "
+                             "effects are never adjusted for engagement, so they cannot be covariates")
+        if self.design is not None:
+            unknown = [o for o in self.design.outcome_sd if o not in outcome_names]
+            if unknown:
+                raise ValueError(f"design.outcome_sd names {unknown}, which are not outcomes of the protocol")
         return self
 
     @model_serializer(mode="wrap")
@@ -402,6 +538,10 @@ class StudyProtocol(Contract):
     def baseline_wave(self) -> str:
         return self.analysis.baseline_wave or self.waves[0].name
 
+    def baseline_covariate(self, name: str) -> BaselineCovariate | None:
+        """The declared baseline covariate ``name``, or None when the name is not one (an outcome's baseline)."""
+        return next((c for c in self.baseline_covariates if c.name == name), None)
+
     @property
     def outcomes(self) -> list[Outcome]:
         return [self.primary_outcome, *self.secondary_outcomes]
@@ -411,6 +551,16 @@ class StudyProtocol(Contract):
             if o.name == name:
                 return o
         raise KeyError(f"outcome {name!r} is not in the protocol; it has {[o.name for o in self.outcomes]}")
+
+    def guardrails(self) -> list[Outcome]:
+        """The outcomes the decision rule holds to non-inferiority (``Outcome.guardrail``; absent: every secondary
+        outcome with a margin)."""
+        return [o for o in self.secondary_outcomes
+                if (o.guardrail if o.guardrail is not None else o.margin is not None)]
+
+    def engagement_metrics(self) -> list[SurrogateMetric]:
+        """The telemetry metrics the divergence monitor reads as engagement (``SurrogateMetric.engagement``)."""
+        return [m for m in self.surrogates if m.engagement is not False]
 
     def instruments(self) -> list[str]:
         seen: dict[str, None] = {}

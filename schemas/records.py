@@ -39,7 +39,7 @@ from pydantic.fields import FieldInfo
 
 SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
 EVENT_TYPES = ("session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end")
-RECORD_KINDS = ("consents", "assignments", "responses", "scores", "events", "prompts")
+RECORD_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events", "prompts")
 
 MAX_ROW_BYTES = 16 << 20
 """A landing row (a JSON line, a CSV line) is at most 16 MiB, DuckDB's own default ``maximum_object_size``;
@@ -62,7 +62,7 @@ _INTEGER = re.compile(INTEGER)
 Scope = Literal["telemetry", "surveys", "linkage", "aggregate_release"]
 EventType = Literal["session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end"]
 
-FormName = Literal["text", "timestamp", "number", "enum", "scopes", "items", "timezone"]
+FormName = Literal["text", "timestamp", "number", "enum", "scopes", "items", "characteristics", "timezone"]
 
 TIME_ZONES: tuple[str, ...] = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "posixrules", "Factory"}))
 """The IANA time zone names a landing record may give (the tz database this Python reads, less the names that are
@@ -199,6 +199,28 @@ Scopes = Annotated[list[Scope], Form("scopes")]
 Items = Annotated[dict[ItemCode, Integer | None], Form("items")]
 
 
+def _characteristic(value: object) -> float | str | None:
+    """A baseline characteristic's value: a finite JSON number, a JSON string of 1..TEXT_CHARS characters (a level
+    of a categorical covariate, or a number written as text, as CSV writes it), or null (not recorded)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = _json_string(value)
+        if not 1 <= len(text) <= TEXT_CHARS:
+            raise ValueError(f"must be 1..{TEXT_CHARS} characters")
+        return text
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number, a string or null")
+    return _number(value)
+
+
+CharacteristicValue = Annotated[float | str | None, BeforeValidator(_characteristic),
+                                WithJsonSchema({"anyOf": [{"type": "number"},
+                                                          {"type": "string", "minLength": 1, "maxLength": TEXT_CHARS},
+                                                          {"type": "null"}]})]
+Characteristics = Annotated[dict[ItemCode, CharacteristicValue], Form("characteristics")]
+
+
 # -- the records ------------------------------------------------------------------------------------------
 
 class Record(BaseModel):
@@ -218,6 +240,19 @@ class Assignment(Record):
     study_id: Text(TEXT_CHARS)
     arm: Text(TEXT_CHARS)
     assigned_at: Timestamp
+    stratum: Text(TEXT_CHARS) | None = None
+
+
+class Participant(Record):
+    """A participant's baseline characteristics (antidepressant use, episode length, age band), measured before
+    randomisation and sent by a partner. Which keys are allowed, and which levels a categorical one takes, is the
+    protocol's business (``baseline_covariates``): the ingest quarantines an undeclared key or a value outside the
+    declared levels, naming the covariate, never the value."""
+
+    participant_id: Id
+    study_id: Text(TEXT_CHARS)
+    recorded_at: Timestamp
+    characteristics: Characteristics  # covariate name -> number, level (text) or null (not recorded)
     stratum: Text(TEXT_CHARS) | None = None
 
 
@@ -300,6 +335,7 @@ pairs (``flows/ingest/contract.py``)."""
 RECORD_MODELS: dict[str, type[Record]] = {
     "consents": Consent,
     "assignments": Assignment,
+    "participants": Participant,
     "responses": Response,
     "scores": ExternalScore,
     "events": Event,

@@ -14,7 +14,7 @@ import sys
 import typer
 
 import flows  # noqa: F401  (the quiet process defaults, before numpy or Prefect load)
-from flows.cli import analysis, instruments, pipeline, privacy, quality, reports, scaleout, spine
+from flows.cli import analysis, design, instruments, pipeline, privacy, quality, reports, scaleout, spine
 
 app = typer.Typer(
     name="flourish",
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _area in (spine, pipeline, instruments, privacy, analysis, quality, reports, scaleout):
+for _area in (spine, pipeline, instruments, privacy, analysis, design, quality, reports, scaleout):
     _area.register(app)
 
 

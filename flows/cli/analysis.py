@@ -139,6 +139,8 @@ def analyze(
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for t in run.tipping_points:
         typer.echo(f"tipping point: {t.statement}")
+    for d in run.decisions:
+        typer.echo(f"decision rule ({d.tier}): {d.statement}")
     for n in run.notes:
         typer.echo(f"note: {n}")
 

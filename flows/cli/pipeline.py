@@ -90,6 +90,8 @@ def print_run(record: dict[str, Any], seconds: float) -> None:
         table.add_row(s["stage"], s["state"], f"{s['seconds']:.1f}",
                       escape(_detail(s["stage"], s["state"], s["summary"], s["message"])))
     out.print(table)
+    for alert in record.get("alerts", []):  # a divergence of engagement and flourishing (analysis/divergence.py)
+        out.print(f"ALERT: {escape(alert)}")
 
 
 def print_report_paths(record: dict[str, Any]) -> None:

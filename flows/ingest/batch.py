@@ -18,8 +18,9 @@ Reason codes, in the order they are checked (a row gets the first that applies):
   malformed_json, malformed_csv (also every line of a CSV file without a header row), invalid_utf8,
   unknown_record_kind, unsupported_format, schema_violation, naive_timestamp, unknown_study, unknown_arm,
   unknown_wave, unknown_instrument, unknown_outcome, scored_by_flourish (an external score for an outcome
-  the protocol says Flourish scores from the responses), unknown_item, out_of_range, conflicting_assignment,
-  withdrawn, no_consent, duplicate.
+  the protocol says Flourish scores from the responses), unknown_item, unknown_covariate (a participants
+  record's characteristic the protocol does not declare), out_of_range, conflicting_assignment, withdrawn,
+  no_consent, duplicate.
 
 Names: a file is stored, reported and printed by its path in the landing folder with any part that is a
 known participant's raw id replaced by the pseudonym (landing.display_name), so a partner who files data

@@ -26,16 +26,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.protocol import StudyProtocol
-from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, ORDER_RULES, FieldSpec, field_specs
+from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, ORDER_RULES, TEXT_CHARS, FieldSpec, field_specs
 from schemas.sqltext import ident, literal, number, varchar_list
 
 TS_MIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 TS_MAX = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 # the time field of each kind: the consent gate compares it with the participant's consents
-TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "responses": "submitted_at",
-              "scores": "scored_at", "events": "ts", "prompts": "scheduled_at"}
+TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "participants": "recorded_at",
+              "responses": "submitted_at", "scores": "scored_at", "events": "ts", "prompts": "scheduled_at"}
 # the consent scope a record needs in force at its time (consents and assignments need none)
-CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys", "prompts": "surveys"}
+CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys", "participants": "surveys",
+                 "prompts": "surveys"}
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -181,6 +182,10 @@ def contract_checks(kind: str) -> list[Check]:
         elif s.form == "items":
             checks.append((f"{present} AND {t} <> 'OBJECT'", "'schema_violation'",
                                 literal(f"field {s.name} must be an object of item code -> integer or null")))
+        elif s.form == "characteristics":
+            checks.append((f"{present} AND NOT ({characteristics_ok(t, v)})", "'schema_violation'",
+                           literal(f"field {s.name} must be an object of covariate name -> number, text of "
+                                   f"1..{TEXT_CHARS} characters, or null")))
         elif s.form == "timezone":
             checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(s.values)}, {v}))",
                                 "'schema_violation'", literal(f"field {s.name} must be an IANA time zone name")))
@@ -189,6 +194,17 @@ def contract_checks(kind: str) -> list[Check]:
     checks += [(cond, "'timestamp_order'", literal(f"field {later} is before {earlier}"))
                for cond, earlier, later in _order_conditions(kind)]
     return checks
+
+
+def characteristics_ok(t: str, v: str) -> str:
+    """SQL: an object whose values are finite JSON numbers, JSON strings of 1..TEXT_CHARS characters, or null (the
+    form ``schemas.records.Characteristics``). Values are read with the ``$.*`` wildcard, never through a path built
+    from a key; repeated keys are the staging's (stage.check_characteristics)."""
+    pairs = f"list_zip(json_type({v}, '$.*'), json_extract_string({v}, '$.*'))"
+    bad = (f"list_filter({pairs}, lambda x: NOT (x[1] IN ('BIGINT', 'UBIGINT', 'HUGEINT', 'NULL') "
+           f"OR (x[1] = 'DOUBLE' AND coalesce(isfinite(try_cast(x[2] AS DOUBLE)), false)) "
+           f"OR (x[1] = 'VARCHAR' AND length(x[2]) BETWEEN 1 AND {TEXT_CHARS})))")
+    return f"{t} = 'OBJECT' AND len({bad}) = 0"
 
 
 def _order_conditions(kind: str) -> list[tuple[str, str, str]]:
@@ -245,6 +261,13 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
         checks.append((f"list_contains({varchar_list(own)}, {v['outcome']})", "'scored_by_flourish'",
                             literal("outcome is scored by Flourish from the responses (protocol source: flourish); "
                                     "an external score for it is refused")))
+        # a binary outcome without a cut-off is an event indicator: 0 or 1, nothing else
+        binary = [o.name for o in protocol.outcomes if o.source == "external" and o.binary and o.cutoff is None]
+        if binary:
+            checks.append((
+                f"list_contains({varchar_list(binary)}, {v['outcome']}) "
+                f"AND coalesce(try_cast(trim({v['value']}) AS DOUBLE) NOT IN (0, 1), true)", "'out_of_range'",
+                literal(f"value of a binary outcome ({', '.join(binary)}) must be 0 or 1")))
     return checks
 
 
@@ -310,6 +333,8 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
             cond = scopes_ok(t, s)
         elif s.form == "items":
             cond = items_ok(t, v, f"v_{idx['instrument']}", f"v_{idx['instrument_version']}", bounds)
+        elif s.form == "characteristics":  # the fast path never vouches for them: the exact path checks each key
+            cond = "false"
         elif s.form == "timezone":
             cond = f"{t} = 'VARCHAR' AND list_contains({varchar_list(s.values)}, {v})"
         else:  # pragma: no cover
@@ -335,7 +360,7 @@ def typed_sql(kind: str) -> list[str]:
             out.append(f"try_cast(trim({v}) AS DOUBLE) AS {ident(s.name)}")
         elif s.form == "scopes":
             out.append(f"scope_values AS {ident(s.name)}")
-        elif s.form == "items":
+        elif s.form in ("items", "characteristics"):
             out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {ident(s.name)}")
         else:
             out.append(f"{v} AS {ident(s.name)}")

@@ -91,11 +91,13 @@ def stage_and_gate(con: duckdb.DuckDBPyConnection, kind: str, protocol: StudyPro
     with its reason, or none when it is to be stored. ``pseudonym_map`` covers the chunk's participant ids."""
     with registered(con, PMAP, pseudonym_map):
         staged = f"({stage.stage_sql(kind, protocol, bounds)})"
-        if kind in ("responses", "consents"):
+        if kind in ("responses", "consents", "participants"):
             con.execute(f"CREATE OR REPLACE TEMP TABLE pre_stage AS {staged[1:-1]}")
             staged = "pre_stage"
             if kind == "responses":
                 stage.check_items(con, "pre_stage", bounds)
+            elif kind == "participants":
+                stage.check_characteristics(con, "pre_stage", protocol)
             else:
                 stage.set_consent_hashes(con, "pre_stage")
         con.execute(gate.gate_sql(kind, staged, protocol.study_id))
@@ -115,7 +117,7 @@ def ingest_chunk(ctx: FileContext, chunk: landing.Chunk) -> ChunkCounts:
     if table.num_rows > SCAN_BATCH_ROWS:  # several record batches, so DuckDB scans the chunk on every core
         table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS))
     with registered(con, stage.CHUNK, table):
-        if ctx.fast:
+        if ctx.fast and kind in fastpath.CHUNK_KINDS:
             stored = fastpath.try_chunk(con, stage.CHUNK, kind, ctx.protocol, ctx.bounds, ctx.pseudonyms,
                                         ctx.batch_id, ctx.name)
             if stored is not None:
@@ -177,8 +179,9 @@ def _name_unknown_fields_safely(ctx: FileContext) -> None:
 def _store(ctx: FileContext) -> None:
     con, kind = ctx.con, ctx.kind
     clean = "(SELECT * FROM stage WHERE reason IS NULL)"
-    if kind == "responses":
-        for sql in store.response_inserts(clean):
+    if kind in ("responses", "participants"):
+        inserts = store.response_inserts(clean) if kind == "responses" else store.participant_inserts(clean)
+        for sql in inserts:
             con.execute(sql, {"batch": ctx.batch_id} if "$batch" in sql else None)
     else:
         # clean events gather in acc_events and reach events in large inserts (batch.flush_events)

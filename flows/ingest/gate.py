@@ -26,11 +26,13 @@ RECORD_KEY = {
     "responses": ("response_id",),
     "prompts": ("prompt_id",),
     "assignments": ("participant", "study_id"),
+    "participants": ("participant", "study_id"),
     "scores": ("participant", "study_id", "wave", "outcome"),
     "consents": ("record_hash",),
 }
 # The most selective column of each key: stored rows a chunk may repeat are found by it.
-PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "prompts": "prompt_id", "scores": "participant", "consents": "record_hash"}
+PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "scores": "participant", "consents": "record_hash",
+                "participants": "participant", "prompts": "prompt_id"}
 # A consent's key: the whole pseudonymized record, so the same consent delivered twice is one consent.
 CONSENT_RECORD_HASH = ("sha256(concat_ws('|', participant, consent_version, array_to_string(list_sort(scopes), ','), "
                        "granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))")
@@ -48,6 +50,7 @@ def stored_keys(kind: str, study_id: str) -> str:
         "prompts": f"(SELECT * FROM prompts WHERE study_id = {s})",
         "scores": f"(SELECT * FROM scores WHERE source = 'external' AND study_id = {s})",
         "consents": "consents",
+        "participants": f"(SELECT * FROM participants WHERE study_id = {s})",
     }[kind]
 
 

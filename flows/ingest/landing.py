@@ -115,7 +115,8 @@ def format_of(name: str) -> str | None:
     return None
 
 
-KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "scores", "prompts", "responses", "events"))}
+KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "participants", "scores", "prompts", "responses",
+                                           "events"))}
 
 
 def _link_kind(path: Path, landing: Path) -> str:
@@ -351,7 +352,7 @@ def _empty() -> pa.Table:
 def _rows_to_json(table: pa.Table, first_line: int, kind: str | None, step: int = 1) -> pa.Table:
     import duckdb
 
-    structured = {s.name for s in field_specs(kind) if s.form in ("items", "scopes")} if kind else set()
+    structured = {s.name for s in field_specs(kind) if s.form in ("items", "scopes", "characteristics")} if kind else set()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from flows.ingest.errors import IngestError
 
-STORED_KINDS = ("consents", "assignments", "responses", "scores", "events", "prompts")
+STORED_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events", "prompts")
 
 
 @dataclass(frozen=True)

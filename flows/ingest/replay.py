@@ -34,7 +34,7 @@ from flows.warehouse import connect
 from schemas.protocol import StudyProtocol
 from schemas.warehouse import transaction
 
-REPLAYED = ("events", "responses", "scores", "prompts")  # the kinds the consent gate refuses as no_consent
+REPLAYED = ("events", "responses", "scores", "participants", "prompts")  # the kinds the consent gate refuses as no_consent
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,10 @@ def _regate(con, protocol: StudyProtocol, bounds: ItemBounds, tombs: set[str], k
 
 def _store_passed(con, kind: str) -> None:
     """The passing records into their tables, each with the batch it arrived in (``$batch`` per row)."""
-    if kind == "responses":
-        for sql in store.response_inserts("replay_passed", batch="s.batch_id"):
+    if kind in ("responses", "participants"):
+        inserts = (store.response_inserts if kind == "responses" else store.participant_inserts)(
+            "replay_passed", batch="s.batch_id")
+        for sql in inserts:
             con.execute(sql)
         return
     con.execute(store.insert_sql(kind, "replay_passed", batch="batch_id"))

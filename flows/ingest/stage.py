@@ -19,7 +19,7 @@ from flows.ingest.contract import ItemBounds
 from flows.ingest.pseudonyms import PMAP
 from schemas.protocol import StudyProtocol
 from schemas.records import ID_CHARS
-from schemas.sqltext import literal
+from schemas.sqltext import literal, varchar_list
 
 CHUNK = "chunk"
 """The name the exact path registers a chunk under: ``(line BIGINT, raw VARCHAR, lax BOOLEAN)``; ``lax``
@@ -113,6 +113,60 @@ def check_items(con: duckdb.DuckDBPyConnection, table: str, bounds: ItemBounds) 
         GROUP BY line
         HAVING count(*) > count(DISTINCT i.item_code) OR bool_or(b.item_code IS NULL) OR bool_or({not_integer})
             OR bool_or({out_of_range})
+    ) bad
+    WHERE {table}.line = bad.line
+    """)
+
+
+def declared_covariates_sql(protocol: StudyProtocol) -> str:
+    """The protocol's baseline covariates as a relation ``(name, kind, levels)`` (levels NULL for a numeric one)."""
+    rows = [f"({literal(c.name)}, {literal(c.kind)}, {varchar_list(c.levels) if c.levels else 'NULL::VARCHAR[]'})"
+            for c in protocol.baseline_covariates]
+    if not rows:
+        return "(SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR[] WHERE false)"
+    return f"(VALUES {', '.join(rows)})"
+
+
+def check_characteristics(con: duckdb.DuckDBPyConnection, table: str, protocol: StudyProtocol) -> None:
+    """Characteristics of the participants records in ``table`` that passed everything else, held to the protocol's
+    ``baseline_covariates``: a repeated key (schema_violation), a key that is not a declared covariate
+    (unknown_covariate), a numeric covariate whose value is not a number (schema_violation), a categorical one whose
+    value is not one of its levels (out_of_range), in that order; null (not recorded) passes. Messages name the
+    declared covariates and their levels, never a key or value of the row (a key may be anything a partner typed).
+    Keys and values are read with ``json_each``, never through a path built from a key."""
+    declared = [c.name for c in protocol.baseline_covariates]
+    known = ", ".join(declared) if declared else "none declared"
+    not_number = f"kind = 'numeric' AND jt <> 'NULL' AND NOT ({contract.number_ok('jt', 'jv')})"
+    off_level = "kind = 'categorical' AND jt <> 'NULL' AND (jt <> 'VARCHAR' OR NOT coalesce(list_contains(levels, jv), false))"
+    con.execute(f"""
+    UPDATE {table} SET reason = bad.reason, message = bad.message
+    FROM (
+        WITH i AS (
+            SELECT s.line, e.key AS k, e.type AS jt, json_extract_string(e.value, '$') AS jv
+            FROM {table} s, json_each(s.characteristics) AS e
+            WHERE s.reason IS NULL
+        ), j AS (
+            SELECT i.*, d.name, d.kind, d.levels
+            FROM i LEFT JOIN {declared_covariates_sql(protocol)} AS d(name, kind, levels) ON d.name = i.k
+        )
+        SELECT line,
+               CASE WHEN count(*) > count(DISTINCT k) THEN 'schema_violation'
+                    WHEN bool_or(name IS NULL) THEN 'unknown_covariate'
+                    WHEN bool_or({not_number}) THEN 'schema_violation'
+                    ELSE 'out_of_range' END AS reason,
+               CASE WHEN count(*) > count(DISTINCT k) THEN 'a covariate is repeated in characteristics'
+                    WHEN bool_or(name IS NULL)
+                    THEN count(*) FILTER (WHERE name IS NULL)
+                         || {literal(f" characteristic(s) are not baseline covariates the protocol declares ({known})")}
+                    WHEN bool_or({not_number})
+                    THEN 'characteristic(s) ' || string_agg(CASE WHEN {not_number} THEN name END, ', ')
+                         || ' must be numbers'
+                    ELSE 'characteristic(s) ' || string_agg(CASE WHEN {off_level} THEN name || ' (levels '
+                         || array_to_string(levels, ', ') || ')' END, '; ') || ' are not one of their levels' END
+                    AS message
+        FROM j
+        GROUP BY line
+        HAVING count(*) > count(DISTINCT k) OR bool_or(name IS NULL) OR bool_or({not_number}) OR bool_or({off_level})
     ) bad
     WHERE {table}.line = bad.line
     """)

@@ -32,6 +32,21 @@ def insert_sql(kind: str, rows: str, target: str | None = None, batch: str = "$b
     return f"INSERT INTO {target or TARGET[kind]} SELECT {COLUMNS[kind].replace('$batch', batch)} FROM {rows}"
 
 
+def participant_inserts(rows: str, batch: str = "$batch") -> list[str]:
+    """A participants record and one row per characteristic (the text of a JSON string in ``value_text``; the number
+    a JSON number or numeric text stands for in ``value_number``; both NULL for null), from ``rows`` that passed
+    every check. Characteristics are read with ``json_each``, never through a path built from a key."""
+    return [
+        f"""INSERT INTO participant_characteristics
+            SELECT s.participant, s.study_id, e.key,
+                   CASE WHEN e.type = 'VARCHAR' THEN json_extract_string(e.value, '$') END,
+                   CASE WHEN e.type <> 'NULL' THEN try_cast(trim(json_extract_string(e.value, '$')) AS DOUBLE) END,
+                   {batch}
+            FROM {rows} s, json_each(s.characteristics) AS e""",
+        f"""INSERT INTO participants SELECT participant, study_id, recorded_at, stratum, {batch} FROM {rows} s""",
+    ]
+
+
 def response_inserts(rows: str, batch: str = "$batch") -> list[str]:
     """A response and one row per item (answered or skipped, value NULL when skipped), from ``rows`` that passed
     every check. Items are read with ``json_each``, never through a path built from a key."""

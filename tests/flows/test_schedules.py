@@ -134,6 +134,7 @@ def test_serve_runs_a_closed_waves_close_and_its_schedules_stay_active_after_it_
     data["waves"] = data["waves"][:2]  # baseline and m1: both long closed
     data["primary_outcome"]["wave"] = data["secondary_outcomes"][0]["wave"] = data["waves"][1]["name"]
     data["secondary_outcomes"], data["surrogates"] = [], []
+    data["privacy"]["releases"] = [{"after_wave": data["waves"][1]["name"], "share": 1.0}]  # the kept wave's
     data["analysis"].update({"chains": 1, "draws": 200, "tune": 200, "rhat_max": 1.2, "ess_bulk_min": 20})
     study = tmp_path / "study.yaml"
     study.write_text(dump_protocol(StudyProtocol.model_validate(data)))

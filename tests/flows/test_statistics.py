@@ -52,7 +52,6 @@ def _seed_warehouse(con, rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
     rows, long = [], []
     for p in people.itertuples():
         rows.append(("s1", p.participant, "w0", "who5.percent", p.baseline))
-        rows.append(("s1", p.participant, "w0", "age", p.age))
         rows.append(("s2", p.participant, "w1", "who5.percent", 99.0))
         for w in ("w1", "w2", "w3"):
             if rng.random() < 0.75:
@@ -61,6 +60,9 @@ def _seed_warehouse(con, rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
                 rows.append(("s1", p.participant, w, "swls.total", 20.0))
                 long.append((p.participant, p.arm, w, y, p.baseline, p.age))
     con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?, ?, ?, ?, ?)", rows)
+    # the declared baseline covariate comes from the participants records (a partner's `participants` landing file)
+    con.executemany("INSERT INTO participant_characteristics VALUES (?, 's1', 'age', NULL, ?, 'b')",
+                    people[["participant", "age"]].values.tolist())
     return pd.DataFrame(long, columns=["participant", "arm", "wave", "outcome", "baseline", "age"])
 
 
@@ -180,6 +182,8 @@ def _large_warehouse(path, n: int = 30_000) -> None:
         con.execute(f"""INSERT INTO scores (study_id, participant, wave, outcome, value, source)
             SELECT 's1', 'p' || i, w, o, 50 + 20 * random() + (w <> 'w0')::INT * 3 * random(), 'flourish'
             FROM range({n}) t(i), (VALUES ('w0'), ('w1'), ('w2'), ('w3')) ws(w), (VALUES ('who5.percent'), ('age')) os(o)""")
+        con.execute(f"""INSERT INTO participant_characteristics
+            SELECT 'p' || i, 's1', 'age', NULL, 18 + 60 * random(), 'b' FROM range({n}) t(i)""")
         con.execute(f"""INSERT INTO events SELECT 'e' || i || '-' || k, 'p' || i, 's1',
             TIMESTAMPTZ '2026-01-01' + to_days(CAST(k * 3 AS INTEGER) - 13), 's', 'session_start', NULL, random(), 'b'
             FROM range({n}) t(i), range(8) r(k)""")

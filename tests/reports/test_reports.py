@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.reports import public_bundle, trusted_bundle, write_reports
 from flows.study import load_study
+from reports.bundle import ReportBundle
 from reports import build_dashboard, build_regulator_report, build_trial_report
 from reports.checklists import CONSORT_2025_ITEMS, consort_2025, consort_ai
 from reports.consort import flow_counts_from_module, participant_flow_module
@@ -265,7 +266,10 @@ def test_sections_filled_later_render_when_present(study):
     bundle = public_bundle(study.warehouse, protocol)
     html = build_dashboard(bundle)
     assert "Survey compliance per arm and wave: not available" in html
-    assert "Engagement-vs-flourishing divergence monitor: not available" in html
+    # the divergence monitor is filled from the public tier's stored checks (flows.reports); absent it is not available
+    assert "Divergence monitor: <b>" in html and bundle.divergence.tier == "public"
+    assert "Engagement-vs-flourishing divergence monitor: not available" in build_dashboard(bundle.model_copy(
+        update={"divergence": ReportBundle.model_fields["divergence"].default}))
     k = protocol.privacy.min_cell_size
     safety = Safety(source="dp_release", flags=("phq2_positive",), counts=(
         SafetyCount(arm="control", wave="m1", flag="phq2_positive", n_participants=21.4, noise_sd=3.0),

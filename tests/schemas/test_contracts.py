@@ -279,6 +279,11 @@ ITEMS = [{}, {"WHO5_1": 3}, {"WHO5_1": "3"}, {"WHO5_1": " 3 "}, {"WHO5_1": 3.0},
          {"WHO5_5": 0, "WHO5_1": 5}, {"WHO5_1": {"v": 1}}, "{}", "{\"WHO5_1\": 3}", [], 5, None]
 TIME_ZONE_NAMES = ["Europe/London", "America/New_York", "Asia/Kolkata", "UTC", "europe/london", "Mars/Olympus", "GMT+1",
                    "Europe/London ", "localtime", "", 5, None, ["UTC"]]
+# characteristics of every shape; those the contract accepts are valid for the spine protocol's declared covariates
+# (drug: No/Yes, age: numeric), so the protocol's own key-by-key checks never decide here
+CHARACTERISTICS = [{}, {"drug": "Yes"}, {"drug": None}, {"age": 3}, {"age": -1.5}, {"age": " 2 "}, {"age": 1e308},
+                   {"drug": True}, {"drug": [1]}, {"drug": {"a": 1}}, {"drug": ""}, {"drug": "x" * 1025},
+                   "{}", [], 5, None]
 # fields whose valid values the protocol or the gate constrains: only values the contract refuses are tried
 CONSTRAINED = {"participant_id", "study_id", "arm", "wave", "instrument", "instrument_version", "outcome",
                "event_id", "response_id", "prompt_id"}
@@ -291,6 +296,8 @@ def _valid(kind: str, i: int) -> dict:
                      "granted_at": "2026-01-01T00:00:00Z", "withdrawn_at": None},
         "assignments": {"participant_id": pid, "study_id": "s1", "arm": "guidance",
                         "assigned_at": "2026-01-01T01:00:00+01:00", "stratum": "north"},
+        "participants": {"participant_id": pid, "study_id": "s1", "recorded_at": "2026-01-01T02:00:00Z",
+                         "characteristics": {"drug": "Yes", "age": 41}, "stratum": "north"},
         "responses": {"response_id": f"r{i}", "participant_id": pid, "study_id": "s1", "instrument": "who5",
                       "instrument_version": "1", "wave": "m1", "submitted_at": "2026-02-01T09:00:00+00:00",
                       "items": {f"WHO5_{k}": k for k in range(1, 6)}},
@@ -323,6 +330,8 @@ def _values_for(kind: str, name: str) -> list:
         return ITEMS
     if spec.form == "timezone":
         return TIME_ZONE_NAMES
+    if spec.form == "characteristics":
+        return CHARACTERISTICS
     bound = spec.max_chars
     around = ["x" * bound, "x" * (bound + 1), "é" * bound, "é" * (bound + 1), "😀" * (bound // 2)]
     if name in CONSTRAINED:  # a value the contract refuses, or (keys) a unique one it accepts

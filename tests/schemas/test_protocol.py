@@ -73,3 +73,58 @@ def test_a_trial_scored_outside_flourish_needs_no_instrument_and_no_budget(tmp_p
                                 "lower_bound": 0, "upper_bound": 63}}
     p = _load(tmp_path, data)
     assert p.privacy is None and p.planned_releases() == [] and p.wave("m2").instruments == []
+
+
+def _external(**over) -> dict:
+    data = {"study_id": "btheb", "title": "Beat the Blues",
+            "arms": [{"name": "TAU", "control": True}, {"name": "BtheB"}],
+            "waves": [{"name": "pre", "day": 0}, {"name": "m8", "day": 240}],
+            "primary_outcome": {"name": "bdi", "source": "external", "wave": "m8", "direction": "lower_is_better"}}
+    data.update(over)
+    return data
+
+
+@pytest.mark.parametrize("covariates, plan, needle", [
+    ([{"name": "drug", "kind": "categorical"}], {}, "at least two levels"),
+    ([{"name": "drug", "kind": "categorical", "levels": ["No", "No"]}], {}, "distinct"),
+    ([{"name": "age", "levels": ["young", "old"]}], {}, "numeric and takes no levels"),
+    ([{"name": "drug", "kind": "categorical", "levels": ["No", "Yes"]}], {"covariates": ["length"]}, "known:"),
+    ([{"name": "age"}], {"subgroups": ["age"]}, "declared categorical baseline covariate"),
+    ([{"name": "bdi"}], {}, "also outcomes"),
+])
+def test_baseline_covariates_are_declared_with_their_levels(tmp_path, covariates, plan, needle):
+    with pytest.raises(ProtocolError, match=needle):
+        _load(tmp_path, _external(baseline_covariates=covariates, analysis=plan))
+
+
+def test_a_declared_categorical_covariate_may_be_a_covariate_and_a_subgroup(tmp_path):
+    p = _load(tmp_path, _external(
+        baseline_covariates=[{"name": "drug", "kind": "categorical", "levels": ["No", "Yes"]}, {"name": "age"}],
+        analysis={"covariates": ["drug", "age"], "subgroups": ["drug"]}))
+    from analysis.plan import covariate_columns
+
+    assert covariate_columns(p, p.analysis.covariates) == ("drug[Yes]", "age")
+
+
+@pytest.mark.parametrize("outcome, needle", [
+    ({"event_at_or_above": 10}, "must say kind: binary"),
+    ({"kind": "binary", "event_at_or_above": 10, "event_at_or_below": 4}, "not both"),
+    ({"name": "phq9.total", "instrument": "phq9", "source": "flourish", "kind": "binary"}, "needs a cut-off"),
+])
+def test_a_binary_outcome_says_where_its_event_comes_from(tmp_path, outcome, needle):
+    data = _external()
+    data["primary_outcome"] = {**data["primary_outcome"], **outcome}
+    if outcome.get("instrument"):
+        data["waves"] = [{"name": "pre", "day": 0, "instruments": ["phq9"]}, {"name": "m8", "day": 240, "instruments": ["phq9"]}]
+    with pytest.raises(ProtocolError, match=needle):
+        _load(tmp_path, data)
+
+
+def test_a_binary_outcome_from_a_cut_off_and_from_0_1_scores(tmp_path):
+    data = _external(waves=[{"name": "pre", "day": 0, "instruments": ["phq9"]}, {"name": "m8", "day": 240, "instruments": ["phq9"]}])
+    data["primary_outcome"] = {"name": "phq9.total", "instrument": "phq9", "wave": "m8", "kind": "binary",
+                               "event_at_or_above": 10, "direction": "lower_is_better"}
+    p = _load(tmp_path, data)
+    assert p.primary_outcome.binary and p.primary_outcome.cutoff == (10.0, True)
+    q = _load(tmp_path, _external(primary_outcome={"name": "pep", "source": "external", "kind": "binary", "wave": "m8"}))
+    assert q.primary_outcome.binary and q.primary_outcome.cutoff is None

@@ -24,6 +24,7 @@ def protocol() -> StudyProtocol:
         "secondary_outcomes": [{"name": "clinic.total", "source": "external", "wave": "m1",
                                 "lower_bound": 0, "upper_bound": 63}],
         "privacy": {"epsilon": 1.0},
+        "baseline_covariates": [{"name": "drug", "kind": "categorical", "levels": ["No", "Yes"]}, {"name": "age"}],
     })
 
 

@@ -45,6 +45,9 @@ from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
 from schemas.protocol import StudyProtocol
 
 RUN_KINDS = frozenset({"events", "responses", "assignments", "scores"})
+CHUNK_KINDS = frozenset({"events", "responses", "assignments", "scores", "consents"})
+"""The kinds whose chunks the fast path may vouch for; a participants record's characteristics are checked key by key
+against the protocol, which only the exact path does (stage.check_characteristics)."""
 RUN_BYTES = 512 << 20  # clean files read by one query (DuckDB parallelizes across and within them)
 
 
