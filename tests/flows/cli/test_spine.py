@@ -71,8 +71,8 @@ def test_schema_export_validates_real_records(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert names == ["assignments.schema.json", "consents.schema.json", "events.schema.json",
-                     "prompts.schema.json", "regulator_report.schema.json", "responses.schema.json",
-                     "scores.schema.json", "study_protocol.schema.json"]
+                     "participants.schema.json", "prompts.schema.json", "regulator_report.schema.json",
+                     "responses.schema.json", "scores.schema.json", "study_protocol.schema.json"]
     schema = json.loads((tmp_path / "schemas" / "events.schema.json").read_text())
     jsonschema.validate(event("e1", "a"), schema)
     with pytest.raises(jsonschema.ValidationError):
