@@ -160,6 +160,8 @@ def _releases(con: duckdb.DuckDBPyConnection, study_id: str) -> tuple[tuple[Rele
 def _budget(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> Budget | NotAvailable:
     from privacy.budget import budget_status
 
+    if protocol.privacy is None:
+        return NotAvailable(reason="the protocol plans no DP release (it has no privacy section), so it has no budget")
     status = budget_status(con, protocol.study_id).get(protocol.study_id)
     if status is None:
         return NotAvailable(reason="no DP release has been made, so no budget has been spent")

@@ -189,7 +189,7 @@ def consort_2025(bundle: ReportBundle) -> list[ChecklistRow]:
         not_applicable["28"] = "no ancillary analysis was run"
     if not filled.get("21d") and trusted is not None:
         not_applicable["21d"] = "the plan prespecifies no additional analysis"
-    stop = [r.after_wave for r in p.privacy.releases]
+    stop = [r.after_wave for r in p.privacy.releases] if p.privacy is not None else []
     person["16b"] = ("interim DP releases are planned after " + ", ".join(stop) + "; the protocol records no stopping "
                      "rule" if stop else "the protocol records no interim analysis or stopping rule")
     rows = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from reports.bundle import ConsortFlow, ReportBundle, ReleasedValue
-from reports.text import esc, fmt_count, noise_interval, suppressed
+from reports.text import cell_floor, esc, fmt_count, noise_interval, suppressed
 
 BOX_W, BOX_H, GAP_Y, COL_W = 250, 54, 44, 330
 
@@ -116,7 +116,7 @@ def participant_flow_module(bundle: ReportBundle) -> dict[str, Any]:
     ids = group_ids(bundle, "FG")
     groups = [{"id": ids[a.name], "title": a.name, "description": a.description or ", ".join(a.features) or a.name}
               for a in p.arms]
-    level, k = p.analysis.interval_level, p.privacy.min_cell_size
+    level, k = p.analysis.interval_level, cell_floor(p)
     periods = []
     if isinstance(bundle.flow, ConsortFlow):
         flow = bundle.flow
@@ -169,7 +169,7 @@ def flow_counts_from_module(module: dict[str, Any]) -> dict[tuple[str, str, str]
 
 
 def public_flow_rows(bundle: ReportBundle) -> list[tuple[str, str, str]]:
-    level, k = bundle.protocol.analysis.interval_level, bundle.protocol.privacy.min_cell_size
+    level, k = bundle.protocol.analysis.interval_level, cell_floor(bundle.protocol)
     cells, rows = public_flow(bundle), []
     for a in bundle.protocol.arm_names:
         for stage in ["allocated", *bundle.protocol.wave_names]:

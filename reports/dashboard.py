@@ -19,7 +19,7 @@ from functools import lru_cache
 import altair as alt
 
 from reports.bundle import Budget, NotAvailable, PlanRecord, QualityStatus, ReportBundle
-from reports.text import esc, fmt, not_available, page, suppressed, table
+from reports.text import cell_floor, esc, fmt, not_available, page, suppressed, table
 from reports.views import View, default_views
 
 EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
@@ -123,7 +123,7 @@ def optional_sections(bundle: ReportBundle) -> str:
     if isinstance(bundle.compliance, NotAvailable):
         comp = not_available(bundle.compliance, "Survey compliance per arm and wave")
     else:
-        k = bundle.protocol.privacy.min_cell_size
+        k = cell_floor(bundle.protocol)
         rows = [(c.arm, c.wave, suppressed(k) if c.suppressed else fmt(c.prompted),
                  suppressed(k) if c.suppressed else fmt(c.answered), fmt(c.noise_sd)) for c in bundle.compliance]
         comp = table(["arm", "wave", "prompted", "answered", "noise SD"], rows, numeric=(2, 3, 4),

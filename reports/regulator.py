@@ -19,7 +19,7 @@ from typing import Any
 from reports.bundle import Budget, PipelineRun, PlanRecord, QualityStatus, ReportBundle, Safety
 from reports.consort import group_ids, participant_flow_module, public_flow
 from reports.images import svg_of
-from reports.text import esc, fmt, fmt_count, noise_interval, page, suppressed, table
+from reports.text import NO_RELEASE, cell_floor, esc, fmt, fmt_count, noise_interval, page, suppressed, table
 from reports.views import View, enrolment_view, forest_view, main_method
 from schemas.regulator import (
     ArmIdentity,
@@ -96,7 +96,7 @@ def regulatory_dates() -> list[RegulatoryDate]:
 
 
 def _cells(bundle: ReportBundle) -> list[ReleasedCount]:
-    level, k = bundle.protocol.analysis.interval_level, bundle.protocol.privacy.min_cell_size
+    level, k = bundle.protocol.analysis.interval_level, cell_floor(bundle.protocol)
     out = []
     for arm, stages in public_flow(bundle).items():
         for stage in ["allocated", *bundle.protocol.wave_names]:
@@ -130,7 +130,7 @@ def ctgov(bundle: ReportBundle) -> ClinicalTrialsGov:
     """The ClinicalTrials.gov-shaped results section, from the public bundle (DP counts and means; noise-aware
     effects)."""
     p = bundle.protocol
-    level, k = p.analysis.interval_level, p.privacy.min_cell_size
+    level, k = p.analysis.interval_level, cell_floor(p)
     flow = CTParticipantFlowModule.model_validate(participant_flow_module(bundle))
     bg, og, eg = group_ids(bundle, "BG"), group_ids(bundle, "OG"), group_ids(bundle, "EG")
     cells = public_flow(bundle)
@@ -220,7 +220,7 @@ def limitations(bundle: ReportBundle) -> list[str]:
                "noise-aware model are wider than the trusted tier's.")
     n_supp = sum(v.suppressed for v in bundle.release_values)
     if n_supp:
-        out.append(f"{n_supp} released cells are suppressed (noisy count below {p.privacy.min_cell_size}).")
+        out.append(f"{n_supp} released cells are suppressed (noisy count below {cell_floor(p)}).")
     run = bundle.latest_analysis("public")
     failed = sorted({e.outcome for e in (run.effects if run else ()) if e.reason is not None})
     if failed:
@@ -279,7 +279,7 @@ def build_document(bundle: ReportBundle) -> RegulatorReport:
             registry_url=_na(reg.registry_url if reg else None, "no registry URL recorded in the protocol"),
             registered_on=_na(reg.registered_on if reg else None, "no registration date recorded in the protocol")))
     release = bundle.latest_release("consort_counts")
-    flow = PopulationAndFlow(unit=p.privacy.unit, source="DP release of the CONSORT counts (allocated, answered per wave)",
+    flow = PopulationAndFlow(unit="participant", source="DP release of the CONSORT counts (allocated, answered per wave)",
                              release_id=release.release_id if release else NotAvailable(
                                  not_available="no DP release of the participant counts has been made"),
                              counts=_cells(bundle), participants_erased_after_withdrawal=
@@ -304,13 +304,14 @@ def build_document(bundle: ReportBundle) -> RegulatorReport:
                       "asks providers of high-risk systems to keep documentation for 10 years"))
     b = bundle.budget
     privacy = PrivacyStatement(
-        unit=p.privacy.unit, accounting=b.accounting if isinstance(b, Budget) else NotAvailable(not_available=b.reason),
-        epsilon_total=p.privacy.epsilon, delta=p.privacy.delta,
+        unit="participant", accounting=b.accounting if isinstance(b, Budget) else NotAvailable(not_available=b.reason),
+        epsilon_total=p.privacy.epsilon if p.privacy else NotAvailable(not_available=NO_RELEASE),
+        delta=p.privacy.delta if p.privacy else NotAvailable(not_available=NO_RELEASE),
         epsilon_spent=b.epsilon_spent if isinstance(b, Budget) else NotAvailable(not_available=b.reason),
         epsilon_left=b.epsilon_left if isinstance(b, Budget) else NotAvailable(not_available=b.reason),
         rho_spent=b.rho_spent if isinstance(b, Budget) else None,
-        mechanisms=sorted({r.mechanism for r in bundle.releases}) or [p.privacy.mechanism],
-        min_cell_size=p.privacy.min_cell_size,
+        mechanisms=sorted({r.mechanism for r in bundle.releases}) or ([p.privacy.mechanism] if p.privacy else []),
+        min_cell_size=p.privacy.min_cell_size if p.privacy else NotAvailable(not_available=NO_RELEASE),
         releases=[ReleaseDoc(release_id=r.release_id, created_at=r.created_at, mechanism=r.mechanism,
                              accounting=r.accounting, epsilon=r.epsilon, delta=r.delta, rho=r.rho,
                              min_cell_size=r.min_cell_size, queries=list(r.queries), values_sha256=r.values_sha256,
@@ -410,7 +411,7 @@ def render_html(doc: RegulatorReport, bundle: ReportBundle) -> str:
     sec("harms", "6. Harms and safety monitoring",
         f"<p>{esc(h.monitoring)}</p>" + (f'<p class="na">Safety counts: {esc(_v(h.counts))}.</p>'
                                         if isinstance(h.counts, NotAvailable) else table(
-            ["flag", "arm", "wave", "DP count"], [(c.flag, c.arm, c.wave, suppressed(bundle.protocol.privacy.min_cell_size)
+            ["flag", "arm", "wave", "DP count"], [(c.flag, c.arm, c.wave, suppressed(cell_floor(bundle.protocol))
                                                    if c.suppressed else fmt_count(c.dp_count)) for c in h.counts]))
         + f"<p>Participants erased after withdrawing consent: {esc(_v(h.withdrawals_erased))}.</p>")
     g = d.data_governance
@@ -421,10 +422,12 @@ def render_html(doc: RegulatorReport, bundle: ReportBundle) -> str:
                                    ("pseudonymisation", g.pseudonymisation), ("retention", _v(g.retention))]))
     pv = d.privacy
     sec("privacy", "8. Privacy statement",
-        f"<p>Privacy unit: one {esc(pv.unit)}. Budget epsilon {fmt(pv.epsilon_total)}, delta {pv.delta:g}; spent epsilon "
-        f"{esc(_v(pv.epsilon_spent))} ({esc(_v(pv.accounting))} accounting), left {esc(_v(pv.epsilon_left))}. "
-        f"Mechanisms: {esc(', '.join(pv.mechanisms))} (OpenDP). Cells whose noisy count is below {pv.min_cell_size} "
-        "are suppressed.</p>"
+        (f"<p>Privacy unit: one {esc(pv.unit)}. Budget epsilon {fmt(pv.epsilon_total)}, delta {pv.delta:g}; spent "
+         f"epsilon {esc(_v(pv.epsilon_spent))} ({esc(_v(pv.accounting))} accounting), left {esc(_v(pv.epsilon_left))}. "
+         f"Mechanisms: {esc(', '.join(pv.mechanisms))} (OpenDP). Cells whose noisy count is below {pv.min_cell_size} "
+         "are suppressed.</p>" if not isinstance(pv.epsilon_total, NotAvailable)
+         else f"<p>Privacy unit: one {esc(pv.unit)}. {esc(_v(pv.epsilon_total)).capitalize()}: nothing of the study "
+              "leaves it as a differentially private release.</p>")
         + table(["release", "made", "mechanism", "epsilon", "delta", "suppressed cells", "values SHA-256"],
                 [(x.release_id, str(x.created_at)[:16], x.mechanism, fmt(x.epsilon), f"{x.delta:g}", x.suppressed_cells,
                   x.values_sha256[:16]) for x in pv.releases], numeric=(3, 4, 5))

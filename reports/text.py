@@ -23,6 +23,12 @@ from reports.bundle import NotAvailable, ReleasedValue
 from schemas.results import Effect
 
 SUPPRESSED = "suppressed (n < {k})"
+NO_RELEASE = "the protocol plans no DP release (it has no privacy section)"
+
+
+def cell_floor(protocol: Any) -> int | None:
+    """The smallest released count (``privacy.min_cell_size``), or None for a study that releases nothing."""
+    return protocol.privacy.min_cell_size if protocol.privacy is not None else None
 
 
 def esc(value: Any) -> str:
@@ -54,8 +60,8 @@ def pct(p: float | None) -> str:
     return "not available" if p is None else f"{100 * p:.0f}%"
 
 
-def suppressed(k: int) -> str:
-    return SUPPRESSED.format(k=k)
+def suppressed(k: int | None) -> str:
+    return SUPPRESSED.format(k=k) if k is not None else "suppressed"
 
 
 def released(v: ReleasedValue | None, level: float, k: int, *, count: bool = False) -> str:

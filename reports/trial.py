@@ -13,7 +13,8 @@ from reports.bundle import ConsortFlow, PlanRecord, QualityStatus, ReportBundle,
 from reports.checklists import ChecklistRow, consort_2025, consort_ai, feature_history
 from reports.consort import flow_rows, flow_svg, public_flow
 from reports.images import svg_of
-from reports.text import Raw, effect_text, esc, fmt, fmt_count, interval_label, noise_interval, not_available, page, pct, table
+from reports.text import (NO_RELEASE, Raw, cell_floor, effect_text, esc, fmt, fmt_count, interval_label, noise_interval,
+                          not_available, page, pct, table)
 from reports.views import View, enrolment_view, forest_view, safety_view, telemetry_view, trajectory_view
 from schemas.results import LONG_RUN, Effect
 
@@ -48,10 +49,11 @@ def design_html(bundle: ReportBundle) -> str:
     a = p.analysis
     plan = (f"<p>Analysis plan: effect shape {esc(a.effect_shape)}, time trend {esc(a.time_trend)}, "
             f"{a.interval_level:.0%} intervals, covariates {esc(', '.join(a.covariates) or 'none')}, subgroups "
-            f"{esc(', '.join(a.subgroups) or 'none')}; {a.chains} chain(s) x {a.draws} draws. Privacy: epsilon "
-            f"{fmt(p.privacy.epsilon)}, delta {p.privacy.delta:g} per {esc(p.privacy.unit)}, {esc(p.privacy.mechanism)} "
-            f"noise, cells below {p.privacy.min_cell_size} suppressed; planned releases after "
-            f"{esc(', '.join(r.after_wave for r in p.planned_releases()))}.</p>")
+            f"{esc(', '.join(a.subgroups) or 'none')}; {a.chains} chain(s) x {a.draws} draws. "
+            + (f"Privacy: epsilon {fmt(p.privacy.epsilon)}, delta {p.privacy.delta:g} per {esc(p.privacy.unit)}, "
+               f"{esc(p.privacy.mechanism)} noise, cells below {p.privacy.min_cell_size} suppressed; planned releases "
+               f"after {esc(', '.join(r.after_wave for r in p.planned_releases()))}.</p>" if p.privacy is not None
+               else f"Privacy: {esc(NO_RELEASE)}.</p>"))
     intended = (f"<p>System: <b>{esc(reg.system_name)}</b> {esc(reg.system_version or '')}. Intended use: "
                 f"{esc(reg.intended_purpose)}</p>" if reg else
                 '<p class="na">System identification and intended use: not recorded in the protocol (regulatory '
@@ -114,7 +116,7 @@ def flow_html(bundle: ReportBundle) -> str:
                     continue
                 if v.suppressed:
                     rows.append((arm.arm, stage, n, Raw(f'<span class="suppressed">suppressed (n &lt; '
-                                                         f'{bundle.protocol.privacy.min_cell_size})</span>'), "", ""))
+                                                         f'{cell_floor(bundle.protocol)})</span>'), "", ""))
                     continue
                 lo, hi = noise_interval(v, level)
                 rows.append((arm.arm, stage, n, f"{fmt_count(v.value)} ({fmt_count(lo)} to {fmt_count(hi)})",

@@ -27,6 +27,7 @@ from reports.text import (
     pct,
     suppressed,
     table,
+    cell_floor,
     z_of,
 )
 from schemas.results import LONG_RUN, PLATEAU, Effect
@@ -72,8 +73,8 @@ def _level(bundle: ReportBundle) -> float:
     return bundle.protocol.analysis.interval_level
 
 
-def _k(bundle: ReportBundle) -> int:
-    return bundle.protocol.privacy.min_cell_size
+def _k(bundle: ReportBundle) -> int | None:
+    return cell_floor(bundle.protocol)
 
 
 # ---------------------------------------------------------------------------------------------------------------

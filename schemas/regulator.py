@@ -358,13 +358,13 @@ class ReleaseDoc(_Doc):
 class PrivacyStatement(_Doc):
     unit: str
     accounting: str | NotAvailable
-    epsilon_total: float
-    delta: float
+    epsilon_total: float | NotAvailable
+    delta: float | NotAvailable
     epsilon_spent: float | NotAvailable
     epsilon_left: float | NotAvailable
     rho_spent: float | None
     mechanisms: list[str]
-    min_cell_size: int
+    min_cell_size: int | NotAvailable
     releases: list[ReleaseDoc]
     protects: list[str]
     does_not_protect: list[str]

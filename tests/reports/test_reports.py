@@ -286,3 +286,19 @@ def test_sections_filled_later_render_when_present(study):
     assert events[0]["term"] == "phq2_positive" and events[0]["stats"][0]["numAffected"] == 21
     assert doc["post_market_monitoring"]["divergence_monitor"] == "no divergence"
     jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()), cls=jsonschema.Draft202012Validator)
+
+
+def test_a_study_without_a_privacy_section_gets_all_three_reports(study, tmp_path):
+    """A trial that plans no DP release leaves the privacy section out (issue 20); its reports crashed on
+    protocol.privacy (found running Beat the Blues through `flourish run`). Every report is built, says that the
+    study releases nothing, and the regulator JSON still validates."""
+    protocol = load_study(study.study)
+    bare = protocol.model_copy(update={"privacy": None})
+    public, trusted = public_bundle(study.warehouse, bare), trusted_bundle(study.warehouse, bare)
+    html = build_dashboard(public)
+    assert "plans no DP release" in html
+    assert "plans no DP release" in build_trial_report(trusted)
+    doc = build_regulator_report(public).document
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()), cls=jsonschema.Draft202012Validator)
+    assert doc["privacy"]["epsilon_total"] == {"not_available": "the protocol plans no DP release (it has "
+                                                                "no privacy section)"}
