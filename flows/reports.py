@@ -31,6 +31,7 @@ from reports.bundle import (
     Availability,
     BaselineRow,
     Budget,
+    ComplianceCell,
     ConsortFlow,
     DivergenceCheck,
     DivergenceStatus,
@@ -313,7 +314,9 @@ def load_public_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
         safety=_public_safety(releases, values), psychometrics=_psychometrics(con, protocol.study_id, counts=False),
         last_run=_last_run(con, protocol.study_id, notes=False),
         divergence=_divergence(con, protocol.study_id, "public"),
-        governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention))
+        governance=Governance(erasures_honoured=erasures, participants_erased=erased, retention=retention),
+        compliance=NotAvailable(reason="survey compliance is not part of the study's DP releases, so the public "
+                                "reports show none; the trial team's report has the exact counts"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,10 +344,13 @@ def consort_flow(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, as_
     now = as_of or datetime.now(UTC)
     closed = set(closed_waves(protocol, now)) if protocol.schedule is not None else set(protocol.wave_names)
     arms_sql, waves_sql = relations.study_arms(sid), _waves_sql(protocol)
-    answered_sql = (f"SELECT a.participant, a.arm, w.idx, bool_or(r.submitted_at < a.assigned_at + to_days(CAST(w.day - "
-                    f"w.window_days AS INTEGER)) OR r.submitted_at > a.assigned_at + to_days(CAST(w.day + w.window_days "
-                    f"AS INTEGER))) AS outside FROM {arms_sql} a JOIN {relations.latest_responses(sid)} r "
-                    f"USING (participant) JOIN {waves_sql} w ON w.wave = r.wave GROUP BY ALL")
+    # outside the window: the declared response window where the wave has one (relations.response_windows), else
+    # day +/- window_days of the assignment
+    answered_sql = (f"SELECT a.participant, a.arm, w.idx, bool_or(coalesce(r.late, r.submitted_at < a.assigned_at + "
+                    f"to_days(CAST(w.day - w.window_days AS INTEGER)) OR r.submitted_at > a.assigned_at + "
+                    f"to_days(CAST(w.day + w.window_days AS INTEGER)))) AS outside FROM {arms_sql} a "
+                    f"JOIN {relations.response_windows(protocol)} r USING (participant) JOIN {waves_sql} w ON w.wave = r.wave "
+                    "GROUP BY ALL")
     last = con.execute(
         f"WITH ans AS ({answered_sql}), lastp AS (SELECT participant, max(idx) AS last_idx FROM ans GROUP BY ALL) "
         f"SELECT a.arm, l.last_idx, count(*) FROM {arms_sql} a LEFT JOIN lastp l USING (participant) GROUP BY ALL"
@@ -430,11 +436,31 @@ def _trusted_governance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
                                      "quarantined_by_reason": {r: int(n) for r, n in quarantined}})
 
 
+def _trusted_compliance(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
+                        as_of: datetime | None) -> tuple[ComplianceCell, ...] | NotAvailable:
+    """Exact compliance per arm x wave (``relations.compliance_table``, counted in DuckDB), in protocol order."""
+    if not con.execute("SELECT count(*) FROM prompts WHERE study_id = ?", [protocol.study_id]).fetchone()[0]:
+        return NotAvailable(reason="no survey prompts have been ingested for this study, so compliance (prompted, "
+                            "answered in window, late, expired) cannot be counted")
+    now = literal((as_of or datetime.now(UTC)).isoformat()) + "::TIMESTAMPTZ"
+    rows = con.execute(f"SELECT arm, wave, prompted, answered_in_window, late, expired, unanswered "
+                       f"FROM {relations.compliance_table(protocol, now)}").fetchall()
+    arms, waves = {a: i for i, a in enumerate(protocol.arm_names)}, {w: i for i, w in enumerate(protocol.wave_names)}
+    rows.sort(key=lambda r: (arms.get(r[0], len(arms)), r[0], waves.get(r[1], len(waves)), r[1]))
+    return tuple(ComplianceCell(arm=r[0], wave=r[1], prompted=r[2], answered=r[3], late=r[4], expired=r[5],
+                                unanswered=r[6]) for r in rows)
+
+
 def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, built_at: datetime | None = None,
                         as_of: datetime | None = None) -> ReportBundle:
     """The trial team's bundle: the public part, both tiers' analysis rows, exact counts of aggregate tables, and
     aggregates of the warehouse (CONSORT flow, baseline, available n, safety flags, consent scopes, quarantine)."""
     public = load_public_bundle(con, protocol, built_at=built_at)
+    compliance = _trusted_compliance(con, protocol, as_of)
+    flow = consort_flow(con, protocol, as_of=as_of)
+    if isinstance(compliance, tuple):
+        flow = flow.model_copy(update={"prompted": f"{int(sum(c.prompted or 0 for c in compliance)):,} prompts of "
+                                       "record (per arm and wave in the compliance table)"})
     return public.model_copy(update={
         "tier": "trusted",
         "analyses": _analyses(con, protocol, ("trusted", "public")),
@@ -442,11 +468,12 @@ def load_trusted_bundle(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
         "psychometrics": _psychometrics(con, protocol.study_id, counts=True),
         "last_run": _last_run(con, protocol.study_id, notes=True),
         "safety": _trusted_safety(con, protocol),
-        "flow": consort_flow(con, protocol, as_of=as_of),
+        "flow": flow,
         "baseline": _baseline(con, protocol),
         "strata": _strata(con, protocol),
         "availability": _availability(con, protocol),
         "governance": _trusted_governance(con, protocol, public.governance),
+        "compliance": compliance,
         "divergence": _trusted_divergence(con, protocol.study_id, public.divergence),
     })
 

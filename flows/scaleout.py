@@ -13,6 +13,8 @@ Layout (:func:`export_partitions`; hive-style, so any engine reads it)::
     <root>/scores/bucket=<k>/wave=<w>/*.parquet      the study's scores, one folder per wave
     <root>/participant_characteristics/bucket=<k>/   the participants records' baseline characteristics
     <root>/events/bucket=<k>/month=<YYYY-MM>/*.parquet
+    <root>/responses/bucket=<k>/wave=<w>/*.parquet   the study's responses (not their items) and survey prompts:
+    <root>/prompts/bucket=<k>/wave=<w>/*.parquet     what judges an answer late (relations.primary_scores)
 
 A participant's bucket is ``hash(participant) % buckets``: every row of a participant lands in one bucket, so a
 bucket's statistics need no other bucket (the per-participant sums of the random-intercept and MMRM likelihoods
@@ -66,6 +68,8 @@ def export_partitions(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, r
                                         "bucket"),
         "events": (f"SELECT *, {bucket}, strftime(ts AT TIME ZONE 'UTC', '%Y-%m') AS month FROM events "
                    f"WHERE study_id = {sid}", "bucket, month"),
+        "responses": (f"SELECT *, {bucket} FROM responses WHERE study_id = {sid}", "bucket, wave"),
+        "prompts": (f"SELECT *, {bucket} FROM prompts WHERE study_id = {sid}", "bucket, wave"),
     }
     counts = {}
     for name, (select, partition_by) in exports.items():
@@ -90,6 +94,9 @@ def _manifest(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+PARTITIONED_TABLES = ("assignments", "scores", "events", "participant_characteristics", "responses", "prompts")
+
+
 def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyConnection:
     """A fresh single-threaded in-memory DuckDB whose ``assignments``, ``scores`` and ``events`` are the bucket's
     files (every bucket's with ``bucket=None``): the canonical relations (schemas/warehouse/relations.py) read them
@@ -99,11 +106,14 @@ def bucket_connection(root: str | Path, bucket: int | None) -> duckdb.DuckDBPyCo
     con.execute("SET threads = 1")  # one order of floating-point additions: results equal wherever they run
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
-    for table in ("assignments", "scores", "events", "participant_characteristics"):
-        if not (root / table).is_dir():  # laid out before participants records existed: none to read
+    for table in PARTITIONED_TABLES:
+        if table == "participant_characteristics" and not (root / table).is_dir():
+            # laid out before participants records existed: none to read
             con.execute("CREATE VIEW participant_characteristics AS SELECT NULL::VARCHAR AS participant, "
                         "NULL::VARCHAR AS study_id, NULL::VARCHAR AS covariate, NULL::VARCHAR AS value_text, "
                         "NULL::DOUBLE AS value_number WHERE false")
+            continue
+        if not (root / table / "schema.parquet").is_file():  # laid out before the table was exported
             continue
         folder = root / table if bucket is None else root / table / f"bucket={int(bucket)}"
         files = [root / table / "schema.parquet",

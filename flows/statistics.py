@@ -148,7 +148,7 @@ def _followup(protocol: StudyProtocol, waves: Sequence[str] | None):
 
 def require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> None:
     """Refuse an outcome the plan names but the warehouse has no score of (a misspelt name, a missing feed)."""
-    n = con.execute(f"SELECT count(*) FROM {relations.study_scores(protocol.study_id, [outcome.name])}").fetchone()[0]
+    n = con.execute(f"SELECT count(*) FROM {relations.primary_scores(protocol, [outcome.name])}").fetchone()[0]
     if not n:
         raise OutcomeHasNoData(
             f"the plan names outcome {outcome.name!r}, which has no scores for study {protocol.study_id} in the warehouse"
@@ -158,7 +158,7 @@ def require_rows(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcom
 def observed_followup_waves(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> list[str]:
     """Follow-up waves (protocol order) at which ``outcome`` has at least one score in the warehouse."""
     have = {r[0] for r in con.execute(
-        f"SELECT DISTINCT wave FROM {relations.study_scores(protocol.study_id, [outcome.name])}").fetchall()}
+        f"SELECT DISTINCT wave FROM {relations.primary_scores(protocol, [outcome.name])}").fetchall()}
     return [w for w in protocol.wave_names if w != protocol.baseline_wave and w in have]
 
 
@@ -176,7 +176,7 @@ def _covariate_relation(protocol: StudyProtocol, covariate: str) -> str:
     declared = protocol.baseline_covariate(covariate)
     if declared is None:
         return (f"(SELECT participant, value AS {ident(covariate)} FROM "
-                f"{relations.study_scores(sid, [covariate], [protocol.baseline_wave])})")
+                f"{relations.primary_scores(protocol, [covariate], [protocol.baseline_wave])})")
     where = f"study_id = {literal(sid)} AND covariate = {literal(covariate)}"
     if declared.kind == "numeric":
         return (f"(SELECT participant, value_number AS {ident(covariate)} FROM participant_characteristics "
@@ -205,9 +205,9 @@ def observations_sql(
                        for col in covariate_columns(protocol, [c]))
     cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
     return (
-        f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.study_scores(sid, [outcome], [bw])}), "
+        f"(WITH base AS (SELECT participant, value AS baseline FROM {relations.primary_scores(protocol, [outcome], [bw])}), "
         f"arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}), "
-        f"fu AS (SELECT participant, wave, value AS y FROM {relations.study_scores(sid, [outcome], follow)})"
+        f"fu AS (SELECT participant, wave, value AS y FROM {relations.primary_scores(protocol, [outcome], follow)})"
         f"{cov_cte} "
         f"SELECT fu.participant, arm_of.arm, fu.wave, fu.y, base.baseline{cov_cols} "
         f"FROM fu JOIN arm_of USING (participant) JOIN base USING (participant){cov_join}) AS obs"
@@ -255,7 +255,7 @@ def coverage(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: s
     return con.execute(
         f"SELECT a.arm, s.wave, count(*) AS follow_up_rows, "
         f"count(*) FILTER (WHERE s.participant NOT IN (SELECT participant FROM {source})) AS without_baseline "
-        f"FROM {relations.study_scores(sid, [name], follow)} s JOIN {relations.study_arms(sid)} a USING (participant) "
+        f"FROM {relations.primary_scores(protocol, [name], follow)} s JOIN {relations.study_arms(sid)} a USING (participant) "
         f"GROUP BY ALL ORDER BY ALL"
     ).df()
 
@@ -336,8 +336,8 @@ def final_wave_cells(
     require_rows(con, protocol, outcome)
     sid = protocol.study_id
     sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
-        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [final_wave(protocol, outcome)])}) "
+        f"WITH base AS (SELECT participant, value AS b FROM {relations.primary_scores(protocol, [outcome.name], [protocol.baseline_wave])}), "
+        f"fin AS (SELECT participant, value AS y FROM {relations.primary_scores(protocol, [outcome.name], [final_wave(protocol, outcome)])}) "
         "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
         "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
         "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
@@ -375,8 +375,8 @@ def subgroup_cells(
     else:
         raise AnalysisInputError(f"prespecified subgroup {subgroup!r} is not supported; use one of {', '.join(SUBGROUPS)}")
     sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {relations.study_scores(sid, [outcome.name], [protocol.baseline_wave])}), "
-        f"fin AS (SELECT participant, value AS y FROM {relations.study_scores(sid, [outcome.name], [final_wave(protocol, outcome)])}), "
+        f"WITH base AS (SELECT participant, value AS b FROM {relations.primary_scores(protocol, [outcome.name], [protocol.baseline_wave])}), "
+        f"fin AS (SELECT participant, value AS y FROM {relations.primary_scores(protocol, [outcome.name], [final_wave(protocol, outcome)])}), "
         f"lv AS (SELECT base.participant, base.b, a.arm, {level} AS level FROM base JOIN {relations.study_arms(sid)} a "
         "USING (participant)) "
         "SELECT level, arm, count(*), sum(b), sum(y), sum(b * b), sum(y * y), sum(b * y) "
@@ -416,7 +416,7 @@ def baseline_moments(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) ->
     names = [o.name for o in protocol.outcomes]
     rows = con.execute(
         f"SELECT s.outcome, a.arm, count(*), sum(s.value), sum(s.value * s.value) "
-        f"FROM {relations.study_scores(sid, names, [protocol.baseline_wave])} s "
+        f"FROM {relations.primary_scores(protocol, names, [protocol.baseline_wave])} s "
         f"JOIN {relations.study_arms(sid)} a USING (participant) GROUP BY 1, 2"
     ).fetchall()
     cells: dict[str, dict[str, Moments]] = {}

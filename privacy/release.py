@@ -403,11 +403,11 @@ def _clip(expr: str, b: Bounds) -> str:
 
 
 def _scores_sql(protocol: StudyProtocol, outcome: str, b: Bounds) -> str:
-    """One clipped score per participant x wave for the outcome (the canonical ``relations.study_scores``, the
+    """One clipped score per participant x wave for the outcome (the canonical ``relations.primary_scores``, the
     value the trusted tier reads too), with the arm."""
     return (
         f"SELECT s.participant, a.arm, s.wave, {_clip('s.value', b)} AS v "
-        f"FROM {relations.study_scores(protocol.study_id, [outcome])} s JOIN _dp_arm a USING (participant)"
+        f"FROM {relations.primary_scores(protocol, [outcome])} s JOIN _dp_arm a USING (participant)"
     )
 
 
@@ -491,7 +491,7 @@ def _refuse_a_release_of_noise(con: duckdb.DuckDBPyConnection, protocol: StudyPr
             "ingest the study's data first (no budget was reserved)")
     outcomes = sorted({q.outcome for q in queries if q.kind in _SCORE_KINDS and q.outcome})
     if outcomes and not con.execute(
-            f"SELECT count(*) FROM {relations.study_scores(study, outcomes)} s "
+            f"SELECT count(*) FROM {relations.primary_scores(protocol, outcomes)} s "
             f"JOIN {relations.study_arms(study)} a USING (participant)").fetchone()[0]:
         raise ReleaseRefused(
             f"study {study!r} has no scores of its randomised participants for {', '.join(outcomes)}, so every score "

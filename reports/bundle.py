@@ -302,12 +302,19 @@ class Availability(Part):
 
 
 class ComplianceCell(Part):
+    """Survey prompts of one arm x wave and what became of them (``schemas.warehouse.relations.compliance_table``):
+    prompted = answered_in_window + late + expired + unanswered. ``answered`` is answered in the window. Exact
+    ints in the trusted tier; in the public tier only from a DP release (noisy floats with their ``noise_sd``)."""
+
     arm: str
     wave: str
     prompted: float | None
     answered: float | None
     noise_sd: float | None = None
     suppressed: bool = False
+    late: float | None = None
+    expired: float | None = None
+    unanswered: float | None = None
 
 
 class DivergenceCheck(Part):
@@ -404,6 +411,9 @@ class ReportBundle(Part):
                 raise ValueError("a public bundle holds exact participant counts (flow, baseline or availability)")
             if isinstance(self.safety, Safety) and self.safety.source != "dp_release":
                 raise ValueError("a public bundle's safety counts must come from a DP release")
+            if isinstance(self.compliance, tuple) and any(c.noise_sd is None and not c.suppressed
+                                                          for c in self.compliance):
+                raise ValueError("a public bundle's compliance counts must come from a DP release")
             if isinstance(self.divergence, DivergenceStatus) and self.divergence.tier == "trusted":
                 raise ValueError("a public bundle holds the trusted tier's divergence checks")
             if any(r.n_obs is not None for r in self.psychometrics):

@@ -96,6 +96,13 @@ def flow_html(bundle: ReportBundle) -> str:
     if flow.erased:
         out += (f"<p>Withdrew consent and were erased: {esc(', '.join(f'{r}: {n}' for r, n in flow.erased.items()))}. "
                 "Erasure removes a participant with their arm, so withdrawals are counted for the study, not per arm.</p>")
+    if isinstance(bundle.compliance, tuple) and bundle.compliance:
+        out += table(["arm", "wave", "prompted", "answered in window", "late", "expired", "unanswered"],
+                     [(c.arm, c.wave, fmt_count(c.prompted), fmt_count(c.answered), fmt_count(c.late),
+                       fmt_count(c.expired), fmt_count(c.unanswered)) for c in bundle.compliance],
+                     numeric=(2, 3, 4, 5, 6), caption="Survey compliance per arm and wave (prompts of record; "
+                     "prompted = answered in window + late + expired + unanswered). Late answers are kept and "
+                     "flagged; the plan's rule decides whether the primary analysis uses them")
     # the public flow beside it: DP counts and how far each is from the exact count, in noise SDs
     cells = public_flow(bundle)
     if cells:

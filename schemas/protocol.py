@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 from schemas.errors import FlourishError
 
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+LenientDate = Annotated[date, Strict(False)]  # YAML may quote a date; "2026-01-05" is still that date
+LenientTime = Annotated[time, Strict(False)]
 
 
 class Contract(BaseModel):
@@ -50,12 +52,44 @@ class Arm(Contract):
         return _identifier(v, "arm name")
 
 
+class ResponseWindow(Contract):
+    """When a wave's answers count as on time, in the participant's own clock (issue 17 item 4).
+
+    The window opens ``opens_day`` days after the participant's assignment, on their local calendar, at ``opens_at``
+    local time, in the IANA time zone of their prompt for the wave (a participant who moves has their windows in the
+    zone they were in; without a prompt, the study's ``schedule.timezone``, else UTC). It closes
+    ``expires_after_hours`` elapsed hours after its anchor (the prompt's ``scheduled_at``, or its ``sent_at`` with
+    ``expires_from: sent``; without a prompt, or a prompt never sent, the window's opening), and an answer up to
+    ``grace_hours`` later still counts as in the window. An answer before the opening or after the grace is *late*:
+    kept, flagged (``relations.response_windows``) and left out of the primary analysis when the plan says so
+    (``analysis.late_responses``). Local clock time across a daylight-saving change: 09:00 is 09:00 on both sides of
+    it, while the expiry counts real hours."""
+
+    opens_day: int | None = Field(None, ge=0, le=36_500, description="Days after the assignment (the participant's "
+                                  "local date) the window opens. Absent: the wave's day.")
+    opens_at: LenientTime = Field(time(0, 0), description="Local time of day the window opens (default midnight).")
+    expires_after_hours: float = Field(gt=0, le=24 * 3_650, description="Elapsed hours from the anchor to expiry.")
+    expires_from: Literal["scheduled", "sent"] = Field(
+        "scheduled", description="The expiry counts from the prompt's scheduled time, or from when it was sent.")
+    grace_hours: float = Field(0.0, ge=0, le=24 * 365, description="Hours after expiry an answer still counts as on "
+                               "time (a prompt answered in the grace period is answered in window).")
+
+
 class Wave(Contract):
     name: str
     day: int = Field(ge=0, le=36_500, description="Day offset from the participant's assignment (at most 100 years).")
     window_days: int = Field(7, ge=0, le=3_650, description="Responses within day +/- window count for this wave.")
     instruments: list[str] = Field(default_factory=list, description="Library instruments administered at this wave; "
                                    "none when the wave's outcomes are scored outside Flourish.")
+    # Added after plans were locked: absent by default, so a locked protocol's hash does not change.
+    response_window: ResponseWindow | None = Field(
+        None, description="The wave's prompt window in the participant's local time (ResponseWindow). Absent: "
+        "answers are not judged late and the compliance table counts no expiry for the wave.")
+
+    def opens_day(self) -> int:
+        """The day the wave's response window opens (its declared ``opens_day``, else the wave's day)."""
+        w = self.response_window
+        return self.day if w is None or w.opens_day is None else w.opens_day
 
     @field_validator("name")
     @classmethod
@@ -244,6 +278,14 @@ class AnalysisPlan(Contract):
     mmrm_bayesian: bool | None = Field(
         None, description="Also fit the Bayesian MMRM (LKJ prior, nutpie) beside the REML fit, for P(benefit) and "
         "P(> MCID). Absent: no (its model compiles for about a minute per design).")
+    late_responses: Literal["exclude", "include"] | None = Field(
+        None, description="Answers outside their wave's response window (waves.response_window) in the primary "
+        "analysis: left out, or kept. Absent: left out at the waves that declare a window (so a protocol without "
+        "windows analyses what it always did). Late answers are kept in the warehouse and counted either way.")
+
+    def excludes_late(self) -> bool:
+        """Whether the primary analysis leaves out answers outside a declared response window."""
+        return self.late_responses != "include"
 
     def primary_model(self, n_followup_waves: int) -> Literal["mmrm", "random_intercept"]:
         """The model the plan fits to an outcome with ``n_followup_waves`` follow-up waves with data."""
@@ -305,8 +347,6 @@ class DesignSettings(Contract):
 
 
 _CRON = re.compile(r"^\S+(\s+\S+){4}$")
-LenientDate = Annotated[date, Strict(False)]  # YAML may quote a date; "2026-01-05" is still that date
-LenientTime = Annotated[time, Strict(False)]
 
 
 class Schedule(Contract):

@@ -27,17 +27,19 @@ from __future__ import annotations
 import json
 import math
 import re
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError,
-                      WithJsonSchema)
+                      WithJsonSchema, model_validator)
+from pydantic_core import PydanticCustomError
 from pydantic.fields import FieldInfo
 
 SCOPES = ("telemetry", "surveys", "linkage", "aggregate_release")
 EVENT_TYPES = ("session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end")
-RECORD_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events")
+RECORD_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events", "prompts")
 
 MAX_ROW_BYTES = 16 << 20
 """A landing row (a JSON line, a CSV line) is at most 16 MiB, DuckDB's own default ``maximum_object_size``;
@@ -60,7 +62,12 @@ _INTEGER = re.compile(INTEGER)
 Scope = Literal["telemetry", "surveys", "linkage", "aggregate_release"]
 EventType = Literal["session_start", "message", "feature_exposure", "feature_opt_in", "feature_opt_out", "session_end"]
 
-FormName = Literal["text", "timestamp", "number", "enum", "scopes", "items", "characteristics"]
+FormName = Literal["text", "timestamp", "number", "enum", "scopes", "items", "characteristics", "timezone"]
+
+TIME_ZONES: tuple[str, ...] = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "posixrules", "Factory"}))
+"""The IANA time zone names a landing record may give (the tz database this Python reads, less the names that are
+files of the database rather than zones). ``tests/schemas/test_prompts.py`` holds DuckDB's ICU to knowing each, so
+the warehouse relations that compute a local time from a stored name never meet one they cannot read."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class FieldSpec:
     form: FormName
     required: bool
     max_chars: int | None = None  # text: 1..max_chars characters (Unicode code points)
-    values: tuple[str, ...] = ()  # enum: the allowed values; scopes: the allowed scope names
+    values: tuple[str, ...] = ()  # enum: the allowed values; scopes: the allowed scope names; timezone: TIME_ZONES
 
 
 # -- the field forms -------------------------------------------------------------------------------------
@@ -175,6 +182,19 @@ Integer = Annotated[int, BeforeValidator(_integer),
                     WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": INTEGER}]})]
 ItemCode = Annotated[str, BeforeValidator(_json_string)]
 
+def _time_zone(value: object) -> str:
+    """An IANA time zone name (``Europe/London``), as a JSON string."""
+    value = _json_string(value)
+    if value not in _TIME_ZONE_SET:
+        raise ValueError("must be an IANA time zone name such as Europe/London")
+    return value
+
+
+_TIME_ZONE_SET = frozenset(TIME_ZONES)
+TimeZoneName = Annotated[str, BeforeValidator(_time_zone), Form("timezone", 64),
+                         WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64,
+                                         "description": "IANA time zone name, e.g. Europe/London"})]
+
 Scopes = Annotated[list[Scope], Form("scopes")]
 Items = Annotated[dict[ItemCode, Integer | None], Form("items")]
 
@@ -269,6 +289,49 @@ class Event(Record):
     value: Number | None = None
 
 
+class Prompt(Record):
+    """One survey prompt's life: when it was scheduled (under which version of the schedule), sent, opened,
+    started, completed or expired, and the participant's IANA time zone when it was scheduled.
+
+    ``instrument`` absent: the prompt is for the whole wave (every instrument the wave administers). The times
+    must be in order where present (:data:`ORDER_RULES`): a prompt is not sent before it is scheduled, opened
+    before it is sent, and so on; a line that breaks the order is refused as ``timestamp_order``. A prompt may be
+    completed after it expired (a late answer): that order is not constrained."""
+
+    prompt_id: Id
+    participant_id: Id
+    study_id: Text(TEXT_CHARS)
+    wave: Text(TEXT_CHARS)
+    instrument: Text(TEXT_CHARS) | None = None
+    schedule_version: Text(64)
+    scheduled_at: Timestamp
+    sent_at: Timestamp | None = None
+    opened_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    expired_at: Timestamp | None = None
+    timezone: TimeZoneName
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Prompt:
+        for earlier, later in ORDER_RULES["prompts"]:
+            a, b = getattr(self, earlier), getattr(self, later)
+            if a is not None and b is not None and b < a:
+                raise PydanticCustomError("timestamp_order", "{later} is before {earlier}",
+                                          {"earlier": earlier, "later": later})
+        return self
+
+
+_PROMPT_CHAIN = ("scheduled_at", "sent_at", "opened_at", "started_at", "completed_at")
+ORDER_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "prompts": tuple((a, b) for i, a in enumerate(_PROMPT_CHAIN) for b in _PROMPT_CHAIN[i + 1:])
+    + (("scheduled_at", "expired_at"), ("sent_at", "expired_at")),
+}
+"""Per record kind, pairs of timestamp fields ``(earlier, later)`` that must not be out of order when both are
+present; the model refuses such a record (``timestamp_order``) and the ingest's SQL is generated from the same
+pairs (``flows/ingest/contract.py``)."""
+
+
 RECORD_MODELS: dict[str, type[Record]] = {
     "consents": Consent,
     "assignments": Assignment,
@@ -276,6 +339,7 @@ RECORD_MODELS: dict[str, type[Record]] = {
     "responses": Response,
     "scores": ExternalScore,
     "events": Event,
+    "prompts": Prompt,
 }
 
 
@@ -293,7 +357,8 @@ def _spec(name: str, info: FieldInfo) -> FieldSpec:
     if len(forms) != 1:
         raise TypeError(f"field {name} is not written with one of the contract's field forms")
     form = forms[0]
-    values = tuple(get_args(get_args(annotation)[0])) if form.name == "scopes" else ()
+    values = (tuple(get_args(get_args(annotation)[0])) if form.name == "scopes"
+              else TIME_ZONES if form.name == "timezone" else ())
     return FieldSpec(name, form.name, info.is_required(), form.max_chars, values)
 
 
@@ -304,7 +369,8 @@ def field_specs(kind: str) -> tuple[FieldSpec, ...]:
 
 # -- one landing line -------------------------------------------------------------------------------------
 
-Refusal = Literal["malformed_json", "schema_violation", "naive_timestamp", "invalid_utf8", "row_too_large"]
+Refusal = Literal["malformed_json", "schema_violation", "naive_timestamp", "invalid_utf8", "row_too_large",
+                  "timestamp_order"]
 
 
 class LineRefused(ValueError):
@@ -369,6 +435,8 @@ def parse_line(kind: str, line: str | bytes) -> Record:
     try:
         return RECORD_MODELS[kind].model_validate(obj)
     except ValidationError as exc:
+        if any(e["type"] == "timestamp_order" for e in exc.errors()):
+            raise LineRefused("timestamp_order", "the record's times are out of order") from None
         naive = [e for e in exc.errors() if isinstance(e.get("input"), str) and re.match(NAIVE_TS, e["input"])]
         raise LineRefused("naive_timestamp" if naive else "schema_violation",
                           f"{exc.error_count()} field error(s)") from None

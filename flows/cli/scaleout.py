@@ -25,7 +25,8 @@ def export(
     buckets: Annotated[int, typer.Option("--buckets", min=1, max=4096, help="Participant buckets (each a whole "
                                          "set of participants; one task per bucket).")] = 16,
 ) -> None:
-    """Write the study's assignments, scores and events as bucketed Parquet partitions (hive layout)."""
+    """Write the study's assignments, scores, events, responses and prompts as bucketed Parquet partitions (hive
+    layout)."""
     from flows.scaleout import export_partitions
     from flows.study import load_study
     from flows.warehouse import open_warehouse

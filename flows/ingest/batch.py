@@ -272,7 +272,7 @@ class _Batch:
         elif f.kind is None or f.fmt is None:
             self._quarantine_lines(f, tally, "unknown_record_kind" if f.kind is None else "unsupported_format",
                                    "file name does not start with a record kind (consents, assignments, responses, "
-                                   "scores, events)" if f.kind is None else "file is not .jsonl, .csv or .parquet")
+                                   "scores, events, prompts)" if f.kind is None else "file is not .jsonl, .csv or .parquet")
         else:
             self._ingest_chunks(f, tally, chunks)
         result = tally.freeze()

@@ -26,16 +26,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.protocol import StudyProtocol
-from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, TEXT_CHARS, FieldSpec, field_specs
+from schemas.records import INTEGER, ISO_WITH_OFFSET, NAIVE_TS, NUMBER, ORDER_RULES, TEXT_CHARS, FieldSpec, field_specs
 from schemas.sqltext import ident, literal, number, varchar_list
 
 TS_MIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 TS_MAX = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 # the time field of each kind: the consent gate compares it with the participant's consents
 TIME_FIELD = {"consents": "granted_at", "assignments": "assigned_at", "participants": "recorded_at",
-              "responses": "submitted_at", "scores": "scored_at", "events": "ts"}
+              "responses": "submitted_at", "scores": "scored_at", "events": "ts", "prompts": "scheduled_at"}
 # the consent scope a record needs in force at its time (consents and assignments need none)
-CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys", "participants": "surveys"}
+CONSENT_SCOPE = {"events": "telemetry", "responses": "surveys", "scores": "surveys", "participants": "surveys",
+                 "prompts": "surveys"}
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -185,8 +186,13 @@ def contract_checks(kind: str) -> list[Check]:
             checks.append((f"{present} AND NOT ({characteristics_ok(t, v)})", "'schema_violation'",
                            literal(f"field {s.name} must be an object of covariate name -> number, text of "
                                    f"1..{TEXT_CHARS} characters, or null")))
+        elif s.form == "timezone":
+            checks.append((f"{present} AND ({t} <> 'VARCHAR' OR NOT list_contains({varchar_list(s.values)}, {v}))",
+                                "'schema_violation'", literal(f"field {s.name} must be an IANA time zone name")))
         else:  # pragma: no cover - field_specs knows no other form
             raise AssertionError(s.form)
+    checks += [(cond, "'timestamp_order'", literal(f"field {later} is before {earlier}"))
+               for cond, earlier, later in _order_conditions(kind)]
     return checks
 
 
@@ -199,6 +205,18 @@ def characteristics_ok(t: str, v: str) -> str:
            f"OR (x[1] = 'DOUBLE' AND coalesce(isfinite(try_cast(x[2] AS DOUBLE)), false)) "
            f"OR (x[1] = 'VARCHAR' AND length(x[2]) BETWEEN 1 AND {TEXT_CHARS})))")
     return f"{t} = 'OBJECT' AND len({bad}) = 0"
+
+
+def _order_conditions(kind: str) -> list[tuple[str, str, str]]:
+    """``(condition, earlier, later)`` per pair of :data:`schemas.records.ORDER_RULES`: true when both times are
+    present and the later one is before the earlier one (read after the field checks, so both are valid)."""
+    idx = index(kind)
+    out = []
+    for earlier, later in ORDER_RULES.get(kind, ()):
+        a, b = int(idx[earlier]), int(idx[later])
+        out.append((f"NOT {_missing(f't_{a}')} AND NOT {_missing(f't_{b}')} "
+                    f"AND try_cast(v_{b} AS TIMESTAMPTZ) < try_cast(v_{a} AS TIMESTAMPTZ)", earlier, later))
+    return out
 
 
 def scopes_ok(t: str, s: FieldSpec) -> str:
@@ -220,6 +238,11 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
     if "wave" in idx:
         checks.append((f"NOT list_contains({varchar_list(protocol.wave_names)}, {v['wave']})", "'unknown_wave'",
                             literal(f"wave is not one of {', '.join(protocol.wave_names)}")))
+    if kind == "prompts":  # a prompt for one instrument names one the study administers; absent: the whole wave
+        checks.append((f"{v['instrument']} IS NOT NULL AND NOT list_contains("
+                            f"{varchar_list(protocol.instruments())}, {v['instrument']})", "'unknown_instrument'",
+                            literal(f"instrument is not one administered by study {protocol.study_id} "
+                                    f"({', '.join(protocol.instruments())})")))
     if kind == "responses":
         checks.append((f"NOT list_contains({varchar_list(protocol.instruments())}, {v['instrument']})",
                             "'unknown_instrument'",
@@ -312,10 +335,13 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
             cond = items_ok(t, v, f"v_{idx['instrument']}", f"v_{idx['instrument_version']}", bounds)
         elif s.form == "characteristics":  # the fast path never vouches for them: the exact path checks each key
             cond = "false"
+        elif s.form == "timezone":
+            cond = f"{t} = 'VARCHAR' AND list_contains({varchar_list(s.values)}, {v})"
         else:  # pragma: no cover
             raise AssertionError(s.form)
         ok.append(f"({_missing(t)} OR ({cond}))" if not s.required else f"({cond})")
     ok.append("n_keys = n_known")
+    ok += [f"NOT coalesce({cond}, false)" for cond, _, _ in _order_conditions(kind)]
     ok += [f"NOT coalesce({condition}, false)" for condition, _, _ in protocol_checks(kind, protocol, bounds)]
     return "coalesce(" + " AND ".join(ok) + ", false)"
 

@@ -1,6 +1,6 @@
 """The gate: consent, erasure, de-duplication and assignment conflicts, after the contract and the protocol.
 
-Consent (DESIGN.md): events need scope ``telemetry``, responses and external scores ``surveys``, in force at
+Consent (DESIGN.md): events need scope ``telemetry``, responses, prompts and external scores ``surveys``, in force at
 the record's time (the latest consent granted at or before it), and nothing is taken at or after a
 withdrawal; an erased participant's records are refused (``withdrawn``). De-duplication: a record whose key
 (:data:`RECORD_KEY`) is stored already, or repeats an earlier line of the batch, is a ``duplicate``. A
@@ -24,6 +24,7 @@ from schemas.sqltext import literal
 RECORD_KEY = {
     "events": ("event_id",),
     "responses": ("response_id",),
+    "prompts": ("prompt_id",),
     "assignments": ("participant", "study_id"),
     "participants": ("participant", "study_id"),
     "scores": ("participant", "study_id", "wave", "outcome"),
@@ -31,7 +32,7 @@ RECORD_KEY = {
 }
 # The most selective column of each key: stored rows a chunk may repeat are found by it.
 PROBE_COLUMN = {"events": "event_id", "responses": "response_id", "scores": "participant", "consents": "record_hash",
-                "participants": "participant"}
+                "participants": "participant", "prompts": "prompt_id"}
 # A consent's key: the whole pseudonymized record, so the same consent delivered twice is one consent.
 CONSENT_RECORD_HASH = ("sha256(concat_ws('|', participant, consent_version, array_to_string(list_sort(scopes), ','), "
                        "granted_at::VARCHAR, coalesce(withdrawn_at::VARCHAR, '')))")
@@ -46,6 +47,7 @@ def stored_keys(kind: str, study_id: str) -> str:
     return {
         "events": f"(SELECT * FROM events WHERE study_id = {s} UNION ALL SELECT * FROM {ACC_EVENTS})",
         "responses": f"(SELECT * FROM responses WHERE study_id = {s})",
+        "prompts": f"(SELECT * FROM prompts WHERE study_id = {s})",
         "scores": f"(SELECT * FROM scores WHERE source = 'external' AND study_id = {s})",
         "consents": "consents",
         "participants": f"(SELECT * FROM participants WHERE study_id = {s})",

@@ -115,7 +115,8 @@ def format_of(name: str) -> str | None:
     return None
 
 
-KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "participants", "scores", "responses", "events"))}
+KIND_ORDER = {k: i for i, k in enumerate(("consents", "assignments", "participants", "scores", "prompts", "responses",
+                                           "events"))}
 
 
 def _link_kind(path: Path, landing: Path) -> str:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from flows.ingest.errors import IngestError
 
-STORED_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events")
+STORED_KINDS = ("consents", "assignments", "participants", "responses", "scores", "events", "prompts")
 
 
 @dataclass(frozen=True)

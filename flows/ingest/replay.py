@@ -34,7 +34,7 @@ from flows.warehouse import connect
 from schemas.protocol import StudyProtocol
 from schemas.warehouse import transaction
 
-REPLAYED = ("events", "responses", "scores", "participants")  # the kinds the consent gate refuses as no_consent
+REPLAYED = ("events", "responses", "scores", "participants", "prompts")  # the kinds the consent gate refuses as no_consent
 
 
 @dataclass(frozen=True)

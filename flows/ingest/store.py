@@ -13,11 +13,14 @@ TARGET = {
     "events": "events",
     "assignments": "assignments",
     "consents": "consents",
+    "prompts": "prompts",
     "scores": "scores (study_id, participant, wave, outcome, value, items_answered, prorated, source, scored_at, batch_id)",
 }
 COLUMNS = {
     "events": "event_id, participant, study_id, ts, session_id, type, feature, value, $batch",
     "assignments": "participant, study_id, arm, assigned_at, stratum, $batch",
+    "prompts": ("prompt_id, participant, study_id, wave, instrument, schedule_version, scheduled_at, sent_at, "
+                "opened_at, started_at, completed_at, expired_at, timezone, $batch"),
     "scores": "study_id, participant, wave, outcome, value, NULL, false, 'external', scored_at, $batch",
     "consents": f"participant, consent_version, scopes, granted_at, withdrawn_at, {CONSENT_RECORD_HASH}, $batch, $file, line",
 }

@@ -31,7 +31,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flows.quality.rules import QualitySettings, primary_waves, study_period, wave_window
-from schemas.warehouse.relations import study_arms, study_scores
+from schemas.sqltext import literal
+from schemas.warehouse.relations import compliance_table, study_arms, study_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -195,6 +196,23 @@ def completeness(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of:
     return pd.DataFrame(out, columns=["wave", "due", "scored", "completeness"])
 
 
+def prompt_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, as_of: datetime) -> pd.DataFrame:
+    """``wave, prompted, late, late_share`` for every wave: prompts of record of randomised participants and those
+    answered only outside the wave's window (``relations.compliance_table``); a wave without prompts has
+    late_share NaN (not judged)."""
+    import pandas as pd
+
+    now = literal(as_of.isoformat()) + "::TIMESTAMPTZ"
+    got = {w: (int(p), int(late)) for w, p, late in con.execute(
+        f"SELECT wave, sum(prompted), sum(late) FROM {compliance_table(protocol, now)} GROUP BY wave").fetchall()}
+    rows = []
+    for w in protocol.wave_names:
+        prompted, late = got.get(w, (0, 0))
+        rows.append({"wave": w, "prompted": prompted, "late": late,
+                     "late_share": late / prompted if prompted else float("nan")})
+    return pd.DataFrame(rows, columns=["wave", "prompted", "late", "late_share"])
+
+
 def event_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, first: datetime | None,
                 last: datetime | None) -> tuple[pd.DataFrame, dict[str, str] | None]:
     """``type, days_outside_period, n`` of every stored event, and the study period judged from the first and
@@ -222,6 +240,7 @@ def reduce_warehouse(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *,
         "assignments": assignment_cells(con, protocol),
         "allocation": allocation(counts, protocol, settings),
         "completeness": completeness(con, protocol, as_of),
+        "prompts": prompt_cells(con, protocol, as_of),
         "events": events,
     }
     for name, frame in frames.items():

@@ -51,6 +51,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "assignment_one_arm": "critical",
     "assignment_ratio_srm": "critical",
     "completeness": "warning",
+    "prompt_late_share": "warning",
     "event_in_study_period": "warning",
 }
 """Every rule family and its default severity (the families are the names without ``[parameter]``)."""
@@ -59,6 +60,12 @@ COMPLETENESS_MIN = 0.70
 """Default least share of due participants with a primary-outcome score at a wave. Published longitudinal and
 EMA compliance sits near 79-85% (substance-use EMA pooled 78.7%, k = 128; chronic-pain IPD 85%, n = 701:
 research/orchestration.md G2); 70% is the alert line suggested there for any arm x wave."""
+
+
+LATE_SHARE_MAX = 0.10
+"""Default largest share of a wave's prompts answered only outside the declared response window
+(``relations.compliance_table``): an alert line chosen here, not a published figure; a study sets its own with
+``QualitySettings.late_share_max``."""
 
 
 def _srm_threshold_default() -> float:
@@ -80,6 +87,7 @@ class QualitySettings:
     severity: Mapping[str, Severity] = field(default_factory=dict)
     completeness_min: float = COMPLETENESS_MIN
     srm_p_min: float | None = None
+    late_share_max: float = LATE_SHARE_MAX
 
     def __post_init__(self) -> None:
         for key, value in self.severity.items():
@@ -89,6 +97,8 @@ class QualitySettings:
                 raise QualityConfigError(
                     f"quality severity names {key!r}, which is no quality rule; the families are "
                     f"{', '.join(DEFAULT_SEVERITY)}")
+        if not 0.0 <= self.late_share_max <= 1.0:
+            raise QualityConfigError(f"late_share_max must be a share in [0, 1], not {self.late_share_max}")
         if not 0.0 <= self.completeness_min <= 1.0:
             raise QualityConfigError(f"completeness_min must be a share in [0, 1], not {self.completeness_min}")
         if self.srm_p_min is not None and not 0.0 < self.srm_p_min < 1.0:
@@ -338,6 +348,12 @@ def build_rules(protocol: StudyProtocol, settings: QualitySettings | None = None
             {"column": "completeness", "min_value": s.completeness_min}, "participants",
             f"share of randomised participants whose {w.name} window has closed with a {primary} score at "
             f"{w.name} >= {s.completeness_min:.0%}", ("wave", w.name))
+
+    for w in protocol.waves:
+        add(f"prompt_late_share[{w.name}]", "prompts", "prompts", "completed_at", "ExpectColumnValuesToBeBetween",
+            {"column": "late_share", "max_value": s.late_share_max}, "prompts",
+            f"share of {w.name} prompts answered only outside the wave's response window <= {s.late_share_max:.0%} "
+            "(relations.compliance_table; not judged without prompts)", ("wave", w.name))
 
     add("event_in_study_period", "events", "events", "ts", "ExpectColumnValuesToBeBetween",
         {"column": "days_outside_period", "min_value": 0, "max_value": 0}, "events",

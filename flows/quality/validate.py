@@ -184,6 +184,12 @@ def _summarize(rule: Rule, frame: pd.DataFrame, result: Any) -> ExpectationResul
         return ExpectationResult(rule.name, rule.family, result.expectation_config.type, rule.table, rule.column,
                                  severity, success, observed, int(w["due"]), int(w["due"] - w["scored"]), rule.unit,
                                  (), _plain(dict(rule.kwargs)), rule.description)
+    if rule.frame == "prompts":  # one row per wave: prompts of record, of which answered only late (NaN: none)
+        w = frame[frame["wave"] == rule.where[1]].iloc[0]
+        observed = {"late_share": _plain(w["late_share"]), "prompted": int(w["prompted"]), "late": int(w["late"])}
+        return ExpectationResult(rule.name, rule.family, result.expectation_config.type, rule.table, rule.column,
+                                 severity, success, observed, int(w["prompted"]), int(w["late"]), rule.unit,
+                                 (), _plain(dict(rule.kwargs)), rule.description)
     if rule.frame == "allocation":
         observed = None
         if len(frame):

@@ -42,6 +42,20 @@ WAVES = [("baseline", 0, 7), ("w2", 14, 4), ("m1", 30, 7), ("m3", 91, 10), ("m6"
 ARMS = [("control", None, 0.0), ("guidance", "consented_guidance", 0.25), ("candor", "anti_sycophancy", 0.12)]
 RATE_MONTHS = 1.5
 OFFSETS = np.array([-300, -240, 0, 60, 120, 330, 540])  # participant time zones, minutes from UTC
+# the IANA zone of each offset (its standard time; the timestamps' offsets stay fixed, the instants are what count)
+ZONES = np.array(["America/New_York", "America/Halifax", "Europe/London", "Europe/Berlin", "Europe/Helsinki",
+                  "Asia/Kolkata", "Asia/Tokyo"])
+LATE_SHARE = 0.04  # of answers at a follow-up wave, given after the prompt's window closed (and its grace)
+MOVE_SHARE = 0.03  # of participants, who move to another time zone from the third follow-up wave on
+GRACE_HOURS = 24.0
+
+
+def response_window(day: int, window: int) -> tuple[int, float]:
+    """``(opens_day, expires_after_hours)`` of a wave's declared window: it opens (local midnight) a day before the
+    earliest simulated answer and expires a day after the latest, counted from the prompt's scheduled time (the
+    opening day, at the participant's time of assignment), so only the answers made late on purpose fall outside."""
+    opens_day = 0 if day == 0 else day - int(np.ceil(window / 2)) - 1
+    return opens_day, float((day + window - opens_day + 1) * 24)
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,9 @@ def protocol(epsilon: float = 4.0) -> StudyProtocol:
              "description": "anti-sycophancy"},
         ],
         "waves": [
-            {"name": n, "day": d, "window_days": w, "instruments": [i.name for i in INSTRUMENTS]}
+            {"name": n, "day": d, "window_days": w, "instruments": [i.name for i in INSTRUMENTS],
+             "response_window": {"opens_day": response_window(d, w)[0], "opens_at": "00:00",
+                                 "expires_after_hours": response_window(d, w)[1], "grace_hours": GRACE_HOURS}}
             for n, d, w in WAVES
         ],
         "primary_outcome": {"name": "who5.percent", "instrument": "who5", "wave": "m12",
@@ -230,6 +246,14 @@ def simulate(out: str | Path, participants: int, seed: int, bad_rows: float = 0.
     mult = _multiplier(engage)
     plateau = np.array([a[2] for a in ARMS])[arm_idx]
 
+    # prompt timing draws from a stream of its own, so the answers and telemetry of a seed are what they were
+    prng = np.random.default_rng([seed, 17])
+    zone_idx = np.searchsorted(np.sort(OFFSETS), offset)  # OFFSETS is sorted
+    moved_zone = (zone_idx + prng.integers(1, len(ZONES), n)) % len(ZONES)
+    moves = prng.uniform(size=n) < MOVE_SHARE
+    prompt_lines: dict[str, list[str]] = {}
+    late_by_wave: dict[str, int] = {}
+
     # responses wave by wave
     resp_cols: dict[str, list] = {k: [] for k in ("response_id", "participant_id", "instrument", "wave", "submitted_at", "items")}
     present = np.ones(n, dtype=bool)  # still in the study (monotone dropout)
@@ -246,6 +270,9 @@ def simulate(out: str | Path, participants: int, seed: int, bad_rows: float = 0.
         responds = present & (rng.uniform(size=n) >= (0.03 if wi else 0.0))
         responds &= ~(withdraw & (when >= withdrawn_at))
         missing_by_wave[wave] = float(1 - responds.mean())
+        when, late_by_wave[wave] = _prompts(prng, prompt_lines, wave, wi, day, window, pid, offset, assigned, when,
+                                            responds, withdraw, withdrawn_at, np.where(moves & (wi >= 3), moved_zone,
+                                                                                       zone_idx))
         who = np.flatnonzero(responds)
         for inst in INSTRUMENTS:
             answers = _items(rng, inst, w[who])
@@ -291,6 +318,8 @@ def simulate(out: str | Path, participants: int, seed: int, bad_rows: float = 0.
             '"wave":"%s","submitted_at":"%s","items":%s}' % (rid, p, STUDY_ID, inst, wave, ts, items))
     for wave, lines in by_wave.items():
         files[f"responses-{wave}.jsonl"] = lines
+    for wave, lines in prompt_lines.items():
+        files[f"prompts-{wave}.jsonl"] = lines
 
     injected: dict[str, int] = {}
     if bad_rows > 0:
@@ -307,10 +336,52 @@ def simulate(out: str | Path, participants: int, seed: int, bad_rows: float = 0.
     t["seed"] = seed
     t["participants"] = n
     t["missing_fraction_by_wave"] = missing_by_wave
+    t["late_answers_by_wave"] = late_by_wave
     (out / "truth.json").write_text(json.dumps(t, indent=2), encoding="utf-8")
     (out / "injected.json").write_text(json.dumps(injected, indent=2, sort_keys=True), encoding="utf-8")
     return {"participants": n, "responses": int(len(responses["response_id"])), "events": n_events,
             "injected": injected, "landing": str(land)}
+
+
+def _prompts(prng, out: dict[str, list[str]], wave: str, wi: int, day: int, window: int, pid, offset, assigned, when,
+             responds, withdraw, withdrawn_at, zone_idx, late_share: float = LATE_SHARE,
+             study_id: str = STUDY_ID) -> tuple[np.ndarray, int]:
+    """One wave-level prompt per participant still consenting when it is scheduled (non-responders included: theirs
+    expire), written to ``out[wave]``; returns the answer times with the late answers moved past the window, and how
+    many participants answered late. A late answer's prompt expired before it was completed (allowed)."""
+    opens_day, expiry_h = response_window(day, window)
+    s = np.timedelta64(1, "s")
+    scheduled = assigned + np.int64(opens_day * 86400) * s
+    closes = scheduled + np.int64(round((expiry_h + GRACE_HOURS) * 3600)) * s
+    late = responds & ~withdraw & (prng.uniform(size=len(pid)) < (late_share if wi else 0.0))
+    when = np.where(late, closes + prng.integers(3600, 3 * 86400, len(pid)) * s, when)
+    keep = ~(withdraw & (scheduled >= withdrawn_at))
+    sent = scheduled + prng.integers(0, 600, len(pid)) * s
+    opened = np.maximum(when - np.int64(60) * s, sent)
+    started = opened + np.int64(30) * s
+    completed = np.maximum(when + np.int64(600) * s, started)  # the answers' own jitter is under 600 s
+    expired = scheduled + np.int64(round(expiry_h * 3600)) * s
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return when, int(late.sum())
+
+    def ts(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+        text = np.char.add(np.char.add('"', _iso(values[idx], offset[idx])), '"')
+        return np.where(present[idx], text, "null")
+
+    answered = responds
+    fields = [
+        ("scheduled_at", ts(scheduled, np.ones(len(pid), bool))), ("sent_at", ts(sent, np.ones(len(pid), bool))),
+        ("opened_at", ts(opened, answered)), ("started_at", ts(started, answered)),
+        ("completed_at", ts(completed, answered)), ("expired_at", ts(expired, ~answered | late)),
+    ]
+    head = np.char.add(np.char.add('{"prompt_id":"q-', np.char.add(np.char.add(pid[idx], "-"), wave)), '","participant_id":"')
+    line = np.char.add(np.char.add(head, pid[idx]), f'","study_id":"{study_id}","wave":"{wave}","schedule_version":"2026.1"')
+    for name, text in fields:
+        line = np.char.add(np.char.add(line, f',"{name}":'), text)
+    line = np.char.add(np.char.add(np.char.add(line, ',"timezone":"'), ZONES[zone_idx[idx]]), '"}')
+    out[wave] = line.tolist()
+    return when, int(late.sum())
 
 
 def _items_json(codes: tuple[str, ...], answers: np.ndarray, skip: np.ndarray) -> np.ndarray:

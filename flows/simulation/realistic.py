@@ -660,7 +660,7 @@ def protocol(params: RealisticParams = RealisticParams(), epsilon: float = 4.0) 
 
 def _write_landing(study: RealisticStudy, out: Path, truth_draws: int) -> dict[str, object]:
     # the landing line formats are defined once, in the field-study simulator
-    from flows.simulation.field_study import _consent_lines, _iso, _items_json
+    from flows.simulation.field_study import OFFSETS, _consent_lines, _iso, _items_json, _prompts
 
     p = study.params
     land = out / "landing"
@@ -680,10 +680,23 @@ def _write_landing(study: RealisticStudy, out: Path, truth_draws: int) -> dict[s
         json.dumps({"participant_id": q, "study_id": p.study_id, "arm": a, "assigned_at": t, "stratum": s})
         for q, a, t, s in zip(pid, study.arm, _iso(assigned, offset), study.site, strict=True)]
     n_responses = 0
+    # prompts (one per participant and wave; non-responders' expire) draw from a stream of their own, so the other
+    # files of a seed are what they were; nobody answers late here and the protocol declares no window, so the
+    # warehouse route analyses exactly the in-memory frames
+    prng = np.random.default_rng(np.random.SeedSequence([study.seed, 20261206, 3]))
+    zone_idx = np.searchsorted(OFFSETS, offset)
+    never = np.zeros(n, dtype=bool)
+    prompts: dict[str, list[str]] = {}
     for t, wave in enumerate(p.waves):
         who = np.flatnonzero(study.observed[:, t])
         jitter = rng.uniform(-wave.window_days / 2 if wave.day else 0, wave.window_days / 2 if wave.day else 1, who.size)
-        when = _iso(assigned[who] + ((wave.day + jitter) * 86400).astype("timedelta64[s]"), offset[who])
+        instants = assigned[who] + ((wave.day + jitter) * 86400).astype("timedelta64[s]")
+        when = _iso(instants, offset[who])
+        answered_at = assigned.copy()
+        answered_at[who] = instants
+        _prompts(prng, prompts, wave.name, t, wave.day, wave.window_days, pid, offset, assigned, answered_at,
+                 study.observed[:, t], never, assigned, zone_idx, late_share=0.0, study_id=p.study_id)
+        files[f"prompts-{wave.name}.jsonl"] = prompts[wave.name]
         lines = []
         for inst in p.instruments:
             items = _items_json(inst.items, study.answers[inst.name][who, t, :].astype(np.int64), np.zeros((who.size, len(inst.items)), bool))

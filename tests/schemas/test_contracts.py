@@ -277,6 +277,8 @@ SCOPE_LISTS = [[], ["telemetry"], ["surveys", "surveys"], ["bogus"], "surveys", 
 ITEMS = [{}, {"WHO5_1": 3}, {"WHO5_1": "3"}, {"WHO5_1": " 3 "}, {"WHO5_1": 3.0}, {"WHO5_1": "3.0"}, {"WHO5_1": -0.0},
          {"WHO5_1": 2.5}, {"WHO5_1": True}, {"WHO5_1": None}, {"WHO5_1": [1]}, {"WHO5_1": "+3"}, {"WHO5_1": "3e0"},
          {"WHO5_5": 0, "WHO5_1": 5}, {"WHO5_1": {"v": 1}}, "{}", "{\"WHO5_1\": 3}", [], 5, None]
+TIME_ZONE_NAMES = ["Europe/London", "America/New_York", "Asia/Kolkata", "UTC", "europe/london", "Mars/Olympus", "GMT+1",
+                   "Europe/London ", "localtime", "", 5, None, ["UTC"]]
 # characteristics of every shape; those the contract accepts are valid for the spine protocol's declared covariates
 # (drug: No/Yes, age: numeric), so the protocol's own key-by-key checks never decide here
 CHARACTERISTICS = [{}, {"drug": "Yes"}, {"drug": None}, {"age": 3}, {"age": -1.5}, {"age": " 2 "}, {"age": 1e308},
@@ -284,7 +286,7 @@ CHARACTERISTICS = [{}, {"drug": "Yes"}, {"drug": None}, {"age": 3}, {"age": -1.5
                    "{}", [], 5, None]
 # fields whose valid values the protocol or the gate constrains: only values the contract refuses are tried
 CONSTRAINED = {"participant_id", "study_id", "arm", "wave", "instrument", "instrument_version", "outcome",
-               "event_id", "response_id"}
+               "event_id", "response_id", "prompt_id"}
 
 
 def _valid(kind: str, i: int) -> dict:
@@ -303,6 +305,12 @@ def _valid(kind: str, i: int) -> dict:
                    "scored_at": "2026-02-01T00:00:00Z"},
         "events": {"event_id": f"e{i}", "participant_id": pid, "study_id": "s1", "ts": "2026-01-03T10:00:00-05:00",
                    "session_id": "s-1", "type": "message", "feature": "guidance", "value": 1.0},
+        # every optional time present and in order, so a changed time may break the order (timestamp_order)
+        "prompts": {"prompt_id": f"q{i}", "participant_id": pid, "study_id": "s1", "wave": "m1", "instrument": "who5",
+                    "schedule_version": "2026.1", "scheduled_at": "2026-03-01T09:00:00Z",
+                    "sent_at": "2026-03-01T10:00:00+01:00", "opened_at": "2026-03-01T09:30:00Z",
+                    "started_at": "2026-03-01T09:31:00Z", "completed_at": "2026-03-01T09:40:00Z",
+                    "expired_at": "2026-03-03T09:00:00Z", "timezone": "Europe/London"},
     }[kind]
 
 
@@ -320,13 +328,15 @@ def _values_for(kind: str, name: str) -> list:
         return SCOPE_LISTS
     if spec.form == "items":
         return ITEMS
+    if spec.form == "timezone":
+        return TIME_ZONE_NAMES
     if spec.form == "characteristics":
         return CHARACTERISTICS
     bound = spec.max_chars
     around = ["x" * bound, "x" * (bound + 1), "é" * bound, "é" * (bound + 1), "😀" * (bound // 2)]
     if name in CONSTRAINED:  # a value the contract refuses, or (keys) a unique one it accepts
         refused = [v for v in TEXTS + around if not (isinstance(v, str) and 0 < len(v) <= bound)]
-        return refused + (["UNIQUE"] if name in ("event_id", "response_id") else [])
+        return refused + (["UNIQUE"] if name in ("event_id", "response_id", "prompt_id") else [])
     return TEXTS + around
 
 

@@ -31,7 +31,7 @@ FP = "fp"
 """The name :func:`verify_sql`'s result is registered under while the gate reads it."""
 
 # The record key as the source's fields (the study is checked equal to the protocol's, so it is left out).
-KEY_FIELDS = {"events": ("event_id",), "responses": ("response_id",), "assignments": ("participant_id",),
+KEY_FIELDS = {"events": ("event_id",), "responses": ("response_id",), "prompts": ("prompt_id",), "assignments": ("participant_id",),
               "scores": ("participant_id", "wave", "outcome"),
               "consents": ("participant_id", "consent_version", "scopes", "granted_at", "withdrawn_at")}
 

@@ -71,12 +71,18 @@ def test_schema_export_validates_real_records(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert names == ["assignments.schema.json", "consents.schema.json", "events.schema.json",
-                     "regulator_report.schema.json", "responses.schema.json", "scores.schema.json",
-                     "study_protocol.schema.json"]
+                     "participants.schema.json", "prompts.schema.json", "regulator_report.schema.json",
+                     "responses.schema.json", "scores.schema.json", "study_protocol.schema.json"]
     schema = json.loads((tmp_path / "schemas" / "events.schema.json").read_text())
     jsonschema.validate(event("e1", "a"), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**event("e1", "a"), "colour": "red"}, schema)
+    prompts = json.loads((tmp_path / "schemas" / "prompts.schema.json").read_text())
+    prompt = {"prompt_id": "q1", "participant_id": "a", "study_id": "s1", "wave": "m1", "schedule_version": "v1",
+              "scheduled_at": "2026-03-29T09:00:00+01:00", "timezone": "Europe/London"}
+    jsonschema.validate(prompt, prompts)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**prompt, "scheduled_at": "2026-03-29T09:00:00"}, prompts)
 
 
 @pytest.mark.slow

@@ -297,3 +297,27 @@ def test_an_empty_warehouse_judges_nothing_and_passes(tmp_path, protocol):
         con.close()
     assert report.passed and all(r.success for r in report.results)
     assert report.result("assignment_ratio_srm").observed is None
+
+
+def test_the_late_share_of_prompts_is_a_warning_that_counts_the_simulated_late_answers(simulated):
+    """The simulator answers about 4% of follow-up prompts late: under the default 10% line every wave passes;
+    with a 1% line the follow-up waves fail as warnings (the run goes on) and count exactly the late prompts."""
+    study, con = simulated
+    late = dict(con.execute("SELECT wave, count(*) FILTER (WHERE status = 'late') FROM "
+                            f"{_compliance(study.protocol)} GROUP BY wave").fetchall())
+    assert sum(late.values()) > 0
+    report = _run(con, study.protocol)
+    assert all(r.success for r in report.results if r.family == "prompt_late_share")
+    strict = _run(con, study.protocol, run_id="strict", settings=QualitySettings(late_share_max=0.01))
+    assert strict.passed and not strict.critical_failures
+    results = {r.name: r for r in strict.results if r.family == "prompt_late_share"}
+    assert {n for n, r in results.items() if not r.success} == {f"prompt_late_share[{w}]" for w, n in late.items() if n}
+    assert all(r.unexpected_count == late[r.name[len("prompt_late_share["):-1]] for r in results.values())
+    assert all(r.severity == "warning" for r in results.values())
+
+
+def _compliance(protocol):
+    from schemas.sqltext import literal
+    from schemas.warehouse.relations import prompt_compliance
+
+    return prompt_compliance(protocol, literal(AS_OF.isoformat()) + "::TIMESTAMPTZ")
