@@ -467,7 +467,10 @@ def scheduled_run(study: str, landing: str, warehouse: str, key_file: str | None
         return study_flow.fn(study, warehouse, landing, key_file, analyze="never", release=False, trigger=trigger,
                              reports=False)
     if kind == "wave_close":
-        return study_flow.fn(study, warehouse, landing, key_file, analyze="always", release=True, trigger=trigger)
+        # the reports are the weekly schedule's: a served flow run that wrote them ended before recording the
+        # stage (found by tests/flows/test_schedules.py; not yet understood, README "Known limits")
+        return study_flow.fn(study, warehouse, landing, key_file, analyze="always", release=True, trigger=trigger,
+                             reports=False)
     if kind == "weekly_report":
         return study_flow.fn(study, warehouse, None, None, analyze="never", release=False, trigger=trigger,
                              only=["reports"])
