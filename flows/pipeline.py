@@ -319,6 +319,21 @@ def _result(state: State) -> StageResult:
     return value
 
 
+def _record_crash(warehouse: str, run_id: str, seq: int, stage: str, started_at: datetime,
+                  exc: BaseException) -> None:
+    """End the run's record ``failed`` when a stage raised instead of returning its state, so that no run stays
+    ``running`` for ever. The message names the stage and the exception's type only: its text may quote data."""
+    message = (f"the {stage} stage crashed with {type(exc).__name__} (a fault in Flourish or its environment, not "
+               "in the data: the traceback is in the command's output or the Prefect run's logs)")
+    seconds = (datetime.now(UTC) - started_at).total_seconds()
+    con = connect(warehouse, create=False)
+    try:
+        runs.record_stage(con, run_id, seq, StageResult(stage, "failed", seconds, {}, message), started_at)
+        runs.finish_run(con, run_id, "failed", message)
+    finally:
+        con.close()
+
+
 @flow(name="flourish-run", persist_result=False, log_prints=False)
 def study_flow(study: str, warehouse: str, landing: str | None = None, key_file: str | None = None,
                analyze: AnalyzeWhen = "auto", release: bool = True, preregister_plan: bool = True,
@@ -375,7 +390,11 @@ def study_flow(study: str, warehouse: str, landing: str | None = None, key_file:
         elif call is None:
             result = StageResult(stage, "skipped", 0.0, {}, skip)
         else:
-            result = _result(call())
+            try:
+                result = _result(call())
+            except BaseException as exc:  # a bug, not bad input: record it, then let its traceback through
+                _record_crash(warehouse, run_id, seq, stage, started_at, exc)
+                raise
             if result.state == "failed":
                 stopped = f"stopped: the {stage} stage failed"
         results.append(result)
@@ -464,14 +483,30 @@ def scheduled_run(study: str, landing: str, warehouse: str, key_file: str | None
         return Cancelled(message="skipped: a later missed run of this schedule covers it (late_runs: latest_only)")
     trigger = f"schedule:{kind}" + (f":{wave}" if wave else "")
     if kind == "nightly_ingest":
-        return study_flow.fn(study, warehouse, landing, key_file, analyze="never", release=False, trigger=trigger,
-                             reports=False)
-    if kind == "wave_close":
-        # the reports are the weekly schedule's: a served flow run that wrote them ended before recording the
-        # stage (found by tests/flows/test_schedules.py; not yet understood, README "Known limits")
-        return study_flow.fn(study, warehouse, landing, key_file, analyze="always", release=True, trigger=trigger,
-                             reports=False)
-    if kind == "weekly_report":
-        return study_flow.fn(study, warehouse, None, None, analyze="never", release=False, trigger=trigger,
-                             only=["reports"])
-    raise FlourishError(f"unknown scheduled run kind {kind!r}")
+        options: dict[str, Any] = {"landing": landing, "key_file": key_file, "analyze": "never", "release": False,
+                                   "reports": False}
+    elif kind == "wave_close":
+        options = {"landing": landing, "key_file": key_file, "analyze": "always", "release": True}
+    elif kind == "weekly_report":
+        options = {"landing": None, "key_file": None, "analyze": "never", "release": False, "only": ["reports"]}
+    else:
+        raise FlourishError(f"unknown scheduled run kind {kind!r}")
+    try:
+        record = study_flow.fn(study, warehouse, trigger=trigger, **options)
+    except BaseException as exc:
+        _say(f"flourish serve: the {trigger} run crashed with {type(exc).__name__}; its traceback is in the "
+             "Prefect run's logs")
+        raise
+    if record["state"] == "failed":
+        message = next(s["message"] for s in record["stages"] if s["state"] == "failed")
+        _say(f"flourish serve: the {trigger} run failed: {message}")
+        return Failed(message=message, data=record)
+    return record
+
+
+def _say(sentence: str) -> None:
+    """One line on the serve process's stderr (a served run's process shares it): Prefect's console handler is
+    quiet (flows/settings.py), so without this a failed scheduled run would show only in the Prefect UI."""
+    import sys
+
+    print(sentence, file=sys.stderr, flush=True)

@@ -339,23 +339,36 @@ def _print_deployments(planned, now, as_json: bool) -> None:
     out.print(table)
 
 
+def runner_deployments(planned) -> list[Any]:
+    """Prefect deployments of :func:`flows.pipeline.scheduled_run`, one per planned deployment.
+
+    Their entrypoint is the module path ``flows.pipeline.scheduled_run``: a file-path entrypoint makes Prefect's
+    flow-run process load ``flows/pipeline.py`` as a top-level module with ``flows/`` first on ``sys.path``, where
+    ``flows/reports.py`` then hides the ``reports`` package (and ``flows/statistics.py`` the standard library's)."""
+    from prefect.schedules import Cron, RRule
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.pipeline import scheduled_run
+
+    deployments = []
+    for d in planned:
+        schedule = (Cron(d.cron, timezone=d.timezone, slug=d.kind) if d.cron is not None
+                    else RRule(d.rrule, timezone=d.timezone, slug=d.kind))
+        deployments.append(scheduled_run.to_deployment(
+            name=d.name, schedules=[schedule], parameters=d.parameters, description=d.purpose,
+            tags=["flourish", d.kind], entrypoint_type=EntrypointType.MODULE_PATH))
+    return deployments
+
+
 def _serve(planned) -> None:
     """Create the deployments, queue the runs that are due now, and serve them until interrupted."""
     from prefect import serve as prefect_serve
     from prefect.client.orchestration import get_client
-    from prefect.schedules import Cron, RRule
 
-    from flows.pipeline import scheduled_run
     from flows.prefect_server import prefect_api
 
     with prefect_api() as url:
-        deployments = []
-        for d in planned:
-            schedule = (Cron(d.cron, timezone=d.timezone, slug=d.kind) if d.cron is not None
-                        else RRule(d.rrule, timezone=d.timezone, slug=d.kind))
-            deployments.append(scheduled_run.to_deployment(
-                name=d.name, schedules=[schedule], parameters=d.parameters, description=d.purpose,
-                tags=["flourish", d.kind]))
+        deployments = runner_deployments(planned)
         ids = {d.name: dep.apply() for d, dep in zip(planned, deployments, strict=True)}
         with get_client(sync_client=True) as client:
             for d in planned:

@@ -182,3 +182,30 @@ def test_a_quality_warning_is_recorded_and_the_run_goes_on(study, monkeypatch):
     stages = {s["stage"]: s for s in json.loads(res.stdout)["stages"]}
     assert stages["quality"]["state"] == "completed" and "response_in_wave_window" in stages["quality"]["summary"]["failed"]
     assert stages["analyze"]["state"] == "completed" and stages["release"]["state"] == "completed"
+
+
+def test_a_stage_that_crashes_ends_the_run_failed_with_the_stage_named_and_raises(study, monkeypatch):
+    """A bug inside a stage (not a FlourishError) keeps its traceback, and the run's record does not stay
+    `running`: it is `failed`, naming the stage and the exception's type (never its text, which may hold data)."""
+    import flows.pipeline as pipeline
+
+    monkeypatch.setenv("FLOURISH_ORCHESTRATOR", "inline")
+    wh = study / "crash.duckdb"
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("participant p-0001 says hello")
+
+    monkeypatch.setattr(pipeline.score_stage, "fn", broken)
+    with pytest.raises(ModuleNotFoundError):
+        pipeline.study_flow.fn(str(study / "sim" / "study.yaml"), str(wh), str(study / "sim" / "landing"),
+                               str(study / "k.key"), analyze="never", release=False, reports=False)
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        (state, message), = con.execute("SELECT state, message FROM pipeline_runs").fetchall()
+        stages = con.execute("SELECT stage, state, message FROM pipeline_stages ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    assert state == "failed" and "score" in message and "ModuleNotFoundError" in message
+    assert "p-0001" not in message
+    assert [s[:2] for s in stages] == [("ingest", "completed"), ("score", "failed")]
+    assert "ModuleNotFoundError" in stages[1][2] and "p-0001" not in stages[1][2]

@@ -114,8 +114,9 @@ def test_planned_release_ids_are_unique_and_stable():
 
 @pytest.mark.slow
 def test_serve_runs_a_closed_waves_close_and_its_schedules_stay_active_after_it_stops(tmp_path):
-    """End to end with Prefect: `flourish serve` creates the deployments, runs the wave close that is due, and
-    when the process stops its schedules are still active (Prefect pauses served schedules by default, #16363)."""
+    """End to end with Prefect: `flourish serve` creates the deployments, runs the wave close that is due (every
+    stage, the reports included), and when the process stops its schedules are still active (Prefect pauses served
+    schedules by default, #16363)."""
     import os
     import signal
     import subprocess
@@ -158,6 +159,12 @@ def test_serve_runs_a_closed_waves_close_and_its_schedules_stay_active_after_it_
                     continue
         assert done == [(f"schedule:wave_close:{data['waves'][1]['name']}",)], (
             proc.stderr.read() if proc.poll() is not None else done)
+        con = duckdb.connect(str(wh), read_only=True)
+        stages = dict(con.execute("SELECT stage, state FROM pipeline_stages").fetchall())
+        con.close()
+        assert stages == {"ingest": "completed", "score": "completed", "quality": "completed",
+                          "analyze": "completed", "release": "completed", "reports": "completed"}
+        assert (tmp_path / "reports" / "dashboard.html").is_file()  # beside the warehouse
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -179,3 +186,27 @@ def yaml_load(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_served_flow_run_loads_the_pipeline_as_a_module_and_sees_the_top_level_packages(tmp_path):
+    """A served run's process loads the flow from the deployment's entrypoint. From a file path
+    (``flows/pipeline.py:...``) Prefect puts ``flows/`` first on ``sys.path``; ``import reports.bundle`` then finds
+    ``flows/reports.py`` and fails, so a served run that wrote the reports crashed after the release stage."""
+    import subprocess
+    import sys
+
+    from flows.cli.pipeline import runner_deployments
+    from tests.support import REPO
+
+    planned = planned_deployments(_scheduled(), study="s.yaml", landing="l", warehouse="w.duckdb", key_file=None,
+                                  now=datetime(2025, 1, 1, tzinfo=UTC))
+    entrypoints = {d.entrypoint for d in runner_deployments(planned)}
+    assert len(entrypoints) == 1
+    load = ("import sys\n"
+            "from prefect.flows import load_flow_from_entrypoint\n"
+            f"flow = load_flow_from_entrypoint({entrypoints.pop()!r})\n"
+            "import reports.bundle, statistics\n"
+            "print(flow.fn.__module__, statistics.__file__.startswith(sys.base_prefix))\n")
+    res = subprocess.run([sys.executable, "-c", load], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["flows.pipeline", "True"]
