@@ -3,6 +3,9 @@
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
         .venv/bin/python benchmarks/analysis.py [--sizes 10000 1000000] [--skip-mixedlm] [--skip-naive]
 
+The MMRM primary beside the random-intercept model and MixedLM at 50,000 in one run (issue 20):
+``--model both --sizes 50000 1000000 --mixedlm-sizes 50000 --skip-naive``.
+
 For each size: write a DuckDB warehouse file (3 arms, baseline + 5 follow-up waves = 6 waves,
 15% of follow-up rows missing), then time, in this process,
   1. sufficient statistics: the cross-products SQL over ``scores`` joined to ``assignments``

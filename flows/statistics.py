@@ -81,6 +81,7 @@ __all__ = [
     "observations_sql",
     "observed_followup_waves",
     "paired_moments",
+    "participant_rows_sql",
     "plan_statistics",
     "released_cells",
     "released_statistics",
@@ -211,6 +212,35 @@ def observations_sql(
         f"{cov_cte} "
         f"SELECT fu.participant, arm_of.arm, fu.wave, fu.y, base.baseline{cov_cols} "
         f"FROM fu JOIN arm_of USING (participant) JOIN base USING (participant){cov_join}) AS obs"
+    )
+
+
+def participant_rows_sql(
+    protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
+) -> str:
+    """The participants of :func:`observations_sql`, one row each (parenthesised sub-query): participant, arm,
+    baseline, the covariate columns, and ``y0`` ... the score at each follow-up wave (``waves``, default all; NULL
+    where there is none) — the wide source of ``analysis.mmrm.pattern_statistics_sql``. The scores come pivoted from
+    the canonical relation (``relations.primary_scores_wide``, baseline wave and follow-up waves in one GROUP BY), so
+    the arm and covariates join a million rows rather than one per score. A participant without a baseline or without
+    a follow-up score is left out, as from :func:`observations_sql`."""
+    from analysis.plan import covariate_columns
+
+    follow = [w.name for w in _followup(protocol, waves)]
+    if not follow:
+        raise AnalysisInputError("the protocol has no follow-up wave after the baseline wave")
+    sid = protocol.study_id
+    scores = relations.primary_scores_wide(protocol, outcome, [protocol.baseline_wave, *follow])
+    cov_cte = "".join(f", cov{k} AS {_covariate_relation(protocol, c)}" for k, c in enumerate(covariates))
+    cov_cols = "".join(f", cov{k}.{ident(col)}" for k, c in enumerate(covariates)
+                       for col in covariate_columns(protocol, [c]))
+    cov_join = "".join(f" JOIN cov{k} USING (participant)" for k in range(len(covariates)))
+    ys = "".join(f", s.score_{number(t + 1)} AS y{number(t)}" for t in range(len(follow)))
+    any_followup = " OR ".join(f"s.score_{number(t + 1)} IS NOT NULL" for t in range(len(follow)))
+    return (
+        f"(WITH s AS {scores}, arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}){cov_cte} "
+        f"SELECT s.participant, arm_of.arm, s.score_0 AS baseline{cov_cols}{ys} "
+        f"FROM s JOIN arm_of USING (participant){cov_join} WHERE s.score_0 IS NOT NULL AND ({any_followup})) AS obs"
     )
 
 
@@ -542,15 +572,16 @@ def surrogate_inputs(
 def mmrm_stats(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, *, outcome: str,
                waves: Sequence[str]) -> MMRMStatistics:
     """The MMRM's pattern statistics of ``outcome`` over the follow-up ``waves`` (with the fourth-order sums the
-    sandwich covariance needs): the SQL text of ``analysis.mmrm.sql`` over :func:`observations_sql`, one GROUP BY."""
+    sandwich covariance needs): the SQL text of ``analysis.mmrm.sql`` over :func:`participant_rows_sql` (the
+    participants of :func:`observations_sql`, one row each), one GROUP BY pattern."""
     from analysis.mmrm import pattern_statistics_from_rows, pattern_statistics_sql
     from analysis.plan import mmrm_design
 
     covariates = list(protocol.analysis.covariates)
     require_covariates(con, protocol, outcome, covariates, waves)
     design = mmrm_design(protocol, list(waves), covariates)
-    source = observations_sql(protocol, outcome, covariates, waves)
-    rows = con.execute(pattern_statistics_sql(design, source, fourth_order=True)).fetchall()
+    source = participant_rows_sql(protocol, outcome, covariates, waves)
+    rows = con.execute(pattern_statistics_sql(design, source, fourth_order=True, wide=True)).fetchall()
     return pattern_statistics_from_rows(design, rows, fourth_order=True)
 
 

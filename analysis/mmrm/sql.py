@@ -17,6 +17,13 @@ pattern sums the products. Rows that would make the statistics wrong are counted
 a participant with two rows at one wave, an arm that is missing or not in the design, or an arm,
 baseline or covariate that differs between its rows (or a missing baseline or covariate). :func:`pattern_statistics_from_rows` refuses such data
 with :class:`StatisticsInputError`, which says how many participants and why.
+
+A source that is already one row per participant (``wide=True``) skips the collapse: columns ``arm``, ``baseline``
+(when the design has one), the covariates, and ``y0`` ... ``y<n-1>``, the outcome at ``design.waves[t]`` (NULL = not
+observed; a row observed at no wave is ignored). It cannot have two rows at one wave or an arm that differs between
+rows; a missing arm, baseline or covariate is still counted. The warehouse reader builds this row straight from the
+score rows (``schemas.warehouse.relations.primary_scores_wide``): at a million participants the long relation's
+window, joins and second GROUP BY were four fifths of the time.
 """
 
 from __future__ import annotations
@@ -81,22 +88,61 @@ _PROBLEMS = ("have two or more rows at one wave", "have an arm that is missing o
              "have an arm, baseline or covariate that is missing or differs between their rows")
 
 
-def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: bool = False) -> str:
+def _arm_index(design: MMRMDesign) -> str:
+    """The arm as its index in the design (-1: not a design arm, or missing): integer aggregates per participant
+    instead of string ones, which were most of the long query's time."""
+    return "CASE CAST(arm AS VARCHAR) " + " ".join(
+        f"WHEN {literal(a)} THEN {k}" for k, a in enumerate(design.arms)) + " ELSE -1 END"
+
+
+def _fixed_columns(design: MMRMDesign) -> list[tuple[str, str]]:
+    """(name, SQL) of the participant-level columns after the arm: the baseline, then the covariates, as DOUBLE."""
+    return ([("b", "CAST(baseline AS DOUBLE)")] if design.baseline else []) + [
+        (f"c{k}", f"CAST({ident(c)} AS DOUBLE)") for k, c in enumerate(design.covariates)]
+
+
+def _wide_rows_sql(design: MMRMDesign, source: str) -> str:
+    """One row per participant of a source that is one already (module docstring): the same columns as the long
+    source's collapse gives, without a GROUP BY."""
+    n_w = len(design.waves)
+    fixed = _fixed_columns(design)
+    pattern = " + ".join(f"(CASE WHEN y{t} IS NULL THEN 0 ELSE {1 << t} END)" for t in range(n_w))
+    z_exprs = ["CAST(1 AS DOUBLE)"] + [f"CAST(arm = {k} AS DOUBLE)" for k in range(1, len(design.arms))]
+    z_exprs += [name for name, _ in fixed]
+    missing = " OR ".join(["FALSE"] + [f"{name} IS NULL" for name, _ in fixed])  # a missing arm is unknown_arm
+    cols = ", ".join(
+        ["pattern", "bit_count(pattern) AS n_rows", "FALSE AS duplicate", "arm < 0 AS unknown_arm",
+         f"{missing} AS inconsistent"] + [f"{e} AS z{a}" for a, e in enumerate(z_exprs)] + [f"y{t}" for t in range(n_w)])
+    inner = ", ".join([f"CAST({pattern} AS BIGINT) AS pattern", f"{_arm_index(design)} AS arm"]
+                      + [f"{expr} AS {name}" for name, expr in fixed]
+                      + [f"CAST(y{t} AS DOUBLE) AS y{t}" for t in range(n_w)])
+    return f"SELECT {cols} FROM (SELECT {inner} FROM {source}) WHERE pattern <> 0"
+
+
+def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: bool = False, wide: bool = False) -> str:
     """SQL over ``source`` (a table or view name, or a parenthesised sub-query) giving one row per
     missingness pattern: the pattern bit mask, participants, observation rows, the three problem counts
     and the sums (module docstring). With ``fourth_order`` it also sums the fourth-order products the
-    sandwich covariance needs (schemas/mmrm_stats.py)."""
+    sandwich covariance needs (schemas/mmrm_stats.py). With ``wide`` the source is one row per participant
+    (module docstring)."""
+    n_fixed = len(_fixed_columns(design))
+    sums = ", ".join(expr for _, expr in _aggregates(1 + len(design.treated) + n_fixed, len(design.waves),
+                                                      fourth_order, len(design.treated)))
+    per_participant = _wide_rows_sql(design, source) if wide else _long_rows_sql(design, source)
+    return (f"SELECT pattern, count(*) AS n_participants, sum(n_rows) AS n_rows, "
+            f"sum(CAST(duplicate AS INTEGER)), sum(CAST(unknown_arm AS INTEGER)), sum(CAST(inconsistent AS INTEGER)), "
+            f"{sums} FROM ({per_participant}) GROUP BY pattern ORDER BY pattern")
+
+
+def _long_rows_sql(design: MMRMDesign, source: str) -> str:
+    """One row per participant of a long source (one row per participant x wave): the collapse of the module
+    docstring, with the problem flags."""
     n_w = len(design.waves)
     wave_index = "CASE CAST(wave AS VARCHAR) " + " ".join(
         f"WHEN {literal(w)} THEN {t}" for t, w in enumerate(design.waves)) + " END"
     # participant-level columns that must agree between a participant's rows
-    fixed = ([("b", "CAST(baseline AS DOUBLE)")] if design.baseline else []) + [
-        (f"c{k}", f"CAST({ident(c)} AS DOUBLE)") for k, c in enumerate(design.covariates)]
-    # the arm as its index in the design (-1: not a design arm, or missing): integer aggregates per
-    # participant instead of string ones, which were most of the query's time
-    arm_index = "CASE CAST(arm AS VARCHAR) " + " ".join(
-        f"WHEN {literal(a)} THEN {k}" for k, a in enumerate(design.arms)) + " ELSE -1 END"
-    obs_cols = ", ".join(["participant", f"{arm_index} AS arm", f"{wave_index} AS t", "CAST(y AS DOUBLE) AS y"]
+    fixed = _fixed_columns(design)
+    obs_cols = ", ".join(["participant", f"{_arm_index(design)} AS arm", f"{wave_index} AS t", "CAST(y AS DOUBLE) AS y"]
                          + [f"{expr} AS {name}" for name, expr in fixed])
     waves_in = ", ".join(literal(w) for w in design.waves)
     obs = f"SELECT {obs_cols} FROM {source} WHERE y IS NOT NULL AND CAST(wave AS VARCHAR) IN ({waves_in})"
@@ -116,11 +162,7 @@ def pattern_statistics_sql(design: MMRMDesign, source: str, *, fourth_order: boo
          f"coalesce({inconsistent}, TRUE) AS inconsistent"]
         + [f"{e} AS z{a}" for a, e in enumerate(z_exprs)]
         + [f"max(CASE WHEN t = {t} THEN y END) AS y{t}" for t in range(n_w)])
-    per_participant = f"SELECT {per} FROM ({obs}) GROUP BY participant"
-    sums = ", ".join(expr for _, expr in _aggregates(len(z_exprs), n_w, fourth_order, len(design.treated)))
-    return (f"SELECT pattern, count(*) AS n_participants, sum(n_rows) AS n_rows, "
-            f"sum(CAST(duplicate AS INTEGER)), sum(CAST(unknown_arm AS INTEGER)), sum(CAST(inconsistent AS INTEGER)), "
-            f"{sums} FROM ({per_participant}) GROUP BY pattern ORDER BY pattern")
+    return f"SELECT {per} FROM ({obs}) GROUP BY participant"
 
 
 def _symmetric_from(values: dict[tuple[int, ...], float], shape: tuple[int, ...], groups: tuple[int, ...]) -> np.ndarray:
@@ -192,11 +234,11 @@ def pattern_statistics_from_rows(design: MMRMDesign, rows: Sequence[Sequence[Any
 
 
 def pattern_statistics(con: duckdb.DuckDBPyConnection, source: str, design: MMRMDesign, *,
-                       fourth_order: bool = False) -> MMRMStatistics:
+                       fourth_order: bool = False, wide: bool = False) -> MMRMStatistics:
     """Run :func:`pattern_statistics_sql` on the table or view named ``source`` (quoted as an identifier; for a
     sub-query, run :func:`pattern_statistics_sql` itself) on an open connection and parse the rows (the
     convenience path)."""
-    rows = con.execute(pattern_statistics_sql(design, ident(source), fourth_order=fourth_order)).fetchall()
+    rows = con.execute(pattern_statistics_sql(design, ident(source), fourth_order=fourth_order, wide=wide)).fetchall()
     return pattern_statistics_from_rows(design, rows, fourth_order=fourth_order)
 
 

@@ -84,6 +84,56 @@ def test_the_sql_group_by_equals_the_numpy_reference(trial, fourth_order):
     assert sql.n_obs == int((~np.isnan(y)).sum())
 
 
+def _wide_frame(design: MMRMDesign, arm, base, cov, y) -> pd.DataFrame:
+    """One row per participant: arm, baseline, the covariate, y0 ... (the wide source)."""
+    frame = pd.DataFrame({"arm": [design.arms[a] for a in arm], "baseline": base.astype(float)})
+    if design.covariates:
+        frame[COVARIATE] = cov.astype(float)
+    for t in range(len(design.waves)):
+        frame[f"y{t}"] = y[:, t]
+    return frame
+
+
+def _sql_stats_wide(frame: pd.DataFrame, design: MMRMDesign, fourth_order: bool) -> MMRMStatistics:
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("obs", frame)
+        return pattern_statistics(con, "obs", design, fourth_order=fourth_order, wide=True)
+    finally:
+        con.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trials(), st.booleans())
+def test_a_wide_source_gives_the_statistics_of_the_long_one(trial, fourth_order):
+    design, arm, base, cov, y = trial
+    wide = _sql_stats_wide(_wide_frame(design, arm, base, cov, y), design, fourth_order)
+    long = _sql_stats(_frame(design, arm, base, cov, y), design, fourth_order)
+    assert wide.allclose(long, rtol=1e-12, atol=1e-9)
+    assert (wide.n_participants, wide.n_obs) == (long.n_participants, long.n_obs)
+
+
+@pytest.mark.parametrize("column, values, reason", [
+    ("arm", ["c", "zz"], "an arm that is missing or not in the design"),
+    ("arm", [None, "t"], "an arm that is missing or not in the design"),
+    ("baseline", [None, 3.0], "missing or differs"),
+])
+def test_a_wide_source_with_a_missing_arm_or_baseline_is_refused(column, values, reason):
+    design = MMRMDesign(("c", "t"), ("w1", "w2"))
+    frame = pd.DataFrame({"arm": ["c", "t"], "baseline": [1.0, 3.0], "y0": [1.0, 3.0], "y1": [2.0, None]})
+    frame[column] = values
+    with pytest.raises(StatisticsInputError, match=reason):
+        _sql_stats_wide(frame, design, False)
+
+
+def test_a_wide_row_observed_at_no_wave_is_ignored():
+    design = MMRMDesign(("c", "t"), ("w1", "w2"))
+    frame = pd.DataFrame({"arm": ["c", "t", "zz"], "baseline": [1.0, 3.0, None], "y0": [1.0, 3.0, None],
+                          "y1": [2.0, None, None]})
+    stats = _sql_stats_wide(frame, design, False)
+    assert [(p.observed, p.n_participants) for p in stats.patterns] == [((0,), 1), ((0, 1), 1)]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trials(), st.integers(0, 2**32 - 1))
 def test_statistics_of_disjoint_participant_sets_add_to_those_of_their_union(trial, split_seed):
@@ -158,3 +208,5 @@ def test_the_sql_is_one_statement_over_the_named_source():
     design = MMRMDesign(("c", "t"), ("w1", "w2"), ("x",))
     sql = pattern_statistics_sql(design, "scores_view", fourth_order=True)
     assert sql.count("FROM scores_view") == 1 and sql.strip().upper().startswith("SELECT")
+    wide = pattern_statistics_sql(design, "scores_view", fourth_order=True, wide=True)
+    assert wide.count("FROM scores_view") == 1 and "GROUP BY participant" not in wide

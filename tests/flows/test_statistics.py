@@ -101,6 +101,41 @@ def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
         assert np.allclose(list(cell.as_dict().values()), list(numpy_cells[key].as_dict().values()))
 
 
+def test_the_mmrm_statistics_read_one_row_per_participant_equal_those_of_the_observation_rows(tmp_path):
+    """``mmrm_stats`` reads the scores pivoted (``participant_rows_sql``); the long path (``observations_sql``, the
+    relation every other reader uses, collapsed per participant by the MMRM's own SQL) must give the same
+    statistics: same participants (none without a baseline or a follow-up score), same score where a participant x
+    wave has several rows (``SCORE_PRECEDENCE``), same covariate."""
+    from analysis.mmrm import pattern_statistics_from_rows, pattern_statistics_sql
+    from analysis.plan import mmrm_design
+    from flows.statistics import mmrm_stats, observations_sql
+
+    waves = ["w1", "w2", "w3"]
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        _seed_warehouse(con, np.random.default_rng(5))
+        con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES "
+                    "('nobase', 's1', 'coach', now(), 'b'), ('nofollow', 's1', 'nudge', now(), 'b')")
+        con.execute("INSERT INTO participant_characteristics VALUES ('nobase', 's1', 'age', NULL, 30, 'b'), "
+                    "('nofollow', 's1', 'age', NULL, 40, 'b')")
+        con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, scored_at, batch_id) VALUES "
+                    "('s1', 'nobase', 'w1', 'who5.percent', 60, NULL, NULL), "
+                    "('s1', 'nofollow', 'w0', 'who5.percent', 60, NULL, NULL), "
+                    # p1 rescored at w2 and w0: the later scored_at wins, then the later batch
+                    "('s1', 'p1', 'w2', 'who5.percent', 12.5, TIMESTAMPTZ '2027-01-01', 'b9'), "
+                    "('s1', 'p1', 'w2', 'who5.percent', 99.0, TIMESTAMPTZ '2026-01-01', 'b9'), "
+                    "('s1', 'p1', 'w0', 'who5.percent', 33.0, NULL, 'z'), "
+                    "('s1', 'p1', 'w0', 'who5.percent', 77.0, NULL, 'a'), "
+                    "('s1', 'p2', 'w1', 'who5.percent', 'NaN', TIMESTAMPTZ '2028-01-01', 'z')")
+        got = mmrm_stats(con, PROTOCOL, outcome="who5.percent", waves=waves)
+        design = mmrm_design(PROTOCOL, waves, ["age"])
+        rows = con.execute(pattern_statistics_sql(design, observations_sql(PROTOCOL, "who5.percent", ["age"], waves),
+                                                  fourth_order=True)).fetchall()
+        want = pattern_statistics_from_rows(design, rows, fourth_order=True)
+    assert got.allclose(want, rtol=1e-12, atol=1e-9)
+    assert (got.n_participants, got.n_obs) == (want.n_participants, want.n_obs) == (
+        60, sum(p.n_participants * len(p.observed) for p in want.patterns))
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 25), st.integers(2, 25))
 def test_sql_and_numpy_frame_paths_equal_the_hand_built_design_and_add(seed, n1, n2):
@@ -194,7 +229,7 @@ def test_statistics_of_the_same_warehouse_are_identical_bit_for_bit(tmp_path):
     estimates. The sampler turns any change in its input, down to the last bit of a sum, into different draws,
     and DuckDB's parallel aggregation adds per-thread partial sums in the order the threads finish. Every reader
     of floating-point sums must give the same bits on every read, whatever the connection's thread setting."""
-    from flows.statistics import baseline_moments, final_wave_cells, subgroup_cells, telemetry_cells
+    from flows.statistics import baseline_moments, final_wave_cells, mmrm_stats, subgroup_cells, telemetry_cells
 
     _large_warehouse(tmp_path / "w.duckdb")
     metric = StudyProtocol.model_validate({
@@ -207,7 +242,8 @@ def test_statistics_of_the_same_warehouse_are_identical_bit_for_bit(tmp_path):
         def read():
             return (longitudinal_stats(con, PROTOCOL), paired_moments(con, PROTOCOL),
                     final_wave_cells(con, PROTOCOL, outcome), subgroup_cells(con, PROTOCOL, outcome, "baseline_tercile"),
-                    telemetry_cells(con, PROTOCOL, metric), baseline_moments(con, PROTOCOL))
+                    telemetry_cells(con, PROTOCOL, metric), baseline_moments(con, PROTOCOL),
+                    mmrm_stats(con, PROTOCOL, outcome=outcome.name, waves=["w1", "w2", "w3"]))
 
         first = read()
         for _ in range(4):
