@@ -19,7 +19,9 @@ beta-binomial of ``analysis/binary.py`` with its default uniform prior). The pos
     e | e~ ~ Normal(e~, s_e^2) truncated to e >= 0,   f | f~ ~ Normal(f~, s_f^2) truncated to f >= 0,
     p | e, f ~ Beta(e + 1, f + 1),
 
-with the integer lattice of the counts relaxed to the half-line (at noise SDs of several counts, which every
+(a release with Laplace noise, ``privacy.mechanism: laplace``, is read as Gaussian noise of the same SD, an
+approximation, as the continuous public model reads it), with the integer lattice of the counts relaxed to the
+half-line (at noise SDs of several counts, which every
 release at epsilon <= a few has, the lattice changes the posterior by far less than its Monte Carlo error; with
 no noise the model is exactly the trusted tier's beta-binomial). The truncation at zero is how a negative noisy
 count is handled: it is evidence that the count is small, never a negative risk. Draws of p for the treated arm
