@@ -54,7 +54,7 @@ from analysis.longitudinal import LongitudinalStats
 from analysis.longitudinal.summarise import method_of
 from schemas.protocol import Outcome, StudyProtocol
 from schemas.results import LONG_RUN, PLATEAU, Effect
-from schemas.binary_stats import BinaryCountTable
+from schemas.binary_stats import BinaryCountTable, NoisyBinaryCounts
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 
@@ -71,6 +71,7 @@ __all__ = [
     "PlanResult",
     "PlanStatistics",
     "ReleasedCells",
+    "ReleasedCounts",
     "SurrogateInputs",
     "Unavailable",
     "final_wave",
@@ -164,6 +165,17 @@ class ReleasedCells:
     earlier waves it covers that cannot be analysed, with why (a suppressed cell)."""
 
     cells: Mapping[tuple[str, str], NoisyPairedMoments]
+    waves: tuple[str, ...]
+    unusable: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReleasedCounts:
+    """The latest DP release of one binary outcome's counts: per (arm, wave) cells (events and non-events with their
+    noise SDs), the follow-up waves it covers, and those of them whose cells cannot be used, with why (a suppressed
+    cell)."""
+
+    cells: Mapping[tuple[str, str], NoisyBinaryCounts]
     waves: tuple[str, ...]
     unusable: Mapping[str, str] = field(default_factory=dict)
 
@@ -696,18 +708,55 @@ def _published(effects: list[Effect], notes: list[str], tips: list, failures: Ma
 PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
                "statistics and are reported by the trusted tier only; without a released engagement effect (CUPED's) "
                "the public divergence monitor is indeterminate")
+PUBLIC_BINARY_NOTE = ("public tier, binary outcome {outcome}: the noise-aware beta-binomial on its released counts "
+                      "(latent counts with the DP noise in the likelihood; analysis.public_binary): risk difference "
+                      "with P(benefit), risk ratio and odds ratio, per wave available cases as on the trusted tier; "
+                      "the chi-square and exact tests need exact counts and are trusted-tier only")
+
+
+def _public_binary_outcome(release: ReleasedCounts, o: Outcome, protocol: StudyProtocol
+                           ) -> tuple[Any, list[Effect], str | None, bool, list[str]]:
+    """A binary outcome's public rows (``analysis.public_binary.fit_public_binary``) from its released counts:
+    (result, rows, failure, running, notes). The long-run wave is the outcome's final wave; an interim release that
+    stops before it gives per-wave rows only (the trusted tier's rule), and a suppressed cell at the release's last
+    wave fails the outcome (a suppressed earlier wave is reported not estimable)."""
+    from analysis.public_binary import fit_public_binary
+
+    plan = protocol.analysis
+    notes: list[str] = []
+    if not release.waves:
+        return None, [], f"the public-tier model of {o.name} could not be fitted: its release covers no follow-up wave", \
+            False, notes
+    final = final_wave(protocol, o)
+    running = release.waves[-1] != final
+    if running:
+        notes.append(f"STUDY RUNNING: the latest DP release of {o.name} covers {', '.join(release.waves)}; "
+                     f"no public long-run estimate until a release covers {final}")
+    if release.waves[-1] in release.unusable:
+        return None, [], (f"the public-tier model of {o.name} could not be fitted: "
+                          f"{release.unusable[release.waves[-1]]}"), running, notes
+    try:
+        res = fit_public_binary(release.cells, control=protocol.control_arm, waves=list(release.waves), outcome=o.name,
+                                direction=o.direction, level=plan.interval_level, mcid=o.mcid, rope=o.rope,
+                                unusable=release.unusable, seed=plan.seed)
+    except (AnalysisInputError, InsufficientData) as exc:
+        return None, [], f"the public-tier model of {o.name} could not be fitted: {exc}", running, notes
+    notes.append(PUBLIC_BINARY_NOTE.format(outcome=o.name))
+    return res, [e for e in res.effects if not (running and e.wave == LONG_RUN)], None, running, notes
 
 
 def run_public_plan(
-    released: Mapping[str, ReleasedCells | Unavailable],
+    released: Mapping[str, ReleasedCells | ReleasedCounts | Unavailable],
     protocol: StudyProtocol,
     *,
     fit: Callable[..., Any] | None = None,
     progress: Progress = lambda _msg: None,
 ) -> PlanResult:
-    """The noise-aware model (``analysis.public.fit_public``) of each outcome on its DP release only, with the
-    trusted tier's rule for failures: an outcome whose model cannot be fitted is reported failed, the others
-    publish, and nothing is published when all fail."""
+    """The noise-aware model (``analysis.public.fit_public``; a binary outcome's ``analysis.public_binary``) of each
+    outcome on its DP release only, with the trusted tier's rule for failures: an outcome whose model cannot be
+    fitted is reported failed, the others publish, and nothing is published when all fail."""
+    from analysis.public_binary import PUBLIC_BINARY_METHOD
+
     if fit is None:
         from analysis.public import fit_public as fit
     from analysis.public import PublicFitError
@@ -718,11 +767,30 @@ def run_public_plan(
     notes: list[str] = [PUBLIC_NOTE]
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
-    released_waves = {w for r in released.values() if isinstance(r, ReleasedCells) for w in r.waves}
+    released_waves = {w for r in released.values() if isinstance(r, ReleasedCells | ReleasedCounts) for w in r.waves}
     due = {o.name: [w for w in followup_waves(protocol, o) if w in released_waves] for o in protocol.outcomes}
     for o in protocol.outcomes:
         progress(f"fitting the noise-aware model of {o.name} to its DP release")
         release = released[o.name]
+        if o.binary:
+            why = (release.reason if isinstance(release, Unavailable) else
+                   "its release is not of counts (a binary outcome is released as events and non-events)"
+                   if not isinstance(release, ReleasedCounts) else None)
+            res, rows, failure, running, binary_notes = (
+                (None, [], f"the public-tier model of {o.name} could not be fitted: {why}", False, []) if why else
+                _public_binary_outcome(release, o, protocol))
+            notes += binary_notes
+            if failure is not None:
+                failures[o.name] = failure
+                waves = (list(release.waves) + ([] if running else [LONG_RUN])
+                         if isinstance(release, ReleasedCounts) and release.waves else [LONG_RUN])
+                effects += [Effect(outcome=o.name, arm=a, control=protocol.control_arm, wave=w,
+                                   method=PUBLIC_BINARY_METHOD, tier="public", interval_level=plan.interval_level,
+                                   direction=o.direction, reason=failure) for a in treated for w in waves]
+                continue
+            results[o.name] = res
+            effects += rows
+            continue
         failure = None
         running = False
         if isinstance(release, Unavailable):
@@ -759,5 +827,6 @@ def run_public_plan(
                            tier="public", interval_level=plan.interval_level, direction=o.direction, reason=why)
                     for w, why in release.unusable.items() for a in treated]
         effects += [e for e in res.effects if not (running and e.wave == LONG_RUN)]
-    methods = {o.name: "bayes_ancova_noise_aware" for o in protocol.outcomes}
+    # a binary outcome has no primary method in the monitor and the decision rule, as on the trusted tier
+    methods = {o.name: "bayes_ancova_noise_aware" for o in protocol.outcomes if not o.binary}
     return _published(effects, notes, [], failures, results, protocol, monitor=(due, methods, "public"))

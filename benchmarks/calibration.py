@@ -6,6 +6,8 @@
     # the public tier beside the trusted one (200 x 4,000 ~4 min; the width at 10,000 participants, 30 studies ~3 min)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --methods mmrm,random_intercept_ml,public_eps1,public_eps0.5
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --studies 30 --participants 10000 --methods mmrm,public_eps1,public_eps0.5
+    # binary outcomes: the public risk difference on released counts (2,000 studies per setting, ~30 s)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --binary
 
 Each study is drawn from ``flows.simulation.realistic`` (random slopes correlated with the intercept, AR(1)
 occasion noise, variance growing over waves, a struggling minority, MAR drop-out on the last observed score,
@@ -60,6 +62,25 @@ width of the public long-run interval over the trusted MMRM's on the same study,
 
 The MMRM on the same 30 x 10,000 studies covered 96.7% +/- 2.3. The public intervals of the earlier waves (5% of the
 rho per unit cost each) over-cover, 98-100%: conservative, not calibrated.
+
+**Binary outcomes, public tier** (``--binary``; ``binary_public_calibration``): two-arm studies with fixed n per arm,
+true counts Binomial(n, risk), the released events and non-events noised with the SD a release of the whole budget
+gives a binary primary (house plan, split and OpenDP calibration: 5.64 at epsilon 1, 11.18 at epsilon 0.5, delta
+1e-6), the noise-aware beta-binomial's 95% interval of p1 - p2 (``analysis.public_binary``, 4,000 draws per study);
+beside it the naive model (the noisy counts as exact). Vectorised: 2,000 studies in 6-10 s. Measured (seed 20261206,
+binomial MC SE):
+
+| n per arm, epsilon | risks 0.09 vs 0.17 (indo_rct) | naive | width / no noise | risks 0.03 vs 0.05 | naive |
+|---|---|---|---|---|---|
+| 300, 1 | 94.5% +/- 0.5 | 85.7% | 1.33 | 97.4% +/- 0.4 | 68.8% |
+| 300, 0.5 | 95.9% +/- 0.4 | 67.1% | 1.99 | 98.6% +/- 0.3 | 45.1% |
+| 1,000, 1 | 95.1% +/- 0.5 | 92.5% | 1.11 | 94.2% +/- 0.5 | 84.5% |
+| 1,000, 0.5 | 94.5% +/- 0.5 | 84.2% | 1.37 | 96.0% +/- 0.4 | 66.6% |
+
+With rare events and noise as large as the event counts (300 per arm, 9-15 events, noise SD 6-11) the interval is
+conservative (97-99%): the flat prior on the latent counts, truncated at 0, keeps mass on larger risks than the
+release can rule out. It never under-covers in these settings; the naive model does, badly.
+(``tests/analysis/test_public_binary.py`` runs the first column at 400 studies each.)
 
 **Extension point.** The Bayesian MMRM (``analysis.mmrm.fit_mmrm_bayes``) is a later part of issue 20's calibration:
 each method is a function ``(StudyData) -> list[Interval]`` added to :data:`METHODS` (``@method("name")``); the
@@ -511,6 +532,99 @@ def summary_json(result: CalibrationResult) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Binary outcomes: the public tier's risk difference on released counts (``--binary``)
+
+
+@dataclass(frozen=True)
+class BinaryCoverage:
+    """Coverage of the public tier's risk-difference interval over ``studies`` simulated two-arm studies."""
+
+    n_per_arm: int
+    epsilon: float
+    risk_control: float
+    risk_treated: float
+    noise_sd: float          # the released counts' noise SD at the long-run wave (events and non-events alike)
+    studies: int
+    coverage: float
+    mc_se: float             # binomial Monte Carlo SE of the coverage (the studies are independent)
+    mean_width: float
+    naive_coverage: float    # the same counts treated as exact (the noise left out): what noise-awareness buys
+    width_ratio: float       # median public / zero-noise interval width (the delta method, analysis.public_binary)
+    seconds: float
+
+    def line(self) -> str:
+        return (f"n {self.n_per_arm}/arm, eps {self.epsilon:g}, risks {self.risk_treated:g} vs {self.risk_control:g}, "
+                f"noise SD {self.noise_sd:.2f}: coverage {100 * self.coverage:.1f}% +/- {100 * self.mc_se:.1f} "
+                f"({self.studies} studies), naive {100 * self.naive_coverage:.1f}%, mean width {self.mean_width:.4f}, "
+                f"width / no-noise {self.width_ratio:.2f}, {self.seconds:.1f} s")
+
+
+def binary_noise_sd(epsilon: float, delta: float = 1e-6) -> float:
+    """The noise SD of a binary primary's long-run counts in a release of the whole budget ``epsilon`` (Gaussian,
+    zCDP) of a two-arm study with one follow-up wave: the house's standard plan, budget split and OpenDP
+    calibration (no data, no noise drawn)."""
+    from privacy.budget import budget_loss
+    from privacy.release import calibrate, split_budget, standard_plan
+    from schemas.protocol import StudyProtocol
+
+    proto = StudyProtocol.model_validate({
+        "study_id": "binary-calibration", "title": "binary calibration",
+        "arms": [{"name": "control", "control": True}, {"name": "treated"}],
+        "waves": [{"name": "baseline", "day": 0}, {"name": "followup", "day": 30}],
+        "primary_outcome": {"name": "event", "source": "external", "kind": "binary", "wave": "followup"},
+        "privacy": {"epsilon": epsilon, "delta": delta}})
+    queries = standard_plan(proto, {})
+    shares = split_budget(queries, budget_loss(epsilon, delta, "zcdp"))
+    i = next(i for i, q in enumerate(queries) if q.kind == "binary_counts")
+    return calibrate(queries[i], "gaussian", shares[i]).noise_sd()[0]
+
+
+def binary_public_calibration(n_per_arm: int, epsilon: float, *, studies: int = 400, risk_control: float = 0.17,
+                              risk_treated: float = 0.09, level: float = 0.95, draws: int = 4_000,
+                              seed: int = 20261208) -> BinaryCoverage:
+    """``studies`` two-arm studies, vectorised: true counts Binomial(n, risk) per arm, Gaussian noise of the SD the
+    release would add (:func:`binary_noise_sd`; numpy draws: a simulation of the release), then the public model's
+    risk-difference posterior (``analysis.public_binary.risk_difference_posterior``, ``draws`` per study) and its
+    equal-tailed interval against the true p1 - p2. The naive model on the same noisy counts (clamped at 0, no
+    noise SD) is reported beside it."""
+    from analysis.public_binary import binary_width_ratio, risk_difference_posterior
+    from schemas.binary_stats import NoisyBinaryCounts
+
+    started = time.perf_counter()
+    sd = binary_noise_sd(epsilon)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n_per_arm, int(epsilon * 1000)]))
+    e1 = rng.binomial(n_per_arm, risk_treated, studies).astype(float)
+    e2 = rng.binomial(n_per_arm, risk_control, studies).astype(float)
+    noisy = [x + rng.normal(0.0, sd, studies) for x in (e1, n_per_arm - e1, e2, n_per_arm - e2)]
+    sds = np.full(studies, sd)
+    post, _, _ = risk_difference_posterior((noisy[0], noisy[1], sds, sds), (noisy[2], noisy[3], sds, sds),
+                                           level=level, draws=draws, rng=rng)
+    truth_rd = risk_treated - risk_control
+    covered = (post.lower <= truth_rd) & (truth_rd <= post.upper)
+    zero = np.zeros(studies)
+    naive, _, _ = risk_difference_posterior((np.maximum(noisy[0], 0), np.maximum(noisy[1], 0), zero, zero),
+                                            (np.maximum(noisy[2], 0), np.maximum(noisy[3], 0), zero, zero),
+                                            level=level, draws=draws, rng=rng)
+    naive_covered = (naive.lower <= truth_rd) & (truth_rd <= naive.upper)
+    ratios = [binary_width_ratio(NoisyBinaryCounts(noisy[0][k], noisy[1][k], sd, sd),
+                                 NoisyBinaryCounts(noisy[2][k], noisy[3][k], sd, sd)) for k in range(min(studies, 200))]
+    c = float(covered.mean())
+    return BinaryCoverage(n_per_arm, epsilon, risk_control, risk_treated, float(sd), studies, c,
+                          math.sqrt(c * (1 - c) / studies), float(np.mean(post.upper - post.lower)),
+                          float(naive_covered.mean()), float(np.median(ratios)), time.perf_counter() - started)
+
+
+def binary_main(studies: int, seed: int, json_path: str | None) -> int:
+    """``--binary``: the public risk-difference interval's coverage at 300 and 1,000 per arm, epsilon 1 and 0.5."""
+    out = [binary_public_calibration(n, eps, studies=studies, seed=seed) for n in (300, 1_000) for eps in (1.0, 0.5)]
+    for r in out:
+        print(r.line())
+    if json_path:
+        Path(json_path).write_text(json.dumps([asdict(r) for r in out], indent=2), encoding="utf-8")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="the CI size: 150 studies x 1,000 participants, two arms")
@@ -519,7 +633,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20261206, help="seed of the first study (study k uses seed + k)")
     ap.add_argument("--methods", default=None, help=f"comma-separated, of {sorted(METHODS)} (default all)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--binary", action="store_true", help="instead: the public tier's risk-difference interval on "
+                    "released binary counts (2,000 studies per setting unless --studies; 300 and 1,000 per arm, "
+                    "epsilon 1 and 0.5)")
     args = ap.parse_args(argv)
+    if args.binary:
+        return binary_main(args.studies or 2_000, args.seed, args.json)
     cfg = CalibrationConfig.small() if args.small else CalibrationConfig()
     params = cfg.params if args.participants is None else cfg.params.with_(n_participants=args.participants)
     cfg = CalibrationConfig(studies=args.studies or cfg.studies, params=params, seed=args.seed,

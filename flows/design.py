@@ -55,6 +55,10 @@ def release_noise(protocol: StudyProtocol, epsilon: float) -> tuple[float, Any, 
     from privacy.budget import budget_loss
     from privacy.release import calibrate, split_budget, standard_plan
 
+    if protocol.primary_outcome.binary:  # its release is counts (privacy.release.plan_binary_counts), not moments
+        raise DesignRefused(f"the primary outcome {protocol.primary_outcome.name} is binary: the design engine's "
+                            "public tier simulates the paired-moments release of a continuous outcome, not the counts "
+                            "a binary outcome is released as (not supported yet)")
     p = protocol.privacy
     final = protocol.wave_names[-1]
     share = next((r.share for r in p.releases if r.after_wave == final), 1.0)

@@ -162,7 +162,8 @@ def release_protocol(protocol: StudyProtocol, warehouse: str | Path, *,
 
 def public_width_ratios(protocol: StudyProtocol, result: ReleaseResult) -> dict[str, float | str]:
     """Per outcome, how much wider the public tier's interval of the release's long-run effect (its last wave) is
-    than the same ANCOVA's on the exact statistics: sqrt((sampling + noise variance) / sampling variance), the
+    than the same model's without the DP noise (a binary outcome's risk difference: :func:`_binary_width_ratio`);
+    for a continuous outcome, the ANCOVA's on the exact statistics: sqrt((sampling + noise variance) / sampling variance), the
     largest over the treated arms, from the released values only (post-processing of DP output: no privacy cost).
     An outcome whose release cannot carry the model gets the reason instead."""
     from analysis.errors import AnalysisInputError, InsufficientData
@@ -171,6 +172,9 @@ def public_width_ratios(protocol: StudyProtocol, result: ReleaseResult) -> dict[
 
     out: dict[str, float | str] = {}
     for o in protocol.outcomes:
+        if o.binary:
+            out |= _binary_width_ratio(protocol, o, result)
+            continue
         by_cell: dict[tuple[str, str], list[dict]] = {}
         for r in result.rows:
             if r.query == f"paired_moments:{o.name}" and r.statistic != "mean":
@@ -187,6 +191,30 @@ def public_width_ratios(protocol: StudyProtocol, result: ReleaseResult) -> dict[
     return out
 
 
+def _binary_width_ratio(protocol: StudyProtocol, o, result: ReleaseResult) -> dict[str, float | str]:
+    """A binary outcome's public risk-difference interval width over the same comparison's without DP noise at the
+    release's last wave (``analysis.public_binary.binary_width_ratio``, the largest over the treated arms), or why
+    not; nothing when the release holds no counts of it."""
+    from analysis.errors import InsufficientData
+    from analysis.public_binary import binary_width_ratio
+    from schemas.binary_stats import NoisyBinaryCounts
+
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for r in result.rows:
+        if r.query == f"binary_counts:{o.name}":
+            by_cell.setdefault((r.arm, r.wave), []).append(
+                {"statistic": r.statistic, "value": r.value, "noise_sd": r.noise_sd, "suppressed": r.suppressed})
+    if not by_cell:
+        return {}
+    last = max((w for _, w in by_cell), key=protocol.wave_names.index)
+    try:
+        cells = {a: NoisyBinaryCounts.from_release_rows(v) for (a, w), v in by_cell.items() if w == last}
+        control = cells[protocol.control_arm]
+        return {o.name: max(binary_width_ratio(c, control) for a, c in cells.items() if a != protocol.control_arm)}
+    except (InsufficientData, ValueError, KeyError) as exc:
+        return {o.name: f"not available at {last}: {exc}"}
+
+
 def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
     """Public clipping bounds of every instrument-scored outcome: the score's range from the shipped instrument
     definition (``Instrument.score_range``), unless the protocol declares both bounds itself.
@@ -197,8 +225,8 @@ def instrument_bounds(protocol: StudyProtocol) -> dict[str, Bounds]:
 
     out: dict[str, Bounds] = {}
     for o in protocol.outcomes:
-        if o.instrument is None or (o.lower_bound is not None and o.upper_bound is not None):
-            continue
+        if o.binary or o.instrument is None or (o.lower_bound is not None and o.upper_bound is not None):
+            continue  # a binary outcome's release counts events: no score of it is clipped
         inst = instruments.load(o.instrument)
         lower, upper = inst.score_range(o.name.split(".", 1)[1])
         out[o.name] = Bounds(lower, upper, o.name)

@@ -52,13 +52,14 @@ from analysis.plan import (
     OutcomeStatistics,
     PlanStatistics,
     ReleasedCells,
+    ReleasedCounts,
     SurrogateInputs,
     Unavailable,
     final_wave,
     followup_waves,
 )
 from schemas.errors import FlourishError
-from schemas.binary_stats import BinaryCountTable
+from schemas.binary_stats import BinaryCountTable, NoisyBinaryCounts
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
 from schemas.sqltext import ident, literal, number
@@ -84,6 +85,7 @@ __all__ = [
     "participant_rows_sql",
     "plan_statistics",
     "released_cells",
+    "released_counts",
     "released_statistics",
     "require_covariates",
     "require_rows",
@@ -531,14 +533,43 @@ def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outc
     return ReleasedCells(cells, tuple(kept), unusable)
 
 
-def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol) -> dict[str, ReleasedCells | Unavailable]:
-    """Every outcome's latest release (the public tier's only input). An outcome without a release refuses the
-    run (``flourish release`` comes first); a release whose cells cannot be used is that outcome's failure."""
-    out: dict[str, ReleasedCells | Unavailable] = {}
+def released_counts(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> ReleasedCounts:
+    """The latest DP release of ``binary_counts:<outcome>`` as {(arm, wave): NoisyBinaryCounts}, the follow-up waves
+    it covers and, per wave with a suppressed cell (noisy n below min_cell_size), why it cannot be used (the plan
+    reports that wave not estimable, or the outcome failed when it is the release's last). Release tables only."""
+    query = f"binary_counts:{outcome.name}"
+    latest = con.execute(
+        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
+        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
+        [protocol.study_id, query],
+    ).fetchone()
+    if latest is None:
+        raise OutcomeHasNoData(
+            f"binary outcome {outcome.name!r} has no DP release of its counts for study {protocol.study_id}; "
+            "run `flourish release` first (a release made before binary outcomes were released holds none)")
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for arm, wave, stat, value, sd, suppressed in con.execute(
+            "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
+            "WHERE release_id = ? AND query = ?", [latest[0], query]).fetchall():
+        by_cell.setdefault((arm, wave), []).append({"statistic": stat, "value": value, "noise_sd": sd,
+                                                    "suppressed": suppressed})
+    waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
+    unusable = {w: f"the DP release suppressed a cell of {outcome.name} at {w} (a noisy count below the protocol's "
+                   f"min_cell_size)" for w in waves
+                if any(r["suppressed"] for k, v in by_cell.items() if k[1] == w for r in v)}
+    cells = {k: NoisyBinaryCounts.from_release_rows(v) for k, v in by_cell.items() if k[1] not in unusable}
+    return ReleasedCounts(cells, tuple(waves), unusable)
+
+
+def released_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol
+                        ) -> dict[str, ReleasedCells | ReleasedCounts | Unavailable]:
+    """Every outcome's latest release (the public tier's only input): paired moments of a continuous outcome,
+    counts of a binary one. An outcome without a release refuses the run (``flourish release`` comes first); a
+    release whose cells cannot be used is that outcome's failure."""
+    out: dict[str, ReleasedCells | ReleasedCounts | Unavailable] = {}
     for o in protocol.outcomes:
-        if o.binary:  # the noise-aware model is an ANCOVA of a continuous outcome; it says nothing honest about 0/1
-            out[o.name] = Unavailable("the public tier does not analyse binary outcomes yet (the trusted tier reports "
-                                      "its counts, measures and tests)")
+        if o.binary:
+            out[o.name] = released_counts(con, protocol, o)
             continue
         try:
             out[o.name] = released_cells(con, protocol, o)
@@ -596,7 +627,7 @@ def binary_table(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcom
     sid = protocol.study_id
     arms = [protocol.control_arm] + [a for a in protocol.arm_names if a != protocol.control_arm]
     source = (f"(SELECT s.participant, a.arm, s.wave, s.value AS y FROM "
-              f"{relations.study_scores(sid, [outcome.name], list(waves))} s JOIN {relations.study_arms(sid)} a "
+              f"{relations.primary_scores(protocol, [outcome.name], list(waves))} s JOIN {relations.study_arms(sid)} a "
               "USING (participant))")
     cut = outcome.cutoff
     return binary_counts(con, source, arms, list(waves), cutoff=cut[0] if cut else None,

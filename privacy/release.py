@@ -11,14 +11,17 @@ How a query is made private
 1. **Bound contributions per participant before aggregating** (in DuckDB, ``exact_values`` below): each
    participant gets one arm (their first assignment), at most one score per outcome per wave (the latest
    scored), one clipped telemetry summary per surrogate, and every value is clamped to the declared bounds.
+   A binary outcome's value is an event indicator (0/1, or the score against its cut-off): no bounds are needed,
+   and per wave a participant is in exactly one of two cells, events or non-events (``plan_binary_counts``).
 2. **Aggregate** to a vector of cell statistics over public keys (arms and waves come from the protocol, so
    no private partition selection is needed; an empty cell is a 0, not a missing key).
 3. **Normalize**: each coordinate i has a public per-participant bound ``b_i`` (1 for a count, ``max|x|`` for a
    sum of x, ``max x^2`` for a sum of squares; for the centred paired moments h and h^2); dividing by ``b_i``
    makes every participant's contribution to every coordinate at most 1 in absolute value (the paired moments
    divide by a larger ``u_i``, see "Where the budget goes"). A participant is in one arm, so they change at most ``k``
-   coordinates (``Query.touches``, derived from the plan: e.g. 2 per wave for n and sum). The L2 sensitivity
-   of the normalized vector is therefore ``sqrt(k)`` and the L1 sensitivity ``k``.
+   coordinates (``Query.touches``, derived from the plan: e.g. 2 per wave for n and sum, 1 per wave for a binary
+   outcome's events/non-events histogram). The L2 sensitivity of the normalized vector is therefore ``sqrt(k)``
+   and the L1 sensitivity ``k``.
 4. **Noise**: OpenDP ``make_gaussian`` over ``vector_domain(atom_domain(float, nan=False))`` with
    ``l2_distance`` (zCDP, ``map(sqrt(k))`` gives rho) or ``make_laplace`` with ``l1_distance`` (pure DP,
    ``map(k)`` gives epsilon). The scale is calibrated and the privacy map is checked against the query's share
@@ -91,7 +94,7 @@ from schemas.sqltext import ident, literal, number
 from schemas.warehouse import relations, transaction
 
 __all__ = ["Bounds", "CellKey", "Query", "Calibrated", "ReleaseRow", "ReleaseResult", "resolve_outcome_bounds",
-           "standard_plan", "split_budget", "exact_values", "calibrate", "draw", "to_rows", "release_queries",
+           "MODEL_KINDS", "plan_binary_counts", "standard_plan", "split_budget", "exact_values", "calibrate", "draw", "to_rows", "release_queries",
            "release_standard_set", "opendp", "installed_opendp_version", "OPENDP_FEATURES"]
 
 OPENDP_FEATURES = ("contrib",)
@@ -100,7 +103,11 @@ DEFAULT_BANDS = 5
 # written, after the budget was reserved and the noise drawn, so it is refused before reserving
 _MAX_MIN_CELL_SIZE = 2**31 - 1
 # query kinds whose cells are statistics of scores (a release of them on a warehouse without scores is noise)
-_SCORE_KINDS = ("score_moments", "score_bands", "paired_moments")
+_SCORE_KINDS = ("score_moments", "score_bands", "paired_moments", "binary_counts")
+# the queries the plan's models read (the public tier's ANCOVA and binomial model): the budget split's model share
+MODEL_KINDS = ("paired_moments", "binary_counts")
+# kinds whose coordinates carry the allocation rule's per-coordinate normalisers
+_WEIGHTED_KINDS = MODEL_KINDS
 
 # The documented plan: the share of a release's budget each kind of query gets (normalized over the kinds
 # the protocol has; within a kind split evenly over outcomes/surrogates). The paired moments carry the
@@ -111,16 +118,20 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "score_bands": 1.0,
     "telemetry_means": 1.0,
     "paired_moments": 3.0,
+    "binary_counts": 3.0,
 }
 
 
 def resolve_outcome_bounds(protocol: StudyProtocol, known: Mapping[str, Bounds | tuple[float, float]] | None = None,
                            outcomes: Sequence[str] | None = None) -> dict[str, Bounds]:
     """Clipping bounds per outcome: from ``known`` (e.g. instruments' scale range) else the protocol's
-    ``lower_bound``/``upper_bound``; an outcome with neither is refused (UnboundedColumn), never guessed."""
+    ``lower_bound``/``upper_bound``; an outcome with neither is refused (UnboundedColumn), never guessed.
+
+    By default every continuous outcome; a binary outcome needs none: its release counts events (0/1 by
+    construction, :func:`plan_binary_counts`), so no score of it is summed."""
     known = dict(known or {})
     out: dict[str, Bounds] = {}
-    names = list(outcomes) if outcomes is not None else [o.name for o in protocol.outcomes]
+    names = list(outcomes) if outcomes is not None else [o.name for o in protocol.outcomes if not o.binary]
     for name in names:
         if name in known:
             b = known[name]
@@ -166,6 +177,9 @@ class Query:
     scales: tuple[float, ...] = ()
     center: float = 0.0                # paired moments: the public centre subtracted from every value
     weight: float = 1.0                # the plan's weight of the effects this query serves (budget split)
+    # True when the coordinates of one (arm, wave) are a histogram: a participant is in at most one of them (the
+    # binary counts' events and non-events), so a wave costs the largest reach of its cells, not their sum
+    exclusive: bool = False
 
     def __post_init__(self) -> None:
         if not (len(self.keys) == len(self.bounds) == len(self.count_index)) or not self.keys:
@@ -176,8 +190,9 @@ class Query:
             if len(self.scales) != len(self.bounds) or any(not math.isfinite(u) or u < b * (1 - 1e-12)
                                                              for u, b in zip(self.scales, self.bounds, strict=True)):
                 raise PrivacyError(f"query {self.name!r} needs one normaliser per coordinate, each >= its bound")
-            if self.kind != "paired_moments":
-                raise PrivacyError(f"query {self.name!r}: per-coordinate normalisers are defined for paired moments only")
+            if self.kind not in _WEIGHTED_KINDS:
+                raise PrivacyError(f"query {self.name!r}: per-coordinate normalisers are defined for "
+                                   f"{' and '.join(_WEIGHTED_KINDS)} only")
 
     @property
     def normalizers(self) -> tuple[float, ...]:
@@ -190,15 +205,22 @@ class Query:
         return tuple(b / u for b, u in zip(self.bounds, self.normalizers, strict=True))
 
     def _per_arm(self, power: int) -> float:
+        """max over arms of sum over the coordinates one participant of the arm can move of r_j^power; an exclusive
+        query's participant moves one cell per (arm, wave), so each wave adds its largest r_j^power."""
+        slots: dict[tuple, float] = {}
+        for i, (key, r) in enumerate(zip(self.keys, self.reach, strict=True)):
+            slot = (key.arm, key.wave) if self.exclusive else (key.arm, i)
+            slots[slot] = max(slots.get(slot, 0.0), r ** power)
         per: dict[str | None, float] = {}
-        for key, r in zip(self.keys, self.reach, strict=True):
-            per[key.arm] = per.get(key.arm, 0.0) + r ** power
+        for (arm, _), v in slots.items():
+            per[arm] = per.get(arm, 0.0) + v
         return max(per.values())
 
     @property
     def l2_sensitivity(self) -> float:
-        """sqrt(k) for an unweighted query (module docstring, step 3). A weighted query (the paired moments) is
-        touched by a participant only in the keys of their one arm, each by at most r_j: sqrt(max_arm sum r_j^2)."""
+        """sqrt(k) for an unweighted query (module docstring, step 3). A weighted query (the paired moments, the
+        binary counts) is touched by a participant only in the keys of their one arm, each by at most r_j:
+        sqrt(max_arm sum r_j^2), the sum over one cell per wave for an exclusive query."""
         return math.sqrt(self.touches) if not self.scales else math.sqrt(self._per_arm(2))
 
     @property
@@ -328,14 +350,70 @@ def plan_paired(protocol: StudyProtocol, outcome: str, b: Bounds, through_wave: 
                  len(PAIRED_STATISTICS) * len(later), idx, b, scales=tuple(scales), center=center, weight=weight)
 
 
+def _followup_waves(protocol: StudyProtocol, outcome: str, through_wave: str | None) -> list[str]:
+    """The outcome's follow-up waves (not the baseline, up to its wave of interest), as the trusted tier analyses
+    them (``analysis.plan.followup_waves``), and with ``through_wave`` those up to it."""
+    o = protocol.outcome(outcome)
+    names = protocol.wave_names
+    last = names.index(o.wave) if o.wave else len(names) - 1
+    if through_wave is not None:
+        if through_wave not in names:
+            raise PrivacyError(f"wave {through_wave!r} is not a wave of the protocol {names}")
+        last = min(last, names.index(through_wave))
+    have = set(_outcome_waves(protocol, outcome))
+    return [w for w in names[: last + 1] if w != protocol.baseline_wave and w in have]
+
+
+BINARY_COUNT_STATISTICS = ("events", "non_events")
+
+
+def plan_binary_counts(protocol: StudyProtocol, outcome: str, through_wave: str | None = None) -> Query | None:
+    """A binary outcome's counts per (arm, follow-up wave): the participants with the event and those without.
+
+    Contribution bounds: a participant has one arm and at most one value per wave (the canonical score relation
+    keeps one per participant x wave x outcome), so per wave they are in exactly one of the two cells of their arm,
+    adding 1 to it. The two counts are a histogram (``exclusive``), not (n, events): releasing n and events would
+    let one participant move two coordinates per wave (L2 sensitivity sqrt(2W) over W waves); the histogram's is
+    sqrt(W) (L1 W), so the same budget gives noise 1/sqrt(2) as large; n = events + non-events is post-processing.
+    The allocation rule weights the waves as the paired moments do: the long-run wave reach 1, an earlier wave
+    reach (1/400)^(1/4) (rho_j proportional to sqrt(weight), module docstring); the two cells of a wave share it.
+
+    Waves: the follow-up waves up to the outcome's wave (the trusted tier's), with ``through_wave`` up to it; None
+    when there is none (an interim release before the first follow-up wave)."""
+    waves = _followup_waves(protocol, outcome, through_wave)
+    if not waves:
+        return None
+    o = protocol.outcome(outcome)
+    long_run = o.wave if o.wave in waves else waves[-1]
+    spec, scales = [], []
+    for arm in protocol.arm_names:
+        for wave in waves:
+            reach = math.sqrt(math.sqrt(1.0 if wave == long_run else EARLIER_WAVE_WEIGHT))
+            for stat in BINARY_COUNT_STATISTICS:
+                spec.append((CellKey(outcome, arm, wave, stat), 1.0, stat == "events"))
+                scales.append(1.0 / reach)
+    keys, bounds, idx = _cells(spec)
+    weight = 1.0 if outcome == protocol.primary_outcome.name else SECONDARY_OUTCOME_WEIGHT
+    return Query(f"binary_counts:{outcome}", "binary_counts", outcome, keys, bounds, len(waves), idx,
+                 scales=tuple(scales), weight=weight, exclusive=True)
+
+
 def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
                   band_edges_by_outcome: Mapping[str, Sequence[float]] | None = None,
                   through_wave: str | None = None) -> list[Query]:
-    """The protocol's standard set of queries (every outcome needs bounds in ``outcome_bounds``); ``through_wave``
-    limits the paired moments to the waves up to it (:func:`plan_paired`)."""
+    """The protocol's standard set of queries (every continuous outcome needs bounds in ``outcome_bounds``);
+    ``through_wave`` limits the paired moments and binary counts to the waves up to it (:func:`plan_paired`).
+
+    A binary outcome gets its counts per arm x follow-up wave (:func:`plan_binary_counts`) and nothing else: moments,
+    bands and paired moments of a 0/1 value would spend budget on statistics no model of a binary outcome reads."""
     band_edges_by_outcome = band_edges_by_outcome or {}
     queries = [plan_consort(protocol)]
     for o in protocol.outcomes:
+        if o.binary:
+            counts = plan_binary_counts(protocol, o.name, through_wave)
+            if counts is not None:
+                queries.append(counts)
+            continue
         if o.name not in outcome_bounds:
             raise UnboundedColumn(f"outcome {o.name!r} has no clipping bounds; resolve them before planning")
         b = outcome_bounds[o.name]
@@ -349,7 +427,8 @@ def standard_plan(protocol: StudyProtocol, outcome_bounds: Mapping[str, Bounds],
     return queries
 
 
-DESCRIPTIVE_SHARE = 0.1  # of a release's budget, for the queries no model reads (counts, moments, bands, telemetry)
+DESCRIPTIVE_SHARE = 0.1  # of a release's budget, for the queries no model reads (CONSORT counts, moments, bands,
+# telemetry); the model queries (MODEL_KINDS: paired moments, binary counts) share the rest
 
 
 def split_budget(queries: Sequence[Query], total: PrivacyLoss,
@@ -361,18 +440,23 @@ def split_budget(queries: Sequence[Query], total: PrivacyLoss,
     sqrt(weight_q) * cost_q, where cost_q = sum over one arm's coordinates of r_j^2 (its normalisers were set by the
     same rule, so this gives every coordinate rho_j proportional to sqrt(weight) * planning cost). A Laplace (pure
     DP) release uses the same split, which is not its optimum (that is epsilon_j proportional to (w_j A_j)^(1/3)).
-    ``weights`` (kind -> weight) restores the plain split by kind for a caller that asks for it."""
+    ``weights`` (kind -> weight) restores the plain split by kind for a caller that asks for it.
+
+    A binary outcome's counts are a model query too, costed the same way: cost_q = its per-arm sum of r_j^2 (one
+    cell per wave, the histogram's), so a binary primary with one follow-up wave costs 1 where a continuous one
+    costs the six paired statistics' 2.35 (the planning costs add to that at its long-run wave). Effects in risk units
+    and in score units have no common scale; the rule gives each the share its weight and reach say."""
     if weights is not None:
         return _split_by_kind(queries, total, weights)
-    model = [q for q in queries if q.kind == "paired_moments"]
-    descriptive = [q for q in queries if q.kind != "paired_moments"]
+    model = [q for q in queries if q.kind in MODEL_KINDS]
+    descriptive = [q for q in queries if q.kind not in MODEL_KINDS]
     if not model:
         return _split_by_kind(queries, total, DEFAULT_WEIGHTS)
     d_share = DESCRIPTIVE_SHARE if descriptive else 0.0
     d_shares = iter(_split_by_kind(descriptive, total.scaled(d_share), DEFAULT_WEIGHTS) if descriptive else [])
     score = {q.name: math.sqrt(q.weight) * q.l2_sensitivity ** 2 for q in model}
     norm = math.fsum(score.values())
-    return [total.scaled((1 - d_share) * score[q.name] / norm) if q.kind == "paired_moments" else next(d_shares)
+    return [total.scaled((1 - d_share) * score[q.name] / norm) if q.kind in MODEL_KINDS else next(d_shares)
             for q in queries]
 
 
@@ -453,6 +537,16 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, query:
             arm, wave, *stats = row
             for stat, val in zip(PAIRED_STATISTICS, stats, strict=True):
                 got[(query.outcome, arm, wave, stat)] = val
+    elif query.kind == "binary_counts":
+        valid, event = _binary_event_sql(protocol, query.outcome)
+        waves = sorted({k.wave for k in query.keys})
+        for arm, wave, events, non_events in con.execute(
+            f"SELECT a.arm, s.wave, count(*) FILTER (WHERE {event}), count(*) FILTER (WHERE NOT ({event})) "
+            f"FROM {relations.primary_scores(protocol, [query.outcome], waves)} s JOIN _dp_arm a USING (participant) "
+            f"WHERE {valid} GROUP BY a.arm, s.wave"
+        ).fetchall():
+            got[(query.outcome, arm, wave, "events")] = events
+            got[(query.outcome, arm, wave, "non_events")] = non_events
     elif query.kind == "telemetry_means":
         s = next(x for x in protocol.surrogates if x.name == query.outcome)
         per = _telemetry_sql(protocol, s, query.value_bounds)
@@ -462,6 +556,39 @@ def exact_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, query:
     else:
         raise PrivacyError(f"unknown query kind {query.kind!r}")
     return [float(got.get((k.outcome, k.arm, k.wave, k.statistic)) or 0.0) for k in query.keys]
+
+
+def _binary_event_sql(protocol: StudyProtocol, outcome: str) -> tuple[str, str]:
+    """(valid, event) SQL conditions on ``s.value`` of a binary outcome: a 0/1 score is valid when 0 or 1 and an
+    event when 1; a score with a cut-off is valid when finite and an event at or above (or at or below) it. The same
+    rule as the trusted tier's counts (``analysis.binary.binary_counts_sql``)."""
+    cut = protocol.outcome(outcome).cutoff
+    if cut is None:
+        return "s.value IN (0, 1)", "s.value = 1"
+    c = number(float(cut[0]))
+    return "isfinite(s.value)", f"s.value {'>=' if cut[1] else '<='} {c}"
+
+
+def _refuse_invalid_binary_values(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
+                                  queries: Sequence[Query]) -> None:
+    """A binary outcome's score that is not 0 or 1 (or not finite, with a cut-off) breaks the counts' contract: the
+    trusted tier refuses to count it, so the release refuses too, before anything is reserved (the ingest quarantines
+    such values; this catches any that reached the warehouse another way)."""
+    _arm_view(con, protocol)
+    for q in queries:
+        if q.kind != "binary_counts":
+            continue
+        valid, _ = _binary_event_sql(protocol, q.outcome)
+        waves = sorted({k.wave for k in q.keys})
+        bad = con.execute(
+            f"SELECT count(*) FROM {relations.primary_scores(protocol, [q.outcome], waves)} s "
+            f"JOIN _dp_arm a USING (participant) WHERE NOT ({valid})").fetchone()[0]
+        if bad:
+            what = "not 0 or 1" if protocol.outcome(q.outcome).cutoff is None else "not finite"
+            raise ReleaseRefused(
+                f"the binary outcome {q.outcome!r} has {bad} score(s) of randomised participants that are {what}, so "
+                "its counts are not defined (the trusted tier refuses them too); correct or quarantine them first "
+                "(no budget was reserved)")
 
 
 def _telemetry_sql(protocol: StudyProtocol, s: SurrogateMetric, b: Bounds) -> str:
@@ -622,8 +749,10 @@ class ReleaseRow:
 
 
 def to_rows(cal: Calibrated, noisy: Sequence[float], min_cell_size: int) -> list[ReleaseRow]:
-    """Post-processing: suppression of small noisy cells and derived means."""
+    """Post-processing: suppression of small noisy cells and derived means (and a binary cell's n)."""
     q, sds = cal.query, cal.noise_sd()
+    if q.kind == "binary_counts":
+        return _binary_rows(q, noisy, sds, min_cell_size)
     rows: list[ReleaseRow] = []
     for i, key in enumerate(q.keys):
         count = noisy[q.count_index[i]]
@@ -643,6 +772,32 @@ def to_rows(cal: Calibrated, noisy: Sequence[float], min_cell_size: int) -> list
             half = (q.value_bounds.upper - q.value_bounds.lower) / 2
             rows.append(ReleaseRow(q.name, key.outcome, key.arm, key.wave, "half_range", None if suppressed else half,
                                    0.0, suppressed))
+    return rows
+
+
+def _binary_rows(q: Query, noisy: Sequence[float], sds: Sequence[float], min_cell_size: int) -> list[ReleaseRow]:
+    """A binary cell's rows: the derived n = events + non-events first (noise SD the two SDs in quadrature), then
+    the two released counts. The protocol's min_cell_size applies to the noisy n, as it does to a continuous cell's
+    count; the event count is a statistic of the cell, like a sum, and is not suppressed on its own size: a rule on
+    the events would hide cells by their outcome, which biases whatever reads the release (and DP protects a small
+    count already; the threshold is policy, privacy.md)."""
+    cells: dict[tuple, dict[str, tuple[float, float]]] = {}
+    order: list[tuple] = []
+    for key, value, sd in zip(q.keys, noisy, sds, strict=True):
+        cell = (key.outcome, key.arm, key.wave)
+        if cell not in cells:
+            order.append(cell)
+        cells.setdefault(cell, {})[key.statistic] = (float(value), float(sd))
+    rows: list[ReleaseRow] = []
+    for outcome, arm, wave in order:
+        got = cells[(outcome, arm, wave)]
+        (e, sd_e), (ne, sd_ne) = got["events"], got["non_events"]
+        n = e + ne
+        suppressed = n < min_cell_size
+        rows.append(ReleaseRow(q.name, outcome, arm, wave, "n", None if suppressed else n, math.hypot(sd_e, sd_ne),
+                               suppressed))
+        rows.append(ReleaseRow(q.name, outcome, arm, wave, "events", None if suppressed else e, sd_e, suppressed))
+        rows.append(ReleaseRow(q.name, outcome, arm, wave, "non_events", None if suppressed else ne, sd_ne, suppressed))
     return rows
 
 
@@ -724,6 +879,7 @@ def release_queries(
     unit = _supported_unit(protocol)
     shares = split_budget(queries, budget_loss(p.epsilon, p.delta, accounting).scaled(fraction), weights)
     _refuse_a_release_of_noise(con, protocol, queries)
+    _refuse_invalid_binary_values(con, protocol, queries)
     exact = [exact_values(con, protocol, q) for q in queries]
     cals = [calibrate(q, mechanism, s) for q, s in zip(queries, shares, strict=True)]
     normalized = [_normalized(c, x) for c, x in zip(cals, exact, strict=True)]
@@ -787,8 +943,8 @@ def release_standard_set(
     release_id: str | None = None,
     through_wave: str | None = None,
 ) -> ReleaseResult:
-    """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, telemetry);
-    ``through_wave``: a planned interim release's paired moments stop at that wave."""
+    """The protocol's standard releases (CONSORT counts, score moments and bands, paired moments, a binary outcome's
+    counts, telemetry); ``through_wave``: a planned interim release's paired moments and counts stop at that wave."""
     bounds = resolve_outcome_bounds(protocol, outcome_bounds)
     return release_queries(con, protocol, standard_plan(protocol, bounds, through_wave=through_wave),
                            fraction=fraction, weights=weights, release_id=release_id)

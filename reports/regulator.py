@@ -155,6 +155,22 @@ def ctgov(bundle: ReportBundle) -> ClinicalTrialsGov:
                              comment=f"DP mean; limits are its {level:.0%} interval from the DP noise (noise SD "
                                      f"{_s(v.noise_sd)})")
 
+    def events_measurement(ids: dict[str, str], outcome: str, wave: str, arm: str) -> CTMeasurement:
+        """A binary outcome's released count of participants with the event (``binary_counts:<outcome>``)."""
+        v = next((x for x in bundle.values_of(f"binary_counts:{outcome}") if x.arm == arm and x.wave == wave
+                  and x.statistic == "events"), None)
+        n = next((x for x in bundle.values_of(f"binary_counts:{outcome}") if x.arm == arm and x.wave == wave
+                  and x.statistic == "n"), None)
+        if v is None:
+            return CTMeasurement(groupId=ids[arm], comment="not released")
+        if v.suppressed:
+            return CTMeasurement(groupId=ids[arm], comment=suppressed(k))
+        lo, hi = noise_interval(v, level)
+        of = f" of a DP n of {_s(n.value)}" if n is not None and n.value is not None else ""
+        return CTMeasurement(groupId=ids[arm], value=_s(v.value), lowerLimit=_s(lo), upperLimit=_s(hi),
+                             comment=f"DP count of participants with the event{of}; limits are its {level:.0%} "
+                                     f"interval from the DP noise (noise SD {_s(v.noise_sd)})")
+
     groups = lambda ids: [CTGroup(id=ids[a.name], title=a.name, description=a.description or None) for a in p.arms]  # noqa: E731
     baseline = CTBaselineCharacteristicsModule(
         populationDescription="All randomised participants still consenting; DP counts and means (each the true value "
@@ -164,31 +180,38 @@ def ctgov(bundle: ReportBundle) -> ClinicalTrialsGov:
                                     unitOfMeasure="score on a scale",
                                     classes=[CTClass(categories=[CTCategory(measurements=[
                                         mean_measurement(bg, o.name, p.baseline_wave, a) for a in p.arm_names])])])
-                  for o in p.outcomes])
+                  for o in p.outcomes if not o.binary])  # a binary outcome is an event after assignment
     run = bundle.latest_analysis("public")
-    method = main_method(run, [o.name for o in p.outcomes]) if run else None
     measures = []
     for o in p.outcomes:
         wave = o.wave or p.wave_names[-1]
         analyses = []
+        # each outcome's own main method: a binary outcome's (the noise-aware beta-binomial's risk difference) is not
+        # a continuous one's
+        method = main_method(run, [o.name]) if run else None
+        stat_method, param = (("Bayesian beta-binomial on DP counts with the DP noise in the likelihood (noise-aware; "
+                               "latent counts)", "Risk Difference (RD)") if o.binary else
+                              ("Bayesian ANCOVA on DP sufficient statistics with the DP noise in the likelihood "
+                               "(noise-aware)", "Mean Difference (Final Values)"))
         for e in (run.effects if run else ()):
             if e.outcome == o.name and e.wave == LONG_RUN and e.method == method and e.subgroup is None:
                 analyses.append(CTAnalysis(
-                    groupIds=[og[e.control], og[e.arm]], statisticalMethod="Bayesian ANCOVA on DP sufficient statistics "
-                    "with the DP noise in the likelihood (noise-aware)", paramType="Mean Difference (Final Values)",
+                    groupIds=[og[e.control], og[e.arm]], statisticalMethod=stat_method, paramType=param,
                     paramValue=_s(e.estimate), ciPctValue=_s(100 * (e.interval_level or level), 3), ciNumSides="TWO_SIDED",
                     ciLowerLimit=_s(e.lower), ciUpperLimit=_s(e.upper),
-                    estimateComment=(f"{e.arm} minus {e.control}; credible interval including the DP noise; "
+                    estimateComment=(f"{e.arm} minus {e.control}{' (risk of the event, risk units)' if o.binary else ''}; "
+                                     "credible interval including the DP noise; "
                                      f"P(benefit) {_s(e.p_benefit)}" if e.reason is None else f"not estimable: {e.reason}")))
         measures.append(CTOutcomeMeasure(
             type="PRIMARY" if o.name == p.primary_outcome.name else "SECONDARY", title=o.name,
             description=f"{o.instrument or o.source}; {o.direction.replace('_', ' ')}; MCID {fmt(o.mcid)}",
             populationDescription="Randomised participants with the outcome at the wave (DP counts)",
-            reportingStatus="POSTED", paramType="MEAN", unitOfMeasure="score on a scale",
+            reportingStatus="POSTED", paramType="COUNT_OF_PARTICIPANTS" if o.binary else "MEAN",
+            unitOfMeasure="participants with the event" if o.binary else "score on a scale",
             timeFrame=f"wave {wave} (day {p.wave(wave).day} after assignment)", typeUnitsAnalyzed="Participants",
             groups=groups(og), denoms=denom(og),
-            classes=[CTClass(categories=[CTCategory(measurements=[mean_measurement(og, o.name, wave, a)
-                                                                  for a in p.arm_names])])],
+            classes=[CTClass(categories=[CTCategory(measurements=[
+                (events_measurement if o.binary else mean_measurement)(og, o.name, wave, a) for a in p.arm_names])])],
             analyses=analyses or None))
     safety = bundle.safety
     events, description = [], ("Flourish records safety screens of the instruments (e.g. a positive PHQ-2), not "

@@ -16,12 +16,15 @@ response profiles, not these margins; ``analysis/binary.py`` says what that mean
 - :class:`BinaryCountTable` -- one outcome's cells over the arms (control first) and waves of a design; every
   arm x wave combination is present (a cell nobody reached is ``BinaryCounts(0, 0)``), so two tables of the
   same design always add.
+- :class:`NoisyBinaryCounts` -- one cell as the privacy tier releases it: events and non-events, each with the
+  known SD of the Gaussian noise added to it (``privacy/release.py``, query kind ``binary_counts``).
 
 No I/O here; ``analysis/binary.py`` has the GROUP BY that computes a table in DuckDB.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -162,4 +165,89 @@ class BinaryCountTable:
         return [{"arm": a, "wave": w, "n": c.n, "events": c.events} for (a, w), c in self.cells]
 
 
-__all__ = ["BinaryCountTable", "BinaryCounts"]
+BINARY_STATISTICS = ("events", "non_events")
+"""The two released coordinates of a cell; n is their sum (derived, post-processing)."""
+
+
+@dataclass(frozen=True)
+class NoisyBinaryCounts:
+    """One arm x wave cell of a binary outcome as released: ``events`` and ``non_events`` with independent zero-mean
+    Gaussian noise of SD ``noise_sd_events`` and ``noise_sd_non_events`` (0 for an exact value).
+
+    The release perturbs the two disjoint counts rather than (n, events): one participant is in exactly one of them
+    per wave, which halves the L2 sensitivity's square (``privacy/release.py``). ``n`` is their sum, with noise SD
+    sqrt(sd_events^2 + sd_non_events^2). Noise makes the values fractional and may make either negative (so
+    ``events > n``): they are kept as released; the public model (``analysis/public_binary.py``) handles them.
+    Cells of disjoint participant sets add (values add, noise variances add).
+    """
+
+    events: float
+    non_events: float
+    noise_sd_events: float = 0.0
+    noise_sd_non_events: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("events", "non_events"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+            sd = getattr(self, f"noise_sd_{name}")
+            if not (math.isfinite(sd) and sd >= 0):
+                raise ValueError(f"noise_sd_{name} must be a finite number >= 0, got {sd}")
+
+    @property
+    def n(self) -> float:
+        return self.events + self.non_events
+
+    @property
+    def noise_sd_n(self) -> float:
+        return math.hypot(self.noise_sd_events, self.noise_sd_non_events)
+
+    def __add__(self, other: NoisyBinaryCounts) -> NoisyBinaryCounts:
+        if type(other) is not NoisyBinaryCounts:
+            raise TypeError(f"cannot add NoisyBinaryCounts and {type(other).__name__}")
+        return NoisyBinaryCounts(self.events + other.events, self.non_events + other.non_events,
+                                 math.hypot(self.noise_sd_events, other.noise_sd_events),
+                                 math.hypot(self.noise_sd_non_events, other.noise_sd_non_events))
+
+    @classmethod
+    def exact(cls, counts: BinaryCounts) -> NoisyBinaryCounts:
+        """Exact counts as a cell without noise (the public model on them is the trusted beta-binomial's)."""
+        return cls(float(counts.events), float(counts.non_events))
+
+    @classmethod
+    def with_gaussian_noise(cls, counts: BinaryCounts, noise_sd_events: float, noise_sd_non_events: float,
+                            rng: np.random.Generator) -> NoisyBinaryCounts:
+        """Simulation helper: exact counts plus numpy Gaussian noise of the given SDs (a real release draws its noise
+        with OpenDP in ``privacy/``)."""
+        return cls(counts.events + (float(rng.normal(0.0, noise_sd_events)) if noise_sd_events > 0 else 0.0),
+                   counts.non_events + (float(rng.normal(0.0, noise_sd_non_events)) if noise_sd_non_events > 0 else 0.0),
+                   float(noise_sd_events), float(noise_sd_non_events))
+
+    @classmethod
+    def from_release_rows(cls, rows: Iterable[Mapping[str, object]]) -> NoisyBinaryCounts:
+        """From the ``release_values`` rows of one (outcome, arm, wave) cell of a ``binary_counts`` query: rows
+        ``events`` and ``non_events`` (the derived ``n`` is ignored); a suppressed or value-less row raises
+        InsufficientData, a missing or repeated statistic ValueError."""
+        values: dict[str, float] = {}
+        sds: dict[str, float] = {}
+        for row in rows:
+            stat = str(row["statistic"])
+            if stat == "n":
+                continue
+            if stat not in BINARY_STATISTICS:
+                raise ValueError(f"a binary release cell holds events and non_events, not {stat!r}")
+            if row.get("suppressed"):
+                raise InsufficientData(f"the released {stat}", 1, 0, "a suppressed cell")
+            if stat in values:
+                raise ValueError(f"statistic {stat} appears twice in one release cell")
+            if row.get("value") is None:
+                raise InsufficientData(f"the released {stat}", 1, 0, "a cell without a value")
+            values[stat] = float(row["value"])  # type: ignore[arg-type]
+            sds[f"noise_sd_{stat}"] = float(row.get("noise_sd") or 0.0)  # type: ignore[arg-type]
+        missing = [s for s in BINARY_STATISTICS if s not in values]
+        if missing:
+            raise ValueError(f"release cell lacks statistics {missing}")
+        return cls(**values, **sds)
+
+
+__all__ = ["BINARY_STATISTICS", "BinaryCountTable", "BinaryCounts", "NoisyBinaryCounts"]

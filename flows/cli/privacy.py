@@ -181,8 +181,8 @@ def release(
     fraction: Annotated[float, typer.Option("--fraction", help=FRACTION_HELP)] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Make the protocol's standard DP releases (CONSORT counts, score moments and bands, paired moments,
-    telemetry means) with OpenDP; refused before any budget is reserved if the warehouse has no assignments or no
+    """Make the protocol's standard DP releases (CONSORT counts, score moments and bands, paired moments, a binary
+    outcome's counts of events and non-events per arm x follow-up wave, telemetry means) with OpenDP; refused before any budget is reserved if the warehouse has no assignments or no
     scores, and before any noise if the budget does not allow it."""
     from flows.privacy_flows import budget_json, instrument_bounds, release_protocol
     from flows.study import load_study as load_protocol

@@ -57,3 +57,43 @@ def test_a_binary_outcome_whose_counts_are_unavailable_fails_alone():
     failed = [e for e in result.effects if e.outcome == "remission"]
     assert failed and all(not e.estimable and "not 0 or 1" in e.reason for e in failed)
     assert any(n.startswith("OUTCOME FAILED") for n in result.notes)
+
+
+def _released(cells, suppressed_waves=(), sd=5.64):
+    from analysis.plan import ReleasedCounts
+    from schemas.binary_stats import NoisyBinaryCounts
+
+    return ReleasedCounts({(a, "w1"): NoisyBinaryCounts(float(e), float(n - e), sd, sd) for a, (n, e) in cells.items()},
+                          ("w1",), {w: f"the DP release suppressed a cell at {w}" for w in suppressed_waves})
+
+
+def test_the_public_plan_analyses_a_binary_outcome_from_its_released_counts():
+    from analysis.plan import run_public_plan
+
+    released = {"event": _released({"drug": (295, 27), "placebo": (307, 52)}),
+                "response": _released({"drug": (295, 150), "placebo": (307, 120)}),
+                "remission": _released({"drug": (295, 0), "placebo": (307, 3)})}
+    result = run_public_plan(released, PROTOCOL)
+    rows = {(e.outcome, e.method, e.wave): e for e in result.effects}
+    assert {m for o, m, w in rows if o == "event" and w == "long_run"} == {
+        "bayes_binomial_noise_aware", "risk_ratio_noise_aware", "odds_ratio_noise_aware"}
+    rd = rows[("event", "bayes_binomial_noise_aware", "long_run")]
+    assert rd.tier == "public" and rd.lower < 27 / 295 - 52 / 307 < rd.upper < 0 and rd.p_benefit > 0.95
+    # the released counts of remission (0 and 3 events, noise SD 5.6) cannot carry a ratio: refused with why
+    for m in ("risk_ratio_noise_aware", "odds_ratio_noise_aware"):
+        assert not rows[("remission", m, "long_run")].estimable
+    assert rows[("remission", "bayes_binomial_noise_aware", "long_run")].estimable
+    assert not result.failed and any("noise-aware beta-binomial" in n for n in result.notes)
+
+
+def test_a_binary_outcome_whose_release_is_unusable_fails_alone_on_the_public_tier():
+    from analysis.plan import run_public_plan
+
+    released = {"event": _released({"drug": (295, 27), "placebo": (307, 52)}),
+                "response": _released({"drug": (295, 150), "placebo": (307, 120)}, suppressed_waves=("w1",)),
+                "remission": Unavailable("its DP release cannot be used")}
+    result = run_public_plan(released, PROTOCOL)
+    assert set(result.failed) == {"response", "remission"}
+    failed = [e for e in result.effects if e.outcome in ("response", "remission")]
+    assert failed and all(not e.estimable and e.tier == "public" for e in failed)
+    assert any("suppressed" in e.reason for e in failed if e.outcome == "response")

@@ -68,12 +68,36 @@ def test_counts_equal_a_count_of_the_same_rows(tmp_path, outcome):
     assert stats.outcome("screen").binary == table and stats.outcome("screen").observed_waves == ("w1", "w2")
 
 
-def test_the_public_tier_says_it_does_not_analyse_a_binary_outcome(tmp_path):
-    from analysis.plan import Unavailable
+def test_the_public_tier_refuses_a_binary_outcome_without_a_release_of_its_counts(tmp_path):
+    """Before issue 20 item 4 the public tier reported a binary outcome "not analysed yet"; now it reads the release
+    of its counts, and without one refuses the run as it does for a continuous outcome without paired moments."""
+    from flows.statistics import OutcomeHasNoData, released_statistics
+    from flows.warehouse import open_warehouse
+
+    protocol = _protocol()
+    with open_warehouse(tmp_path / "w.duckdb") as con, pytest.raises(OutcomeHasNoData, match="binary_counts|counts"):
+        released_statistics(con, protocol)
+
+
+def test_the_public_tier_reads_the_released_counts_and_names_a_suppressed_wave(tmp_path):
+    from analysis.plan import ReleasedCounts
     from flows.statistics import released_statistics
     from flows.warehouse import open_warehouse
 
     protocol = _protocol()
     with open_warehouse(tmp_path / "w.duckdb") as con:
-        released = released_statistics(con, protocol)
-    assert isinstance(released["screen"], Unavailable) and "binary" in released["screen"].reason
+        con.execute("INSERT INTO releases (release_id, study_id, created_at, mechanism, accounting, rho, epsilon, "
+                    "delta, min_cell_size, queries, values_sha256, opendp_version, opendp_features) VALUES "
+                    "('r1', 's1', now(), 'gaussian', 'zcdp', 0.01, 1.0, 1e-6, 10, '[]', 'x', '0.16', 'contrib')")
+        for arm in ("control", "coach"):
+            for wave, suppressed in (("w1", arm == "coach"), ("w2", False)):
+                for stat, value in (("n", 100.0), ("events", 20.0), ("non_events", 80.0)):
+                    con.execute("INSERT INTO release_values VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                ["r1", "s1", "binary_counts:screen", "screen", arm, wave, stat,
+                                 None if suppressed else value, 5.0, suppressed])
+        released = released_statistics(con, protocol)["screen"]
+    assert isinstance(released, ReleasedCounts) and released.waves == ("w1", "w2")
+    assert set(released.unusable) == {"w1"} and "suppressed" in released.unusable["w1"]
+    assert set(released.cells) == {("control", "w2"), ("coach", "w2")}
+    cell = released.cells[("coach", "w2")]
+    assert (cell.events, cell.non_events, cell.noise_sd_events, cell.n) == (20.0, 80.0, 5.0, 100.0)

@@ -120,3 +120,48 @@ def write_landing(folder: Path, ids: list[str], *, withdrawn: tuple[str, ...] = 
     write_jsonl(folder / "assignments.jsonl", [assignment(p) for p in ids])
     write_jsonl(folder / "events-1.jsonl", [event(f"e{first_event + i}", p) for i, p in enumerate(ids)])
     return folder
+
+
+def make_binary_protocol(epsilon: float = 2.0, min_cell_size: int = 5, study_id: str = "study-a") -> StudyProtocol:
+    """A mixed study: a binary primary sent as external 0/1 scores (``relapse``, long run at m3), a binary secondary
+    from a cut-off on the WHO-5 percent score (event: <= 50) and a continuous secondary (``ext.score``)."""
+    return StudyProtocol.model_validate({
+        "study_id": study_id,
+        "title": "binary privacy test study",
+        "arms": [{"name": "control", "control": True}, {"name": "coach"}],
+        "waves": [
+            {"name": "baseline", "day": 0, "instruments": ["who5"]},
+            {"name": "m1", "day": 30, "instruments": ["who5"]},
+            {"name": "m3", "day": 90, "instruments": ["who5"]},
+        ],
+        "primary_outcome": {"name": "relapse", "source": "external", "kind": "binary", "wave": "m3",
+                            "direction": "lower_is_better"},
+        "secondary_outcomes": [
+            {"name": "who5.percent", "instrument": "who5", "kind": "binary", "event_at_or_below": 50,
+             "direction": "lower_is_better"},
+            {"name": "ext.score", "source": "external", "lower_bound": 0, "upper_bound": 10}],
+        "privacy": {"epsilon": epsilon, "delta": 1e-6, "min_cell_size": min_cell_size},
+    })
+
+
+def fill_binary(con, n: int = 40, seed: int = 3, study_id: str = "study-a") -> dict[str, str]:
+    """:func:`fill` plus a 0/1 ``relapse`` score per participant at m1 and m3 (risk 0.3 in control, 0.2 coached)."""
+    ids = fill(con, n, seed=seed, study_id=study_id)
+    rng = random.Random(seed + 1)
+    for i, p in enumerate(ids.values()):
+        risk = 0.3 if i % 2 == 0 else 0.2
+        for w in ("m1", "m3"):
+            con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, source) VALUES (?,?,?,?,?,?)",
+                        [study_id, p, w, "relapse", float(rng.random() < risk), "external"])
+    return ids
+
+
+def add_extreme_binary_participant(con, raw: str, arm: str, rng: random.Random, study_id: str = "study-a") -> None:
+    """:func:`add_extreme_participant` plus duplicate 0/1 relapse scores at every wave (and a wave not in the plan)."""
+    add_extreme_participant(con, raw, arm, rng, study_id)
+    p = pseudonymize(raw, KEY)
+    for w in ("baseline", "m1", "m3", "not-a-wave"):
+        for dup in range(rng.randint(1, 3)):
+            con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, source, scored_at) "
+                        "VALUES (?,?,?,?,?,?,?)", [study_id, p, w, "relapse", float(rng.random() < 0.5), "external",
+                                                   T0 + timedelta(days=dup)])

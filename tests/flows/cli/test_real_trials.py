@@ -187,3 +187,60 @@ def test_a_binary_outcome_score_that_is_not_0_or_1_is_quarantined(cli, tmp_path)
     (landing / "scores.jsonl").write_text("\n".join([json.dumps(bad), *scores[1:]]) + "\n", encoding="utf-8")
     _, rec = _ingest(cli, tmp_path, INDO / "study.yaml", landing)
     assert rec["quarantined"] == {"out_of_range": 1} and rec["stored"]["scores"] == 601
+
+
+def test_the_indomethacin_trial_released_with_dp_and_analysed_on_the_public_tier(cli, tmp_path):
+    """Issue 20 item 4: ``flourish release`` publishes the binary outcome's counts per arm x wave with OpenDP's noise,
+    ``analyze --tier public`` reads only them, and the reports carry the public risk difference.
+
+    Epsilon 2 (delta 1e-6, Gaussian): the noise SD of each released count is about 2.9. OpenDP's noise cannot be
+    seeded, so the checks are ones a correct release fails with negligible probability: each count within 5 noise
+    SDs of the published one (p ~ 6e-7 each), and the public 95% interval containing the trusted risk difference,
+    which differs from the public estimate by the noise alone (SD ~0.4 of the interval's), a ~5 SD event to miss."""
+    import yaml
+
+    study = tmp_path / "study.yaml"
+    spec = yaml.safe_load((INDO / "study.yaml").read_text(encoding="utf-8"))
+    spec["privacy"] = {"epsilon": 2.0, "delta": 1e-6}
+    study.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    wh, rec = _ingest(cli, tmp_path, study, INDO / "landing")
+    assert rec["quarantined"] == {}
+    out = json.loads(cli("release", study, "--warehouse", wh, "--json").stdout)
+    assert out["queries"] == ["consort_counts", "binary_counts:pancreatitis"]  # no moments of a 0/1 value
+    assert out["study_epsilon_spent"] == pytest.approx(2.0)
+    assert isinstance(out["public_width_ratio"]["pancreatitis"], float) and 1 < out["public_width_ratio"]["pancreatitis"] < 1.5
+    import duckdb
+
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        got = {(a, s): (v, sd) for a, s, v, sd in con.execute(
+            "SELECT arm, statistic, value, noise_sd FROM release_values WHERE query = 'binary_counts:pancreatitis' "
+            "AND wave = 'followup'").fetchall()}
+    finally:
+        con.close()
+    for arm, (events, n) in PUBLISHED_COUNTS.items():
+        for stat, exact in (("events", events), ("non_events", n - events), ("n", n)):
+            value, sd = got[(arm, stat)]
+            assert 0 < sd < 5 and abs(value - exact) < 5 * sd, (arm, stat, value, exact, sd)
+    cli("preregister", study, "--warehouse", wh)
+    trusted = {(r["method"], r["wave"]): r for r in json.loads(cli("analyze", study, "--warehouse", wh, "--json").stdout)}
+    public = {(r["method"], r["wave"]): r for r in json.loads(
+        cli("analyze", study, "--warehouse", wh, "--tier", "public", "--json").stdout)}
+    assert {m for m, w in public if w == "long_run"} == {"bayes_binomial_noise_aware", "risk_ratio_noise_aware",
+                                                         "odds_ratio_noise_aware"}
+    rd_trusted = trusted[("risk_difference_newcombe_hybrid_score", "long_run")]["estimate"]
+    (a, n1), (c, n2) = PUBLISHED_COUNTS["indomethacin"], PUBLISHED_COUNTS["placebo"]
+    assert rd_trusted == pytest.approx(a / n1 - c / n2)
+    rd = public[("bayes_binomial_noise_aware", "long_run")]
+    assert rd["tier"] == "public" and rd["estimable"] and rd["lower"] < rd_trusted < rd["upper"], rd
+    assert rd["p_benefit"] > 0.9 and abs(rd["n_arm"] - n1) < 20 and abs(rd["n_control"] - n2) < 20
+    rr = public[("risk_ratio_noise_aware", "long_run")]
+    assert rr["estimable"] and rr["lower"] < rr["estimate"] < rr["upper"]
+    # the reports read the public rows and do not break on a binary outcome
+    paths = json.loads(cli("report", "all", study, "--warehouse", wh, "--out", tmp_path / "reports", "--json").stdout)
+    regulator = json.loads(Path(paths["regulator_json"]).read_text(encoding="utf-8"))
+    (measure,) = regulator["clinicaltrials_gov"]["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"]
+    (analysis,) = measure["analyses"]
+    assert measure["paramType"] == "COUNT_OF_PARTICIPANTS" and analysis["paramType"] == "Risk Difference (RD)"
+    assert float(analysis["paramValue"]) == pytest.approx(rd["estimate"], abs=1e-3)
+    assert "bayes_binomial_noise_aware" in Path(paths["trial_report"]).read_text(encoding="utf-8")
