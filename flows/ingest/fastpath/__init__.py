@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flows.ingest import landing
+import flows.ingest.landing as landing
 from flows.ingest.contract import ItemBounds
 from flows.ingest.errors import IngestError, printable
 from flows.ingest.fastpath import facts as facts_mod
