@@ -108,7 +108,23 @@ def _timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
     return seconds, usage.ru_maxrss / 1024, out
 
 
+def _study_for(code: Path, study: Path) -> Path:
+    """The study file a baseline's code can read: a commit older than the waves' response windows (merged with the
+    prompts kind) refuses them as unknown keys, and they change nothing the ingest does, so its copy has none."""
+    if code == ROOT:
+        return study
+    import yaml
+
+    protocol = yaml.safe_load(study.read_text())
+    for wave in protocol.get("waves", []):
+        wave.pop("response_window", None)
+    older = study.with_name(f"study-{code.name}.yaml")
+    older.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    return older
+
+
 def _ingest(code: Path, study: Path, landing: Path, warehouse: Path) -> Timed:
+    study = _study_for(code, study)
     seconds, rss, out = _timed([sys.executable, "-m", "flows.cli", "ingest", str(landing), "--study", str(study),
                                 "--warehouse", str(warehouse), "--json"], code, _env(code))
     rec = json.loads(out.strip().splitlines()[-1])
@@ -194,7 +210,7 @@ def main() -> None:
                       + f", read_json {dk[s][-1].seconds:.1f} s ({dk[s][-1].rows:,} rows)", flush=True)
             for c, code in codes.items():
                 n += 1
-                ev[c].append(_in_process(code, EVENTS_FLOURISH, str(sizes["4x"][0]), str(events),
+                ev[c].append(_in_process(code, EVENTS_FLOURISH, str(_study_for(code, sizes["4x"][0])), str(events),
                                          str(base / f"e{n}.duckdb"), KEY))
             ev_dk.append(_in_process(ROOT, EVENTS_READ_JSON, str(events), str(base / f"ed{n}.duckdb")))
 
