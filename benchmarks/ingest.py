@@ -108,18 +108,36 @@ def _timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
     return seconds, usage.ru_maxrss / 1024, out
 
 
+STRIP_UNKNOWN = """
+import sys, yaml
+from pydantic import ValidationError
+from schemas.protocol import StudyProtocol
+data = yaml.safe_load(open(sys.argv[1]))
+for _ in range(100):
+    try:
+        StudyProtocol.model_validate(data)
+        break
+    except ValidationError as exc:
+        extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if not extra:
+            raise
+        for loc in extra:
+            node = data
+            for k in loc[:-1]:
+                node = node[k]
+            node.pop(loc[-1], None)
+yaml.safe_dump(data, open(sys.argv[2], "w"), sort_keys=False)
+"""
+
+
 def _study_for(code: Path, study: Path) -> Path:
-    """The study file a baseline's code can read: a commit older than the waves' response windows (merged with the
-    prompts kind) refuses them as unknown keys, and they change nothing the ingest does, so its copy has none."""
+    """The study file a baseline's code can read: an older commit refuses the protocol fields added since (response
+    windows, outcome kinds, ...) as unknown keys, so its copy leaves out exactly those its own contract refuses."""
     if code == ROOT:
         return study
-    import yaml
-
-    protocol = yaml.safe_load(study.read_text())
-    for wave in protocol.get("waves", []):
-        wave.pop("response_window", None)
     older = study.with_name(f"study-{code.name}.yaml")
-    older.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    if not older.exists():
+        _timed([sys.executable, "-c", STRIP_UNKNOWN, str(study), str(older)], code, _env(code))
     return older
 
 
