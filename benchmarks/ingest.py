@@ -1,9 +1,9 @@
 """Ingest benchmark: ``flourish ingest`` on whole simulated studies against DuckDB's ``read_json`` of the same files.
 
-    .venv/bin/python benchmarks/ingest.py [--participants 2500] [--repeats 3] [--baseline REV] [--quick]
+    .venv/bin/python benchmarks/ingest.py [--participants 2500] [--repeats 3] [--baseline REV ...] [--quick]
 
 1. Whole study (issue 15). ``flourish simulate`` writes two landing folders, 1x and 4x participants (every
-   record kind: consents, assignments, responses with nested items, events). Each is ingested by a fresh
+   record kind: consents, assignments, responses with nested items, events, prompts). Each is ingested by a fresh
    ``flourish ingest ... --json`` process (``FLOURISH_ORCHESTRATOR=inline``: Prefect's server start is a fixed
    cost of its own, README "Orchestration"), timed from outside, so Python's start and every import count;
    and loaded, in the same run, by a fresh process that runs DuckDB's ``read_json`` with its defaults on each
@@ -16,6 +16,8 @@
    imports, against DuckDB's bare ``read_json`` of the same event files. Events/s.
 3. Before and after, same run: with ``--baseline REV`` every Flourish measurement is repeated, interleaved,
    with the code of commit REV (exported with ``git archive``), so a change is read as a same-run ratio.
+   ``--baseline`` may be given more than once (say ``--baseline main --baseline fe8b6b4``): each is measured
+   in the same run, under its own name (one baseline alone is named ``before``).
 4. Memory: the peak RSS of the whole-study ingest processes at 1x and 4x (DuckDB is capped at 2 GB).
 
 The machine is shared and noisy: read medians and same-run ratios, not single figures.
@@ -38,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "benchmark-key-0123456789abcdef"
-KINDS = ("consents", "assignments", "responses", "scores", "events")
+KINDS = ("consents", "assignments", "responses", "scores", "events", "prompts")  # every kind the simulator writes
 
 READ_JSON_RUN = """
 import duckdb, glob, json, sys
@@ -106,7 +108,41 @@ def _timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
     return seconds, usage.ru_maxrss / 1024, out
 
 
+STRIP_UNKNOWN = """
+import sys, yaml
+from pydantic import ValidationError
+from schemas.protocol import StudyProtocol
+data = yaml.safe_load(open(sys.argv[1]))
+for _ in range(100):
+    try:
+        StudyProtocol.model_validate(data)
+        break
+    except ValidationError as exc:
+        extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if not extra:
+            raise
+        for loc in extra:
+            node = data
+            for k in loc[:-1]:
+                node = node[k]
+            node.pop(loc[-1], None)
+yaml.safe_dump(data, open(sys.argv[2], "w"), sort_keys=False)
+"""
+
+
+def _study_for(code: Path, study: Path) -> Path:
+    """The study file a baseline's code can read: an older commit refuses the protocol fields added since (response
+    windows, outcome kinds, ...) as unknown keys, so its copy leaves out exactly those its own contract refuses."""
+    if code == ROOT:
+        return study
+    older = study.with_name(f"study-{code.name}.yaml")
+    if not older.exists():
+        _timed([sys.executable, "-c", STRIP_UNKNOWN, str(study), str(older)], code, _env(code))
+    return older
+
+
 def _ingest(code: Path, study: Path, landing: Path, warehouse: Path) -> Timed:
+    study = _study_for(code, study)
     seconds, rss, out = _timed([sys.executable, "-m", "flows.cli", "ingest", str(landing), "--study", str(study),
                                 "--warehouse", str(warehouse), "--json"], code, _env(code))
     rec = json.loads(out.strip().splitlines()[-1])
@@ -155,7 +191,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--participants", type=int, default=2_500, help="the 1x study; the 4x study has four times as many")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline", default=None, help="a commit whose code is measured too, interleaved (before/after)")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="a commit whose code is measured too, interleaved (before/after); may be repeated")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 500 participants (a smoke run, not the figure)")
     args = ap.parse_args()
     if args.quick:
@@ -167,8 +204,8 @@ def main() -> None:
         print(f"simulated {args.participants:,} and {4 * args.participants:,} participants in "
               f"{time.perf_counter() - t:.0f} s", flush=True)
         codes = {"after": ROOT}
-        if args.baseline:
-            codes["before"] = _export(args.baseline, base / "baseline")
+        for i, rev in enumerate(args.baseline):
+            codes["before" if len(args.baseline) == 1 else rev] = _export(rev, base / f"baseline-{i}")
         events = base / "events-4x"  # consents, assignments and events of the 4x study: the earlier benchmark
         events.mkdir()
         for p in sizes["4x"][1].iterdir():
@@ -191,7 +228,7 @@ def main() -> None:
                       + f", read_json {dk[s][-1].seconds:.1f} s ({dk[s][-1].rows:,} rows)", flush=True)
             for c, code in codes.items():
                 n += 1
-                ev[c].append(_in_process(code, EVENTS_FLOURISH, str(sizes["4x"][0]), str(events),
+                ev[c].append(_in_process(code, EVENTS_FLOURISH, str(_study_for(code, sizes["4x"][0])), str(events),
                                          str(base / f"e{n}.duckdb"), KEY))
             ev_dk.append(_in_process(ROOT, EVENTS_READ_JSON, str(events), str(base / f"ed{n}.duckdb")))
 
@@ -200,10 +237,15 @@ def main() -> None:
               f"medians of {args.repeats} fresh processes a size")
         dk_rate, dk_fixed = _marginal(dk["1x"], dk["4x"])
         print(f"  read_json (defaults)    : marginal {dk_rate:>10,.0f} rows/s, fixed start-up {dk_fixed:5.1f} s")
+        rates = {}
         for c in codes:
             rate, fixed = _marginal(whole[c, "1x"], whole[c, "4x"])
+            rates[c] = rate
             print(f"  flourish ingest {c:<7} : marginal {rate:>10,.0f} rows/s, fixed start-up {fixed:5.1f} s, "
                   f"ratio to read_json {rate / dk_rate:.2f}   (target >= 0.50)")
+        for c in codes:
+            if c != "after":
+                print(f"  after / {c:<7}         : marginal rate x{rates['after'] / rates[c]:.2f} (same run)")
         for c in codes:
             rss1 = statistics.median(r.peak_rss_mib for r in whole[c, "1x"])
             rss4 = statistics.median(r.peak_rss_mib for r in whole[c, "4x"])

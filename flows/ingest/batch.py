@@ -47,7 +47,11 @@ from pathlib import Path
 
 import duckdb
 
-from flows.ingest import exact, fastpath, gate, landing, stage
+import flows.ingest.exact as exact
+import flows.ingest.fastpath as fastpath
+import flows.ingest.gate as gate
+import flows.ingest.landing as landing
+import flows.ingest.stage as stage
 from flows.ingest.contract import ItemBounds
 from flows.ingest.errors import IngestError, printable
 from flows.ingest.pseudonyms import Pseudonyms, registered

@@ -20,7 +20,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from flows.ingest import fastpath, gate, landing, stage, store
+import flows.ingest.fastpath as fastpath
+import flows.ingest.gate as gate
+import flows.ingest.landing as landing
+import flows.ingest.stage as stage
+import flows.ingest.store as store
 from flows.ingest.contract import ItemBounds
 from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
 from flows.ingest.quarantine import RejectWriter

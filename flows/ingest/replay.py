@@ -27,7 +27,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from flows.ingest import exact, gate, stage, store
+import flows.ingest.exact as exact
+import flows.ingest.gate as gate
+import flows.ingest.stage as stage
+import flows.ingest.store as store
 from flows.ingest.contract import ItemBounds
 from flows.ingest.pseudonyms import identity_table, registered
 from flows.warehouse import connect

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import duckdb
 
-from flows.ingest import contract
+import flows.ingest.contract as contract
 from flows.ingest.contract import ItemBounds
 from flows.ingest.pseudonyms import PMAP
 from schemas.protocol import StudyProtocol

@@ -9,7 +9,7 @@ two, row by row, for every record kind).
 Two sources (source.py):
 
 - **Runs of whole files** (:func:`try_run`): consecutive JSON-lines files of one kind (events, responses,
-  assignments, external scores) read with DuckDB's parallel ``read_json``. Their first pass
+  assignments, external scores, prompts) read with DuckDB's parallel ``read_json``. Their first pass
   (:func:`verify_run`) reads only the files, so it starts on its own connection as soon as the files are
   known, while the batch ingests the files before them. A file whose bytes rule ``read_json`` out (facts.py)
   is not in a run.
@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flows.ingest import landing
+import flows.ingest.landing as landing
 from flows.ingest.contract import ItemBounds
 from flows.ingest.errors import IngestError, printable
 from flows.ingest.fastpath import facts as facts_mod
@@ -44,8 +44,8 @@ from flows.ingest.fastpath.verify import FP, gate_counts_sql, repeats, stored_ke
 from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
 from schemas.protocol import StudyProtocol
 
-RUN_KINDS = frozenset({"events", "responses", "assignments", "scores"})
-CHUNK_KINDS = frozenset({"events", "responses", "assignments", "scores", "consents"})
+RUN_KINDS = frozenset({"events", "responses", "assignments", "scores", "prompts"})
+CHUNK_KINDS = frozenset({"events", "responses", "assignments", "scores", "consents", "prompts"})
 """The kinds whose chunks the fast path may vouch for; a participants record's characteristics are checked key by key
 against the protocol, which only the exact path does (stage.check_characteristics)."""
 RUN_BYTES = 512 << 20  # clean files read by one query (DuckDB parallelizes across and within them)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import duckdb
 
-from flows.ingest import contract, store
+import flows.ingest.contract as contract
+import flows.ingest.store as store
 from flows.ingest.fastpath.source import Source
 from flows.ingest.gate import ACC_EVENTS
 from flows.ingest.pseudonyms import PMAP

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.ingest import contract
+import flows.ingest.contract as contract
 from schemas.sqltext import ident, literal
 
 

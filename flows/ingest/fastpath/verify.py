@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flows.ingest import contract
+import flows.ingest.contract as contract
 from flows.ingest.contract import CONSENT_SCOPE, TIME_FIELD, ItemBounds
 from flows.ingest.fastpath.source import Source
 from flows.ingest.gate import CONSENT_RECORD_HASH, stored_keys

@@ -73,3 +73,58 @@ def test_a_prompt_before_its_consent_is_replayed_once_the_consent_arrives(tmp_pa
     write_jsonl(second / "consents.jsonl", [consent("p1", scopes=("surveys",))])
     ingest_batch(second, protocol, wh, KEY)
     assert replay(wh, protocol).stored == {"prompts": 1}
+
+
+# The fast path vouches for prompt files too (runs of whole files and chunks): it must store exactly what the exact
+# path stores, whichever one bad row a file holds, and a file of clean prompts must take it.
+def _prompt_landing(root, name: str, rows: list[dict], consents: bool = True):
+    land = root / name
+    land.mkdir()
+    if consents:
+        write_jsonl(land / "consents.jsonl", [consent("p1", scopes=("surveys",)), consent("p2", scopes=("telemetry",))])
+    write_jsonl(land / "prompts.jsonl", rows)
+    return land
+
+
+def _prompt_tables(wh) -> dict:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return {"prompts": con.execute("SELECT * EXCLUDE (batch_id) FROM prompts ORDER BY ALL").fetchall(),
+                "quarantine": con.execute("SELECT source_file, line, reason, message, participant FROM quarantine "
+                                          "ORDER BY ALL").fetchall()}
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("bad", range(len(BAD)), ids=[row["prompt_id"] + "-" + reason for row, reason in BAD])
+def test_a_prompt_file_with_one_bad_row_is_stored_alike_by_both_paths(tmp_path, protocol, bad):
+    outcomes = []
+    for fast in (True, False):
+        rows = [_prompt(), _prompt(prompt_id="q-who5", instrument="who5", timezone="America/New_York"), BAD[bad][0]]
+        wh = tmp_path / f"w-{fast}.duckdb"
+        recs = [ingest_batch(_prompt_landing(tmp_path, f"a-{fast}", rows), protocol, wh, KEY, fast_path=fast),
+                ingest_batch(_prompt_landing(tmp_path, f"b-{fast}", [_prompt(prompt_id="q-late")] + rows[:1],
+                                             consents=False), protocol, wh, KEY, fast_path=fast)]
+        assert all(r.balanced for r in recs)
+        outcomes.append(([(r.stored, r.quarantined) for r in recs], _prompt_tables(wh)))
+    assert outcomes[0] == outcomes[1]
+    stored, quarantined = outcomes[0][0][1]
+    assert stored["prompts"] == 1 and quarantined == {"duplicate": 1}  # the second batch repeats q1
+
+
+def test_clean_prompt_files_take_the_fast_path(tmp_path, protocol, monkeypatch):
+    import flows.ingest.fastpath as fastpath
+
+    runs: list[str] = []
+    real = fastpath.try_run
+
+    def spy(con, run, *args, **kwargs):
+        outcome = real(con, run, *args, **kwargs)
+        runs.extend(f.name for f, _ in run if outcome.stored)
+        return outcome
+
+    monkeypatch.setattr(fastpath, "try_run", spy)
+    rows = [_prompt(), _prompt(prompt_id="q-who5", instrument="who5", timezone="America/New_York")]
+    rec = ingest_batch(_prompt_landing(tmp_path, "landing", rows), protocol, tmp_path / "w.duckdb", KEY)
+    assert runs == ["prompts.jsonl"]
+    assert rec.stored["prompts"] == 2 and rec.quarantined == {}
