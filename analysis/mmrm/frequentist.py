@@ -31,7 +31,13 @@ import numpy as np
 
 from analysis.mmrm.covariance import CovarianceStructure
 from analysis.mmrm.design import MMRMDesign
-from analysis.mmrm.likelihood import DesignNotEstimable, Evaluation, PatternLikelihood, SigmaNotPositiveDefinite
+from analysis.mmrm.likelihood import (
+    DesignNotEstimable,
+    Evaluation,
+    PatternLikelihood,
+    SigmaNotPositiveDefinite,
+    identified_cholesky,
+)
 from analysis.mmrm.results import (
     ContrastEstimate,
     Convergence,
@@ -52,9 +58,9 @@ def moment_start(lik: PatternLikelihood) -> np.ndarray:
     d = lik.data
     h, g = lik.gls_system(lik.weights(np.eye(lik.n_waves))[0])
     try:
+        identified_cholesky(h)
         beta = np.linalg.solve(h, g)
-        np.linalg.cholesky(h)
-    except np.linalg.LinAlgError:
+    except (DesignNotEstimable, np.linalg.LinAlgError):
         raise MMRMFitError("the fixed effects are not identified: X'X is singular (an arm or wave without "
                            "participants, or collinear covariates)") from None
     resid = lik.residual_crossproducts(beta)

@@ -61,6 +61,27 @@ class DesignNotEstimable(ArithmeticError):
     """X'V^{-1}X is singular: some fixed effect is not identified by the observed patterns."""
 
 
+# The smallest eigenvalue of X'V^{-1}X scaled to a unit diagonal that still counts as identified: a singular
+# matrix passes a Cholesky factorisation with rounding-error pivots, and the fit would then be arbitrary.
+IDENTIFIED_EIGENVALUE = 1e-10
+
+
+def identified_cholesky(h: np.ndarray) -> np.ndarray:
+    """The Cholesky factor of the information ``h`` (X'V^{-1}X), or :class:`DesignNotEstimable` when a fixed
+    effect is not identified. The check is on ``h`` scaled to a unit diagonal, so a covariate's unit does not
+    matter, and it catches the singular matrices that rounding lets through a plain Cholesky."""
+    diag = np.diag(h)
+    if diag.size and (not np.all(np.isfinite(h)) or np.any(diag <= 0)
+                      or np.linalg.eigvalsh(h / np.sqrt(np.outer(diag, diag)))[0] <= IDENTIFIED_EIGENVALUE):
+        raise DesignNotEstimable("X'V^{-1}X is singular: a fixed effect is not identified by the data "
+                                 "(an arm or wave without participants, or collinear covariates)")
+    try:
+        return np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        raise DesignNotEstimable("X'V^{-1}X is singular: a fixed effect is not identified by the data "
+                                 "(an arm or wave without participants, or collinear covariates)") from None
+
+
 @dataclass(frozen=True, eq=False)
 class PaddedPatterns:
     """Pattern statistics stacked and padded to T waves (K patterns): counts (K,), masks (K, T),
@@ -173,11 +194,7 @@ class PatternLikelihood:
         sigma = self.structure.sigma(theta)
         w, logdet = self.weights(sigma)
         h, g = self.gls_system(w)
-        try:
-            chol_h = np.linalg.cholesky(h)
-        except np.linalg.LinAlgError:
-            raise DesignNotEstimable("X'V^{-1}X is singular: a fixed effect is not identified by the data "
-                                     "(an arm or wave without participants, or collinear covariates)") from None
+        chol_h = identified_cholesky(h)
         beta = np.linalg.solve(h, g)
         quad = float(np.einsum("kts,kts->", w, self.data.syy)) - float(g @ beta)
         total = float(self.data.n @ logdet) + quad

@@ -374,3 +374,28 @@ def test_frames_read_like_the_rest_of_the_house(dental):
     row = fit.effect("Male").to_effect("distance_mm")  # the house's Effect row (schemas.results)
     assert (row.outcome, row.arm, row.control, row.wave) == ("distance_mm", "Male", "Female", "long_run")
     assert row.sd == fit.effect("Male").model_based.se and row.p_benefit is None
+
+
+def test_a_design_the_data_cannot_identify_is_refused_not_fitted():
+    """Four observed participants for five fixed effects: X'V^{-1}X is singular, yet rounding lets a plain Cholesky
+    through with tiny pivots and the fit would be arbitrary (the property test above found such a case, seed 38 of
+    numpy's default_rng, where the pattern and the dense likelihood then disagreed)."""
+    rng = np.random.default_rng(38)
+    n = 12
+    z = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.integers(0, 2, n), rng.normal(0, 1, n),
+                         rng.normal(0, 1, n)])
+    y = rng.normal(0, 2, (n, 1)) + z[:, [3]]
+    y[rng.random((n, 1)) < 0.3] = np.nan
+    assert np.isfinite(y).sum() == 4
+    design = MMRMDesign(("a", "b", "c"), ("w0",), ("x",), wave_times=(0.0,), terms={})
+    stats = MMRMStatistics.from_arrays(z, y, design.z_columns, design.waves, fourth_order=True)
+    with pytest.raises(ArithmeticError, match="not identified"):
+        PatternLikelihood(stats, design, CovarianceStructure("us", 1), reml=True).evaluate(np.zeros(1))
+    # enough rows, but the covariate repeats the baseline: the same singularity the fit must name
+    z = np.column_stack([np.ones(40), rng.integers(0, 2, 40), rng.integers(0, 2, 40), rng.normal(0, 1, 40)])
+    z = np.column_stack([z, 3.0 * z[:, 3]])
+    y = rng.normal(0, 2, (40, 2)) + z[:, [3]]
+    design = MMRMDesign(("a", "b", "c"), ("w0", "w1"), ("x",), wave_times=(0.0, 1.0), terms={})
+    stats = MMRMStatistics.from_arrays(z, y, design.z_columns, design.waves, fourth_order=True)
+    with pytest.raises(MMRMFitError, match="not identified"):
+        fit_mmrm(stats, design)
