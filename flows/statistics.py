@@ -32,6 +32,7 @@ participant without a baseline value is left out of the longitudinal and paired 
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -62,7 +63,7 @@ from schemas.errors import FlourishError
 from schemas.binary_stats import BinaryCountTable, NoisyBinaryCounts
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
-from schemas.sqltext import ident, literal, number
+from schemas.sqltext import ident, literal, number, varchar_list
 from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
 from schemas.warehouse import relations
 
@@ -246,6 +247,22 @@ def participant_rows_sql(
     )
 
 
+def observations_wide_sql(
+    protocol: StudyProtocol, outcome: str, covariates: Sequence[str] = (), waves: Sequence[str] | None = None
+) -> str:
+    """The rows of :func:`observations_sql` (participant, arm, wave, y, baseline, covariate columns) unpivoted from
+    :func:`participant_rows_sql`: each score is chosen in the pivot's one GROUP BY instead of a window over every
+    score row, and the arm and covariates join one row per participant (the tests hold the two equal)."""
+    from analysis.plan import covariate_columns
+
+    follow = [w.name for w in _followup(protocol, waves)]
+    cov_cols = "".join(f", {ident(col)}" for col in covariate_columns(protocol, covariates))
+    ys = ", ".join(f"y{number(t)}" for t in range(len(follow)))
+    return (f"(SELECT participant, arm, wave, y, baseline{cov_cols} FROM (SELECT participant, arm, baseline{cov_cols}, "
+            f"unnest({varchar_list(follow)}) AS wave, unnest([{ys}]) AS y "
+            f"FROM {participant_rows_sql(protocol, outcome, covariates, waves)}) AS long_rows WHERE y IS NOT NULL) AS obs")
+
+
 def require_covariates(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: str,
                        covariates: Sequence[str], waves: Sequence[str] | None = None) -> None:
     """Refuse, naming the covariate and how many participants lack it, a plan whose covariate is missing for some of
@@ -317,12 +334,26 @@ def longitudinal_stats(
     covs = list(protocol.analysis.covariates if covariates is None else covariates)
     require_covariates(con, protocol, name, covs, waves)
     spec = design_spec(protocol, covs, waves)
-    source = observations_sql(protocol, name, covs, waves)
-    present = {r[0] for r in con.execute(f"SELECT DISTINCT arm FROM {source}").fetchall()}
-    missing = [a for a in spec.arms if a not in present]
-    if missing:
-        raise AnalysisInputError(f"arms {missing} have no follow-up {name!r} rows with a baseline in study {protocol.study_id!r}")
-    return design_statistics(con, source, spec, slopes=protocol.analysis.random_slopes)
+    with _materialized(con, observations_wide_sql(protocol, name, covs, waves)) as source:
+        present = {r[0] for r in con.execute(f"SELECT DISTINCT arm FROM {source}").fetchall()}
+        missing = [a for a in spec.arms if a not in present]
+        if missing:
+            raise AnalysisInputError(f"arms {missing} have no follow-up {name!r} rows with a baseline in study "
+                                     f"{protocol.study_id!r}")
+        return design_statistics(con, source, spec, slopes=protocol.analysis.random_slopes)
+
+
+@contextmanager
+def _materialized(con: duckdb.DuckDBPyConnection, relation: str) -> Iterator[str]:
+    """``relation`` computed once into a temporary table (its name, dropped on exit): the design SQL reads its
+    source three or four times, and each read of the canonical score relation would choose every score again.
+    The table holds what the relation does (pseudonyms, no raw id) and lives in this connection's memory only."""
+    name = ident(f"flourish_obs_{uuid.uuid4().hex}")
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {relation}")
+    try:
+        yield name
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def longitudinal_stats_from_frame(

@@ -136,6 +136,38 @@ def test_the_mmrm_statistics_read_one_row_per_participant_equal_those_of_the_obs
         60, sum(p.n_participants * len(p.observed) for p in want.patterns))
 
 
+def test_the_longitudinal_statistics_read_through_the_pivot_equal_those_of_the_observation_rows(tmp_path):
+    """``longitudinal_stats`` reads the observations unpivoted from one row per participant
+    (``observations_wide_sql``), computed once into a temporary table; the long relation (``observations_sql``)
+    must give the same statistics, with rescored rows, NaN, participants without a baseline or follow-up, a
+    covariate and random-slope groups."""
+    from flows.statistics import design_statistics, observations_sql
+
+    slopes = PROTOCOL.model_copy(update={"analysis": PROTOCOL.analysis.model_copy(update={"random_slopes": True})})
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        _seed_warehouse(con, np.random.default_rng(6))
+        con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES "
+                    "('nobase', 's1', 'coach', now(), 'b'), ('nofollow', 's1', 'nudge', now(), 'b')")
+        con.execute("INSERT INTO participant_characteristics VALUES ('nobase', 's1', 'age', NULL, 30, 'b'), "
+                    "('nofollow', 's1', 'age', NULL, 40, 'b')")
+        con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, scored_at, batch_id) VALUES "
+                    "('s1', 'nobase', 'w1', 'who5.percent', 60, NULL, NULL), "
+                    "('s1', 'nofollow', 'w0', 'who5.percent', 60, NULL, NULL), "
+                    "('s1', 'p1', 'w2', 'who5.percent', 12.5, TIMESTAMPTZ '2027-01-01', 'b9'), "
+                    "('s1', 'p1', 'w2', 'who5.percent', 99.0, TIMESTAMPTZ '2026-01-01', 'b9'), "
+                    "('s1', 'p1', 'w0', 'who5.percent', 33.0, NULL, 'z'), "
+                    "('s1', 'p1', 'w0', 'who5.percent', 77.0, NULL, 'a'), "
+                    "('s1', 'p2', 'w1', 'who5.percent', 'NaN', TIMESTAMPTZ '2028-01-01', 'z')")
+        for protocol in (PROTOCOL, slopes):
+            got = longitudinal_stats(con, protocol)
+            want = design_statistics(con, observations_sql(protocol, "who5.percent", ["age"]),
+                                     design_spec(protocol, ["age"]), slopes=protocol.analysis.random_slopes)
+            assert got.cross.allclose(want.cross)
+            assert (got.cross.n_obs, got.baseline.n) == (want.cross.n_obs, want.baseline.n)
+            assert bool(got.cross.slope_groups) == protocol.analysis.random_slopes
+        assert not [t for t in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 25), st.integers(2, 25))
 def test_sql_and_numpy_frame_paths_equal_the_hand_built_design_and_add(seed, n1, n2):
