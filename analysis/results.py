@@ -46,24 +46,44 @@ class Diagnostics:
     def of(cls, idata, var_names: list[str], plan, seconds: float | None = None) -> "Diagnostics":
         """The gate over ``var_names`` of an ArviZ InferenceData, with ``plan.rhat_max`` and ``plan.ess_bulk_min``.
 
-        R-hat needs at least two chains; with one it is NaN and not gated. Each failure names its worst parameter.
+        R-hat needs at least two chains; with one it is NaN and not gated (and not computed: ArviZ would log a shape
+        warning on stderr). Each failure names its worst parameter. The gate reads ArviZ's unrounded values (its
+        ``summary`` rounds R-hat to two decimals, so 1.014 passed a 1.01 gate).
         """
         import arviz as az
         import numpy as np
 
-        summ = az.summary(idata, var_names=var_names, kind="diagnostics")
         chains = idata.posterior.sizes["chain"]
-        rhat = float(summ["r_hat"].max()) if chains > 1 else float("nan")
-        ess = float(summ["ess_bulk"].min())
+        ess, ess_at = _extreme(az.ess(idata, var_names=var_names, method="bulk"), np.nanargmin)
+        rhat, rhat_at = (_extreme(az.rhat(idata, var_names=var_names), np.nanargmax) if chains > 1
+                         else (float("nan"), ""))
         div = int(np.asarray(idata.sample_stats["diverging"]).sum())
         reasons = []
         if chains > 1 and not rhat <= plan.rhat_max:
-            reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max} (worst parameter {summ['r_hat'].idxmax()})")
+            reasons.append(f"R-hat {rhat:.3f} > {plan.rhat_max} (worst parameter {rhat_at})")
         if not ess >= plan.ess_bulk_min:
-            reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f} (worst parameter {summ['ess_bulk'].idxmin()})")
+            reasons.append(f"bulk ESS {ess:.0f} < {plan.ess_bulk_min:.0f} (worst parameter {ess_at})")
         if div:
             reasons.append(f"{div} divergent transitions")
         return cls(not reasons, rhat, ess, div, tuple(reasons), seconds)
+
+
+def _extreme(dataset, pick) -> tuple[float, str]:
+    """The value ``pick`` (``np.nanargmin`` or ``np.nanargmax``) chooses over every element of every variable of an
+    ArviZ diagnostic dataset, and its name (``beta[1, 0]``); NaN when every value is NaN."""
+    import numpy as np
+
+    best, name = float("nan"), ""
+    for var, arr in dataset.data_vars.items():
+        values = np.asarray(arr, dtype=float)
+        if not np.isfinite(values).any():
+            continue
+        i = int(pick(values.ravel()))
+        v = float(values.ravel()[i])
+        if np.isnan(best) or pick([best, v]) == 1:
+            index = np.unravel_index(i, values.shape) if values.ndim else ()
+            best, name = v, var + (f"[{', '.join(str(int(k)) for k in index)}]" if index else "")
+    return best, name
 
 
 @dataclass(frozen=True)
