@@ -66,6 +66,19 @@ def _drain_to(url: str) -> None:
     EventsWorker.drain_all(timeout=10)
 
 
+def configured_api_url(*, import_prefect: bool) -> str | None:
+    """The Prefect API the user configured, if any: ``PREFECT_API_URL`` in the environment or, once Prefect's
+    settings are imported (``import_prefect``, or already by an enclosing block), in Prefect's profile."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if not import_prefect and "prefect.settings" not in sys.modules:
+        return None
+    from prefect.settings import PREFECT_API_URL
+
+    value = PREFECT_API_URL.value()
+    return str(value) if value else None
+
+
 @contextlib.contextmanager
 def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
     """Yield the API URL every flow of this block uses: ``PREFECT_API_URL``, or a local server started here.
@@ -73,15 +86,10 @@ def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
     The server process is started before Prefect is imported here, so its start-up (about 6 s of CPU, mostly
     imports) overlaps with the command's own imports; a ``PREFECT_API_URL`` set in Prefect's profile rather than
     the environment is seen only after the import, and then the server just started is stopped unused."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+    configured = configured_api_url(import_prefect=False)
+    if configured:
+        yield configured
         return
-    if "prefect.settings" in sys.modules:  # already imported (a block inside another): its settings are cheap to read
-        from prefect.settings import PREFECT_API_URL
-
-        if PREFECT_API_URL.value():
-            yield str(PREFECT_API_URL.value())
-            return
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -95,9 +103,9 @@ def prefect_api(timeout_seconds: float = 180.0) -> Iterator[str]:
     try:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        configured = PREFECT_API_URL.value()
+        configured = configured_api_url(import_prefect=True)
         if configured:  # from the profile: use it, the local server was not needed
-            yield str(configured)
+            yield configured
             return
         deadline = time.monotonic() + timeout_seconds
         while not _healthy(url):
