@@ -63,6 +63,7 @@ def _arm_scales(bundle: ReportBundle) -> tuple[alt.Scale, alt.Scale]:
 
 def _finish(chart: alt.TopLevelMixin, description: str) -> dict[str, Any]:
     spec = chart.properties(description=description).configure(font=FONT).configure_view(stroke=None) \
+        .configure_title(anchor="start", frame="bounds") \
         .configure_axis(labelFontSize=11, titleFontSize=12) \
         .configure_legend(labelFontSize=11, titleFontSize=12, orient="bottom", direction="horizontal") \
         .to_dict(validate=True)
@@ -299,7 +300,7 @@ def probability_view(bundle: ReportBundle, tier: str = "public") -> View:
                                                      range=["circle", "diamond"]), title=None),
         tooltip=["row:N", "measure:N", alt.Tooltip("shown:N", title="probability")],
     ).properties(width=420, height=alt.Step(24), title=alt.TitleParams(title, subtitle=[
-        "A probability is the model's own statement of uncertainty: it has no further interval",
+        "A probability is the model's own statement of uncertainty:", "it has no further interval",
         _run_label(run)]))
     rule = alt.Chart(alt.Data(values=[{"x": 0.5}])).mark_rule(color="#777", strokeDash=[4, 3]).encode(x="x:Q")
     spec = _finish(alt.layer(rule, chart), description)
