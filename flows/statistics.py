@@ -527,35 +527,41 @@ def surrogate_frame(
 # ----------------------------------------------------------------------------------------------
 # The public tier: DP releases only
 # ----------------------------------------------------------------------------------------------
-def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> ReleasedCells:
-    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
-    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier); a suppressed
-    or incomplete cell raises InsufficientData."""
-    query = f"paired_moments:{outcome.name}"
+def _latest_release_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, query: str,
+                          missing: str) -> tuple[dict[tuple[str, str], list[dict]], list[str], dict[str, str]]:
+    """The rows of the latest release holding ``query``, by (arm, wave) cell; the outcome's follow-up waves it
+    covers; and, per wave with a suppressed cell (its noisy count fell below min_cell_size), why that wave cannot be
+    analysed. No such release: :class:`OutcomeHasNoData` with ``missing`` as its message."""
     latest = con.execute(
         "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
         "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
         [protocol.study_id, query],
     ).fetchone()
     if latest is None:
-        raise OutcomeHasNoData(
-            f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
-            "run `flourish release` first"
-        )
-    rows = con.execute(
-        "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
-        "WHERE release_id = ? AND query = ?", [latest[0], query],
-    ).fetchall()
+        raise OutcomeHasNoData(missing)
     by_cell: dict[tuple[str, str], list[dict]] = {}
-    for arm, wave, stat, value, sd, suppressed in rows:
-        by_cell.setdefault((arm, wave), []).append(
-            {"statistic": stat, "value": value, "noise_sd": sd, "suppressed": suppressed})
+    for arm, wave, stat, value, sd, suppressed in con.execute(
+            "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
+            "WHERE release_id = ? AND query = ?", [latest[0], query]).fetchall():
+        by_cell.setdefault((arm, wave), []).append({"statistic": stat, "value": value, "noise_sd": sd,
+                                                    "suppressed": suppressed})
     waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
-    # a wave with a suppressed cell (its noisy count fell below min_cell_size) cannot be analysed; an earlier wave,
-    # which gets a small share of the budget, is reported not estimable, the release's last wave sinks the outcome
     unusable = {w: f"the DP release suppressed a cell of {outcome.name} at {w} (a noisy count below the protocol's "
                    f"min_cell_size)" for w in waves
                 if any(r["suppressed"] for k, v in by_cell.items() if k[1] == w for r in v)}
+    return by_cell, waves, unusable
+
+
+def released_cells(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome) -> ReleasedCells:
+    """The latest DP release of ``paired_moments:<outcome>`` as {(arm, wave): NoisyPairedMoments} and the
+    follow-up waves it covers (up to the outcome's wave). Reads release tables only (public tier); a suppressed
+    or incomplete cell raises InsufficientData."""
+    by_cell, waves, unusable = _latest_release_cells(
+        con, protocol, outcome, f"paired_moments:{outcome.name}",
+        f"outcome {outcome.name!r} has no DP release of paired moments for study {protocol.study_id}; "
+        "run `flourish release` first")
+    # an earlier wave, which gets a small share of the budget, is reported not estimable; the release's last wave
+    # sinks the outcome
     if waves and waves[-1] in unusable:
         raise InsufficientData(f"the released cells of {outcome.name} at {waves[-1]}", 1, 0,
                                "a release that suppressed one (a noisy count below the protocol's min_cell_size)")
@@ -568,26 +574,10 @@ def released_counts(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, out
     """The latest DP release of ``binary_counts:<outcome>`` as {(arm, wave): NoisyBinaryCounts}, the follow-up waves
     it covers and, per wave with a suppressed cell (noisy n below min_cell_size), why it cannot be used (the plan
     reports that wave not estimable, or the outcome failed when it is the release's last). Release tables only."""
-    query = f"binary_counts:{outcome.name}"
-    latest = con.execute(
-        "SELECT r.release_id FROM releases r WHERE r.study_id = ? AND EXISTS (SELECT 1 FROM release_values v "
-        "WHERE v.release_id = r.release_id AND v.query = ?) ORDER BY r.created_at DESC LIMIT 1",
-        [protocol.study_id, query],
-    ).fetchone()
-    if latest is None:
-        raise OutcomeHasNoData(
-            f"binary outcome {outcome.name!r} has no DP release of its counts for study {protocol.study_id}; "
-            "run `flourish release` first (a release made before binary outcomes were released holds none)")
-    by_cell: dict[tuple[str, str], list[dict]] = {}
-    for arm, wave, stat, value, sd, suppressed in con.execute(
-            "SELECT arm, wave, statistic, value, noise_sd, suppressed FROM release_values "
-            "WHERE release_id = ? AND query = ?", [latest[0], query]).fetchall():
-        by_cell.setdefault((arm, wave), []).append({"statistic": stat, "value": value, "noise_sd": sd,
-                                                    "suppressed": suppressed})
-    waves = [w for w in followup_waves(protocol, outcome) if any(k[1] == w for k in by_cell)]
-    unusable = {w: f"the DP release suppressed a cell of {outcome.name} at {w} (a noisy count below the protocol's "
-                   f"min_cell_size)" for w in waves
-                if any(r["suppressed"] for k, v in by_cell.items() if k[1] == w for r in v)}
+    by_cell, waves, unusable = _latest_release_cells(
+        con, protocol, outcome, f"binary_counts:{outcome.name}",
+        f"binary outcome {outcome.name!r} has no DP release of its counts for study {protocol.study_id}; "
+        "run `flourish release` first (a release made before binary outcomes were released holds none)")
     cells = {k: NoisyBinaryCounts.from_release_rows(v) for k, v in by_cell.items() if k[1] not in unusable}
     return ReleasedCounts(cells, tuple(waves), unusable)
 

@@ -66,6 +66,24 @@ def _seed_warehouse(con, rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
     return pd.DataFrame(long, columns=["participant", "arm", "wave", "outcome", "baseline", "age"])
 
 
+def _add_edge_cases(con) -> None:
+    """Participants without a baseline or without a follow-up score, rescored rows (p1 at w2 and w0: the later
+    scored_at wins, then the later batch) and a NaN score: what the pivoted reads must treat as the long ones do."""
+    con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES "
+                "('nobase', 's1', 'coach', now(), 'b'), ('nofollow', 's1', 'nudge', now(), 'b')")
+    con.execute("INSERT INTO participant_characteristics VALUES ('nobase', 's1', 'age', NULL, 30, 'b'), "
+                "('nofollow', 's1', 'age', NULL, 40, 'b')")
+    con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, scored_at, batch_id) VALUES "
+                "('s1', 'nobase', 'w1', 'who5.percent', 60, NULL, NULL), "
+                "('s1', 'nofollow', 'w0', 'who5.percent', 60, NULL, NULL), "
+                # p1 rescored at w2 and w0: the later scored_at wins, then the later batch
+                "('s1', 'p1', 'w2', 'who5.percent', 12.5, TIMESTAMPTZ '2027-01-01', 'b9'), "
+                "('s1', 'p1', 'w2', 'who5.percent', 99.0, TIMESTAMPTZ '2026-01-01', 'b9'), "
+                "('s1', 'p1', 'w0', 'who5.percent', 33.0, NULL, 'z'), "
+                "('s1', 'p1', 'w0', 'who5.percent', 77.0, NULL, 'a'), "
+                "('s1', 'p2', 'w1', 'who5.percent', 'NaN', TIMESTAMPTZ '2028-01-01', 'z')")
+
+
 def test_warehouse_statistics_equal_frame_statistics_and_numpy(tmp_path):
     rng = np.random.default_rng(11)
     with open_warehouse(tmp_path / "w.duckdb") as con:
@@ -113,19 +131,7 @@ def test_the_mmrm_statistics_read_one_row_per_participant_equal_those_of_the_obs
     waves = ["w1", "w2", "w3"]
     with open_warehouse(tmp_path / "w.duckdb") as con:
         _seed_warehouse(con, np.random.default_rng(5))
-        con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES "
-                    "('nobase', 's1', 'coach', now(), 'b'), ('nofollow', 's1', 'nudge', now(), 'b')")
-        con.execute("INSERT INTO participant_characteristics VALUES ('nobase', 's1', 'age', NULL, 30, 'b'), "
-                    "('nofollow', 's1', 'age', NULL, 40, 'b')")
-        con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, scored_at, batch_id) VALUES "
-                    "('s1', 'nobase', 'w1', 'who5.percent', 60, NULL, NULL), "
-                    "('s1', 'nofollow', 'w0', 'who5.percent', 60, NULL, NULL), "
-                    # p1 rescored at w2 and w0: the later scored_at wins, then the later batch
-                    "('s1', 'p1', 'w2', 'who5.percent', 12.5, TIMESTAMPTZ '2027-01-01', 'b9'), "
-                    "('s1', 'p1', 'w2', 'who5.percent', 99.0, TIMESTAMPTZ '2026-01-01', 'b9'), "
-                    "('s1', 'p1', 'w0', 'who5.percent', 33.0, NULL, 'z'), "
-                    "('s1', 'p1', 'w0', 'who5.percent', 77.0, NULL, 'a'), "
-                    "('s1', 'p2', 'w1', 'who5.percent', 'NaN', TIMESTAMPTZ '2028-01-01', 'z')")
+        _add_edge_cases(con)
         got = mmrm_stats(con, PROTOCOL, outcome="who5.percent", waves=waves)
         design = mmrm_design(PROTOCOL, waves, ["age"])
         rows = con.execute(pattern_statistics_sql(design, observations_sql(PROTOCOL, "who5.percent", ["age"], waves),
@@ -146,18 +152,7 @@ def test_the_longitudinal_statistics_read_through_the_pivot_equal_those_of_the_o
     slopes = PROTOCOL.model_copy(update={"analysis": PROTOCOL.analysis.model_copy(update={"random_slopes": True})})
     with open_warehouse(tmp_path / "w.duckdb") as con:
         _seed_warehouse(con, np.random.default_rng(6))
-        con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) VALUES "
-                    "('nobase', 's1', 'coach', now(), 'b'), ('nofollow', 's1', 'nudge', now(), 'b')")
-        con.execute("INSERT INTO participant_characteristics VALUES ('nobase', 's1', 'age', NULL, 30, 'b'), "
-                    "('nofollow', 's1', 'age', NULL, 40, 'b')")
-        con.execute("INSERT INTO scores (study_id, participant, wave, outcome, value, scored_at, batch_id) VALUES "
-                    "('s1', 'nobase', 'w1', 'who5.percent', 60, NULL, NULL), "
-                    "('s1', 'nofollow', 'w0', 'who5.percent', 60, NULL, NULL), "
-                    "('s1', 'p1', 'w2', 'who5.percent', 12.5, TIMESTAMPTZ '2027-01-01', 'b9'), "
-                    "('s1', 'p1', 'w2', 'who5.percent', 99.0, TIMESTAMPTZ '2026-01-01', 'b9'), "
-                    "('s1', 'p1', 'w0', 'who5.percent', 33.0, NULL, 'z'), "
-                    "('s1', 'p1', 'w0', 'who5.percent', 77.0, NULL, 'a'), "
-                    "('s1', 'p2', 'w1', 'who5.percent', 'NaN', TIMESTAMPTZ '2028-01-01', 'z')")
+        _add_edge_cases(con)
         for protocol in (PROTOCOL, slopes):
             got = longitudinal_stats(con, protocol)
             want = design_statistics(con, observations_sql(protocol, "who5.percent", ["age"]),
