@@ -1,0 +1,141 @@
+"""The final-wave ANCOVA adjusts for the covariates the protocol declares (``analysis.covariates``), as the preregistered
+plan says and the MMRM and random-intercept models do: the trusted tier's ``ancova_final_wave`` rows (the secondary
+outcomes' Holm family) and the tipping point built on the same statistics, read from the warehouse in one GROUP BY.
+
+The reference is statsmodels' OLS on the completers' rows (``y ~ baseline + age + C(site) + C(arm)``), and, for the
+tipping point, ``analysis.missing.statistics_from_frame`` on one row per participant (numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.missing import statistics_from_frame, tipping_point
+from analysis.plan import run_plan, run_public_plan
+from flows.statistics import final_wave_cells, plan_statistics
+from flows.warehouse import open_warehouse
+from schemas.protocol import StudyProtocol
+from tests.support.plan import ml_fit_stand_in
+
+PRIMARY, SECONDARY = "who5.percent", "swls.total"
+
+
+def _protocol(covariates: list[str]) -> StudyProtocol:
+    return StudyProtocol.model_validate({
+        "study_id": "s1",
+        "title": "ANCOVA with covariates",
+        "arms": [{"name": "control", "control": True}, {"name": "coach"}, {"name": "nudge"}],
+        "waves": [{"name": n, "day": d, "instruments": ["who5"]} for n, d in [("w0", 0), ("w1", 30), ("w2", 91)]],
+        "primary_outcome": {"name": PRIMARY, "instrument": "who5", "wave": "w2"},
+        "secondary_outcomes": [{"name": SECONDARY, "source": "external", "wave": "w2"}],
+        "privacy": {"epsilon": 1.0},
+        "baseline_covariates": [{"name": "age"}, {"name": "site", "kind": "categorical", "levels": ["A", "B", "C"]}],
+        # the random-intercept model keeps the run fast with the stand-in fit; the ANCOVA is what is tested here
+        "analysis": {"covariates": covariates, "model": "random_intercept"},
+    })
+
+
+def _people(n: int = 150, seed: int = 3) -> pd.DataFrame:
+    """One row per participant: arm, age, site, each outcome's baseline and w1, w2 scores (NaN = not observed). The
+    outcomes depend strongly on age and site, and age is imbalanced between the arms, so an ANCOVA that leaves them
+    out has another estimate and a standard error several times larger."""
+    rng = np.random.default_rng(seed)
+    arm = np.array(["control", "coach", "nudge"])[np.arange(n) % 3]
+    age = rng.uniform(18, 80, n).round(0) + 6.0 * (arm == "coach")
+    site = rng.choice(["A", "B", "C"], n)
+    site_shift = np.select([site == "B", site == "C"], [4.0, -3.0], 0.0)
+    out = pd.DataFrame({"participant": [f"p{i:03d}" for i in range(n)], "arm": arm, "age": age, "site": site})
+    for k, o in enumerate((PRIMARY, SECONDARY)):
+        trait = rng.normal(0, 5, n)
+        base = 40 + trait + 0.3 * age + rng.normal(0, 3, n)
+        out[f"{o}@w0"] = base.round(2)
+        for w in ("w1", "w2"):
+            y = 5 + 0.5 * base + 0.6 * age + site_shift + trait + (3.0 - k) * (arm == "coach") + rng.normal(0, 2, n)
+            out[f"{o}@{w}"] = np.where(rng.random(n) < 0.2, np.nan, y.round(2))
+    # dropouts of every kind: no follow-up score at all (left out of the MMRM's participants, imputed by the tipping
+    # point), a w1 score but none at w2, and a participant without a baseline (in no final-wave statistic)
+    for o in (PRIMARY, SECONDARY):
+        out.loc[out.index % 11 == 4, [f"{o}@w1", f"{o}@w2"]] = np.nan
+        out.loc[out.index % 13 == 5, f"{o}@w2"] = np.nan
+        out.loc[out.index == 7, f"{o}@w0"] = np.nan
+    return out
+
+
+def _warehouse(path, people: pd.DataFrame) -> None:
+    with open_warehouse(path) as con:
+        con.executemany("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) "
+                        "VALUES (?, 's1', ?, now(), 'b')", people[["participant", "arm"]].values.tolist())
+        rows = [("s1", p["participant"], w, o, float(p[f"{o}@{w}"])) for _, p in people.iterrows()
+                for o in (PRIMARY, SECONDARY) for w in ("w0", "w1", "w2") if not np.isnan(p[f"{o}@{w}"])]
+        con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO participant_characteristics VALUES (?, 's1', 'age', NULL, ?, 'b')",
+                        people[["participant", "age"]].values.tolist())
+        con.executemany("INSERT INTO participant_characteristics VALUES (?, 's1', 'site', ?, NULL, 'b')",
+                        people[["participant", "site"]].values.tolist())
+
+
+def _wide(people: pd.DataFrame, outcome: str) -> pd.DataFrame:
+    """The final-wave ANCOVA's participants (randomised, with a baseline) with the outcome at w2 (NaN = missing) and
+    the site's dummies."""
+    d = people[people[f"{outcome}@w0"].notna()]
+    return pd.DataFrame({"arm": d["arm"], "age": d["age"], "site": d["site"],
+                         "site[B]": (d["site"] == "B").astype(float), "site[C]": (d["site"] == "C").astype(float),
+                         "baseline": d[f"{outcome}@w0"], "outcome": d[f"{outcome}@w2"]})
+
+
+def _ols(wide: pd.DataFrame, formula: str):
+    import statsmodels.formula.api as smf
+
+    return smf.ols(formula, data=wide[wide["outcome"].notna()]).fit()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    people = _people()
+    path = tmp_path_factory.mktemp("ancova") / "w.duckdb"
+    _warehouse(path, people)
+    return path, people
+
+
+def _ancova_rows(path, protocol):
+    with open_warehouse(path) as con:
+        stats = plan_statistics(con, protocol)
+    result = run_plan(stats, protocol, fit=ml_fit_stand_in)
+    return stats, result, {(e.outcome, e.arm): e for e in result.effects if e.method == "ancova_final_wave"}
+
+
+@pytest.mark.parametrize("covariates, terms", [(["age"], "age"), (["age", "site"], "age + C(site)")])
+def test_the_final_wave_ancova_adjusts_for_the_declared_covariates_as_ols_does(study, covariates, terms):
+    path, people = study
+    _, result, rows = _ancova_rows(path, _protocol(covariates))
+    for outcome in (PRIMARY, SECONDARY):
+        ref = _ols(_wide(people, outcome), f"outcome ~ baseline + {terms} + C(arm, Treatment('control'))")
+        for arm in ("coach", "nudge"):
+            row, name = rows[(outcome, arm)], f"C(arm, Treatment('control'))[T.{arm}]"
+            assert row.estimate == pytest.approx(ref.params[name], rel=1e-8, abs=1e-10)
+            assert row.sd == pytest.approx(ref.bse[name], rel=1e-8)
+            assert row.p_value == pytest.approx(ref.pvalues[name], rel=1e-6, abs=1e-300)
+            assert (row.n_arm, row.n_control) == tuple(
+                int(((ref.model.data.frame["arm"] == a)).sum()) for a in (arm, "control"))
+    # the secondary outcome's rows are the Holm family's members, adjusted from these p-values
+    assert all(rows[(SECONDARY, a)].p_adjusted is not None for a in ("coach", "nudge"))
+
+
+def test_the_tipping_point_imputes_from_the_covariate_adjusted_ancova(study):
+    """The dropouts (randomised, with a baseline, no final-wave score, also those with no follow-up score at all) are
+    imputed by X beta with their covariates: the tipping point equals the one computed from participant rows."""
+    path, people = study
+    protocol = _protocol(["age", "site"])
+    stats, result, _ = _ancova_rows(path, protocol)
+    fw = stats.outcome(PRIMARY).final_wave
+    wide = _wide(people, PRIMARY)
+    assert sum(c.n for c in fw.dropouts.values()) == int(wide["outcome"].isna().sum()) > 0
+    ref = tipping_point(statistics_from_frame(wide, control="control", covariates=["age", "site[B]", "site[C]"]),
+                        direction="higher_is_better", outcome=PRIMARY, wave="w2")
+    assert [t.arm for t in result.tipping_points] == [t.arm for t in ref]
+    for got, want in zip(result.tipping_points, ref, strict=True):
+        assert got.tipping_delta == pytest.approx(want.tipping_delta, rel=1e-8)
+        assert got.effect_per_delta == pytest.approx(want.effect_per_delta, rel=1e-8)
+        assert got.estimate_mar == pytest.approx(want.estimate_mar, rel=1e-8)
+        assert (got.n_missing_arm, got.n_missing_control) == (want.n_missing_arm, want.n_missing_control)
