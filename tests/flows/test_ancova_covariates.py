@@ -105,7 +105,7 @@ def _ancova_rows(path, protocol):
     return stats, result, {(e.outcome, e.arm): e for e in result.effects if e.method == "ancova_final_wave"}
 
 
-@pytest.mark.parametrize("covariates, terms", [(["age"], "age"), (["age", "site"], "age + C(site)")])
+@pytest.mark.parametrize("covariates, terms", [(["age"], "age"), (["site"], "C(site)"), (["age", "site"], "age + C(site)")])
 def test_the_final_wave_ancova_adjusts_for_the_declared_covariates_as_ols_does(study, covariates, terms):
     path, people = study
     _, result, rows = _ancova_rows(path, _protocol(covariates))
@@ -139,3 +139,66 @@ def test_the_tipping_point_imputes_from_the_covariate_adjusted_ancova(study):
         assert got.effect_per_delta == pytest.approx(want.effect_per_delta, rel=1e-8)
         assert got.estimate_mar == pytest.approx(want.estimate_mar, rel=1e-8)
         assert (got.n_missing_arm, got.n_missing_control) == (want.n_missing_arm, want.n_missing_control)
+
+
+def test_without_covariates_the_ancova_is_the_one_from_baseline_moments(study):
+    """A plan without covariates gives the numbers of the moment-based ANCOVA it had before (per-arm paired moments of
+    the completers, baseline moments of the dropouts), and those are OLS's y ~ baseline + arm."""
+    from analysis.missing import ancova_effects, statistics_from_moments
+    from schemas.suffstats import Moments, PairedMoments
+
+    path, people = study
+    stats, result, rows = _ancova_rows(path, _protocol([]))
+    for outcome in (PRIMARY, SECONDARY):
+        wide = _wide(people, outcome)
+        done, missing = wide[wide["outcome"].notna()], wide[wide["outcome"].isna()]
+        moments = statistics_from_moments(
+            {a: PairedMoments.from_arrays(g["baseline"], g["outcome"]) for a, g in done.groupby("arm")},
+            {a: Moments.from_arrays(g["baseline"]) for a, g in missing.groupby("arm")}, control="control")
+        assert stats.outcome(outcome).final_wave.completers["coach"].columns == ("intercept", "baseline")
+        ref = _ols(wide, "outcome ~ baseline + C(arm, Treatment('control'))")
+        for before in ancova_effects(moments, outcome=outcome, wave="w2"):
+            row = rows[(outcome, before.arm)]
+            assert row.estimate == pytest.approx(before.estimate, rel=1e-10)
+            assert row.sd == pytest.approx(before.sd, rel=1e-10)
+            assert row.estimate == pytest.approx(ref.params[f"C(arm, Treatment('control'))[T.{before.arm}]"], rel=1e-8)
+        if outcome == PRIMARY:
+            for got, want in zip(result.tipping_points, tipping_point(moments, direction="higher_is_better"),
+                                 strict=True):
+                assert got.tipping_delta == pytest.approx(want.tipping_delta, rel=1e-10)
+
+
+def _with_extra(tmp_path, people: pd.DataFrame, extra: list[tuple[str, str, str, float]]):
+    """The study's warehouse plus a coach participant without a recorded age or site and these primary scores."""
+    path = tmp_path / "w.duckdb"
+    _warehouse(path, people)
+    with open_warehouse(path) as con:
+        con.execute("INSERT INTO assignments (participant, study_id, arm, assigned_at, batch_id) "
+                    "VALUES ('x1', 's1', 'coach', now(), 'b')")
+        con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES ('s1', 'x1', ?, ?, ?)",
+                        extra)
+    return path
+
+
+def test_a_dropout_without_a_covariate_leaves_the_ancova_and_refuses_only_the_tipping_point(tmp_path):
+    """A participant with a baseline and no follow-up score is no completer (the ANCOVA does not need its age) but is
+    one of the dropouts the tipping point imputes from X beta: without its age it cannot be, and the row says so."""
+    people = _people(n=90, seed=8)
+    path = _with_extra(tmp_path, people, [("w0", PRIMARY, 50.0)])
+    _, result, rows = _ancova_rows(path, _protocol(["age"]))
+    ref = _ols(_wide(people, PRIMARY), "outcome ~ baseline + age + C(arm, Treatment('control'))")
+    assert rows[(PRIMARY, "coach")].estimate == pytest.approx(ref.params["C(arm, Treatment('control'))[T.coach]"],
+                                                              rel=1e-8)
+    tips = [e for e in result.effects if e.method == "tipping_point_delta"]
+    assert tips and all(not e.estimable and "1 participant(s) missing the final-wave who5.percent lack a covariate"
+                        in e.reason for e in tips)
+
+
+def test_a_completer_without_a_covariate_is_refused_with_the_reason(tmp_path):
+    people = _people(n=90, seed=8)
+    path = _with_extra(tmp_path, people, [("w0", PRIMARY, 50.0), ("w2", PRIMARY, 60.0)])
+    _, result, rows = _ancova_rows(path, _protocol(["age"]))
+    assert PRIMARY in result.failed and SECONDARY not in result.failed
+    assert all(not rows[(PRIMARY, a)].estimable and "covariate 'age'" in rows[(PRIMARY, a)].reason
+               and "1 of the" in rows[(PRIMARY, a)].reason for a in ("coach", "nudge"))
+    assert rows[(SECONDARY, "coach")].estimable
