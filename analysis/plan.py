@@ -719,6 +719,10 @@ def _published(effects: list[Effect], notes: list[str], tips: list, failures: Ma
 PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
                "statistics and are reported by the trusted tier only; without a released engagement effect (CUPED's) "
                "the public divergence monitor is indeterminate")
+PUBLIC_COVARIATES_NOTE = ("public tier: the noise-aware ANCOVA (bayes_ancova_noise_aware) adjusts for each outcome's "
+                          "baseline only: the DP release holds per arm x wave moments of baseline and outcome, nothing of "
+                          "the plan's covariates ({covariates}), which the trusted tier's ANCOVA and models adjust for; "
+                          "the tiers' estimates differ by that adjustment as well as by the noise")
 PUBLIC_BINARY_NOTE = ("public tier, binary outcome {outcome}: the noise-aware beta-binomial on its released counts "
                       "(latent counts with the DP noise in the likelihood; analysis.public_binary): risk difference "
                       "with P(benefit), risk ratio and odds ratio, per wave available cases as on the trusted tier; "
@@ -776,6 +780,8 @@ def run_public_plan(
     treated = [a for a in protocol.arm_names if a != protocol.control_arm]
     effects: list[Effect] = []
     notes: list[str] = [PUBLIC_NOTE]
+    if plan.covariates and any(not o.binary for o in protocol.outcomes):
+        notes.append(PUBLIC_COVARIATES_NOTE.format(covariates=", ".join(plan.covariates)))
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
     released_waves = {w for r in released.values() if isinstance(r, ReleasedCells | ReleasedCounts) for w in r.waves}

@@ -202,3 +202,26 @@ def test_a_completer_without_a_covariate_is_refused_with_the_reason(tmp_path):
     assert all(not rows[(PRIMARY, a)].estimable and "covariate 'age'" in rows[(PRIMARY, a)].reason
                and "1 of the" in rows[(PRIMARY, a)].reason for a in ("coach", "nudge"))
     assert rows[(SECONDARY, "coach")].estimable
+
+
+def test_the_public_tier_says_its_ancova_adjusts_for_the_baseline_only(study):
+    """The DP release holds per arm x wave moments of (baseline, outcome) only, so the public ANCOVA cannot adjust for
+    the covariates; the run says so rather than differing silently from the trusted rows."""
+    from analysis.plan import ReleasedCells
+    from schemas.suffstats import NoisyPairedMoments, PairedMoments
+
+    _, people = study
+    released = {}
+    for o in (PRIMARY, SECONDARY):
+        cells = {}
+        for w in ("w1", "w2"):
+            d = people[people[f"{o}@w0"].notna() & people[f"{o}@{w}"].notna()]
+            cells |= {(a, w): NoisyPairedMoments.exact(PairedMoments.from_arrays(g[f"{o}@w0"], g[f"{o}@{w}"]))
+                      for a, g in d.groupby("arm")}
+        released[o] = ReleasedCells(cells, ("w1", "w2"))
+    adjusted = run_public_plan(released, _protocol(["age", "site"]))
+    plain = run_public_plan(released, _protocol([]))
+    note = [n for n in adjusted.notes if "adjusts for each outcome's baseline only" in n]
+    assert len(note) == 1 and "(age, site)" in note[0]
+    assert not any("baseline only" in n for n in plain.notes)
+    assert adjusted.effects == plain.effects  # the release and the public model are unchanged
