@@ -188,8 +188,14 @@ def statistics_from_frame(
 def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, float, int]:
     p = len(stats.columns)
     df = stats.n_observed - p
-    if df < 1 or np.linalg.matrix_rank(stats.xtx_observed) < p:
+    arms = [stats.control, *stats.arm_columns]
+    if df < 1 or any(stats.n_observed_in(a) < 1 for a in arms):
         raise InsufficientData("the final-wave ANCOVA", p + 1, stats.n_observed, "completers of each arm")
+    if np.linalg.matrix_rank(stats.xtx_observed) < p:
+        # every arm has completers, so a covariate column is constant, or a combination of others, among them
+        raise AnalysisInputError(
+            f"the final-wave ANCOVA's design ({', '.join(stats.columns)}) is singular on its {stats.n_observed} "
+            "completers: a covariate column is constant or a combination of the others among them")
     xtx_o_inv = np.linalg.inv(stats.xtx_observed)
     beta = xtx_o_inv @ stats.xty_observed
     rss = stats.yty_observed - float(beta @ stats.xty_observed)
