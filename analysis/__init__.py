@@ -15,7 +15,8 @@ Public API (see each module's docstring for the method and its citation)::
     cuped_effects, cuped_theta                      analysis.cuped          Deng et al. 2013
     fit_surrogate_index, surrogate_index_effects    analysis.surrogate      Athey et al. 2019
     tipping_point, statistics_from_frame,
-    statistics_from_moments, ancova_effects         analysis.missing        delta-adjusted tipping point
+    statistics_from_moments, statistics_from_cells,
+    ancova_effects                                  analysis.missing        delta-adjusted tipping point
     holm, partial_pool,
     subgroup_effects_from_moments                   analysis.multiplicity
     run_plan, run_public_plan, PlanStatistics       analysis.plan           the preregistered plan
@@ -71,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "tipping_point": "analysis.missing",
     "statistics_from_frame": "analysis.missing",
     "statistics_from_moments": "analysis.missing",
+    "statistics_from_cells": "analysis.missing",
     "TippingPoint": "analysis.missing",
     "ancova_effects": "analysis.missing",
     # multiplicity and subgroups

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.errors import AnalysisInputError
 from schemas.results import LONG_RUN, Effect
-from schemas.suffstats import InsufficientData, Moments, PairedMoments
+from schemas.suffstats import CellCrossProducts, InsufficientData, Moments, PairedMoments
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class AncovaStatistics:
     names the reference arm.
     ``*_observed`` are over completers; ``xtx_missing`` over participants missing the outcome;
     ``missing_sums[arm]`` is the column sum of the design rows of that arm's missing participants.
+    ``missing_without_covariates`` counts participants missing the outcome whose covariates are unknown: they are in
+    no ``*_missing`` sum, so :func:`tipping_point`, which must impute every one of them, refuses.
     """
 
     columns: tuple[str, ...]
@@ -56,6 +59,7 @@ class AncovaStatistics:
     missing_sums: dict[str, np.ndarray]
     n_missing: dict[str, int]
     control: str
+    missing_without_covariates: int = 0
 
     def n_observed_in(self, arm: str) -> int:
         """Completers of ``arm``: the diagonal of X'X at its dummy (the control arm's: all the others' rest)."""
@@ -65,57 +69,85 @@ class AncovaStatistics:
         return self.n_observed - sum(self.n_observed_in(a) for a in self.arm_columns)
 
 
-def statistics_from_moments(
-    observed: Mapping[str, PairedMoments],
-    missing_baseline: Mapping[str, Moments],
+def statistics_from_cells(
+    completers: Mapping[str, CellCrossProducts],
+    missing: Mapping[str, CellCrossProducts],
     *,
     control: str,
+    missing_without_covariates: int = 0,
 ) -> AncovaStatistics:
-    """ANCOVA statistics (outcome ~ 1 + baseline + arm) from per-arm moments.
+    """ANCOVA statistics (outcome ~ W + arm dummies) from per-arm cross-products of the participant-level design
+    W = (intercept, baseline, covariate columns), all cells with the same W.
 
-    ``observed[arm]``: PairedMoments with x = baseline, y = final-wave outcome, over completers.
-    ``missing_baseline[arm]``: Moments of the baseline of participants whose outcome is missing.
-    """
-    arms = sorted(set(observed) | set(missing_baseline))
+    ``completers[arm]``: W'W, W'y, y'y over the arm's completers; ``missing[arm]``: W'W over the arm's participants
+    missing the final-wave outcome (its column sums are its intercept row). A participant's arm dummy is 1 in its own
+    arm's cells only, so its blocks are the cell's n and W's column sums: X'X = sum over arms of
+    [[W'W, W'1 e_a'], [e_a 1'W, n e_a e_a']], X'y = sum of [W'y, e_a 1'y] (e_a: the arm's dummy, none for control).
+    ``missing_without_covariates``: participants missing the outcome whose covariates are unknown, so not in
+    ``missing``; the tipping point cannot impute them and says so."""
+    arms = sorted(set(completers) | set(missing))
     if control not in arms:
         raise ValueError(f"control arm {control!r} has no statistics")
+    designs = {c.columns for c in (*completers.values(), *missing.values())}
+    if len(designs) != 1:
+        raise ValueError(f"the arms' cells have different designs: {sorted(designs)}")
+    w_cols = designs.pop()
     treat = [a for a in arms if a != control]
-    cols = ("intercept", "baseline", *[f"arm[{a}]" for a in treat])
+    k = len(w_cols)
+    cols = (*w_cols, *[f"arm[{a}]" for a in treat])
     p = len(cols)
     xtx_o, xty_o, xtx_m = np.zeros((p, p)), np.zeros(p), np.zeros((p, p))
     yty, n_o = 0.0, 0
     sums: dict[str, np.ndarray] = {}
     n_missing: dict[str, int] = {}
 
-    def block(n: float, sx: float, sxx: float, j: int | None) -> np.ndarray:
+    def block(c: CellCrossProducts, j: int | None) -> np.ndarray:
         m = np.zeros((p, p))
-        m[0, 0], m[0, 1], m[1, 0], m[1, 1] = n, sx, sx, sxx
+        m[:k, :k] = c.wtw
         if j is not None:
-            m[j, j] = n
-            m[0, j] = m[j, 0] = n
-            m[1, j] = m[j, 1] = sx
+            m[j, j] = c.n
+            m[:k, j] = m[j, :k] = c.wtw[0]
         return m
 
+    zero = CellCrossProducts.zero(w_cols)
     for a in arms:
-        j = None if a == control else 2 + treat.index(a)
-        o = observed.get(a, PairedMoments.zero())
-        xtx_o += block(o.n, o.sum_x, o.sum_xx, j)
-        xty_o[0] += o.sum_y
-        xty_o[1] += o.sum_xy
+        j = None if a == control else k + treat.index(a)
+        o = completers.get(a, zero)
+        xtx_o += block(o, j)
+        xty_o[:k] += o.wty
         if j is not None:
-            xty_o[j] += o.sum_y
-        yty += o.sum_yy
+            xty_o[j] += o.wty[0]
+        yty += o.yty
         n_o += o.n
-        m = missing_baseline.get(a, Moments.zero())
-        xtx_m += block(m.n, m.sum_y, m.sum_yy, j)
+        m = missing.get(a, zero)
+        xtx_m += block(m, j)
         v = np.zeros(p)
-        v[0], v[1] = m.n, m.sum_y
+        v[:k] = m.wtw[0]
         if j is not None:
             v[j] = m.n
         sums[a] = v
         n_missing[a] = m.n
-    return AncovaStatistics(cols, {a: 2 + i for i, a in enumerate(treat)}, n_o, xtx_o, xty_o, yty, xtx_m, sums,
-                            n_missing, control)
+    return AncovaStatistics(cols, {a: k + i for i, a in enumerate(treat)}, n_o, xtx_o, xty_o, yty, xtx_m, sums,
+                            n_missing, control, int(missing_without_covariates))
+
+
+def statistics_from_moments(
+    observed: Mapping[str, PairedMoments],
+    missing_baseline: Mapping[str, Moments],
+    *,
+    control: str,
+) -> AncovaStatistics:
+    """ANCOVA statistics (outcome ~ 1 + baseline + arm) from per-arm moments (:func:`statistics_from_cells` with
+    W = (intercept, baseline)).
+
+    ``observed[arm]``: PairedMoments with x = baseline, y = final-wave outcome, over completers.
+    ``missing_baseline[arm]``: Moments of the baseline of participants whose outcome is missing.
+    """
+    arms = set(observed) | set(missing_baseline)
+    return statistics_from_cells(
+        {a: CellCrossProducts.from_paired(observed.get(a, PairedMoments.zero())) for a in arms},
+        {a: CellCrossProducts.from_paired(missing_baseline.get(a, Moments.zero())) for a in arms},
+        control=control)
 
 
 def statistics_from_frame(
@@ -156,8 +188,14 @@ def statistics_from_frame(
 def _completers_ols(stats: AncovaStatistics) -> tuple[np.ndarray, np.ndarray, float, int]:
     p = len(stats.columns)
     df = stats.n_observed - p
-    if df < 1 or np.linalg.matrix_rank(stats.xtx_observed) < p:
+    arms = [stats.control, *stats.arm_columns]
+    if df < 1 or any(stats.n_observed_in(a) < 1 for a in arms):
         raise InsufficientData("the final-wave ANCOVA", p + 1, stats.n_observed, "completers of each arm")
+    if np.linalg.matrix_rank(stats.xtx_observed) < p:
+        # every arm has completers, so a covariate column is constant, or a combination of others, among them
+        raise AnalysisInputError(
+            f"the final-wave ANCOVA's design ({', '.join(stats.columns)}) is singular on its {stats.n_observed} "
+            "completers: a covariate column is constant or a combination of the others among them")
     xtx_o_inv = np.linalg.inv(stats.xtx_observed)
     beta = xtx_o_inv @ stats.xty_observed
     rss = stats.yty_observed - float(beta @ stats.xty_observed)
@@ -249,6 +287,11 @@ def tipping_point(
 
     if direction not in ("higher_is_better", "lower_is_better"):
         raise ValueError(f"direction must be higher_is_better or lower_is_better, got {direction!r}")
+    if stats.missing_without_covariates:
+        raise AnalysisInputError(
+            f"{stats.missing_without_covariates} participant(s) missing the final-wave {outcome} lack a covariate of "
+            "the plan, so their outcomes cannot be imputed from the covariate-adjusted ANCOVA; send their values "
+            "(the ANCOVA of the completers does not need them)")
     sign = 1.0 if direction == "higher_is_better" else -1.0
     p = len(stats.columns)
     beta, xtx_o_inv, sigma2, df = _completers_ols(stats)

@@ -20,7 +20,7 @@ so it can be read in one place and tested without a warehouse (``tests/analysis/
    and a note names it (``PRIMARY OUTCOME FAILED`` first when it is the primary), while the other outcomes
    publish. When every outcome fails there is nothing honest to publish: :class:`AnalysisRefused`.
 3. **The final-wave ANCOVA** of each outcome whose long-run wave has closed (complete cases, Vickers & Altman
-   2001), with **Holm** across the secondary outcomes x treated arms (Holm 1979); the primary is tested alone.
+   2001; adjusted for the baseline and the plan's covariates, as the longitudinal models are), with **Holm** across the secondary outcomes x treated arms (Holm 1979); the primary is tested alone.
    The family is the planned one: a member whose p-value cannot be computed stays in it with p = 1, which
    keeps the family-wise error rate of the others controlled (it can only raise their adjusted p-values); its
    own row is not estimable.
@@ -56,7 +56,7 @@ from schemas.protocol import Outcome, StudyProtocol
 from schemas.results import LONG_RUN, PLATEAU, Effect
 from schemas.binary_stats import BinaryCountTable, NoisyBinaryCounts
 from schemas.mmrm_stats import MMRMStatistics
-from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
+from schemas.suffstats import CellCrossProducts, NoisyPairedMoments, PairedMoments
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -111,22 +111,29 @@ class Unavailable:
 
 @dataclass(frozen=True)
 class FinalWaveCells:
-    """Per arm: (baseline, final-wave) moments of the completers and the baseline moments of the dropouts."""
+    """Per arm, the final-wave ANCOVA's cross-products of the participant-level design W = (intercept, baseline, the
+    plan's covariate columns, :func:`covariate_columns`): over the completers (randomised, with a baseline and a
+    final-wave score) with that score as y, and over the dropouts (randomised, with a baseline, no final-wave score;
+    also those with no follow-up score at all, whom the tipping point imputes too). ``dropouts_without_covariates``
+    counts dropouts whose covariate is not recorded: they are in no cell, and the tipping point says it cannot
+    impute them (a completer without one refuses the ANCOVA, ``flows.statistics.require_covariates``)."""
 
-    completers: Mapping[str, PairedMoments]
-    dropouts: Mapping[str, Moments]
+    completers: Mapping[str, CellCrossProducts]
+    dropouts: Mapping[str, CellCrossProducts]
+    dropouts_without_covariates: int = 0
 
 
 @dataclass(frozen=True)
 class OutcomeStatistics:
     """One outcome's statistics: the follow-up waves with scores so far, the longitudinal model's cross-products
-    over them, the final-wave cells (None while the long-run wave has no scores) and, for the primary, each
+    over them, the final-wave cells (None while the long-run wave has no scores; Unavailable, with why, when the
+    warehouse could not give them) and, for the primary, each
     prespecified subgroup's level x arm cells (final wave, completers)."""
 
     outcome: str
     observed_waves: tuple[str, ...]
     longitudinal: LongitudinalStats | Unavailable
-    final_wave: FinalWaveCells | None = None
+    final_wave: FinalWaveCells | Unavailable | None = None
     subgroups: Mapping[str, Mapping[str, Mapping[str, PairedMoments]] | Unavailable] = field(default_factory=dict)
     mmrm: MMRMStatistics | Unavailable | None = None  # the MMRM's pattern statistics, when the plan fits one
     binary: BinaryCountTable | Unavailable | None = None  # a binary outcome's counts per arm x follow-up wave
@@ -574,10 +581,14 @@ def _not_estimable(outcome: str, treated: list[str], protocol: StudyProtocol, wa
 
 
 def _ancova_statistics(s: OutcomeStatistics, protocol: StudyProtocol):
-    from analysis.missing import statistics_from_moments
+    """The final-wave ANCOVA's statistics, adjusted for the plan's covariates (:class:`FinalWaveCells`)."""
+    from analysis.missing import statistics_from_cells
 
     fw = s.final_wave
-    return statistics_from_moments(fw.completers, fw.dropouts, control=protocol.control_arm)
+    if isinstance(fw, Unavailable):
+        raise AnalysisInputError(fw.reason)
+    return statistics_from_cells(fw.completers, fw.dropouts, control=protocol.control_arm,
+                                 missing_without_covariates=fw.dropouts_without_covariates)
 
 
 def _final_wave_ancova(s: OutcomeStatistics, o: Outcome, protocol: StudyProtocol, treated: list[str]) -> list[Effect]:
@@ -708,6 +719,10 @@ def _published(effects: list[Effect], notes: list[str], tips: list, failures: Ma
 PUBLIC_NOTE = ("public tier: Holm-adjusted ANCOVA, tipping point, subgroups and CUPED need participant-level "
                "statistics and are reported by the trusted tier only; without a released engagement effect (CUPED's) "
                "the public divergence monitor is indeterminate")
+PUBLIC_COVARIATES_NOTE = ("public tier: the noise-aware ANCOVA (bayes_ancova_noise_aware) adjusts for each outcome's "
+                          "baseline only: the DP release holds per arm x wave moments of baseline and outcome, nothing of "
+                          "the plan's covariates ({covariates}), which the trusted tier's ANCOVA and models adjust for; "
+                          "the tiers' estimates differ by that adjustment as well as by the noise")
 PUBLIC_BINARY_NOTE = ("public tier, binary outcome {outcome}: the noise-aware beta-binomial on its released counts "
                       "(latent counts with the DP noise in the likelihood; analysis.public_binary): risk difference "
                       "with P(benefit), risk ratio and odds ratio, per wave available cases as on the trusted tier; "
@@ -765,6 +780,8 @@ def run_public_plan(
     treated = [a for a in protocol.arm_names if a != protocol.control_arm]
     effects: list[Effect] = []
     notes: list[str] = [PUBLIC_NOTE]
+    if plan.covariates and any(not o.binary for o in protocol.outcomes):
+        notes.append(PUBLIC_COVARIATES_NOTE.format(covariates=", ".join(plan.covariates)))
     failures: dict[str, str] = {}
     results: dict[str, Any] = {}
     released_waves = {w for r in released.values() if isinstance(r, ReleasedCells | ReleasedCounts) for w in r.waves}

@@ -10,7 +10,7 @@ connection is the caller's (``flows.warehouse.open_warehouse``); nothing here fi
   :mod:`analysis.longitudinal.design` over :func:`observations_sql` (scores joined to arms);
   :func:`longitudinal_stats_from_frame` runs the same text on an in-memory frame (what the tests hold the
   numpy path to);
-- the final-wave ANCOVA and the tipping point: :func:`final_wave_cells`;
+- the final-wave ANCOVA (baseline and the plan's covariates) and the tipping point: :func:`final_wave_cells`;
 - prespecified subgroups: :func:`subgroup_cells`; telemetry metrics for CUPED: :func:`telemetry_cells`;
 - the surrogate index: :func:`surrogate_frame` (the one reader that returns participant rows; why is in
   its docstring);
@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import duckdb
+import numpy as np
 
 from analysis.errors import AnalysisInputError, AnalysisRefused, InsufficientData
 from analysis.longitudinal import (
@@ -64,7 +65,7 @@ from schemas.binary_stats import BinaryCountTable, NoisyBinaryCounts
 from schemas.mmrm_stats import MMRMStatistics
 from schemas.protocol import Outcome, StudyProtocol, SurrogateMetric
 from schemas.sqltext import ident, literal, number, varchar_list
-from schemas.suffstats import Moments, NoisyPairedMoments, PairedMoments
+from schemas.suffstats import CellCrossProducts, Moments, NoisyPairedMoments, PairedMoments
 from schemas.warehouse import relations
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -391,27 +392,72 @@ def paired_moments(
 
 @_reproducible
 def final_wave_cells(
-    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome
-) -> tuple[dict[str, PairedMoments], dict[str, Moments]]:
-    """Per arm: PairedMoments (baseline, final wave) of completers, and Moments of the dropouts' baseline.
+    con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, outcome: Outcome, covariates: Sequence[str] | None = None
+) -> FinalWaveCells:
+    """The final-wave ANCOVA's statistics (``analysis.plan.FinalWaveCells``): per arm, the cross-products of
+    W = (intercept, baseline, the covariates' columns) and the final-wave score y over the completers, and of W over
+    the dropouts, in one GROUP BY arm x completer over one row per randomised participant with a baseline.
 
-    An arm with baselines but no completer has a completers' cell of n = 0 (sums over no rows are 0)."""
+    ``covariates`` default to the plan's (``analysis.covariates``). Who counts: a participant randomised, with a
+    baseline score; a completer has a final-wave score, a dropout has none (also one with no follow-up score at all,
+    whom the MMRM's participant rows leave out but the tipping point imputes). A completer without a covariate value
+    is refused, as the longitudinal models refuse it (:func:`require_covariates`); a dropout without one is counted
+    (``dropouts_without_covariates``) and in no cell. An arm with baselines but no completer has a completers' cell of
+    n = 0."""
+    from analysis.plan import covariate_columns
+
     require_rows(con, protocol, outcome)
+    covs = list(protocol.analysis.covariates if covariates is None else covariates)
+    final = final_wave(protocol, outcome)
+    require_covariates(con, protocol, outcome.name, covs, [final])
     sid = protocol.study_id
-    sql = (
-        f"WITH base AS (SELECT participant, value AS b FROM {relations.primary_scores(protocol, [outcome.name], [protocol.baseline_wave])}), "
-        f"fin AS (SELECT participant, value AS y FROM {relations.primary_scores(protocol, [outcome.name], [final_wave(protocol, outcome)])}) "
-        "SELECT a.arm, count(f.y), sum(CASE WHEN f.y IS NOT NULL THEN b END), sum(f.y), "
-        "sum(CASE WHEN f.y IS NOT NULL THEN b * b END), sum(f.y * f.y), sum(b * f.y), "
-        "count(*) - count(f.y), sum(CASE WHEN f.y IS NULL THEN b END), sum(CASE WHEN f.y IS NULL THEN b * b END) "
-        f"FROM {relations.study_arms(sid)} a JOIN base USING (participant) LEFT JOIN fin f USING (participant) GROUP BY a.arm"
-    )
-    obs, miss = {}, {}
-    for r in con.execute(sql).fetchall():
-        v = [0.0 if x is None else x for x in r[1:]]  # a sum over no rows is NULL in SQL, and 0
-        obs[r[0]] = PairedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]))
-        miss[r[0]] = Moments(int(v[6]), float(v[7]), float(v[8]))
-    return obs, miss
+    w_cols = ("intercept", "baseline", *covariate_columns(protocol, covs))
+    cov_cte = "".join(f", cov{k} AS {_covariate_relation(protocol, c)}" for k, c in enumerate(covs))
+    cov_join = "".join(f" LEFT JOIN cov{k} USING (participant)" for k in range(len(covs)))
+    w_exprs = ["CAST(s.score_0 AS DOUBLE)"] + [f"CAST(cov{k}.{ident(col)} AS DOUBLE)" for k, c in enumerate(covs)
+                                               for col in covariate_columns(protocol, [c])]
+    lacks = " OR ".join(["FALSE"] + [f"cov{k}.participant IS NULL" for k in range(len(covs))])
+    # w0 is the intercept: its products are the other column's sums and count(*)
+    w = ["1"] + [f"w{j}" for j in range(1, len(w_cols))]
+    pairs = [(a, b) for a in range(len(w)) for b in range(a, len(w))]
+
+    def total(*factors: str) -> str:
+        kept = [f for f in factors if f != "1"]
+        return f"sum({' * '.join(kept)})" if kept else "count(*)"
+
+    sums = ", ".join([total(w[a], w[b]) for a, b in pairs] + [total(w[a], "y") for a in range(len(w))]
+                     + [total("y", "y")])
+    rows_sql = (
+        f"WITH s AS {relations.primary_scores_wide(protocol, outcome.name, [protocol.baseline_wave, final])}, "
+        f"arm_of AS (SELECT participant, arm FROM {relations.study_arms(sid)}){cov_cte} "
+        "SELECT arm_of.arm, s.score_1 IS NOT NULL AS completer, " + lacks + " AS lacks, "
+        + ", ".join(f"{e} AS w{j + 1}" for j, e in enumerate(w_exprs)) + ", CAST(s.score_1 AS DOUBLE) AS y "
+        f"FROM s JOIN arm_of USING (participant){cov_join} WHERE s.score_0 IS NOT NULL")
+    sql = (f"SELECT arm, completer, lacks, {sums} FROM ({rows_sql}) AS participant_rows "
+           "GROUP BY arm, completer, lacks ORDER BY arm, completer, lacks")
+    p = len(w_cols)
+    completers: dict[str, CellCrossProducts] = {}
+    dropouts: dict[str, CellCrossProducts] = {}
+    without = 0
+    for arm, completer, lacking, *values in con.execute(sql).fetchall():
+        completers.setdefault(arm, CellCrossProducts.zero(w_cols))
+        dropouts.setdefault(arm, CellCrossProducts.zero(w_cols))
+        if lacking:
+            if completer:  # require_covariates refused these above; a change between the two reads would land here
+                raise AnalysisInputError(f"completers of {outcome.name} lack a covariate of {covs}")
+            without += int(values[0])
+            continue
+        v = [0.0 if x is None else float(x) for x in values]  # a sum over no rows is NULL in SQL, and 0
+        wtw = np.zeros((p, p))
+        for (a, b), x in zip(pairs, v[:len(pairs)], strict=True):
+            wtw[a, b] = wtw[b, a] = x
+        wty, yty = np.array(v[len(pairs):len(pairs) + p]), v[-1]
+        cell = CellCrossProducts(w_cols, int(v[0]), wtw, wty if completer else np.zeros(p), yty if completer else 0.0)
+        if completer:
+            completers[arm] = cell
+        else:
+            dropouts[arm] = cell
+    return FinalWaveCells(completers, dropouts, without)
 
 
 @_reproducible
@@ -686,7 +732,10 @@ def _outcome_statistics(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol,
                 mmrm = Unavailable(str(exc))
     if final_wave(protocol, o) not in observed:
         return OutcomeStatistics(o.name, tuple(observed), longitudinal, mmrm=mmrm)
-    fw = FinalWaveCells(*final_wave_cells(con, protocol, o))
+    try:
+        fw: FinalWaveCells | Unavailable = final_wave_cells(con, protocol, o)
+    except AnalysisInputError as exc:  # the ANCOVA's and tipping point's failure, reported by the plan
+        fw = Unavailable(str(exc))
     subgroups = ({sg: subgroup_cells(con, protocol, o, sg) for sg in protocol.analysis.subgroups}
                  if o.name == protocol.primary_outcome.name else {})
     return OutcomeStatistics(o.name, tuple(observed), longitudinal, fw, subgroups, mmrm=mmrm)

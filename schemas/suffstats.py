@@ -8,6 +8,8 @@ DuckDB path against.
 
 - :class:`Moments` — n, sum y, sum y^2 of one cell.
 - :class:`PairedMoments` — baseline x and follow-up y of one arm x wave cell (ANCOVA statistics).
+- :class:`CellCrossProducts` — one cell's W'W, W'y, y'y over a participant-level design W (intercept, baseline,
+  covariates): the final-wave ANCOVA with covariates, per arm.
 - :class:`NoisyPairedMoments` — the same six statistics as released by the privacy tier, each with
   the standard deviation of the (Gaussian) noise added to it; adding two releases adds the values and
   the noise variances (independent noise).
@@ -154,6 +156,78 @@ class PairedMoments:
     def slope(self) -> float:
         """OLS slope of y on x within the cell."""
         return self.covariance / self.x.variance
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CellCrossProducts:
+    """One cell's participants (one row each: an arm's completers, or its participants missing the outcome) as the
+    cross-products of a participant-level design W and an outcome y: ``wtw`` = W'W, ``wty`` = W'y, ``yty`` = y'y over
+    ``n`` rows. ``columns`` name W's columns; the first is the intercept (so ``wtw[0]`` holds the column sums and
+    ``wtw[0, 0]`` = n). A cell without the outcome (participants missing it) has ``wty`` = 0 and ``yty`` = 0.
+
+    What the final-wave ANCOVA with covariates needs per arm (``analysis.missing.statistics_from_cells``): with
+    W = (1, baseline) it is :class:`PairedMoments` (``from_paired``, ``paired``)."""
+
+    columns: tuple[str, ...]
+    n: int
+    wtw: np.ndarray
+    wty: np.ndarray
+    yty: float
+
+    def __post_init__(self) -> None:
+        p = len(self.columns)
+        if not p or self.columns[0] != "intercept":
+            raise ValueError(f"the first column of a cell's design is the intercept, got {self.columns}")
+        object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "wtw", _frozen_array(self.wtw, (p, p), "wtw"))
+        object.__setattr__(self, "wty", _frozen_array(self.wty, (p,), "wty"))
+        object.__setattr__(self, "yty", float(self.yty))
+        if self.wtw[0, 0] != self.n:
+            raise ValueError(f"the intercept's sum of squares ({self.wtw[0, 0]}) must be the row count ({self.n})")
+
+    @classmethod
+    def from_arrays(cls, w: np.ndarray, y: np.ndarray | None, columns: Iterable[str]) -> CellCrossProducts:
+        """From the design rows ``w`` (intercept first) and the outcome ``y`` (None: a cell without it)."""
+        wa = np.asarray(w, dtype=float).reshape(len(w), -1)
+        ya = np.zeros(len(wa)) if y is None else np.asarray(y, dtype=float).reshape(-1)
+        return cls(tuple(columns), len(wa), wa.T @ wa, wa.T @ ya, float(ya @ ya))
+
+    @classmethod
+    def zero(cls, columns: Iterable[str]) -> CellCrossProducts:
+        cols = tuple(columns)
+        return cls(cols, 0, np.zeros((len(cols), len(cols))), np.zeros(len(cols)), 0.0)
+
+    @classmethod
+    def from_paired(cls, cell: PairedMoments | Moments) -> CellCrossProducts:
+        """W = (intercept, baseline) from paired moments (x = baseline), or from a baseline's moments without the
+        outcome."""
+        if isinstance(cell, Moments):
+            return cls(("intercept", "baseline"), cell.n, [[cell.n, cell.sum_y], [cell.sum_y, cell.sum_yy]],
+                       [0.0, 0.0], 0.0)
+        return cls(("intercept", "baseline"), cell.n, [[cell.n, cell.sum_x], [cell.sum_x, cell.sum_xx]],
+                   [cell.sum_y, cell.sum_xy], cell.sum_yy)
+
+    @property
+    def paired(self) -> PairedMoments:
+        """The (baseline, outcome) paired moments: W's second column is the baseline."""
+        return PairedMoments(self.n, float(self.wtw[0, 1]), float(self.wty[0]), float(self.wtw[1, 1]), self.yty,
+                             float(self.wty[1]))
+
+    def __add__(self, other: CellCrossProducts) -> CellCrossProducts:
+        _same_type(self, other)
+        if self.columns != other.columns:
+            raise ValueError(f"cells with different designs do not add: {self.columns} and {other.columns}")
+        return CellCrossProducts(self.columns, self.n + other.n, self.wtw + other.wtw, self.wty + other.wty,
+                                 self.yty + other.yty)
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is CellCrossProducts and self.columns == other.columns and self.n == other.n
+                and np.array_equal(self.wtw, other.wtw) and np.array_equal(self.wty, other.wty)
+                and self.yty == other.yty)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,6 +676,7 @@ class CrossProducts:
 
 __all__ = [
     "PAIRED_STATISTICS",
+    "CellCrossProducts",
     "CrossProducts",
     "GroupCrossProducts",
     "InsufficientData",

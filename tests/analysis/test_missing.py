@@ -119,3 +119,17 @@ def test_what_cannot_be_estimated_says_why():
     (tp,) = tipping_point(statistics_from_frame(wide, control="usual"), direction="lower_is_better", outcome="bdi")
     assert tp.tipping_delta is None and not tp.effect.estimable and tp.effect.reason == tp.statement
     assert "no cbt outcome is missing" in tp.statement
+
+
+def test_a_covariate_constant_among_the_completers_is_refused_by_name():
+    """With covariates, a singular design is no longer only an arm without completers: say which design it is."""
+    from analysis.errors import AnalysisInputError
+    from analysis.missing import ancova_effects, statistics_from_cells
+    from schemas.suffstats import CellCrossProducts
+
+    rng = np.random.default_rng(2)
+    cols = ("intercept", "baseline", "site[B]")
+    cells = {a: CellCrossProducts.from_arrays(np.column_stack([np.ones(20), rng.normal(50, 10, 20), np.zeros(20)]),
+                                              rng.normal(50, 10, 20), cols) for a in ("c", "t")}
+    with pytest.raises(AnalysisInputError, match=r"design \(intercept, baseline, site\[B\], arm\[t\]\) is singular"):
+        ancova_effects(statistics_from_cells(cells, {}, control="c"))

@@ -10,7 +10,7 @@ from analysis.longitudinal import crossproducts_from_frame
 from analysis.plan import FinalWaveCells, OutcomeStatistics, PlanStatistics, Unavailable, final_wave
 from flows.statistics import design_spec
 from schemas.protocol import StudyProtocol
-from schemas.suffstats import Moments, PairedMoments
+from schemas.suffstats import CellCrossProducts, Moments, PairedMoments
 
 
 def ml_fit_stand_in(stats, plan, *, outcome, direction, mcid=None, rope=None):
@@ -78,9 +78,11 @@ def plan_statistics_from_rows(scores: pd.DataFrame, protocol: StudyProtocol,
             arm_of = rows.drop_duplicates("participant").set_index("participant")["arm"]
             wide = pd.DataFrame({"baseline": base, "y": fin.reindex(base.index), "arm": arm_of.reindex(base.index)})
             done, missing = wide[wide["y"].notna()], wide[wide["y"].isna()]
-            fw = FinalWaveCells({a: PairedMoments.from_arrays(g["baseline"], g["y"]) for a, g in done.groupby("arm")},
-                                {a: Moments.from_arrays(missing[missing["arm"] == a]["baseline"])
-                                 for a in wide["arm"].unique()})
+            fw = FinalWaveCells(
+                {a: CellCrossProducts.from_paired(PairedMoments.from_arrays(g["baseline"], g["y"]))
+                 for a, g in done.groupby("arm")},
+                {a: CellCrossProducts.from_paired(Moments.from_arrays(missing[missing["arm"] == a]["baseline"]))
+                 for a in wide["arm"].unique()})
             if o.name == protocol.primary_outcome.name and "baseline_tercile" in protocol.analysis.subgroups:
                 ordered = wide.sort_values(["baseline"], kind="stable")
                 ordered["level"] = ["T" + str(1 + (3 * k) // len(ordered)) for k in range(len(ordered))]
