@@ -32,7 +32,10 @@ TRUE_EFFECT = {"w1": 0.10, "w2": 0.20, "w3": 0.25}
 LONG_RUN_TRUTH = TRUE_EFFECT["w3"]
 CLIP = 4.0  # public bounds of every released value (outcome SD units), as the privacy tier would clip
 DELTA = 1e-6
-FAST = AnalysisPlan(effect_shape="per_wave", time_trend="per_wave", chains=2, draws=500, tune=500, ess_bulk_min=200)
+# two short chains: their R-hat varies by about +-0.01 around 1, so the gate (unrounded since ArviZ's summary rounding
+# was dropped from it; that rounding made the 1.01 default act as 1.015) is set where this plan's chains can meet it
+FAST = AnalysisPlan(effect_shape="per_wave", time_trend="per_wave", chains=2, draws=500, tune=500, ess_bulk_min=200,
+                    rhat_max=1.015)
 
 
 def simulate_study(rng: np.random.Generator, n_per_arm: int) -> pd.DataFrame:
