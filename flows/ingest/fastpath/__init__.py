@@ -105,7 +105,7 @@ def verify_run(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, bounds: 
 class RunOutcome:
     stored: bool
     rows: Mapping[str, int]  # file name -> rows stored (when stored)
-    embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id elsewhere
+    embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id replaced elsewhere
     withheld: int = 0  # events of participants this batch erases, not inserted (they count as erased)
     retry_alone: frozenset[str] = frozenset()  # files that looked clean on their own: worth a run of one
 

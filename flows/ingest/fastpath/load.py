@@ -41,8 +41,12 @@ def rows_sql(kind: str, protocol: StudyProtocol, source: Source, withhold: bool)
         else:
             values.append(n)
     hold = f" WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})" if withhold else ""
+    # the participant's raw id inside other text fields becomes its pseudonym, as the exact path stores it
+    carrying = [f"{contract.without_raw_id_sql(f'r.{ident(name)}', 'r.pid_raw', 'pm.participant')} AS {ident(name)}"
+                for name in contract.id_carrying_fields(kind)]
+    stored_as = f" REPLACE ({', '.join(carrying)})" if carrying else ""
     return f"""
-    SELECT r.* EXCLUDE (pid_raw), pm.participant FROM (
+    SELECT r.* EXCLUDE (pid_raw){stored_as}, pm.participant FROM (
         SELECT {', '.join(values)}, participant_id AS pid_raw FROM {source.fields(kind)}
     ) r JOIN (SELECT pid_raw, participant FROM {PMAP}{hold}) pm USING (pid_raw)"""
 
