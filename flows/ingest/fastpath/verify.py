@@ -120,13 +120,15 @@ def gate_counts_sql(kind: str, study_id: str) -> str:
     GROUP BY p.fi"""
 
 
-def stored_keys_sql(kind: str, study_id: str, source: Source) -> str | None:
+def stored_keys_sql(kind: str, study_id: str, source: Source, ids_inside: bool = True) -> str | None:
     """Per file, its rows whose record key is stored already; None for assignments (the gate refuses a
-    participant assigned already). The source's keys are the join's build side."""
+    participant assigned already). The source's keys are the join's build side. Keys are compared as stored (the
+    participant id inside them replaced by the pseudonym), unless the verify pass counted no row with an id inside
+    another field (``ids_inside`` false): then the keys are stored as they are, and no pseudonym join is needed."""
     if kind == "assignments":
         return None
     f = "b"
-    carrying = set(contract.id_carrying_fields(kind))
+    carrying = set(contract.id_carrying_fields(kind)) if ids_inside else set()
 
     def stored_as(name: str) -> str:  # a key field as the clean table stores it (contract.without_raw_id_sql)
         col = f"{f}.{ident(name)}"
