@@ -119,8 +119,9 @@ def _print_reconciliation(rec) -> None:
                   f"deleted, {rec.erased.rows_redacted:,} quarantine rows stripped of identifiers "
                   f"(receipt {rec.erased.erasure_id})")
     for warning, n in rec.warnings.items():
-        out.print(f"warning: {n:,} row(s) stored with their participant's raw id inside another field "
-                  f"({warning}); ask the partner to fill those fields with something else", markup=False)
+        out.print(f"warning: {n:,} row(s) held their participant's raw id inside another field; it was replaced "
+                  f"there by the pseudonym ({warning}); ask the partner to fill those fields with something else",
+                  markup=False)
     unreadable = [f"{printable(f.name)} ({f.unreadable_message})" for f in rec.files if f.unreadable_message]
     if unreadable:
         out.print(f"{len(unreadable)} file(s) could not be read, each one row in quarantine: {'; '.join(unreadable)}",

@@ -271,16 +271,50 @@ def protocol_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> l
     return checks
 
 
+# Fields whose value passed the protocol's checks is one of the protocol's own values (its study, arms, waves,
+# instruments, their versions, outcomes): the study's vocabulary, which the readers join on, not a partner's text.
+PROTOCOL_VALUED = frozenset({"study_id", "arm", "wave", "instrument", "instrument_version", "outcome"})
+EMBEDDED_ID_MIN_CHARS = 8
+"""A participant id shorter than this is not looked for inside other fields: its appearing in a word is chance
+(``p1`` in ``p1p1p1``), and replacing it there would rewrite text that never named the participant."""
+
+
+def id_carrying_fields(kind: str) -> list[str]:
+    """The stored text fields in which a partner may have written the row's own participant id (an event id, a
+    session id, a feature, a response or prompt id, a consent version, a stratum): every text field but the
+    participant id itself and the protocol-valued ones (:data:`PROTOCOL_VALUED`)."""
+    return [s.name for s in specs(kind)
+            if s.form == "text" and s.name != "participant_id" and s.name not in PROTOCOL_VALUED]
+
+
 def embeds_id_sql(kind: str) -> str:
-    """SQL over the unpacked line: another text field holds the row's own participant id (an ``event_id`` made from
-    it, say). The contract cannot refuse it (the field is valid text) and the field is stored as it is, so the
-    reconciliation warns. Ids shorter than 8 characters are left out: their appearing in a word is chance."""
+    """SQL over the unpacked line: an id-carrying field (:func:`id_carrying_fields`) holds the row's own participant
+    id of at least :data:`EMBEDDED_ID_MIN_CHARS` characters (an ``event_id`` made from it, say). The contract cannot
+    refuse it (the field is valid text); both paths store the field with the id replaced by the pseudonym
+    (:func:`without_raw_id_sql`), and the reconciliation counts the rows so the partner can be told."""
     i = index(kind)["participant_id"]
-    others = [f"(t_{j} = 'VARCHAR' AND contains(v_{j}, v_{i}))" for j, s in enumerate(specs(kind), start=1)
-              if s.form == "text" and s.name != "participant_id"]
+    idx = index(kind)
+    others = [f"(t_{idx[n]} = 'VARCHAR' AND contains(v_{idx[n]}, v_{i}))" for n in id_carrying_fields(kind)]
     if not others:
         return "false"
-    return f"coalesce(t_{i} = 'VARCHAR' AND strlen(v_{i}) >= 8 AND ({' OR '.join(others)}), false)"
+    return (f"coalesce(t_{i} = 'VARCHAR' AND strlen(v_{i}) >= {number(EMBEDDED_ID_MIN_CHARS)} "
+            f"AND ({' OR '.join(others)}), false)")
+
+
+def without_raw_id_sql(value: str, raw_id: str, pseudonym: str) -> str:
+    """SQL: the text ``value`` with every occurrence of the participant's ``raw_id`` (at least
+    :data:`EMBEDDED_ID_MIN_CHARS` characters) replaced by its ``pseudonym``; ``value`` as it is otherwise.
+
+    Why replace rather than refuse or count (hardening D3d): a partner who builds an event id from the participant
+    id sends valid records, and the warehouse must never hold a raw id. The pseudonym is what the participant id
+    itself becomes, so the field keeps its meaning and stays distinct per participant, and it is the same for every
+    delivery of the record under the same key: a record sent again still meets its stored key (a duplicate), and
+    ``privacy/rekey.py`` rewrites the old pseudonym inside a participant's text fields to the new one, so it still
+    does after a key rotation. The stored text may then be longer than the contract's limit (a pseudonym has 64
+    characters); the limit bounds what a partner sends, not what Flourish writes. ``contains`` first: most rows hold
+    no id, and ``replace`` would copy every one of them."""
+    return (f"CASE WHEN strlen({raw_id}) >= {number(EMBEDDED_ID_MIN_CHARS)} AND contains({value}, {raw_id}) "
+            f"THEN replace({value}, {raw_id}, {pseudonym}) ELSE {value} END")
 
 
 def all_checks(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> list[Check]:
@@ -346,9 +380,11 @@ def fast_ok(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
     return "coalesce(" + " AND ".join(ok) + ", false)"
 
 
-def typed_sql(kind: str) -> list[str]:
+def typed_sql(kind: str, raw_id: str, pseudonym: str) -> list[str]:
     """The select list typing a staged line's fields as the clean tables store them (the participant id
-    excluded: it is pseudonymized by a join)."""
+    excluded: it is pseudonymized by a join; ``raw_id`` and ``pseudonym`` are its SQL before and after, and the
+    id-carrying fields are stored :func:`without_raw_id_sql`)."""
+    carrying = set(id_carrying_fields(kind))
     out = []
     for i, s in enumerate(specs(kind), start=1):
         v = f"v_{i}"
@@ -362,6 +398,8 @@ def typed_sql(kind: str) -> list[str]:
             out.append(f"scope_values AS {ident(s.name)}")
         elif s.form in ("items", "characteristics"):
             out.append(f"CASE WHEN t_{i} = 'OBJECT' THEN {v}::JSON END AS {ident(s.name)}")
+        elif s.name in carrying:
+            out.append(f"{without_raw_id_sql(v, raw_id, pseudonym)} AS {ident(s.name)}")
         else:
             out.append(f"{v} AS {ident(s.name)}")
     return out

@@ -38,7 +38,7 @@ class ChunkCounts:
     read: int
     stored: int
     quarantined: dict[str, int]
-    embedded: int = 0  # rows with their participant id inside another field (contract.embeds_id_sql)
+    embedded: int = 0  # rows with their participant id inside another field, replaced there (contract.embeds_id_sql)
 
 
 @dataclass(frozen=True)

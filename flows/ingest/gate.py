@@ -3,7 +3,9 @@
 Consent (DESIGN.md): events need scope ``telemetry``, responses, prompts and external scores ``surveys``, in force at
 the record's time (the latest consent granted at or before it), and nothing is taken at or after a
 withdrawal; an erased participant's records are refused (``withdrawn``). De-duplication: a record whose key
-(:data:`RECORD_KEY`) is stored already, or repeats an earlier line of the batch, is a ``duplicate``. A
+(:data:`RECORD_KEY`) is stored already, or repeats an earlier line of the batch, is a ``duplicate``; a row of a
+participant whom this batch erases (a consent withdrawal it brought) is discarded at its end, and is no key for
+another record (:func:`stored_keys`). A
 participant assigned again is a ``duplicate`` (same arm) or a ``conflicting_assignment`` (another arm).
 
 Both paths decide with these definitions: the exact path row by row (:func:`gate_sql`), the fast path per
@@ -17,6 +19,7 @@ import duckdb
 
 from flows.ingest.contract import CONSENT_SCOPE, TIME_FIELD
 from privacy.consent import scope_summary_sql
+from privacy.erasure import WITHDRAWN_NOT_ERASED
 from schemas.sqltext import literal
 
 # A record's key, in staged columns. Rows reaching de-duplication passed the study check, so within a study the
@@ -40,14 +43,34 @@ ACC_EVENTS = "acc_events"
 """Clean events of the batch gathered before one INSERT into ``events`` (batch.py creates it per batch)."""
 
 
+ERASED_BY_THIS_BATCH = f"participant NOT IN ({WITHDRAWN_NOT_ERASED})"
+"""SQL over a stored row: its participant is not one this batch erases (a consent withdrawal it brought)."""
+
+
+def keyed_by_record_id(kind: str) -> bool:
+    """The kind's key is a record id the partner gives (an event, response or prompt id), not its participant:
+    a record can then repeat another participant's record."""
+    return "participant" not in RECORD_KEY[kind] and kind != "consents"
+
+
 def stored_keys(kind: str, study_id: str) -> str:
     """The stored records a new record of ``kind`` of the study could repeat (clean events gathered but not yet
-    inserted included); external scores repeat only external scores."""
+    inserted included); external scores repeat only external scores.
+
+    For the kinds keyed by a record id (:func:`keyed_by_record_id`), rows of participants this batch erases are
+    left out. They are discarded at the batch's end (events withheld, the rest erased), so a record repeating one
+    of them repeats nothing that is kept: quarantining it as a ``duplicate`` would lose it for a row that no longer
+    exists, and would make the answer depend on whether that row was gathered in the batch's temporary table (the
+    exact path) or withheld from every table (the fast path's runs), i.e. on which path read it (hardening of the
+    fast path's property test). The key stays the record id within the study (README, :data:`RECORD_KEY`): two
+    participants who keep the same event id are still a duplicate, as long as both are kept."""
     s = literal(study_id)
+    keep = f" AND {ERASED_BY_THIS_BATCH}"
     return {
-        "events": f"(SELECT * FROM events WHERE study_id = {s} UNION ALL SELECT * FROM {ACC_EVENTS})",
-        "responses": f"(SELECT * FROM responses WHERE study_id = {s})",
-        "prompts": f"(SELECT * FROM prompts WHERE study_id = {s})",
+        "events": (f"(SELECT * FROM (SELECT * FROM events WHERE study_id = {s} UNION ALL SELECT * FROM {ACC_EVENTS}) "
+                   f"WHERE {ERASED_BY_THIS_BATCH})"),
+        "responses": f"(SELECT * FROM responses WHERE study_id = {s}{keep})",
+        "prompts": f"(SELECT * FROM prompts WHERE study_id = {s}{keep})",
         "scores": f"(SELECT * FROM scores WHERE source = 'external' AND study_id = {s})",
         "consents": "consents",
         "participants": f"(SELECT * FROM participants WHERE study_id = {s})",
@@ -76,8 +99,10 @@ def gate_sql(kind: str, source: str, study_id: str) -> str:
     # one text key, so "already stored" is an uncorrelated IN (a hash mark join), not a per-row subquery
     text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
     label = "/".join(key)
+    # a repeat inside the chunk: of a kept row (stored_keys: a row this batch erases is no key for anyone)
+    kept = f" AND {ERASED_BY_THIS_BATCH}" if keyed_by_record_id(kind) else ""
     repeats_cte = f"""rk AS (
-        SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL
+        SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL{kept}
         GROUP BY ALL HAVING count(*) > 1
     )"""
     if kind == "assignments":  # assignment_conflicts decides (arm-aware)
@@ -90,7 +115,7 @@ def gate_sql(kind: str, source: str, study_id: str) -> str:
         existing_cte = (f"ex AS (SELECT DISTINCT {text_key} AS k FROM {stored_keys(kind, study_id)} st "
                         f"WHERE {probe} IN (SELECT {probe} FROM g WHERE gate_reason IS NULL))")
         dup_existing = "ex.k IS NOT NULL"
-        dup_batch = "rk.k IS NOT NULL AND g.line <> rk.first_line"
+        dup_batch = "rk.k IS NOT NULL AND g.line > rk.first_line"  # after the first kept line (a row erased is no key)
     return f"""
     CREATE OR REPLACE TEMP TABLE stage AS
     WITH cs AS ({scope_summary_sql(scope)}), g AS (

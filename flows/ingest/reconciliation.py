@@ -28,7 +28,7 @@ class FileResult:
     quarantined: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     skipped: bool = False  # ingested before (same content), not read again
     unreadable_message: str = ""  # why the whole file could not be read, when it could not
-    ids_in_other_fields: int = 0  # rows with their participant id inside another field (stored as it is)
+    ids_in_other_fields: int = 0  # rows with their participant id inside another field (replaced by the pseudonym)
 
 
 @dataclass
@@ -98,10 +98,11 @@ class Reconciliation:
 
     @property
     def warnings(self) -> dict[str, int]:
-        """What a partner should fix though nothing was refused for it: rows whose participant id appears inside
-        another field (an event id made from it), stored as they are."""
+        """What a partner should fix though nothing was refused for it: rows whose participant id appeared inside
+        another field (an event id made from it); the ingest replaced it there by the pseudonym
+        (contract.without_raw_id_sql), so the rows were kept and no raw id was stored."""
         n = sum(f.ids_in_other_fields for f in self.files)
-        return {"participant_id_inside_another_field": n} if n else {}
+        return {"participant_id_replaced_in_other_fields": n} if n else {}
 
     @property
     def balanced(self) -> bool:

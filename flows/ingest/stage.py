@@ -67,7 +67,7 @@ def stage_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds) -> str:
            coalesce(pm.participant, CASE WHEN c.pid_raw IS NOT NULL
                     THEN error('internal error: a participant id is missing from the pseudonym map') END) AS participant,
            coalesce(pm.erased, false) AS erased,
-           {', '.join(contract.typed_sql(kind))}, c.reason, c.message, NULL::VARCHAR AS payload, c.embedded{extra}
+           {', '.join(contract.typed_sql(kind, 'c.pid_raw', 'pm.participant'))}, c.reason, c.message, NULL::VARCHAR AS payload, c.embedded{extra}
     FROM checked c LEFT JOIN {PMAP} pm ON pm.pid_raw = c.pid_raw
     """
 
@@ -181,16 +181,27 @@ def set_consent_hashes(con: duckdb.DuckDBPyConnection, table: str) -> None:
 
 def payload_sql(kind: str, table: str) -> str:
     """Fill the quarantine payload of ``table``'s refused rows whose participant could be read: the record with
-    its participant id replaced by the pseudonym. Values of unknown fields are not copied (they are untrusted,
-    and may hold another participant's raw id); their names are, under ``unknown_fields``, and the landing
-    file keeps the values."""
+    its participant id replaced by the pseudonym, in that field and inside every other text field that is a
+    string (contract.without_raw_id_sql: a refused row's study, wave or instrument may be anything, so no text
+    field is spared here). Values of unknown fields are not copied (they are untrusted, and may hold another
+    participant's raw id); their names are, under ``unknown_fields``, and the landing file keeps the values."""
     names = [s.name for s in contract.specs(kind)]
     known = "[" + ", ".join(literal(n) for n in names) + "]::VARCHAR[]"
     unknown = f"list_filter(json_keys(c.raw), lambda k: NOT list_contains({known}, k))"
     known_only = "json_object(" + ", ".join(f"{literal(n)}, json_extract(c.raw, {literal('$.' + n)})" for n in names) + ")"
+    pid = "json_extract_string(c.raw, '$.participant_id')"
+    patches = []  # one object per text field holding the raw id, '{}' for the others: merged in one call
+    for s in contract.specs(kind):
+        if s.form != "text" or s.name == "participant_id":
+            continue
+        text = f"json_extract_string(c.raw, {literal('$.' + s.name)})"
+        replaced = contract.without_raw_id_sql(text, pid, f"{table}.participant")
+        patches.append(f"CASE WHEN json_type(c.raw, {literal('$.' + s.name)}) = 'VARCHAR' AND {replaced} <> {text} "
+                       f"THEN json_object({literal(s.name)}, {replaced}) ELSE '{{}}'::JSON END")
+    ids = ", ".join(patches + [""])
     return f"""UPDATE {table} SET payload = CASE WHEN len({unknown}) = 0
-                   THEN json_merge_patch(c.raw, json_object('participant_id', {table}.participant))
-                   ELSE json_merge_patch(json_merge_patch('{{}}', {known_only}),
+                   THEN json_merge_patch(c.raw, {ids}json_object('participant_id', {table}.participant))
+                   ELSE json_merge_patch(json_merge_patch('{{}}', {known_only}), {ids}
                                          json_object('participant_id', {table}.participant, 'unknown_fields', {unknown}))
                END::VARCHAR
                FROM {CHUNK} c WHERE c.line = {table}.line AND {table}.reason IS NOT NULL AND {table}.payload IS NULL

@@ -375,7 +375,9 @@ def _prompts(prng, out: dict[str, list[str]], wave: str, wi: int, day: int, wind
         ("opened_at", ts(opened, answered)), ("started_at", ts(started, answered)),
         ("completed_at", ts(completed, answered)), ("expired_at", ts(expired, ~answered | late)),
     ]
-    head = np.char.add(np.char.add('{"prompt_id":"q-', np.char.add(np.char.add(pid[idx], "-"), wave)), '","participant_id":"')
+    # the partner's own prompt id, by wave and its row for the participant: a well-behaved partner builds no id from
+    # the participant's raw id (the ingest would replace it by the pseudonym and count the row)
+    head = np.char.add(np.char.add(f'{{"prompt_id":"q-{wave}-', idx.astype(str)), '","participant_id":"')
     line = np.char.add(np.char.add(head, pid[idx]), f'","study_id":"{study_id}","wave":"{wave}","schedule_version":"2026.1"')
     for name, text in fields:
         line = np.char.add(np.char.add(line, f',"{name}":'), text)

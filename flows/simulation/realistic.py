@@ -700,10 +700,11 @@ def _write_landing(study: RealisticStudy, out: Path, truth_draws: int) -> dict[s
         lines = []
         for inst in p.instruments:
             items = _items_json(inst.items, study.answers[inst.name][who, t, :].astype(np.int64), np.zeros((who.size, len(inst.items)), bool))
-            for q, ts, it in zip(pid[who], when, items, strict=True):
-                lines.append('{"response_id":"%s-%s-%s","participant_id":"%s","study_id":"%s","instrument":"%s",'
+            # the response id is the partner's own (wave, instrument, row), never built from the raw participant id
+            for k, q, ts, it in zip(who, pid[who], when, items, strict=True):
+                lines.append('{"response_id":"r-%s-%s-%d","participant_id":"%s","study_id":"%s","instrument":"%s",'
                              '"instrument_version":"1","wave":"%s","submitted_at":"%s","items":%s}'
-                             % (q, wave.name, inst.name, q, p.study_id, inst.name, wave.name, ts, it))
+                             % (wave.name, inst.name, k, q, p.study_id, inst.name, wave.name, ts, it))
         files[f"responses-{wave.name}.jsonl"] = lines
         n_responses += len(lines)
     for name, lines in files.items():

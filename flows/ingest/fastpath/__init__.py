@@ -105,7 +105,7 @@ def verify_run(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, bounds: 
 class RunOutcome:
     stored: bool
     rows: Mapping[str, int]  # file name -> rows stored (when stored)
-    embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id elsewhere
+    embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id replaced elsewhere
     withheld: int = 0  # events of participants this batch erases, not inserted (they count as erased)
     retry_alone: frozenset[str] = frozenset()  # files that looked clean on their own: worth a run of one
 
@@ -137,7 +137,7 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
         withheld = sum(per_file.get(fi, (0, 0, 0, 0))[3] for fi in lines)
         candidates = {fi for fi, expected in lines.items() if fi in per_file and per_file[fi][1:3] == (0, 0)
                       and (expected is None or per_file[fi][0] == expected)}
-        stored_sql = stored_keys_sql(kind, study_id, source)
+        stored_sql = stored_keys_sql(kind, study_id, source, ids_inside=any(embedded.values()))
         stored = {}  # read only for sources that may be clean (a chunk with a line that is not JSON has no fields)
         if candidates and stored_sql and _has_stored(con, kind, study_id):
             stored = dict(con.execute(stored_sql).fetchall())
@@ -198,7 +198,7 @@ def try_run(con: duckdb.DuckDBPyConnection, run: list[tuple[landing.LandingFile,
         return RunOutcome(False, {}, retry_alone=frozenset(hints))
     ids = [i for i in pc.unique(verified.aggregates.column("pid")).to_pylist() if i is not None]
     with registered(con, PMAP, pseudonyms.table(ids)), _small_side_first(con):
-        inserted = load(con, kind, protocol, source, batch_id)
+        inserted = load(con, kind, protocol, source, batch_id, ids_inside=any(d.embedded.values()))
     expected = sum(d.rows.values()) - d.withheld
     if inserted != expected or tuple(_file_state(p) for p in paths) != verified.before:
         names = ", ".join(printable(f.name) for f, _ in run)
@@ -221,7 +221,7 @@ def try_chunk(con: duckdb.DuckDBPyConnection, chunk: str, kind: str, protocol: S
         return None
     ids = [i for i in pc.unique(aggregates.column("pid")).to_pylist() if i is not None]
     with registered(con, PMAP, pseudonyms.table(ids)):
-        inserted = load(con, kind, protocol, source, batch_id, file_name)
+        inserted = load(con, kind, protocol, source, batch_id, file_name, ids_inside=any(d.embedded.values()))
     if inserted != d.rows[0]:
         raise IngestError(f"internal error: {inserted} rows of a chunk of {printable(file_name)} were loaded, "
                           f"{d.rows[0]} verified; the batch was rolled back, nothing was stored")

@@ -23,7 +23,7 @@ from schemas.sqltext import ident, literal
 RESPONSE_ROWS = "fast_responses"
 
 
-def rows_sql(kind: str, protocol: StudyProtocol, source: Source, withhold: bool) -> str:
+def rows_sql(kind: str, protocol: StudyProtocol, source: Source, withhold: bool, ids_inside: bool = True) -> str:
     """The source's rows typed, with their pseudonym (``participant``), in the kind's fields (and their line, for
     consents); without the rows of participants this batch erases when ``withhold`` (decided on the pseudonym
     map's few rows, not on the source's many)."""
@@ -41,20 +41,26 @@ def rows_sql(kind: str, protocol: StudyProtocol, source: Source, withhold: bool)
         else:
             values.append(n)
     hold = f" WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})" if withhold else ""
+    # the participant's raw id inside other text fields becomes its pseudonym, as the exact path stores it; a source
+    # whose verify pass counted no such row (``ids_inside`` false) has none to replace, and is read as it is
+    carrying = [] if not ids_inside else [f"{contract.without_raw_id_sql(f'r.{ident(name)}', 'r.pid_raw', 'pm.participant')} AS {ident(name)}"
+                for name in contract.id_carrying_fields(kind)]
+    stored_as = f" REPLACE ({', '.join(carrying)})" if carrying else ""
     return f"""
-    SELECT r.* EXCLUDE (pid_raw), pm.participant FROM (
+    SELECT r.* EXCLUDE (pid_raw){stored_as}, pm.participant FROM (
         SELECT {', '.join(values)}, participant_id AS pid_raw FROM {source.fields(kind)}
     ) r JOIN (SELECT pid_raw, participant FROM {PMAP}{hold}) pm USING (pid_raw)"""
 
 
 def load(con: duckdb.DuckDBPyConnection, kind: str, protocol: StudyProtocol, source: Source, batch_id: str,
-         file_name: str | None = None) -> int:
-    """Insert the source's rows; the number of records stored (responses count once, not per item)."""
+         file_name: str | None = None, ids_inside: bool = True) -> int:
+    """Insert the source's rows; the number of records stored (responses count once, not per item). ``ids_inside``:
+    the verify pass counted rows with their participant id inside another field (verify.verify_sql's ``embedded``)."""
     params = {"batch": batch_id}
     if kind == "consents":
         params["file"] = file_name
     if kind == "responses":
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {RESPONSE_ROWS} AS {rows_sql(kind, protocol, source, withhold=False)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {RESPONSE_ROWS} AS {rows_sql(kind, protocol, source, withhold=False, ids_inside=ids_inside)}")
         try:
             for sql in store.response_inserts(RESPONSE_ROWS):
                 con.execute(sql, params if "$batch" in sql else None)
@@ -63,5 +69,5 @@ def load(con: duckdb.DuckDBPyConnection, kind: str, protocol: StudyProtocol, sou
             con.execute(f"DROP TABLE IF EXISTS {RESPONSE_ROWS}")
     into_events = kind == "events" and source.chunk is None
     target = ACC_EVENTS if kind == "events" and source.chunk else None
-    rows = f"({rows_sql(kind, protocol, source, withhold=into_events)})"
+    rows = f"({rows_sql(kind, protocol, source, withhold=into_events, ids_inside=ids_inside)})"
     return int(con.execute(store.insert_sql(kind, rows, target), params).fetchall()[0][0])

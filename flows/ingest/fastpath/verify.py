@@ -51,6 +51,24 @@ def _key_hash(kind: str) -> str:
     return f"hash({', '.join(parts)})"
 
 
+PSEUDONYM_RUN = "[0-9a-f]{64}"
+
+
+def _no_pseudonym_in_key(kind: str) -> str:
+    """SQL over the unpacked line: no id-carrying field of its record key holds a run of 64 lowercase hex digits,
+    the form of a pseudonym.
+
+    The rows' key hashes are taken before the participant id inside a key is replaced by the pseudonym
+    (contract.without_raw_id_sql), which the exact path de-duplicates after. Two keys that differ before can be
+    equal after only if one of them already holds a pseudonym as text (``<pseudonym>-evt-1`` sent beside
+    ``<raw id>-evt-1``): such a line is left to the exact path. Checked by length first: most ids are shorter."""
+    idx = contract.index(kind)
+    carrying = set(contract.id_carrying_fields(kind))
+    conds = [f"CASE WHEN strlen(v_{idx[n]}) < 64 THEN true ELSE NOT regexp_matches(v_{idx[n]}, {literal(PSEUDONYM_RUN)}) END"
+             for n in KEY_FIELDS[kind] if n in carrying]
+    return " AND ".join(f"coalesce({c}, true)" for c in conds) if conds else "true"
+
+
 def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: Source) -> str:
     """Per (``fi``, ``pid``): ``n`` rows, ``bad`` rows failing the contract or the protocol, ``t0``/``t1`` the
     first and last record time, ``hks`` the hashes of the rows' record keys, ``embedded`` the rows with their
@@ -67,7 +85,7 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
         SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw')} FROM typed
     ), c AS (
         SELECT fi, v_{idx['participant_id']} AS pid, try_cast(v_{idx[TIME_FIELD[kind]]} AS TIMESTAMPTZ) AS t,
-               {_key_hash(kind)} AS hk, is_object AND NOT lax AND {ok} AS ok, {contract.embeds_id_sql(kind)} AS embeds
+               {_key_hash(kind)} AS hk, is_object AND NOT lax AND {ok} AND {_no_pseudonym_in_key(kind)} AS ok, {contract.embeds_id_sql(kind)} AS embeds
         FROM unpacked
     )
     SELECT fi, pid, count(*) AS n, count_if(NOT ok) AS bad, min(t) AS t0, max(t) AS t1, list(hk) AS hks,
@@ -102,23 +120,32 @@ def gate_counts_sql(kind: str, study_id: str) -> str:
     GROUP BY p.fi"""
 
 
-def stored_keys_sql(kind: str, study_id: str, source: Source) -> str | None:
+def stored_keys_sql(kind: str, study_id: str, source: Source, ids_inside: bool = True) -> str | None:
     """Per file, its rows whose record key is stored already; None for assignments (the gate refuses a
-    participant assigned already). The source's keys are the join's build side."""
+    participant assigned already). The source's keys are the join's build side. Keys are compared as stored (the
+    participant id inside them replaced by the pseudonym), unless the verify pass counted no row with an id inside
+    another field (``ids_inside`` false): then the keys are stored as they are, and no pseudonym join is needed."""
     if kind == "assignments":
         return None
     f = "b"
+    carrying = set(contract.id_carrying_fields(kind)) if ids_inside else set()
+
+    def stored_as(name: str) -> str:  # a key field as the clean table stores it (contract.without_raw_id_sql)
+        col = f"{f}.{ident(name)}"
+        return contract.without_raw_id_sql(col, f"{f}.participant_id", "pm.participant") if name in carrying else col
+
     if kind == "consents":
-        typed = (f"SELECT {f}.fi, pm.participant, {f}.consent_version, {f}.scopes, "
+        typed = (f"SELECT {f}.fi, pm.participant, {stored_as('consent_version')} AS consent_version, {f}.scopes, "
                  f"try_cast({f}.granted_at AS TIMESTAMPTZ) AS granted_at, "
                  f"try_cast({f}.withdrawn_at AS TIMESTAMPTZ) AS withdrawn_at "
                  f"FROM {source.fields(kind)} {f} JOIN {PMAP} pm ON pm.pid_raw = {f}.participant_id")
         return f"""SELECT k.fi, count(*) FROM (SELECT fi, {CONSENT_RECORD_HASH} AS record_hash FROM ({typed})) k
                    JOIN consents s ON s.record_hash = k.record_hash GROUP BY k.fi"""
-    cols = [f"{f}.{ident(k)}" for k in KEY_FIELDS[kind] if k != "participant_id"]
+    cols = [f"{stored_as(k)} AS {ident(k)}" for k in KEY_FIELDS[kind] if k != "participant_id"]
     join_pid = ""
     if "participant_id" in KEY_FIELDS[kind]:
         cols.append("pm.participant")
+    if "participant_id" in KEY_FIELDS[kind] or carrying & set(KEY_FIELDS[kind]):
         join_pid = f" JOIN {PMAP} pm ON pm.pid_raw = {f}.participant_id"
     on = " AND ".join("s.participant = k.participant" if c == "participant_id" else f"s.{ident(c)} = k.{ident(c)}"
                       for c in KEY_FIELDS[kind])

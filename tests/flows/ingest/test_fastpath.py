@@ -213,6 +213,53 @@ def test_a_repeat_across_files_and_batches_is_a_duplicate_either_way(tmp_path, p
         assert rec.quarantined == {"duplicate": 2} and rec.stored["events"] == 2
 
 
+def test_a_withdrawing_participants_event_never_makes_another_participants_event_a_duplicate(tmp_path, protocol):
+    """Found by the property above (intermittently): p4 withdraws in this batch and has event e0 in one file, p0 has
+    e0 in another. The exact path kept p4's e0 among the batch's gathered events until the batch's end, so p0's e0
+    was quarantined as a duplicate of a row that the batch then erased; the fast path withheld p4's events from every
+    table and stored p0's. The event key is the event id within the study (README, gate.RECORD_KEY), and the rows of
+    a participant the batch erases are discarded, never stored: they are no key for anyone (gate.stored_keys)."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    _consents(land)
+    write_jsonl(land / "events-0.jsonl", [_line("clean", 0, PIDS[4], "compact")])
+    write_jsonl(land / "events-1.jsonl", [_line("clean", 0, PIDS[0], "compact")])
+    (fast_rec, fast_rows), (exact_rec, exact_rows) = _both(tmp_path, land, protocol)
+    assert fast_rec == exact_rec and fast_rows == exact_rows
+    assert exact_rec["quarantined"] == {} and exact_rec["stored"]["events"] == 2
+    assert exact_rec["erased_on_withdrawal"]["rows_deleted"] >= 1  # p4's e0, withheld and counted as erased
+    assert len(exact_rows["events"]) == 1  # p0's e0
+
+
+def test_events_a_withdrawal_erases_are_no_keys_in_the_same_file_or_across_batches(tmp_path, protocol):
+    """The same rule wherever the erased participant's event sits: earlier in the same file (a repeat inside one
+    chunk), or stored by an earlier batch whose participant withdraws in this one; and a withdrawing participant's
+    own event sent twice is stored (then erased) twice by either path, not once by one and twice by the other."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    _consents(land)
+    write_jsonl(land / "events-0.jsonl", [_line("clean", 0, PIDS[4], "compact"), _line("clean", 0, PIDS[0], "compact"),
+                                          _line("clean", 1, PIDS[4], "compact")])
+    write_jsonl(land / "events-1.jsonl", [_line("clean", 1, PIDS[4], "spaced")])
+    (fast_rec, fast_rows), (exact_rec, exact_rows) = _both(tmp_path, land, protocol)
+    assert fast_rec == exact_rec and fast_rows == exact_rows
+    assert exact_rec["quarantined"] == {} and [r[0] for r in exact_rows["events"]] == ["e0"]
+
+    first, second = tmp_path / "b1", tmp_path / "b2"
+    first.mkdir()
+    second.mkdir()
+    write_jsonl(first / "consents.jsonl", [consent(p) for p in PIDS[:2]])
+    write_jsonl(first / "events-0.jsonl", [_line("clean", 7, PIDS[1], "compact")])
+    write_jsonl(second / "consents.jsonl", [consent(PIDS[1], withdrawn="2026-01-05T00:00:00Z")])
+    write_jsonl(second / "events-0.jsonl", [_line("clean", 7, PIDS[0], "compact")])
+    for on in (True, False):
+        wh = tmp_path / f"w2-{'fast' if on else 'exact'}.duckdb"
+        ingest_batch(first, protocol, wh, KEY, fast_path=on)
+        rec = ingest_batch(second, protocol, wh, KEY, fast_path=on)
+        assert rec.quarantined == {} and rec.stored["events"] == 1, on
+    assert _snapshot(tmp_path / "w2-fast.duckdb")["events"] == _snapshot(tmp_path / "w2-exact.duckdb")["events"]
+
+
 def test_a_file_name_that_reads_as_a_glob_is_still_its_own_file(tmp_path, protocol):
     land = tmp_path / "landing"
     land.mkdir()

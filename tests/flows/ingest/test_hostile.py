@@ -485,14 +485,109 @@ def test_under_prefect_no_raw_id_reaches_its_database_or_the_terminal(tmp_path, 
     assert _raw_ids_in(_warehouse_bytes(tmp_path / "w.duckdb") + _folder_bytes(quarantine_dir(land))) == []
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_participant_id_inside_another_field_is_stored_and_warned_about(tmp_path, protocol, fast):
-    """D3d (case embedded): an event_id made from the participant's raw id is valid text, stored as it is, and
-    nothing said so. The reconciliation now warns (either path), cheaply: only the row's own id is looked for."""
-    land = tmp_path / "landing"
+def _embedding_batch(land: Path, new_records: int = 0) -> None:
+    """D3d (case embedded): a partner who builds other fields from the participant's raw id: an event id, a session
+    id, a feature, a response id, a prompt id. ``p1`` is shorter than 8 characters: its "embedding" is left alone
+    (contract.embeds_id_sql)."""
     land.mkdir()
     write_jsonl(land / "consents.jsonl", [consent(RAW), consent("p1")])
     write_jsonl(land / "events.jsonl", [event(f"{RAW}-evt-1", RAW), event("e2", RAW, session_id=f"s-{RAW}"),
-                                        event("e3", RAW), event("e4", "p1", feature="p1p1p1p1p1")])
-    rec = ingest_batch(land, protocol, tmp_path / "w.duckdb", KEY, fast_path=fast)
-    assert rec.stored["events"] == 4 and rec.as_json()["warnings"] == {"participant_id_inside_another_field": 2}
+                                        event("e3", RAW, feature=f"{RAW}/{RAW}"), event("e4", RAW),
+                                        event("e5", "p1", feature="p1p1p1p1p1")]
+                + [event(f"{RAW}-new-{i}", RAW) for i in range(new_records)])
+    write_jsonl(land / "responses.jsonl", [response(f"r{i}-{RAW}", RAW) for i in range(1 + new_records)])
+    write_jsonl(land / "prompts.jsonl", [{"prompt_id": f"q{i}-{RAW}-baseline", "participant_id": RAW, "study_id": "s1",
+                                          "wave": "baseline", "schedule_version": "2026.1",
+                                          "scheduled_at": "2026-01-02T08:00:00+00:00", "timezone": "Europe/London"}
+                                         for i in range(1 + new_records)])
+
+
+def _rows(wh: Path) -> dict:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * EXCLUDE (batch_id) FROM {t} ORDER BY ALL").fetchall()
+                for t in ("events", "responses", "prompts")} | {
+            "quarantine": con.execute("SELECT record_kind, reason, participant, payload FROM quarantine "
+                                      "ORDER BY ALL").fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_participant_id_inside_another_field_is_replaced_by_the_pseudonym_on_both_paths(tmp_path, protocol):
+    """D3d: the raw id inside an event id, a session id, a feature, a response id or a prompt id was stored as it
+    is (a byte scan of the warehouse found it; the reconciliation only warned). Each occurrence is now replaced
+    by the participant's pseudonym at the door, by both paths alike: the rows are kept, their keys stay unique and
+    the same for every delivery of the record, and a re-sent record is still a duplicate."""
+    pseudonym = pseudonymize(RAW, KEY)
+    land, again = tmp_path / "landing", tmp_path / "again"
+    _embedding_batch(land)
+    _embedding_batch(again, new_records=1)  # the same records again, and a new one of each kind
+    rows = {}
+    for fast in (True, False):
+        wh = tmp_path / f"w-{fast}.duckdb"
+        rec = ingest_batch(land, protocol, wh, KEY, fast_path=fast)
+        assert rec.quarantined == {} and rec.stored == {"consents": 2, "assignments": 0, "responses": 1,
+                                                         "events": 5, "prompts": 1}
+        assert rec.as_json()["warnings"] == {"participant_id_replaced_in_other_fields": 5}
+        assert RAW.encode() not in _warehouse_bytes(wh)
+        con = duckdb.connect(str(wh), read_only=True)
+        try:
+            assert con.execute("SELECT event_id, session_id, feature FROM events ORDER BY event_id").fetchall() == [
+                (f"{pseudonym}-evt-1", "s-1", None), ("e2", f"s-{pseudonym}", None),
+                ("e3", "s-1", f"{pseudonym}/{pseudonym}"), ("e4", "s-1", None), ("e5", "s-1", "p1p1p1p1p1")]
+            assert con.execute("SELECT response_id FROM responses").fetchall() == [(f"r0-{pseudonym}",)]
+            assert con.execute("SELECT prompt_id FROM prompts").fetchall() == [(f"q0-{pseudonym}-baseline",)]
+        finally:
+            con.close()
+        # the same records delivered again (in files with other bytes): duplicates, whichever path reads them
+        rec = ingest_batch(again, protocol, wh, KEY, fast_path=fast)
+        assert rec.stored == {"consents": 0, "assignments": 0, "responses": 1, "events": 1, "prompts": 1}, fast
+        assert rec.quarantined == {"duplicate": 5 + 1 + 1}  # the consents file is the same file: skipped
+        assert rec.as_json()["warnings"] == {"participant_id_replaced_in_other_fields": 4 + 2 + 2}
+        assert RAW.encode() not in _warehouse_bytes(wh) and RAW not in _text_columns(wh)
+        rows[fast] = _rows(wh)
+    assert rows[True] == rows[False]
+
+
+def test_a_record_embedding_its_participant_id_is_still_a_duplicate_after_rekey(tmp_path, protocol):
+    """Key rotation rewrites the old pseudonym inside a participant's other text fields too (privacy/rekey.py), so
+    a record re-sent after a rekey, pseudonymized under the new key at the door, still meets its stored key; and
+    erasing the participant leaves no byte of the raw id or either pseudonym."""
+    from flows.privacy_flows import erase_participant, rekey_warehouse
+
+    new_key = b"another-spine-key-9876543210"
+    land, again = tmp_path / "landing", tmp_path / "again"
+    _embedding_batch(land)
+    _embedding_batch(again, new_records=1)
+    wh = tmp_path / "w.duckdb"
+    ingest_batch(land, protocol, wh, KEY)
+    rekey_warehouse(wh, KEY, new_key, [RAW, "p1"])
+    copies = {fast: tmp_path / f"w-{fast}" / "w.duckdb" for fast in (True, False)}
+    for fast, copy in copies.items():
+        copy.parent.mkdir()
+        shutil.copy(wh, copy)
+        rec = ingest_batch(again, protocol, copy, new_key, fast_path=fast)
+        assert rec.stored["events"] == 1 and rec.quarantined == {"duplicate": 5 + 1 + 1}, fast
+    for copy in copies.values():  # each erasure scrubs the landing folders too: after both ingests
+        receipt = erase_participant(copy, RAW, new_key)
+        assert receipt.rows_deleted["events"] == 5 and not receipt.residual_files
+        data = _warehouse_bytes(copy)
+        assert RAW.encode() not in data and pseudonymize(RAW, new_key).encode() not in data
+        assert pseudonymize(RAW, KEY).encode() not in data
+
+
+def test_a_key_that_equals_another_once_the_id_is_replaced_is_a_duplicate_on_both_paths(tmp_path, protocol):
+    """The fast path hashes record keys before the raw id inside them is replaced, the exact path de-duplicates
+    after: ``<raw id>-evt-1`` and ``<pseudonym>-evt-1`` (a partner holding the key) differ before and are one
+    key after. A key holding a pseudonym's form keeps its file off the fast path, so both paths agree."""
+    land = tmp_path / "landing"
+    land.mkdir()
+    write_jsonl(land / "consents.jsonl", [consent(RAW)])
+    write_jsonl(land / "events.jsonl", [event(f"{RAW}-evt-1", RAW), event(f"{pseudonymize(RAW, KEY)}-evt-1", RAW),
+                                        event("e2", RAW)])
+    rows = {}
+    for fast in (True, False):
+        rec = ingest_batch(land, protocol, tmp_path / f"w-{fast}.duckdb", KEY, fast_path=fast)
+        assert rec.stored["events"] == 2 and rec.quarantined == {"duplicate": 1}, fast
+        rows[fast] = _rows(tmp_path / f"w-{fast}.duckdb")
+    assert rows[True] == rows[False]

@@ -98,6 +98,7 @@ def test_the_realistic_simulator_prompts_everyone_and_its_expired_prompts_are_it
     protocol = load_protocol(tmp_path / "study.yaml")
     rec = ingest_batch(tmp_path / "landing", protocol, tmp_path / "w.duckdb", KEY)
     assert rec.balanced and rec.quarantined == {} and rec.stored["prompts"] == 120 * len(protocol.waves)
+    assert rec.warnings == {}  # no prompt or response id made from a raw participant id
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
     try:
         rows = con.execute(f"SELECT wave, sum(prompted), sum(answered_in_window), sum(late), sum(expired) FROM "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -47,6 +48,31 @@ def test_every_injected_bad_row_is_quarantined_with_its_reason(small_study, tmp_
     assert rec.quarantined == injected  # exactly what was injected, nothing more
     assert rec.read == sum(rec.stored.values()) + sum(rec.quarantined.values())
     assert rec.stored["assignments"] == 600 and rec.stored["events"] == summary["events"]
+
+
+def test_the_simulated_partner_builds_no_field_from_a_participant_id(tmp_path):
+    """A simulator models a partner that behaves well: no prompt, response, event or session id made from the raw
+    participant id (prompt ids were ``q-<raw id>-<wave>``), so the ingest replaces nothing (contract.embeds_id_sql);
+    and no field but ``participant_id`` holds any participant's id, checked on every line of every file."""
+    summary = simulate(tmp_path / "s", 150, seed=1, bad_rows=0.01, truth_draws=2_000)
+    rec = ingest_batch(summary["landing"], load_protocol(tmp_path / "s" / "study.yaml"), tmp_path / "w.duckdb", KEY)
+    assert rec.balanced and rec.warnings == {}
+    _no_participant_id_outside_its_field(Path(summary["landing"]))
+
+
+def _no_participant_id_outside_its_field(land: Path) -> None:
+    ids = {json.loads(line)["participant_id"] for line in (land / "consents.jsonl").read_text().splitlines() if line}
+    assert ids and all(re.fullmatch(r"u-[0-9a-f]{24}", i) for i in ids)  # the simulator's form of an id
+    for path in land.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # an injected malformed line
+            if not isinstance(record, dict):
+                continue
+            texts = " ".join(v for k, v in record.items() if k != "participant_id" and isinstance(v, str))
+            assert not ids.intersection(re.findall(r"u-[0-9a-f]{24}", texts)), (path.name, line)
 
 
 def test_study_shape_attrition_and_withdrawals(small_study, tmp_path):
