@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.suffstats import InsufficientData
+from schemas.suffstats import InsufficientData, noisy_release_values
 
 
 def _count(value: object, name: str) -> int:
@@ -228,25 +228,12 @@ class NoisyBinaryCounts:
         """From the ``release_values`` rows of one (outcome, arm, wave) cell of a ``binary_counts`` query: rows
         ``events`` and ``non_events`` (the derived ``n`` is ignored); a suppressed or value-less row raises
         InsufficientData, a missing or repeated statistic ValueError."""
-        values: dict[str, float] = {}
-        sds: dict[str, float] = {}
-        for row in rows:
-            stat = str(row["statistic"])
-            if stat == "n":
-                continue
+        def check(stat: str) -> str:
             if stat not in BINARY_STATISTICS:
                 raise ValueError(f"a binary release cell holds events and non_events, not {stat!r}")
-            if row.get("suppressed"):
-                raise InsufficientData(f"the released {stat}", 1, 0, "a suppressed cell")
-            if stat in values:
-                raise ValueError(f"statistic {stat} appears twice in one release cell")
-            if row.get("value") is None:
-                raise InsufficientData(f"the released {stat}", 1, 0, "a cell without a value")
-            values[stat] = float(row["value"])  # type: ignore[arg-type]
-            sds[f"noise_sd_{stat}"] = float(row.get("noise_sd") or 0.0)  # type: ignore[arg-type]
-        missing = [s for s in BINARY_STATISTICS if s not in values]
-        if missing:
-            raise ValueError(f"release cell lacks statistics {missing}")
+            return stat
+
+        values, sds = noisy_release_values([r for r in rows if r["statistic"] != "n"], BINARY_STATISTICS, check)
         return cls(**values, **sds)
 
 

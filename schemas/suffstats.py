@@ -27,7 +27,7 @@ re-exports it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -326,27 +326,16 @@ class NoisyPairedMoments:
         ``noise_sd``; a row with ``suppressed`` true makes the cell unusable (raises InsufficientData).
         Every statistic must appear exactly once.
         """
-        values: dict[str, float] = {}
-        sds: dict[str, float] = {}
         plan = {"center": 0.0, "half_range": None}  # releases made before the centring hold sums of the values
+        noisy = []
         for row in rows:
             if row["statistic"] in plan:  # public constants of the release plan, not noisy statistics
                 if row.get("suppressed") or row.get("value") is None:
                     raise InsufficientData("the released cell's centre", 1, 0, "a suppressed cell")
                 plan[str(row["statistic"])] = float(row["value"])  # type: ignore[arg-type]
-                continue
-            stat = _check_statistic(str(row["statistic"]))
-            if row.get("suppressed"):
-                raise InsufficientData(f"the released statistic {stat}", 1, 0, "a suppressed cell")
-            if stat in values:
-                raise ValueError(f"statistic {stat} appears twice in one release cell")
-            if row.get("value") is None:
-                raise InsufficientData(f"the released statistic {stat}", 1, 0, "a cell without a value")
-            values[stat] = float(row["value"])  # type: ignore[arg-type]
-            sds[f"noise_sd_{stat}"] = float(row.get("noise_sd") or 0.0)  # type: ignore[arg-type]
-        missing = [s for s in PAIRED_STATISTICS if s not in values]
-        if missing:
-            raise ValueError(f"release cell lacks statistics {missing}")
+            else:
+                noisy.append(row)
+        values, sds = noisy_release_values(noisy, PAIRED_STATISTICS, _check_statistic)
         return cls(**values, **sds, **plan)
 
     def uncentred(self) -> dict[str, float]:
@@ -355,6 +344,29 @@ class NoisyPairedMoments:
         c, n, sx, sy = self.center, self.n, self.sum_x, self.sum_y
         return {"n": n, "sum_x": sx + n * c, "sum_y": sy + n * c, "sum_xx": self.sum_xx + 2 * c * sx + n * c * c,
                 "sum_yy": self.sum_yy + 2 * c * sy + n * c * c, "sum_xy": self.sum_xy + c * (sx + sy) + n * c * c}
+
+
+def noisy_release_values(rows: Iterable[Mapping[str, object]], expected: Sequence[str],
+                         check: Callable[[str], str]) -> tuple[dict[str, float], dict[str, float]]:
+    """The values and noise SDs (``noise_sd_<statistic>``) of one release cell's noisy rows: each statistic
+    (``check`` names it or raises) exactly once and all of ``expected``; a suppressed or value-less row makes the
+    cell unusable (InsufficientData), a repeated or missing statistic is a malformed release (ValueError)."""
+    values: dict[str, float] = {}
+    sds: dict[str, float] = {}
+    for row in rows:
+        stat = check(str(row["statistic"]))
+        if row.get("suppressed"):
+            raise InsufficientData(f"the released statistic {stat}", 1, 0, "a suppressed cell")
+        if stat in values:
+            raise ValueError(f"statistic {stat} appears twice in one release cell")
+        if row.get("value") is None:
+            raise InsufficientData(f"the released statistic {stat}", 1, 0, "a cell without a value")
+        values[stat] = float(row["value"])  # type: ignore[arg-type]
+        sds[f"noise_sd_{stat}"] = float(row.get("noise_sd") or 0.0)  # type: ignore[arg-type]
+    missing = [s for s in expected if s not in values]
+    if missing:
+        raise ValueError(f"release cell lacks statistics {missing}")
+    return values, sds
 
 
 def _check_statistic(statistic: str) -> str:
