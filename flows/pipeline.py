@@ -233,10 +233,26 @@ def release_stage(study: str, warehouse: str, now_iso: str) -> State:
         status = budget(warehouse).get(protocol.study_id)
         return {"releases": made_now, "due": [rid for _, rid in due],
                 "epsilon_spent": None if status is None else status.epsilon_spent,
-                "epsilon_total": protocol.privacy.epsilon if protocol.privacy else None}
+                "epsilon_total": protocol.privacy.epsilon if protocol.privacy else None,
+                "public_analysis": _public_analysis(protocol, warehouse) if made_now else None}
 
     return _stage("release", warehouse, protocol.study_id, key, body,
                   key_after=lambda: runs.cache_key("release", plan_hash, sorted(rid for _, rid in due), False))
+
+
+def _public_analysis(protocol, warehouse: str) -> dict[str, Any]:
+    """The public tier fitted on the releases (post-processing: no privacy cost) and stored, so the dashboard and
+    the regulator report show effects; when it cannot be fitted, the reason (the release stands either way)."""
+    from flows.analysis_flows import run_analysis
+
+    con = connect(warehouse, create=False)
+    try:
+        result = run_analysis(con, protocol, tier="public", store=True)
+    except FlourishError as exc:
+        return {"rows": 0, "reason": _sentence(exc)}
+    finally:
+        con.close()
+    return {"run_id": result.run_id, "rows": len(result.summary.to_records()), "notes": list(result.notes)}
 
 
 REPORT_FILES = ("dashboard.html", "trial-report.html", "regulator-report.html", "regulator-report.json")

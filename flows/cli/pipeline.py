@@ -69,8 +69,11 @@ def _detail(stage: str, state: str, summary: dict[str, Any], message: str | None
         budget = "" if spent is None else f"; epsilon {spent:.3g} of {summary.get('epsilon_total'):g} spent"
         ratios = [f"{m.get('after_wave')}: {_ratio(m['public_width_ratio'])}" for m in made
                   if m.get("public_width_ratio") is not None]
+        public = summary.get("public_analysis")
+        fitted = "" if not public else (f"; public tier fitted ({public['rows']} rows)" if public.get("rows")
+                                        else f"; public tier not fitted: {public.get('reason')}")
         return f"{len(made)} release(s) made{budget}" + (
-            f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "")
+            f"; public/trusted width of the primary's last released wave {', '.join(ratios)}" if ratios else "") + fitted
     if stage == "reports":
         return f"dashboard, trial and regulator reports in {summary.get('out_dir', '')}"
     return ""

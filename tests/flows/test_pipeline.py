@@ -67,6 +67,12 @@ def test_run_then_rerun_is_cached_and_spends_nothing_twice(study, monkeypatch):
     assert _count(wh, "SELECT count(*) FROM scores") > 0
     assert _count(wh, "SELECT count(*) FROM analysis_summary") > 0
     assert _count(wh, "SELECT count(*) FROM releases") == 2  # the protocol plans two (after m3 and m12)
+    # the release stage fits the public tier on what it released, so the dashboard and regulator report show effects
+    assert _count(wh, "SELECT count(*) FROM analysis_summary WHERE tier = 'public'") > 0
+    stage = next(s for s in rec["stages"] if s["stage"] == "release")
+    assert stage["summary"]["public_analysis"]["rows"] > 0
+    dashboard = (reports / "dashboard.html").read_text()
+    assert "no public-tier analysis" not in dashboard and "no analysis of this tier" not in dashboard
     ledger = _count(wh, "SELECT count(*) FROM privacy_ledger")
     summaries = _count(wh, "SELECT count(*) FROM analysis_summary")
 
