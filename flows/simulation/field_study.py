@@ -503,7 +503,11 @@ def _inject(rng, files, fraction, pid, offset, has_telemetry, withdraw, withdraw
     bad["unknown_wave"] = [variant(i, wave="m24") for i in range(k)]
     bad["out_of_range"] = [variant(i, items={**good["items"], next(iter(good["items"])): 9}) for i in range(k)]
     bad["unknown_item"] = [variant(i, items={**good["items"], "XYZ_9": 1}) for i in range(k)]
-    bad["duplicate"] = [resp[int(j)] for j in rng.integers(0, len(resp), k)]
+    # a repeat of a kept participant's response: a withdrawing participant's rows are all discarded at the batch's
+    # end and are no key for a repeat (flows/ingest/gate.stored_keys), so their repeat is erased, not a duplicate
+    leaving = {str(p) for p in pid[withdraw]}
+    kept = [j for j, line in enumerate(resp) if json.loads(line)["participant_id"] not in leaving]
+    bad["duplicate"] = [resp[kept[int(j)]] for j in rng.integers(0, len(kept), k)]
     extra_events: list[str] = []
     counts = {r: len(v) for r, v in bad.items()}
 
