@@ -9,11 +9,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 from flows.warehouse import open_warehouse
+from tests.support.telemetry import sessions_around_assignment, write_study
 
 PROTOCOL = {
     "study_id": "diverge",
@@ -39,22 +39,8 @@ def _fill(path, n=600, seed=19):
         seen = rng.random(n) >= drop
         who5 = 55 + 14 * trait - harm * hook + rng.normal(0, 9, n)
         scores += [("diverge", pid[i], wave, "who5.percent", float(who5[i])) for i in range(n) if seen[i]]
-    rate = rng.gamma(3, 1, n)
-    k_pre, k_in = rng.poisson(rate * 2), rng.poisson(rate * 2 * np.where(hook > 0, 1.4, 1.0))
-    who = np.concatenate([np.repeat(np.arange(n), k_pre), np.repeat(np.arange(n), k_in)])
-    sign = np.concatenate([-np.ones(k_pre.sum()), np.ones(k_in.sum())])
-    ts = pd.Series(pd.to_datetime([assigned[i] for i in who], utc=True)) + pd.to_timedelta(
-        sign * rng.uniform(0.01, 13.9, who.size), unit="D")
-    events = pd.DataFrame({"event_id": [f"e{j}" for j in range(who.size)], "participant": np.array(pid)[who],
-                           "study_id": "diverge", "ts": ts, "session_id": "s", "type": "session_start",
-                           "feature": None, "value": np.nan, "batch_id": "b1"})
-    with open_warehouse(path) as con:
-        con.executemany("INSERT INTO assignments VALUES (?, 'diverge', ?, ?, NULL, 'b1')",
-                        [(pid[i], arm[i], assigned[i]) for i in range(n)])
-        con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?, ?, ?, ?, ?)", scores)
-        con.register("ev", events)
-        con.execute("INSERT INTO events SELECT event_id, participant, study_id, ts, session_id, type, "
-                    "CAST(feature AS VARCHAR), value, batch_id FROM ev")
+    events = sessions_around_assignment(rng, "diverge", pid, assigned, np.where(hook > 0, 1.4, 1.0))
+    write_study(path, "diverge", pid, arm, assigned, scores, events)
 
 
 @pytest.fixture(scope="module")

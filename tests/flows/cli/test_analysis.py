@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli.analysis import register
 from flows.warehouse import open_warehouse
+from tests.support.telemetry import sessions_around_assignment, write_study
 from tests.support.plan import ml_fit_stand_in
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -59,23 +60,8 @@ def _fill(path, n=240, seed=3):
         swls = 20 + 4 * trait + rng.normal(0, 3, n)
         for name, v in (("who5.percent", who5), ("phq9.total", phq9), ("swls.total", swls)):
             scores += [("cli-study", pid[i], wave, name, float(v[i])) for i in range(n) if seen[i]]
-    rate = rng.gamma(3, 1, n)
-    k_pre = rng.poisson(rate * 2)  # sessions in the 14 days before assignment
-    k_in = rng.poisson(rate * 2 * np.where(arm == "coach", 1.3, 1.0))  # and in the 14 days after
-    who = np.concatenate([np.repeat(np.arange(n), k_pre), np.repeat(np.arange(n), k_in)])
-    sign = np.concatenate([-np.ones(k_pre.sum()), np.ones(k_in.sum())])
-    ts = pd.Series(pd.to_datetime([assigned[i] for i in who], utc=True)) + pd.to_timedelta(
-        sign * rng.uniform(0.01, 13.9, who.size), unit="D")
-    events = pd.DataFrame({"event_id": [f"e{j}" for j in range(who.size)], "participant": np.array(pid)[who],
-                           "study_id": "cli-study", "ts": ts, "session_id": "s", "type": "session_start",
-                           "feature": None, "value": np.nan, "batch_id": "b1"})
-    with open_warehouse(path) as con:
-        con.executemany("INSERT INTO assignments VALUES (?, 'cli-study', ?, ?, NULL, 'b1')",
-                        [(pid[i], arm[i], assigned[i]) for i in range(n)])
-        con.executemany("INSERT INTO scores (study_id, participant, wave, outcome, value) VALUES (?, ?, ?, ?, ?)", scores)
-        con.register("ev", events)
-        con.execute("INSERT INTO events SELECT event_id, participant, study_id, ts, session_id, type, "
-                    "CAST(feature AS VARCHAR), value, batch_id FROM ev")
+    events = sessions_around_assignment(rng, "cli-study", pid, assigned, np.where(arm == "coach", 1.3, 1.0))
+    write_study(path, "cli-study", pid, arm, assigned, scores, events)
 
 
 @pytest.fixture(scope="module")
