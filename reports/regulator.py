@@ -143,33 +143,30 @@ def ctgov(bundle: ReportBundle) -> ClinicalTrialsGov:
                                        else f"{max(0.0, v.value):.0f}"))
         return [CTDenom(units="Participants", counts=counts)]
 
-    def mean_measurement(ids: dict[str, str], outcome: str, wave: str, arm: str) -> CTMeasurement:
-        v = next((x for x in bundle.values_of(f"score_moments:{outcome}") if x.arm == arm and x.wave == wave
-                  and x.statistic == "mean"), None)
+    def released(query: str, statistic: str, wave: str, arm: str):
+        return next((x for x in bundle.values_of(query) if x.arm == arm and x.wave == wave
+                     and x.statistic == statistic), None)
+
+    def measurement(ids: dict[str, str], arm: str, v, what: str) -> CTMeasurement:
+        """A released value as a measurement: the value with its interval from the DP noise, or why there is none."""
         if v is None:
             return CTMeasurement(groupId=ids[arm], comment="not released")
         if v.suppressed:
             return CTMeasurement(groupId=ids[arm], comment=suppressed(k))
         lo, hi = noise_interval(v, level)
         return CTMeasurement(groupId=ids[arm], value=_s(v.value), lowerLimit=_s(lo), upperLimit=_s(hi),
-                             comment=f"DP mean; limits are its {level:.0%} interval from the DP noise (noise SD "
+                             comment=f"{what}; limits are its {level:.0%} interval from the DP noise (noise SD "
                                      f"{_s(v.noise_sd)})")
+
+    def mean_measurement(ids: dict[str, str], outcome: str, wave: str, arm: str) -> CTMeasurement:
+        return measurement(ids, arm, released(f"score_moments:{outcome}", "mean", wave, arm), "DP mean")
 
     def events_measurement(ids: dict[str, str], outcome: str, wave: str, arm: str) -> CTMeasurement:
         """A binary outcome's released count of participants with the event (``binary_counts:<outcome>``)."""
-        v = next((x for x in bundle.values_of(f"binary_counts:{outcome}") if x.arm == arm and x.wave == wave
-                  and x.statistic == "events"), None)
-        n = next((x for x in bundle.values_of(f"binary_counts:{outcome}") if x.arm == arm and x.wave == wave
-                  and x.statistic == "n"), None)
-        if v is None:
-            return CTMeasurement(groupId=ids[arm], comment="not released")
-        if v.suppressed:
-            return CTMeasurement(groupId=ids[arm], comment=suppressed(k))
-        lo, hi = noise_interval(v, level)
+        n = released(f"binary_counts:{outcome}", "n", wave, arm)
         of = f" of a DP n of {_s(n.value)}" if n is not None and n.value is not None else ""
-        return CTMeasurement(groupId=ids[arm], value=_s(v.value), lowerLimit=_s(lo), upperLimit=_s(hi),
-                             comment=f"DP count of participants with the event{of}; limits are its {level:.0%} "
-                                     f"interval from the DP noise (noise SD {_s(v.noise_sd)})")
+        return measurement(ids, arm, released(f"binary_counts:{outcome}", "events", wave, arm),
+                           f"DP count of participants with the event{of}")
 
     groups = lambda ids: [CTGroup(id=ids[a.name], title=a.name, description=a.description or None) for a in p.arms]  # noqa: E731
     baseline = CTBaselineCharacteristicsModule(
