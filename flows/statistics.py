@@ -269,11 +269,12 @@ def require_covariates(con: duckdb.DuckDBPyConnection, protocol: StudyProtocol, 
     """Refuse, naming the covariate and how many participants lack it, a plan whose covariate is missing for some of
     the participants the model would analyse (randomised, with a baseline and a follow-up score): leaving them out
     silently would change the analysed sample."""
-    analysed = observations_sql(protocol, outcome, (), waves)
+    # the participants observations_sql would give rows, one row each (the pivoted read: no window over every score)
+    analysed = participant_rows_sql(protocol, outcome, (), waves)
     for c in covariates:
         n_missing, n_all = con.execute(
             f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {_covariate_relation(protocol, c)} AS cv "
-            f"WHERE cv.participant = a.participant)), count(*) FROM (SELECT DISTINCT participant FROM {analysed}) AS a"
+            f"WHERE cv.participant = a.participant)), count(*) FROM (SELECT participant FROM {analysed}) AS a"
         ).fetchone()
         if n_missing:
             declared = protocol.baseline_covariate(c)
