@@ -88,20 +88,40 @@ def paths_sql(kind: str) -> str:
     return "[" + ", ".join(literal("$." + s.name) for s in specs(kind)) + "]"
 
 
-def parse_sql(kind: str, raw: str, guard: str | None = None) -> str:
+def parse_sql(kind: str, raw: str, guard: str | None = None, canonical: bool = False) -> str:
     """The select list parsing a JSON text column ``raw`` once per access path into the lists ``t``, ``v`` (types
-    and texts of the kind's fields) and ``keys`` (every key, repeats included); NULL unless ``guard`` holds."""
+    and texts of the kind's fields) and ``keys`` (every key, repeats included); NULL unless ``guard`` holds.
+
+    ``canonical``: ``raw`` is a line as DuckDB's ``read_json`` hands it back (minified, written by one JSON writer);
+    its keys are not listed (a third parse), its length ``raw_bytes`` is taken instead (:func:`unpack_sql`)."""
     paths = paths_sql(kind)
-    exprs = {"t": f"json_type({raw}, {paths})", "v": f"json_extract_string({raw}, {paths})", "keys": f"json_keys({raw})"}
+    exprs = {"t": f"json_type({raw}, {paths})", "v": f"json_extract_string({raw}, {paths})"}
+    exprs |= {"raw_bytes": f"strlen({raw}::VARCHAR)"} if canonical else {"keys": f"json_keys({raw})"}
     if guard:
         exprs = {k: f"CASE WHEN {guard} THEN {e} END" for k, e in exprs.items()}
     return ", ".join(f"{e} AS {k}" for k, e in exprs.items())
 
 
-def unpack_sql(kind: str, raw: str) -> str:
-    """The select list unpacking :func:`parse_sql`'s lists into the scalar columns the checks read."""
-    cols = [f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, len(specs(kind)) + 1)]
-    cols.append("len(keys) AS n_keys, list_count(t) AS n_known")
+def unpack_sql(kind: str, raw: str, canonical: bool = False) -> str:
+    """The select list unpacking :func:`parse_sql`'s lists into the scalar columns the checks read.
+
+    ``canonical`` (the fast path's runs): ``n_keys`` is ``n_known`` when the line is exactly as long as a minified
+    object holding only the fields found, each once (``{"name":value,...}``, a string's value counted with its
+    quotes and no escapes), and one more otherwise. An unknown or repeated key makes the line longer, and so does a
+    string the writer escaped: such a line is not vouched for (fast_ok) and the exact path, which lists the keys,
+    decides. Sufficient, never wrong the other way: the line cannot be shorter than that object."""
+    n = len(specs(kind))
+    cols = [f"t[{i}] AS t_{i}, v[{i}] AS v_{i}" for i in range(1, n + 1)]
+    if canonical:
+        sizes = []  # the bytes a field found takes in the minified object: "name": and its value
+        for i, name_bytes in enumerate((len(spec.name) + 3 for spec in specs(kind)), start=1):
+            text = f"CASE t[{i}] WHEN 'VARCHAR' THEN strlen(v[{i}]) + 2 WHEN 'NULL' THEN 4 ELSE strlen(v[{i}]) END"
+            sizes.append(f"coalesce({number(name_bytes)} + {text}, 0)")
+        commas = "greatest(list_count(t) - 1, 0)"
+        cols.append(f"list_count(t) + (raw_bytes <> 2 + {commas} + {' + '.join(sizes)})::INTEGER AS n_keys, "
+                    "list_count(t) AS n_known")
+    else:
+        cols.append("len(keys) AS n_keys, list_count(t) AS n_known")
     if kind == "consents":
         s = index(kind)["scopes"]
         cols.append(f"CASE WHEN t[{s}] = 'ARRAY' THEN json_type({raw}, '$.scopes[*]') END AS scope_types")

@@ -33,6 +33,12 @@ class Source:
         a chunk's text may be anything)."""
         return "json_valid(raw)" if self.chunk else None
 
+    @property
+    def canonical(self) -> bool:
+        """Whether :meth:`lines` hands back each line as ``read_json`` writes it: minified, every value by one JSON
+        writer (a run; a chunk's text is the partner's own). contract.unpack_sql then counts keys by length."""
+        return self.chunk is None
+
     def _read_json(self, columns: dict[str, str], *, records: bool) -> str:
         cols = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in columns.items()) + "}"
         files = "[" + ", ".join(literal(str(p)) for p in self.paths) + "]"

@@ -79,10 +79,10 @@ def verify_sql(kind: str, protocol: StudyProtocol, bounds: ItemBounds, source: S
     WITH r AS (SELECT * FROM {source.lines()}
     ), typed AS (
         SELECT fi, lax, raw, coalesce(starts_with(raw::VARCHAR, '{{') {'AND json_valid(raw)' if source.guard() else ''},
-               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard())}
+               false) AS is_object, {contract.parse_sql(kind, 'raw', source.guard(), source.canonical)}
         FROM r
     ), unpacked AS (
-        SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw')} FROM typed
+        SELECT fi, lax, is_object, {contract.unpack_sql(kind, 'raw', source.canonical)} FROM typed
     ), c AS (
         SELECT fi, v_{idx['participant_id']} AS pid, try_cast(v_{idx[TIME_FIELD[kind]]} AS TIMESTAMPTZ) AS t,
                {_key_hash(kind)} AS hk, is_object AND NOT lax AND {ok} AND {_no_pseudonym_in_key(kind)} AS ok, {contract.embeds_id_sql(kind)} AS embeds
