@@ -38,6 +38,7 @@ import hashlib
 import json
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -230,7 +231,8 @@ class _Batch:
         self.tombs = {r[0] for r in self.con.execute("SELECT participant FROM tombstones").fetchall()}
         self.pseudonyms = Pseudonyms(self.key, self.tombs)
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {gate.ACC_EVENTS} AS SELECT * FROM events LIMIT 0")
-        self.gathered = self.withheld_events = 0
+        self.gathered = 0
+        self.withheld: Counter[str] = Counter()  # table -> rows of participants this batch erases, never inserted
 
     # -- names ------------------------------------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ class _Batch:
     def ingest_file(self, f: landing.LandingFile, digest: str, unreadable: str | None,
                     runs: fastpath.Runs) -> FileResult:
         if unreadable is None:
-            self.withheld_events += runs.offer(self.con, f, self.pseudonyms, self.batch_id)
+            self.withheld.update(runs.offer(self.con, f, self.pseudonyms, self.batch_id))
         chunks = None if unreadable is not None or f.name in runs.stored or f.kind is None or f.fmt is None \
             else _Chunks(f)
         if chunks is not None:
@@ -316,7 +318,7 @@ class _Batch:
                 self.gathered += counts.stored
             self._progress(tally.name, tally.read)
         if self.gathered >= ACC_FLUSH_ROWS:
-            self.withheld_events += self.flush_events()
+            self.withheld["events"] += self.flush_events()
 
     def _unreadable_file(self, f: landing.LandingFile, tally: FileTally, why: str, copy: bool) -> None:
         """One ``unreadable_file`` row for the whole file; its bytes sealed into the quarantine folder when it has
@@ -365,10 +367,10 @@ class _Batch:
     def finish(self) -> ErasureSummary | None:
         """Flush the last events and erase the participants whose consent withdrawals this batch brought, in
         the batch's transaction (DESIGN.md: a withdrawal erases the participant)."""
-        self.withheld_events += self.flush_events()
-        erased = erase_withdrawn(self.con, withheld={"events": self.withheld_events})
-        if erased is None and self.withheld_events:
-            raise IngestError(f"internal error: {self.withheld_events} events were withheld for an erasure that "
+        self.withheld["events"] += self.flush_events()
+        erased = erase_withdrawn(self.con, withheld=dict(self.withheld))
+        if erased is None and sum(self.withheld.values()):
+            raise IngestError(f"internal error: {sum(self.withheld.values())} rows were withheld for an erasure that "
                               "did not run")
         if erased is None:
             return None

@@ -38,7 +38,7 @@ from flows.ingest.contract import ItemBounds
 from flows.ingest.errors import IngestError, printable
 from flows.ingest.fastpath import facts as facts_mod
 from flows.ingest.fastpath.facts import FileFacts
-from flows.ingest.fastpath.load import load
+from flows.ingest.fastpath.load import load, withholds
 from flows.ingest.fastpath.source import Source
 from flows.ingest.fastpath.verify import FP, gate_counts_sql, repeats, stored_keys_sql, verify_sql
 from flows.ingest.pseudonyms import PMAP, Pseudonyms, registered
@@ -106,7 +106,8 @@ class RunOutcome:
     stored: bool
     rows: Mapping[str, int]  # file name -> rows stored (when stored)
     embedded: Mapping[str, int] = field(default_factory=dict)  # file name -> rows with their participant id replaced elsewhere
-    withheld: int = 0  # events of participants this batch erases, not inserted (they count as erased)
+    withheld: Mapping[str, int] = field(default_factory=dict)  # table -> rows of participants this batch erases,
+    # not inserted (they count as erased: load.withholds)
     retry_alone: frozenset[str] = frozenset()  # files that looked clean on their own: worth a run of one
 
 
@@ -142,7 +143,7 @@ def _decide(con, kind: str, study_id: str, source: Source, aggregates: pa.Table,
         if candidates and stored_sql and _has_stored(con, kind, study_id):
             stored = dict(con.execute(stored_sql).fetchall())
     clean = {fi for fi in candidates if not stored.get(fi)}
-    if kind != "events":  # other records of those participants are stored, then erased with them
+    if not withholds(kind, source):  # those participants' consents (or a chunk's records) are stored, then erased
         withheld = 0
     return _Decision(rows, embedded, frozenset(clean), withheld, frozenset(a for a, b in found if a == b),
                      bool(found))
@@ -198,14 +199,16 @@ def try_run(con: duckdb.DuckDBPyConnection, run: list[tuple[landing.LandingFile,
         return RunOutcome(False, {}, retry_alone=frozenset(hints))
     ids = [i for i in pc.unique(verified.aggregates.column("pid")).to_pylist() if i is not None]
     with registered(con, PMAP, pseudonyms.table(ids)), _small_side_first(con):
-        inserted = load(con, kind, protocol, source, batch_id, ids_inside=any(d.embedded.values()))
+        loaded = load(con, kind, protocol, source, batch_id, ids_inside=any(d.embedded.values()))
+    inserted = loaded.records
     expected = sum(d.rows.values()) - d.withheld
     if inserted != expected or tuple(_file_state(p) for p in paths) != verified.before:
         names = ", ".join(printable(f.name) for f, _ in run)
         raise IngestError(f"a landing file of {names} changed while it was being ingested ({inserted} rows loaded, "
                           f"{expected} verified); the batch was rolled back, nothing was stored")
     return RunOutcome(True, {run[i][0].name: n for i, n in d.rows.items()},
-                      {run[i][0].name: n for i, n in d.embedded.items()}, d.withheld)
+                      {run[i][0].name: n for i, n in d.embedded.items()},
+                      {kind: d.withheld, **loaded.withheld} if d.withheld else {})
 
 
 def try_chunk(con: duckdb.DuckDBPyConnection, chunk: str, kind: str, protocol: StudyProtocol,
@@ -221,7 +224,7 @@ def try_chunk(con: duckdb.DuckDBPyConnection, chunk: str, kind: str, protocol: S
         return None
     ids = [i for i in pc.unique(aggregates.column("pid")).to_pylist() if i is not None]
     with registered(con, PMAP, pseudonyms.table(ids)):
-        inserted = load(con, kind, protocol, source, batch_id, file_name, ids_inside=any(d.embedded.values()))
+        inserted = load(con, kind, protocol, source, batch_id, file_name, ids_inside=any(d.embedded.values())).records
     if inserted != d.rows[0]:
         raise IngestError(f"internal error: {inserted} rows of a chunk of {printable(file_name)} were loaded, "
                           f"{d.rows[0]} verified; the batch was rolled back, nothing was stored")
@@ -254,16 +257,16 @@ class Runs:
         self.embedded: dict[str, int] = {}  # file name -> rows a run stored with their participant id in another field
 
     def offer(self, con: duckdb.DuckDBPyConnection, f: landing.LandingFile, pseudonyms: Pseudonyms,
-              batch_id: str) -> int:
-        """Try the run ``f`` starts, then ``f`` alone if a failed run found it clean on its own; the events
-        withheld for this batch's erasure."""
+              batch_id: str) -> Mapping[str, int]:
+        """Try the run ``f`` starts, then ``f`` alone if a failed run found it clean on its own; the rows withheld
+        for this batch's erasure, by table."""
         if f.name in self.runs:
             outcome = self._try(con, self.runs[f.name], self._verified[f.name], pseudonyms, batch_id)
             if outcome.stored:
                 return outcome.withheld
         if f.name in self._retry and f.name not in self.stored:
             return self._try(con, [f], None, pseudonyms, batch_id).withheld
-        return 0
+        return {}
 
     def _try(self, con, files: list[landing.LandingFile], verified: Future[Verified] | None, pseudonyms: Pseudonyms,
              batch_id: str) -> RunOutcome:
