@@ -13,7 +13,9 @@
    Target: Flourish's marginal rate >= 0.5 x read_json's.
 2. Events only (the earlier benchmark, kept so its ratio can be compared): the 4x study's consents,
    assignments and events, ingested by ``ingest_batch`` in a fresh process with the clock started after the
-   imports, against DuckDB's bare ``read_json`` of the same event files. Events/s.
+   imports, against DuckDB's bare ``read_json`` of the same event files. Events/s. "The imports" include pandas,
+   which pyarrow imports on its first use (``pa.array`` does): code whose own imports pull pandas in would
+   otherwise have that cost (0.25-0.7 s here) outside the clock and code whose imports do not inside it.
 3. Before and after, same run: with ``--baseline REV`` every Flourish measurement is repeated, interleaved,
    with the code of commit REV (exported with ``git archive``), so a change is read as a same-run ratio.
    ``--baseline`` may be given more than once (say ``--baseline main --baseline fe8b6b4``): each is measured
@@ -60,6 +62,7 @@ print(json.dumps({"rows": rows}))
 EVENTS_FLOURISH = """
 import json, sys, time
 import instruments, flows.study  # imported before the clock starts, as duckdb is for the read_json runs
+import pandas  # pyarrow imports it on first use; some versions of the code import it with flows.study, others not
 from flows.ingest import ingest_batch
 from schemas.protocol import load_protocol
 protocol = load_protocol(sys.argv[1])
