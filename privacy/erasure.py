@@ -65,7 +65,9 @@ SPECIAL_TABLES = ("tombstones", "consent_ledger", "erasure_log")
 # Tables whose rows are accounting, not personal data: erasure strips the identifier and payload and keeps
 # the row, so "rows read = stored + quarantined" still adds up for every batch after an erasure.
 KEEP_REDACTED = {"quarantine": "participant = NULL, payload = NULL"}
-PSEUDONYM = re.compile(r"[0-9a-f]{64}")
+PSEUDONYM_RUN = "[0-9a-f]{64}"
+"""The form of a pseudonym (64 lowercase hex characters), as a regular expression."""
+PSEUDONYM = re.compile(PSEUDONYM_RUN)
 # The temporary table the core reads: the pseudonyms being erased.
 _SET = "_erasure_set"
 
@@ -115,9 +117,8 @@ def _text_columns_by_table(con: duckdb.DuckDBPyConnection) -> dict[str, list[str
 # ---------------------------------------------------------------------------------------------------------
 # Rows: one set-based core
 
-# A pseudonym is 64 lowercase hex characters: a text without such a run cannot hold one. This one small pattern
-# is the cheap first filter; the exact search (each pseudonym of the set, as a substring) runs on what passes it.
-_HEX_RUN = "[0-9a-f]{64}"
+# A text without a run of PSEUDONYM_RUN cannot hold a pseudonym. This one small pattern is the cheap first filter;
+# the exact search (each pseudonym of the set, as a substring) runs on what passes it.
 
 
 def _redact_embedded(con: duckdb.DuckDBPyConnection, pseudonyms: Sequence[str]) -> dict[str, int]:
@@ -152,7 +153,7 @@ def _redact_embedded(con: duckdb.DuckDBPyConnection, pseudonyms: Sequence[str]) 
                     f"SELECT t.rowid, t.{col} FROM {ident(table)} t WHERE strlen(t.{col}) = 64 "
                     f"AND t.{col} IN (SELECT participant FROM {_SET}) "
                     f"UNION ALL SELECT t.rowid, t.{col} FROM {ident(table)} t WHERE strlen(t.{col}) > 64 "
-                    f"AND regexp_matches(t.{col}, {literal(_HEX_RUN)}) "
+                    f"AND regexp_matches(t.{col}, {literal(PSEUDONYM_RUN)}) "
                     f"AND EXISTS (SELECT 1 FROM {_SET} s WHERE contains(t.{col}, s.participant))").fetchall()
             else:
                 hits = con.execute(

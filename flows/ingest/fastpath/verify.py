@@ -23,7 +23,7 @@ from flows.ingest.fastpath.source import Source
 from flows.ingest.gate import CONSENT_RECORD_HASH, stored_keys
 from flows.ingest.pseudonyms import PMAP
 from privacy.consent import scope_summary_sql
-from privacy.erasure import WITHDRAWN_NOT_ERASED
+from privacy.erasure import PSEUDONYM_RUN, WITHDRAWN_NOT_ERASED
 from schemas.protocol import StudyProtocol
 from schemas.sqltext import ident, literal
 
@@ -49,9 +49,6 @@ def _key_hash(kind: str) -> str:
         else:
             parts.append(f"v_{idx[name]}")
     return f"hash({', '.join(parts)})"
-
-
-PSEUDONYM_RUN = "[0-9a-f]{64}"
 
 
 def _no_pseudonym_in_key(kind: str) -> str:
