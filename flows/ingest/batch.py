@@ -59,7 +59,7 @@ from flows.ingest.pseudonyms import Pseudonyms, registered
 from flows.ingest.quarantine import RejectWriter, default_dir
 from flows.ingest.reconciliation import ErasureSummary, FileResult, FileTally, Reconciliation
 from flows.warehouse import connect
-from privacy.erasure import WITHDRAWN_NOT_ERASED, erase_withdrawn, tombstone_token
+from privacy.erasure import erase_withdrawn, tombstone_token
 from privacy.pseudonym import check_active_key, pseudonymize
 from schemas.errors import FlourishError
 from schemas.protocol import StudyProtocol
@@ -358,8 +358,8 @@ class _Batch:
         events, so the set is complete when events are flushed."""
         acc = gate.ACC_EVENTS
         withheld = self.con.execute(
-            f"SELECT count(*) FROM {acc} WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
-        self.con.execute(f"INSERT INTO events SELECT * FROM {acc} WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})")
+            f"SELECT count(*) FROM {acc} WHERE {gate.ERASED_BY_THIS_BATCH}").fetchall()[0][0]
+        self.con.execute(f"INSERT INTO events SELECT * FROM {acc} WHERE {gate.KEPT_BY_THIS_BATCH}")
         self.con.execute(f"DELETE FROM {acc}")
         self.gathered = 0
         return int(withheld)

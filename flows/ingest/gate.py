@@ -43,8 +43,11 @@ ACC_EVENTS = "acc_events"
 """Clean events of the batch gathered before one INSERT into ``events`` (batch.py creates it per batch)."""
 
 
-ERASED_BY_THIS_BATCH = f"participant NOT IN ({WITHDRAWN_NOT_ERASED})"
-"""SQL over a stored row: its participant is not one this batch erases (a consent withdrawal it brought)."""
+ERASED_BY_THIS_BATCH = f"participant IN ({WITHDRAWN_NOT_ERASED})"
+"""SQL over a row with a ``participant``: it is one this batch erases (a consent withdrawal it brought, no tombstone
+yet), so the row is withheld or erased at the batch's end."""
+KEPT_BY_THIS_BATCH = f"participant NOT IN ({WITHDRAWN_NOT_ERASED})"
+"""SQL over a row with a ``participant``: not one this batch erases (:data:`ERASED_BY_THIS_BATCH`)."""
 
 
 def keyed_by_record_id(kind: str) -> bool:
@@ -65,10 +68,10 @@ def stored_keys(kind: str, study_id: str) -> str:
     fast path's property test). The key stays the record id within the study (README, :data:`RECORD_KEY`): two
     participants who keep the same event id are still a duplicate, as long as both are kept."""
     s = literal(study_id)
-    keep = f" AND {ERASED_BY_THIS_BATCH}"
+    keep = f" AND {KEPT_BY_THIS_BATCH}"
     return {
         "events": (f"(SELECT * FROM (SELECT * FROM events WHERE study_id = {s} UNION ALL SELECT * FROM {ACC_EVENTS}) "
-                   f"WHERE {ERASED_BY_THIS_BATCH})"),
+                   f"WHERE {KEPT_BY_THIS_BATCH})"),
         "responses": f"(SELECT * FROM responses WHERE study_id = {s}{keep})",
         "prompts": f"(SELECT * FROM prompts WHERE study_id = {s}{keep})",
         "scores": f"(SELECT * FROM scores WHERE source = 'external' AND study_id = {s})",
@@ -100,7 +103,7 @@ def gate_sql(kind: str, source: str, study_id: str) -> str:
     text_key = " || chr(31) || ".join(f"{k}::VARCHAR" for k in key)
     label = "/".join(key)
     # a repeat inside the chunk: of a kept row (stored_keys: a row this batch erases is no key for anyone)
-    kept = f" AND {ERASED_BY_THIS_BATCH}" if keyed_by_record_id(kind) else ""
+    kept = f" AND {KEPT_BY_THIS_BATCH}" if keyed_by_record_id(kind) else ""
     repeats_cte = f"""rk AS (
         SELECT {text_key} AS k, min(line) AS first_line FROM g WHERE gate_reason IS NULL{kept}
         GROUP BY ALL HAVING count(*) > 1

@@ -17,9 +17,8 @@ import duckdb
 import flows.ingest.contract as contract
 import flows.ingest.store as store
 from flows.ingest.fastpath.source import Source
-from flows.ingest.gate import ACC_EVENTS, keyed_by_record_id
+from flows.ingest.gate import ACC_EVENTS, ERASED_BY_THIS_BATCH, KEPT_BY_THIS_BATCH, keyed_by_record_id
 from flows.ingest.pseudonyms import PMAP
-from privacy.erasure import WITHDRAWN_NOT_ERASED
 from schemas.protocol import StudyProtocol
 from schemas.sqltext import ident, literal
 
@@ -43,7 +42,7 @@ def rows_sql(kind: str, protocol: StudyProtocol, source: Source, withhold: bool,
             values.append(f"try_cast(trim({n}) AS DOUBLE) AS {n}")
         else:
             values.append(n)
-    hold = f" WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED})" if withhold else ""
+    hold = f" WHERE {KEPT_BY_THIS_BATCH}" if withhold else ""
     # the participant's raw id inside other text fields becomes its pseudonym, as the exact path stores it; a source
     # whose verify pass counted no such row (``ids_inside`` false) has none to replace, and is read as it is
     carrying = [] if not ids_inside else [f"{contract.without_raw_id_sql(f'r.{ident(name)}', 'r.pid_raw', 'pm.participant')} AS {ident(name)}"
@@ -86,8 +85,8 @@ def load(con: duckdb.DuckDBPyConnection, kind: str, protocol: StudyProtocol, sou
             rows = RESPONSE_ROWS
             if hold:
                 held_items = con.execute(f"SELECT coalesce(sum(len(json_keys(items))), 0) FROM {RESPONSE_ROWS} "
-                                         f"WHERE participant IN ({WITHDRAWN_NOT_ERASED})").fetchall()[0][0]
-                rows = f"(SELECT * FROM {RESPONSE_ROWS} WHERE participant NOT IN ({WITHDRAWN_NOT_ERASED}))"
+                                         f"WHERE {ERASED_BY_THIS_BATCH}").fetchall()[0][0]
+                rows = f"(SELECT * FROM {RESPONSE_ROWS} WHERE {KEPT_BY_THIS_BATCH})"
             for sql in store.response_inserts(rows):
                 con.execute(sql, params if "$batch" in sql else None)
             inserted = int(con.execute(f"SELECT count(*) FROM {rows} r").fetchall()[0][0])
