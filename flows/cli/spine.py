@@ -116,7 +116,8 @@ def _print_reconciliation(rec) -> None:
     out.print(table)
     if rec.erased:
         out.print(f"consent withdrawals in this batch erased their participants: {rec.erased.rows_deleted:,} rows "
-                  f"deleted, {rec.erased.rows_redacted:,} quarantine rows stripped of identifiers "
+                  f"deleted, {rec.erased.rows_redacted:,} kept without their identifiers (quarantine rows, consent-ledger "
+                  f"entries, text that held a pseudonym) "
                   f"(receipt {rec.erased.erasure_id})")
     for warning, n in rec.warnings.items():
         out.print(f"warning: {n:,} row(s) held their participant's raw id inside another field; it was replaced "
